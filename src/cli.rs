@@ -1,0 +1,439 @@
+//! Command line: clap definitions, dispatch, exit codes, human and JSON output.
+
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
+use crate::lock::{CredentialLock, EXIT_LOCKED, LockError};
+use crate::policy::Health;
+use crate::state::{CurrentRecord, StateStore};
+use crate::status::{self, Report, short_time};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use time::OffsetDateTime;
+
+/// Exit code for usage and configuration errors.
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "certrot",
+    version,
+    about = "Keeps X.509 client credentials for SAP BTP alive"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "CERTROT_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (repeat for less).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Inspect the current generation of each credential (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    Check {
+        /// Credentials to check (default: all).
+        names: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Table of every credential: client id, expiry, renewal time, last rotation, health.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bootstrap a credential's target from a service key (cf service-key / btp output).
+    Import {
+        name: String,
+        /// The service key or binding credentials JSON.
+        #[arg(long)]
+        service_key: PathBuf,
+        /// Wait for the credential's lock instead of failing.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Switch a credential back to its previous generation (inspected first).
+    Rollback {
+        name: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// A self-contained demonstration on generated certificates (no SAP account needed).
+    Demo {
+        /// Keep the demo files here instead of a temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Validate the configuration and print a normalised summary.
+    Check,
+}
+
+/// Sets up `tracing` on stderr.
+pub fn init_logging(format: LogFormat, verbose: u8, quiet: u8) {
+    let level = match (verbose as i32) - (quiet as i32) {
+        i32::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CERTROT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("certrot={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Parses arguments, runs the command, returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    init_logging(cli.log_format, cli.verbose, cli.quiet);
+    match cli.command {
+        Command::Check { names, json } => cmd_check(&cli.config, &names, json),
+        Command::Status { json } => cmd_status(&cli.config, json),
+        Command::Import {
+            name,
+            service_key,
+            wait,
+        } => cmd_import(&cli.config, &name, &service_key, wait),
+        Command::Rollback { name, wait } => cmd_rollback(&cli.config, &name, wait),
+        Command::Config {
+            action: ConfigAction::Check,
+        } => match Config::load(&cli.config) {
+            Ok(c) => {
+                print!("{}", c.summary());
+                0
+            }
+            Err(e) => fail_config(&e),
+        },
+        Command::Demo { dir } => crate::demo::run(dir),
+    }
+}
+
+fn fail_config(e: &ConfigError) -> i32 {
+    eprintln!("certrot: {e}");
+    EXIT_USAGE
+}
+
+/// Inspects the selected credentials.
+pub fn reports(config: &Config, names: &[String]) -> Result<Vec<Report>, String> {
+    let selected = config.select(names)?;
+    let store = StateStore::new(&config.state_dir);
+    let now = OffsetDateTime::now_utc();
+    Ok(selected
+        .into_iter()
+        .map(|c| status::inspect(c, &store, now))
+        .collect())
+}
+
+fn cmd_check(config_path: &std::path::Path, names: &[String], json: bool) -> i32 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("UNKNOWN - {e}");
+            return Health::Unknown.exit_code();
+        }
+    };
+    let reports = match reports(&config, names) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("UNKNOWN - {e}");
+            return Health::Unknown.exit_code();
+        }
+    };
+    let worst = reports.iter().map(|r| r.health).max().unwrap_or(Health::Ok);
+    if json {
+        let out = serde_json::json!({ "health": worst, "credentials": reports });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        print!("{}", render_check(&reports, worst));
+    }
+    worst.exit_code()
+}
+
+/// Monitoring-plugin output: a summary line, then one line per credential.
+pub fn render_check(reports: &[Report], worst: Health) -> String {
+    let count = |h| reports.iter().filter(|r| r.health == h).count();
+    let mut out = format!(
+        "{} - {} critical, {} warning, {} ok\n",
+        worst.as_str(),
+        count(Health::Critical),
+        count(Health::Warning),
+        count(Health::Ok)
+    );
+    for r in reports {
+        out.push_str(&format!(
+            "{} {}: {}\n",
+            r.health.as_str(),
+            r.credential,
+            r.reason
+        ));
+        for w in &r.warnings {
+            out.push_str(&format!("  warning: {w}\n"));
+        }
+    }
+    out
+}
+
+fn cmd_status(config_path: &std::path::Path, json: bool) -> i32 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => return fail_config(&e),
+    };
+    let reports = match reports(&config, &[]) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("certrot: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reports).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render_status(&reports, OffsetDateTime::now_utc()));
+    }
+    0
+}
+
+/// The `status` table.
+pub fn render_status(reports: &[Report], now: OffsetDateTime) -> String {
+    let header = [
+        "CREDENTIAL",
+        "CLIENT ID / SUBJECT",
+        "NOT AFTER",
+        "EXPIRES IN",
+        "RENEWS AT",
+        "LAST ROTATION",
+        "HEALTH",
+    ];
+    let dash = || "-".to_string();
+    let mut rows: Vec<[String; 7]> = vec![header.map(str::to_string)];
+    for r in reports {
+        let who = r
+            .client_id
+            .clone()
+            .or_else(|| r.subject.clone())
+            .unwrap_or_else(dash);
+        let expires = r.not_after.map_or_else(dash, |t| {
+            if t > now {
+                crate::policy::human(t - now)
+            } else {
+                "expired".into()
+            }
+        });
+        let last = r
+            .last_rotation
+            .as_ref()
+            .map_or_else(dash, |l| format!("{} {}", short_time(l.at), l.result));
+        rows.push([
+            r.credential.clone(),
+            who,
+            r.not_after.map_or_else(dash, short_time),
+            expires,
+            r.renews_at.map_or_else(dash, short_time),
+            last,
+            r.health.as_str().to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn lock_or_report(config: &Config, name: &str, wait: bool) -> Result<CredentialLock, i32> {
+    let store = StateStore::new(&config.state_dir);
+    if let Err(e) = store.ensure_dir() {
+        eprintln!("certrot: {e}");
+        return Err(1);
+    }
+    CredentialLock::acquire(&config.state_dir, name, wait).map_err(|e| {
+        eprintln!("certrot: {e}");
+        match e {
+            LockError::Locked { .. } => EXIT_LOCKED,
+            LockError::Io { .. } => 1,
+        }
+    })
+}
+
+fn cmd_import(
+    config_path: &std::path::Path,
+    name: &str,
+    key_file: &std::path::Path,
+    wait: bool,
+) -> i32 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => return fail_config(&e),
+    };
+    let cred = match config.select(&[name.to_string()]) {
+        Ok(v) => v[0].clone(),
+        Err(e) => {
+            eprintln!("certrot: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let _lock = match lock_or_report(&config, name, wait) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match import(&config, &cred, key_file) {
+        Ok(msg) => {
+            println!("{msg}");
+            0
+        }
+        Err(e) => {
+            eprintln!("certrot: import {name}: {e}");
+            1
+        }
+    }
+}
+
+/// Reads a service key, verifies it and commits it as the credential's new generation.
+pub fn import(
+    config: &Config,
+    cred: &crate::config::Credential,
+    key_file: &std::path::Path,
+) -> Result<String, String> {
+    let bytes = read_input(key_file)?;
+    let bytes = zeroize::Zeroizing::new(bytes);
+    let label = key_file.display().to_string();
+    let g = crate::servicekey::parse_service_key(&bytes, &label).map_err(|e| e.to_string())?;
+    let now = OffsetDateTime::now_utc();
+    if g.leaf().not_after <= now {
+        return Err(format!(
+            "{label}: the certificate expired at {}; create a new service key",
+            short_time(g.leaf().not_after)
+        ));
+    }
+    let target = status::target_of(cred);
+    let dir = target.commit(&g, now).map_err(|e| e.to_string())?;
+    let store = StateStore::new(&config.state_dir);
+    let mut state = store
+        .load(&cred.name, true)
+        .map_err(|e| e.to_string())?
+        .state;
+    state.current = Some(CurrentRecord {
+        serial: g.leaf().serial.clone(),
+        fingerprint_sha256: g.leaf().fingerprint_sha256.clone(),
+        not_after: g.leaf().not_after,
+        generation: Some(dir.clone()),
+        binding_id: None,
+        committed_at: now,
+        source: "import".into(),
+    });
+    store.save(&state).map_err(|e| e.to_string())?;
+    tracing::info!(credential = %cred.name, generation = %dir, serial = %g.leaf().serial, "imported");
+    Ok(format!(
+        "imported {}: {} (client id {}), valid until {}, into {}",
+        cred.name,
+        g.leaf().subject,
+        g.client_id().unwrap_or("-"),
+        short_time(g.leaf().not_after),
+        target.path().join(&dir).display()
+    ))
+}
+
+/// Reads a user-supplied file with the 1 MiB limit, naming it in errors.
+pub fn read_input(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::fsutil::read_limited(&mut f, crate::x509::MAX_PEM_BYTES)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn cmd_rollback(config_path: &std::path::Path, name: &str, wait: bool) -> i32 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => return fail_config(&e),
+    };
+    let cred = match config.select(&[name.to_string()]) {
+        Ok(v) => v[0].clone(),
+        Err(e) => {
+            eprintln!("certrot: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let _lock = match lock_or_report(&config, name, wait) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let target = status::target_of(&cred);
+    let now = OffsetDateTime::now_utc();
+    let (from, to, g) = match target.rollback() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("certrot: rollback {name}: {e}");
+            return 1;
+        }
+    };
+    if g.leaf().not_after <= now {
+        tracing::warn!(
+            credential = name,
+            "the generation rolled back to has expired"
+        );
+    }
+    let store = StateStore::new(&config.state_dir);
+    let saved = store.load(name, true).and_then(|l| {
+        let mut state = l.state;
+        state.current = Some(CurrentRecord {
+            serial: g.leaf().serial.clone(),
+            fingerprint_sha256: g.leaf().fingerprint_sha256.clone(),
+            not_after: g.leaf().not_after,
+            generation: Some(to.clone()),
+            binding_id: None,
+            committed_at: now,
+            source: "rollback".into(),
+        });
+        store.save(&state)
+    });
+    if let Err(e) = saved {
+        eprintln!("certrot: rollback {name}: switched, but the state was not saved: {e}");
+        return 1;
+    }
+    println!(
+        "rolled back {name}: {from} -> {to} ({}, valid until {})",
+        g.leaf().subject,
+        short_time(g.leaf().not_after)
+    );
+    0
+}

@@ -1,0 +1,712 @@
+//! The configuration file: TOML schema (serde, `deny_unknown_fields`), defaults, and
+//! validation into an effective [`Config`] in which every credential carries its resolved
+//! settings.
+//!
+//! Every error names the file, the line and column where known, and the field path
+//! (`credential[1].renew_before`), and is returned, never panicked.
+
+use crate::units::{FileMode, Jitter, RenewBefore, Span};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Where the configuration is read from when neither `--config` nor `CERTROT_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/certrot/certrot.toml";
+/// Where per-credential state lives unless `state_dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/certrot";
+/// Configuration files above this size are refused.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// A configuration that could not be loaded. The message names file, position and field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: the configuration is {size} bytes, over the 1 MiB limit")]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("{path}: the configuration is not UTF-8 text")]
+    NotUtf8 { path: PathBuf },
+    #[error("{}", format_invalid(path, *position, field, message))]
+    Invalid {
+        path: PathBuf,
+        /// 1-based line and column, when the error points at a place in the file.
+        position: Option<(usize, usize)>,
+        /// Field path such as `credential[1].renew_before`; empty for syntax errors.
+        field: String,
+        message: String,
+    },
+}
+
+fn format_invalid(
+    path: &Path,
+    position: Option<(usize, usize)>,
+    field: &str,
+    message: &str,
+) -> String {
+    let mut s = path.display().to_string();
+    if let Some((line, col)) = position {
+        s.push_str(&format!(":{line}:{col}"));
+    }
+    s.push_str(": ");
+    if !field.is_empty() {
+        s.push_str(field);
+        s.push_str(": ");
+    }
+    s.push_str(message);
+    s
+}
+
+/// The kind of SAP service a credential authenticates against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// SAP Authorization and Trust Management (XSUAA): token at `<certurl>/oauth/token`.
+    #[default]
+    Xsuaa,
+    /// SAP Cloud Identity Services: token at `<url>/oauth2/token`.
+    Identity,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Xsuaa => "xsuaa",
+            Kind::Identity => "identity",
+        })
+    }
+}
+
+/// How files are laid out in a directory target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// `cert.pem`, `key.pem`, `bundle.pem`, `credentials.json`.
+    #[default]
+    Files,
+    /// The above plus one file per credential field and `type` (servicebinding.io).
+    Servicebinding,
+}
+
+/// A cron expression (`sec min hour day month weekday [year]`, or the 5-field Unix form,
+/// which gets `0` seconds prepended). Numeric weekdays are refused: dialects disagree on them.
+#[derive(Clone)]
+pub struct CronSpec {
+    text: String,
+    schedule: cron::Schedule,
+}
+
+impl CronSpec {
+    pub fn parse(text: &str) -> Result<CronSpec, String> {
+        let t = text.trim();
+        let fields: Vec<&str> = t.split_whitespace().collect();
+        let normalised = if t.starts_with('@') {
+            t.to_string()
+        } else {
+            let (full, dow) = match fields.len() {
+                5 => (format!("0 {t}"), fields[4]),
+                6 | 7 => (fields.join(" "), fields[5]),
+                n => {
+                    return Err(format!(
+                        "{text:?} is not a cron expression: {n} fields (expected 5, 6 or 7)"
+                    ));
+                }
+            };
+            if dow.bytes().any(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "{text:?}: write days of the week as names (Mon-Fri), not numbers: \
+                     cron dialects number them differently"
+                ));
+            }
+            full
+        };
+        let schedule = cron::Schedule::from_str(&normalised)
+            .map_err(|e| format!("{text:?} is not a cron expression: {e}"))?;
+        Ok(CronSpec {
+            text: t.to_string(),
+            schedule,
+        })
+    }
+    pub fn schedule(&self) -> &cron::Schedule {
+        &self.schedule
+    }
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Debug for CronSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CronSpec({:?})", self.text)
+    }
+}
+
+impl PartialEq for CronSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl<'de> Deserialize<'de> for CronSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CronSpec::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for CronSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+/// A maintenance window: renewals prefer to start inside one.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// When a window opens.
+    pub cron: CronSpec,
+    /// How long it stays open.
+    pub duration: Span,
+}
+
+/// `[daemon]`: settings of `certrot run`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Daemon {
+    /// Address of the metrics and health endpoints; empty disables them.
+    pub listen: String,
+    /// When to re-inspect every target and refresh metrics.
+    pub check_schedule: CronSpec,
+    /// When to prove the current generation with a token request.
+    pub probe_schedule: CronSpec,
+    /// How many rotations may run at once.
+    pub max_parallel: u32,
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Daemon {
+            listen: "127.0.0.1:9464".into(),
+            check_schedule: CronSpec::parse("0 */5 * * * *").expect("built-in schedule parses"), // ok: constant
+            probe_schedule: CronSpec::parse("0 17 * * * *").expect("built-in schedule parses"), // ok: constant
+            max_parallel: 2,
+        }
+    }
+}
+
+/// Renewal settings shared by `[defaults]` and each `[[credential]]` (which may override them).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    renew_before: Option<RenewBefore>,
+    critical_before: Option<Span>,
+    jitter: Option<Jitter>,
+    retire_after: Option<Span>,
+    keep_generations: Option<u32>,
+    window: Option<Vec<Window>>,
+}
+
+/// The effective renewal policy of one credential.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Policy {
+    /// Renew this long (or this share of the lifetime) before `not_after`. Default 33.33%.
+    pub renew_before: RenewBefore,
+    /// Inside this span before `not_after` a credential is CRITICAL. Default 24h.
+    pub critical_before: Span,
+    /// Renew up to this share of the lifetime earlier, fixed per certificate. Default 5%.
+    pub jitter: Jitter,
+    /// Keep a replaced binding this long before deleting it. Default 1h.
+    pub retire_after: Span,
+    /// Old generation directories kept for rollback. Default 3.
+    pub keep_generations: u32,
+    /// Preferred renewal windows; none by default.
+    pub windows: Vec<Window>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            renew_before: RenewBefore::DEFAULT,
+            critical_before: Span::hours(24),
+            jitter: Jitter(
+                crate::units::Fraction::new(0.05).unwrap_or(crate::units::Fraction::ONE_THIRD),
+            ),
+            retire_after: Span::hours(1),
+            keep_generations: 3,
+            windows: Vec::new(),
+        }
+    }
+}
+
+impl Policy {
+    fn overlay(&self, raw: &RawPolicy) -> Policy {
+        Policy {
+            renew_before: raw.renew_before.unwrap_or(self.renew_before),
+            critical_before: raw.critical_before.unwrap_or(self.critical_before),
+            jitter: raw.jitter.unwrap_or(self.jitter),
+            retire_after: raw.retire_after.unwrap_or(self.retire_after),
+            keep_generations: raw.keep_generations.unwrap_or(self.keep_generations),
+            windows: raw.window.clone().unwrap_or_else(|| self.windows.clone()),
+        }
+    }
+}
+
+/// Where a credential's current generation is kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetType {
+    #[default]
+    Directory,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    #[serde(rename = "type", default)]
+    type_: TargetType,
+    path: Option<PathBuf>,
+    mode: Option<FileMode>,
+    owner: Option<String>,
+    group: Option<String>,
+    layout: Option<Layout>,
+}
+
+/// A directory target (`type = "directory"`), laid out as in `docs/architecture.md`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DirectoryTarget {
+    pub path: PathBuf,
+    /// Mode of the files; directories get the same bits plus search (`x`) where read is set.
+    pub mode: FileMode,
+    /// Owner and group (numeric ids), applied when running as root.
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    pub layout: Layout,
+}
+
+/// The effective target of a credential.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Target {
+    Directory(DirectoryTarget),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    name: String,
+    #[serde(default)]
+    kind: Kind,
+    renew_before: Option<RenewBefore>,
+    critical_before: Option<Span>,
+    jitter: Option<Jitter>,
+    retire_after: Option<Span>,
+    keep_generations: Option<u32>,
+    window: Option<Vec<Window>>,
+    target: RawTarget,
+}
+
+impl RawCredential {
+    fn policy(&self) -> RawPolicy {
+        RawPolicy {
+            renew_before: self.renew_before,
+            critical_before: self.critical_before,
+            jitter: self.jitter,
+            retire_after: self.retire_after,
+            keep_generations: self.keep_generations,
+            window: self.window.clone(),
+        }
+    }
+}
+
+/// One managed credential with every setting resolved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Credential {
+    pub name: String,
+    pub kind: Kind,
+    pub policy: Policy,
+    pub target: Target,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    daemon: Daemon,
+    #[serde(default)]
+    defaults: RawPolicy,
+    #[serde(default)]
+    credential: Vec<RawCredential>,
+}
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    #[serde(skip)]
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub daemon: Daemon,
+    pub defaults: Policy,
+    pub credentials: Vec<Credential>,
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let read_err = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+                size: meta.len(),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(read_err)?;
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 {
+            path: path.to_path_buf(),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` is used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |position, field: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            position,
+            field: field.to_string(),
+            message,
+        };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| invalid(position_of(text, e.span()), "", e.message().to_string()))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let field = if field == "." { String::new() } else { field };
+            invalid(
+                position_of(text, inner.span()),
+                &field,
+                inner.message().to_string(),
+            )
+        })?;
+        raw.validate(path, text)
+    }
+
+    /// The credentials named in `names`, or all when `names` is empty. Unknown names are an error.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&Credential>, String> {
+        if names.is_empty() {
+            return Ok(self.credentials.iter().collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.credentials
+                    .iter()
+                    .find(|c| &c.name == n)
+                    .ok_or_else(|| {
+                        format!(
+                            "{}: no credential named {n:?} (configured: {})",
+                            self.path.display(),
+                            self.credentials
+                                .iter()
+                                .map(|c| c.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// A normalised TOML rendering of the effective configuration (for `config check`).
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "configuration {} is valid\nstate_dir = {}\n{} credential(s)\n",
+            self.path.display(),
+            self.state_dir.display(),
+            self.credentials.len()
+        );
+        for c in &self.credentials {
+            let p = &c.policy;
+            let Target::Directory(t) = &c.target;
+            out.push_str(&format!(
+                "- {} ({}): renew_before {}, critical_before {}, jitter {}, retire_after {}, \
+                 {} window(s); target directory {} (mode {}, layout {:?}, keep {} generations)\n",
+                c.name,
+                c.kind,
+                p.renew_before,
+                p.critical_before,
+                p.jitter.0,
+                p.retire_after,
+                p.windows.len(),
+                t.path.display(),
+                t.mode,
+                t.layout,
+                p.keep_generations
+            ));
+        }
+        out
+    }
+}
+
+/// Converts a byte span into a 1-based (line, column).
+fn position_of(text: &str, span: Option<std::ops::Range<usize>>) -> Option<(usize, usize)> {
+    let start = span?.start.min(text.len());
+    let before = text.get(..start)?;
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(start, |i| start - i - 1) + 1;
+    Some((line, col))
+}
+
+/// Finds the line of the `n`-th `[[credential]]` header, for errors found after parsing.
+fn credential_position(text: &str, n: usize) -> Option<(usize, usize)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("[[credential]]"))
+        .nth(n)
+        .map(|(i, _)| (i + 1, 1))
+}
+
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.')
+}
+
+fn resolve_id(text: &str, lookup: impl Fn(&str) -> Option<u32>) -> Option<u32> {
+    text.parse::<u32>().ok().or_else(|| lookup(text))
+}
+
+impl RawConfig {
+    fn validate(self, path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let err = |n: Option<usize>, field: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            position: n.and_then(|n| credential_position(text, n)),
+            field,
+            message,
+        };
+        let defaults = Policy::default().overlay(&self.defaults);
+        if !self.daemon.listen.is_empty()
+            && self.daemon.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(err(
+                None,
+                "daemon.listen".into(),
+                format!(
+                    "{:?} is not an address:port (e.g. \"127.0.0.1:9464\"; \"\" disables)",
+                    self.daemon.listen
+                ),
+            ));
+        }
+        if self.daemon.max_parallel == 0 {
+            return Err(err(
+                None,
+                "daemon.max_parallel".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut credentials = Vec::with_capacity(self.credential.len());
+        for (i, raw) in self.credential.into_iter().enumerate() {
+            let at = |f: &str| format!("credential[{i}].{f}");
+            if !is_valid_name(&raw.name) {
+                return Err(err(
+                    Some(i),
+                    at("name"),
+                    format!(
+                        "{:?} is not a valid name (1-63 characters of A-Z a-z 0-9 . _ -, not starting with '.')",
+                        raw.name
+                    ),
+                ));
+            }
+            if let Some(first) = seen.insert(raw.name.clone(), i) {
+                return Err(err(
+                    Some(i),
+                    at("name"),
+                    format!("{:?} is already the name of credential[{first}]", raw.name),
+                ));
+            }
+            let policy = defaults.overlay(&raw.policy());
+            let t = raw.target;
+            let target = match t.type_ {
+                TargetType::Directory => {
+                    let Some(dir) = t.path else {
+                        return Err(err(
+                            Some(i),
+                            at("target.path"),
+                            "a directory target needs `path`".into(),
+                        ));
+                    };
+                    if !dir.is_absolute() {
+                        return Err(err(
+                            Some(i),
+                            at("target.path"),
+                            format!("{:?} must be an absolute path", dir.display().to_string()),
+                        ));
+                    }
+                    let owner = match &t.owner {
+                        None => None,
+                        Some(o) => Some(
+                            resolve_id(o, |n| uzers::get_user_by_name(n).map(|u| u.uid()))
+                                .ok_or_else(|| {
+                                    err(Some(i), at("target.owner"), format!("no user named {o:?}"))
+                                })?,
+                        ),
+                    };
+                    let group = match &t.group {
+                        None => None,
+                        Some(g) => Some(
+                            resolve_id(g, |n| uzers::get_group_by_name(n).map(|g| g.gid()))
+                                .ok_or_else(|| {
+                                    err(
+                                        Some(i),
+                                        at("target.group"),
+                                        format!("no group named {g:?}"),
+                                    )
+                                })?,
+                        ),
+                    };
+                    let mode = t.mode.unwrap_or(FileMode(0o600));
+                    if mode.0 & 0o002 != 0 {
+                        return Err(err(
+                            Some(i),
+                            at("target.mode"),
+                            format!("{mode} would make private keys writable by others"),
+                        ));
+                    }
+                    if mode.0 & 0o600 != 0o600 {
+                        return Err(err(
+                            Some(i),
+                            at("target.mode"),
+                            format!("{mode} must let the owner read and write (0600 at least)"),
+                        ));
+                    }
+                    Target::Directory(DirectoryTarget {
+                        path: dir,
+                        mode,
+                        owner,
+                        group,
+                        layout: t.layout.unwrap_or_default(),
+                    })
+                }
+            };
+            credentials.push(Credential {
+                name: raw.name,
+                kind: raw.kind,
+                policy,
+                target,
+            });
+        }
+        // Two credentials writing into one directory would overwrite each other.
+        for (i, a) in credentials.iter().enumerate() {
+            for b in &credentials[..i] {
+                let (Target::Directory(ta), Target::Directory(tb)) = (&a.target, &b.target);
+                if ta.path == tb.path {
+                    return Err(err(
+                        Some(i),
+                        format!("credential[{i}].target.path"),
+                        format!(
+                            "{} is already the target of credential {:?}",
+                            ta.path.display(),
+                            b.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            state_dir: self
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            daemon: self.daemon,
+            defaults,
+            credentials,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("c.toml")).map_err(|e| e.to_string())
+    }
+
+    const ONE: &str = r#"
+state_dir = "/tmp/s"
+[[credential]]
+name = "orders"
+[credential.target]
+path = "/tmp/orders"
+"#;
+
+    #[test]
+    fn minimal_gets_defaults() {
+        let c = parse(ONE).unwrap();
+        assert_eq!(c.credentials.len(), 1);
+        let cred = &c.credentials[0];
+        assert_eq!(cred.kind, Kind::Xsuaa);
+        assert_eq!(cred.policy, Policy::default());
+        assert_eq!(c.daemon.listen, "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn credential_overrides_defaults() {
+        let c = parse(
+            r#"
+[defaults]
+renew_before = "48h"
+critical_before = "12h"
+[[credential]]
+name = "a"
+target.path = "/tmp/a"
+[[credential]]
+name = "b"
+renew_before = "50%"
+target.path = "/tmp/b"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.credentials[0].policy.renew_before.to_string(), "2d");
+        assert_eq!(c.credentials[1].policy.renew_before.to_string(), "50%");
+        assert_eq!(c.credentials[1].policy.critical_before, Span::hours(12));
+    }
+
+    #[test]
+    fn bad_duration_names_field_and_line() {
+        let e = parse(
+            "[[credential]]\nname = \"a\"\ntarget.path = \"/x\"\n[[credential]]\nname = \"b\"\nrenew_before = \"-3h\"\ntarget.path = \"/y\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("c.toml:6:16: credential[1].renew_before: \"-3h\" is not a duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cron_numeric_weekday_refused() {
+        assert!(
+            CronSpec::parse("0 3 * * 1-5")
+                .unwrap_err()
+                .contains("names")
+        );
+        assert!(CronSpec::parse("0 3 * * Mon-Fri").is_ok());
+        assert!(CronSpec::parse("0 0 3 * * Mon-Fri").is_ok());
+        assert!(CronSpec::parse("@daily").is_ok());
+        assert!(CronSpec::parse("0 3 *").is_err());
+    }
+}

@@ -1,0 +1,54 @@
+//! Small, careful filesystem helpers: atomic file replacement (temp file, fsync, rename,
+//! fsync directory), directory fsync, size-limited reads that never follow symlinks.
+
+use rustix::fs::{Mode, OFlags};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Fsyncs a directory so that renames inside it are durable.
+pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::fsync(&fd)?;
+    Ok(())
+}
+
+/// Replaces `dir/name` with `data` atomically: readers see the old or the new content.
+pub fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .tempfile_in(dir)?;
+    rustix::fs::fchmod(tmp.as_file(), Mode::from_raw_mode(mode))?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(dir.join(name)).map_err(|e| e.error)?;
+    fsync_dir(dir)
+}
+
+/// Reads at most `limit` bytes of a regular file, refusing symlinks at the last component.
+/// Returns `InvalidData` when the file is larger than `limit`.
+pub fn read_limited_nofollow(path: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut f = std::fs::File::from(fd);
+    read_limited(&mut f, limit)
+}
+
+/// Reads at most `limit` bytes from `r`; more is an `InvalidData` error.
+pub fn read_limited(r: &mut impl Read, limit: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    r.take(limit as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than the {} KiB limit", limit / 1024),
+        ));
+    }
+    Ok(buf)
+}

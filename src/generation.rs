@@ -1,0 +1,116 @@
+//! [`Generation`]: one issued instance of a credential — ordered chain, private key and the
+//! service-key shaped credential fields.
+//!
+//! A `Generation` can only be built through inspection, so one whose key does not match its
+//! leaf cannot exist. Its `Debug` output never shows the key or any credential value.
+
+use crate::x509::{self, CertInfo, InspectError, Inspected};
+use serde_json::{Map, Value};
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// Credential fields whose values are never shown (anything else may still be sensitive, so
+/// `Debug` prints field names only).
+pub const SECRET_FIELDS: &[&str] = &["key", "clientsecret", "client_secret", "password"];
+
+/// One generation of a credential.
+pub struct Generation {
+    inspected: Inspected,
+    /// The credential fields as received (service key, binding), or synthesised.
+    credentials: Map<String, Value>,
+}
+
+impl Generation {
+    /// Inspects chain and key; fails unless the key matches one certificate (the leaf).
+    pub fn from_pem(
+        chain: &[u8],
+        chain_source: &str,
+        key: &[u8],
+        key_source: &str,
+    ) -> Result<Generation, InspectError> {
+        Ok(Generation {
+            inspected: x509::inspect(chain, chain_source, key, key_source)?,
+            credentials: Map::new(),
+        })
+    }
+
+    /// Attaches the credential fields (`clientid`, `certurl`, …) this generation came with.
+    pub fn with_credentials(mut self, credentials: Map<String, Value>) -> Generation {
+        self.credentials = credentials;
+        self
+    }
+
+    pub fn leaf(&self) -> &CertInfo {
+        self.inspected.leaf()
+    }
+    pub fn chain(&self) -> impl Iterator<Item = &CertInfo> {
+        self.inspected.chain.iter().map(|c| &c.info)
+    }
+    pub fn chain_linked(&self) -> bool {
+        self.inspected.chain_linked
+    }
+    pub fn key_type(&self) -> &str {
+        &self.inspected.key.key_type
+    }
+    /// DER of the leaf certificate.
+    pub fn leaf_der(&self) -> &[u8] {
+        &self.inspected.chain[0].der
+    }
+    /// The OAuth client id, from the credential fields.
+    pub fn client_id(&self) -> Option<&str> {
+        self.credentials.get("clientid").and_then(Value::as_str)
+    }
+    /// A credential field as text.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.credentials.get(name).and_then(Value::as_str)
+    }
+    pub fn credentials(&self) -> &Map<String, Value> {
+        &self.credentials
+    }
+
+    /// `cert.pem`: leaf first, then its issuers.
+    pub fn chain_pem(&self) -> String {
+        self.inspected.chain_pem()
+    }
+    /// `key.pem`: the key as PKCS#8.
+    pub fn key_pem(&self) -> Zeroizing<String> {
+        self.inspected.key.pkcs8_pem()
+    }
+    /// `bundle.pem`: key and chain in one file, so one read gives a consistent pair.
+    pub fn bundle_pem(&self) -> Zeroizing<String> {
+        let mut s = Zeroizing::new(String::new());
+        s.push_str(&self.key_pem());
+        s.push_str(&self.chain_pem());
+        s
+    }
+    /// `credentials.json`: the credential fields as received; when there are none, a
+    /// service-key shaped object with `certificate` and `key`.
+    pub fn credentials_json(&self) -> Zeroizing<String> {
+        let mut map = self.credentials.clone();
+        if !map.contains_key("certificate") {
+            map.insert("certificate".into(), Value::String(self.chain_pem()));
+        }
+        if !map.contains_key("key") {
+            map.insert("key".into(), Value::String(self.key_pem().to_string()));
+        }
+        let out = serde_json::to_string_pretty(&Value::Object(map)).unwrap_or_default();
+        Zeroizing::new(out + "\n")
+    }
+}
+
+impl fmt::Debug for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let leaf = self.leaf();
+        f.debug_struct("Generation")
+            .field("subject", &leaf.subject)
+            .field("serial", &leaf.serial)
+            .field("not_after", &leaf.not_after)
+            .field("client_id", &self.client_id())
+            .field("key", &"[REDACTED]")
+            .field(
+                "credential_fields",
+                &self.credentials.keys().collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}

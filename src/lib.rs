@@ -1,0 +1,18 @@
+//! certrot: keeps X.509 client credentials for SAP BTP alive.
+//!
+//! See `docs/architecture.md` for the code map and the invariants each module upholds.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod fsutil;
+pub mod generation;
+pub mod lock;
+pub mod policy;
+pub mod sandbox;
+pub mod servicekey;
+pub mod state;
+pub mod status;
+pub mod target;
+pub mod units;
+pub mod x509;

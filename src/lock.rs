@@ -1,0 +1,73 @@
+//! Per-credential advisory lock (`flock` on `<state_dir>/<name>.lock`), so that a daemon, a
+//! timer and a human never rotate or switch the same credential at once.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Exit code for "locked by another process" (EX_TEMPFAIL).
+pub const EXIT_LOCKED: i32 = 75;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("credential {credential:?} is locked by {holder} ({path}); retry later or pass --wait")]
+    Locked {
+        credential: String,
+        holder: String,
+        path: PathBuf,
+    },
+    #[error("{path}: cannot lock: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A held lock; released when dropped.
+#[derive(Debug)]
+pub struct CredentialLock {
+    _file: File,
+}
+
+impl CredentialLock {
+    /// Takes the lock of `credential`; with `wait`, blocks until it is free.
+    pub fn acquire(state_dir: &Path, credential: &str, wait: bool) -> Result<Self, LockError> {
+        let path = state_dir.join(format!("{credential}.lock"));
+        let ioerr = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(ioerr)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) if wait => file.lock().map_err(ioerr)?,
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim().parse::<u32>() {
+                    Ok(pid) => format!("pid {pid}"),
+                    Err(_) => "another process".into(),
+                };
+                return Err(LockError::Locked {
+                    credential: credential.to_string(),
+                    holder,
+                    path,
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(ioerr(e)),
+        }
+        file.set_len(0).map_err(ioerr)?;
+        file.rewind().map_err(ioerr)?;
+        write!(file, "{}", std::process::id()).map_err(ioerr)?;
+        Ok(CredentialLock { _file: file })
+    }
+}

@@ -1,0 +1,5 @@
+//! Local stand-ins for the services certrot talks to, used by `certrot demo`, the tests and
+//! the benchmarks. Everything here listens on, or writes to, local places only.
+
+pub mod ca;
+pub mod fixtures;

@@ -1,0 +1,219 @@
+//! Per-credential state: one JSON file per credential under `state_dir`, written atomically
+//! (temp file, fsync, rename, fsync directory).
+//!
+//! A corrupt or unreadable state file is never silently discarded: it is renamed aside with
+//! a `.corrupt-<timestamp>` suffix and reported, and a fresh state starts.
+
+use crate::fsutil::{read_limited, write_atomic};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+const STATE_VERSION: u32 = 1;
+const MAX_STATE_BYTES: usize = 4 << 20;
+
+/// What certrot remembers about one credential between runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct State {
+    pub version: u32,
+    pub credential: String,
+    /// The generation certrot last made current.
+    pub current: Option<CurrentRecord>,
+    /// The last rotation attempt, successful or not.
+    pub last_rotation: Option<RotationRecord>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_success: Option<OffsetDateTime>,
+    pub consecutive_failures: u32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_attempt: Option<OffsetDateTime>,
+}
+
+/// The generation made current by certrot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurrentRecord {
+    pub serial: String,
+    pub fingerprint_sha256: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// Generation directory (directory target).
+    pub generation: Option<String>,
+    pub binding_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub committed_at: OffsetDateTime,
+    /// How it got there: `import`, `rotate`, `rollback`.
+    pub source: String,
+}
+
+/// One rotation attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RotationRecord {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// `success` or `failure`.
+    pub result: String,
+    /// Failed step, when `result` is `failure`.
+    pub step: Option<String>,
+    pub message: Option<String>,
+}
+
+/// Why state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {action}: {source}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// State as loaded, with a note when a corrupt file was set aside.
+#[derive(Debug)]
+pub struct Loaded {
+    pub state: State,
+    /// Where an unreadable state file was moved, and why.
+    pub set_aside: Option<(PathBuf, String)>,
+}
+
+/// The directory of state files.
+#[derive(Clone, Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    pub fn new(dir: &Path) -> StateStore {
+        StateStore {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path_of(&self, credential: &str) -> PathBuf {
+        self.dir.join(format!("{credential}.json"))
+    }
+
+    /// Creates the state directory (0700) if needed.
+    pub fn ensure_dir(&self) -> Result<(), StateError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|source| StateError::Io {
+                path: self.dir.clone(),
+                action: "creating the state directory",
+                source,
+            })
+    }
+
+    /// Loads the state of `credential`; a missing file gives a fresh state, a corrupt one is
+    /// set aside (only when `repair` is true; otherwise it is left in place and reported).
+    pub fn load(&self, credential: &str, repair: bool) -> Result<Loaded, StateError> {
+        let path = self.path_of(credential);
+        let fresh = State {
+            version: STATE_VERSION,
+            credential: credential.to_string(),
+            ..State::default()
+        };
+        let bytes = match std::fs::File::open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Loaded {
+                    state: fresh,
+                    set_aside: None,
+                });
+            }
+            Err(e) => Err(e),
+            Ok(mut f) => read_limited(&mut f, MAX_STATE_BYTES),
+        };
+        let problem = match bytes {
+            Ok(b) => match serde_json::from_slice::<State>(&b) {
+                Ok(s) if s.version == STATE_VERSION && s.credential == credential => {
+                    return Ok(Loaded {
+                        state: s,
+                        set_aside: None,
+                    });
+                }
+                Ok(s) if s.credential != credential => format!(
+                    "it belongs to credential {:?}, not {credential:?}",
+                    s.credential
+                ),
+                Ok(s) => format!("unsupported state version {}", s.version),
+                Err(e) => format!("not valid state JSON: {e}"),
+            },
+            Err(e) => format!("unreadable: {e}"),
+        };
+        if !repair {
+            return Ok(Loaded {
+                state: fresh,
+                set_aside: Some((path, problem)),
+            });
+        }
+        let stamp = OffsetDateTime::now_utc().unix_timestamp();
+        let aside = self.dir.join(format!("{credential}.json.corrupt-{stamp}"));
+        std::fs::rename(&path, &aside).map_err(|source| StateError::Io {
+            path: path.clone(),
+            action: "setting the corrupt state file aside",
+            source,
+        })?;
+        tracing::warn!(
+            credential,
+            state_file = %path.display(),
+            moved_to = %aside.display(),
+            problem = %problem,
+            "state file was unusable and has been set aside"
+        );
+        Ok(Loaded {
+            state: fresh,
+            set_aside: Some((aside, problem)),
+        })
+    }
+
+    /// Writes the state atomically.
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
+        self.ensure_dir()?;
+        let mut s = state.clone();
+        s.version = STATE_VERSION;
+        let json = serde_json::to_vec_pretty(&s).unwrap_or_default();
+        let name = format!("{}.json", state.credential);
+        write_atomic(&self.dir, &name, &json, 0o600).map_err(|source| StateError::Io {
+            path: self.dir.join(&name),
+            action: "writing state",
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_corrupt_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let mut st = store.load("orders", true).unwrap().state;
+        assert_eq!(st.consecutive_failures, 0);
+        st.consecutive_failures = 2;
+        store.save(&st).unwrap();
+        assert_eq!(store.load("orders", true).unwrap().state, st);
+
+        std::fs::write(store.path_of("orders"), b"{not json").unwrap();
+        // Read-only load reports but keeps the file.
+        let ro = store.load("orders", false).unwrap();
+        assert!(ro.set_aside.is_some());
+        assert!(store.path_of("orders").exists());
+        // Repairing load moves it aside, keeping its content.
+        let l = store.load("orders", true).unwrap();
+        let (aside, why) = l.set_aside.unwrap();
+        assert!(why.contains("not valid state JSON"), "{why}");
+        assert_eq!(std::fs::read(&aside).unwrap(), b"{not json");
+        assert!(!store.path_of("orders").exists());
+        assert_eq!(l.state.consecutive_failures, 0);
+    }
+}

@@ -1,0 +1,143 @@
+//! Inspection of each credential's current generation and its health at an instant: the
+//! imperative shell around [`crate::policy`], shared by `check`, `status` and `demo`.
+
+use crate::config::{Credential, Target};
+use crate::policy::{self, Health, Validity};
+use crate::state::{RotationRecord, StateStore};
+use crate::target::DirectoryTarget;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// What `check` and `status` say about one credential.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub credential: String,
+    pub health: Health,
+    /// One line, plain language.
+    pub reason: String,
+    pub subject: Option<String>,
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub serial: Option<String>,
+    pub fingerprint_sha256: Option<String>,
+    pub key_type: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub not_before: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub renews_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub critical_at: Option<OffsetDateTime>,
+    /// The generation directory in use.
+    pub generation: Option<String>,
+    pub last_rotation: Option<RotationRecord>,
+    /// Policy warnings (e.g. `renew_before` longer than the lifetime).
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    fn bare(name: &str, health: Health, reason: String) -> Report {
+        Report {
+            credential: name.to_string(),
+            health,
+            reason,
+            subject: None,
+            issuer: None,
+            client_id: None,
+            serial: None,
+            fingerprint_sha256: None,
+            key_type: None,
+            not_before: None,
+            not_after: None,
+            renews_at: None,
+            critical_at: None,
+            generation: None,
+            last_rotation: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// The target object for a credential's configuration.
+pub fn target_of(cred: &Credential) -> DirectoryTarget {
+    match &cred.target {
+        Target::Directory(d) => DirectoryTarget::new(d.clone(), cred.policy.keep_generations),
+    }
+}
+
+/// Inspects `cred` at `now`. Never fails: problems become CRITICAL with the reason.
+pub fn inspect(cred: &Credential, store: &StateStore, now: OffsetDateTime) -> Report {
+    let target = target_of(cred);
+    let mut warnings = Vec::new();
+    let state = match store.load(&cred.name, false) {
+        Ok(l) => {
+            if let Some((p, why)) = l.set_aside {
+                warnings.push(format!("state file {} is unusable: {why}", p.display()));
+            }
+            Some(l.state)
+        }
+        Err(e) => {
+            warnings.push(e.to_string());
+            None
+        }
+    };
+    let last_rotation = state.and_then(|s| s.last_rotation);
+    let mut report = match target.read_current() {
+        Ok(None) => Report::bare(
+            &cred.name,
+            Health::Critical,
+            format!(
+                "no current generation in {} (bootstrap it with `certrot import {} --service-key FILE`)",
+                target.path().display(),
+                cred.name
+            ),
+        ),
+        Err(e) => Report::bare(&cred.name, Health::Critical, e.to_string()),
+        Ok(Some(current)) => {
+            let g = &current.generation;
+            let leaf = g.leaf();
+            let v = Validity {
+                not_before: leaf.not_before,
+                not_after: leaf.not_after,
+            };
+            let r = policy::renewal(&cred.policy, v, &leaf.serial);
+            if let Some(w) = &r.warning {
+                warnings.push(w.clone());
+            }
+            if !g.chain_linked() {
+                warnings
+                    .push("the chain has certificates that do not issue the leaf's chain".into());
+            }
+            let (health, reason) = policy::assess(now, v, &r);
+            Report {
+                credential: cred.name.clone(),
+                health,
+                reason,
+                subject: Some(leaf.subject.clone()),
+                issuer: Some(leaf.issuer.clone()),
+                client_id: g.client_id().map(str::to_string),
+                serial: Some(leaf.serial.clone()),
+                fingerprint_sha256: Some(leaf.fingerprint_sha256.clone()),
+                key_type: Some(g.key_type().to_string()),
+                not_before: Some(leaf.not_before),
+                not_after: Some(leaf.not_after),
+                renews_at: Some(r.at),
+                critical_at: Some(r.critical_at),
+                generation: Some(current.dir_name),
+                last_rotation: None,
+                warnings: Vec::new(),
+            }
+        }
+    };
+    report.last_rotation = last_rotation;
+    report.warnings = warnings;
+    report
+}
+
+/// RFC 3339 without sub-seconds, for tables.
+pub fn short_time(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}

@@ -1,0 +1,510 @@
+//! The directory target, laid out as Kubernetes' AtomicWriter lays out volumes:
+//!
+//! ```text
+//! <path>/..data -> ..2026_11_21_20_58_39.123456789    one rename(2) swaps every file
+//! <path>/..2026_11_21_20_58_39.123456789/{cert.pem,key.pem,bundle.pem,credentials.json}
+//! <path>/cert.pem -> ..data/cert.pem                   (and the other visible names)
+//! ```
+//!
+//! A generation directory is written completely under a staging name, fsynced, renamed to
+//! its final name, and only then published by renaming a fresh symlink over `..data`.
+//! Readers resolve `..data` once, so cert and key always come from one generation.
+//! Invariants: files `mode` (0600 default), directories 0700; a target directory writable by
+//! group/others or owned by another non-root user is refused; planted symlinks are never
+//! followed.
+
+use crate::config::{self, Layout};
+use crate::fsutil::{fsync_dir, read_limited_nofollow};
+use crate::generation::Generation;
+use crate::x509::{InspectError, MAX_PEM_BYTES};
+use rustix::fs::{Mode, OFlags};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+/// The symlink naming the current generation directory.
+pub const DATA_LINK: &str = "..data";
+/// The files every generation holds.
+pub const FILES: [&str; 4] = ["cert.pem", "key.pem", "bundle.pem", "credentials.json"];
+const STAGING_PREFIX: &str = "..staging.";
+const DATA_TMP: &str = "..data_tmp";
+
+/// Why the directory target could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{path}: {action}: {source}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: refusing to use this target: {reason}")]
+    Unsafe { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+    #[error("{path}: {reason}")]
+    BadCredentials { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    NoPrevious { path: PathBuf, reason: String },
+}
+
+fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> TargetError + use<> {
+    let path = path.to_path_buf();
+    move |source| TargetError::Io {
+        path,
+        action,
+        source,
+    }
+}
+
+/// The current generation as read from disk, with the name of its directory.
+#[derive(Debug)]
+pub struct Current {
+    pub generation: Generation,
+    pub dir_name: String,
+}
+
+/// A directory target.
+#[derive(Clone, Debug)]
+pub struct DirectoryTarget {
+    cfg: config::DirectoryTarget,
+    keep_generations: u32,
+}
+
+/// Name of a generation directory for commit time `t`.
+pub fn generation_dir_name(t: OffsetDateTime) -> String {
+    format!(
+        "..{:04}_{:02}_{:02}_{:02}_{:02}_{:02}.{:09}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    )
+}
+
+/// True for names certrot gives generation directories (`..` then a digit).
+pub fn is_generation_dir_name(name: &str) -> bool {
+    name.len() > 3
+        && name.starts_with("..")
+        && name.as_bytes()[2].is_ascii_digit()
+        && !name.contains('/')
+}
+
+fn is_safe_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+impl DirectoryTarget {
+    pub fn new(cfg: config::DirectoryTarget, keep_generations: u32) -> DirectoryTarget {
+        DirectoryTarget {
+            cfg,
+            keep_generations,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.cfg.path
+    }
+
+    fn dir_mode(&self) -> u32 {
+        let m = self.cfg.mode.0;
+        0o700 | (m & 0o040) | ((m & 0o040) >> 2) | (m & 0o004) | ((m & 0o004) >> 2)
+    }
+
+    fn chown_wanted(&self) -> bool {
+        (self.cfg.owner.is_some() || self.cfg.group.is_some())
+            && rustix::process::geteuid().is_root()
+    }
+
+    fn chown_fd(&self, fd: impl rustix::fd::AsFd, path: &Path) -> Result<(), TargetError> {
+        if self.chown_wanted() {
+            rustix::fs::fchown(
+                fd,
+                self.cfg.owner.map(rustix::fs::Uid::from_raw),
+                self.cfg.group.map(rustix::fs::Gid::from_raw),
+            )
+            .map_err(|e| io(path, "changing owner")(e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Checks (and with `create`, makes) the target directory: a real directory, owned by
+    /// this user or root, not writable by group or others.
+    pub fn ensure_safe_dir(&self, create: bool) -> Result<bool, TargetError> {
+        let path = self.path();
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(self.dir_mode())
+                    .create(path)
+                    .map_err(io(path, "creating the target directory"))?;
+                let fd = open_dir(path)?;
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(self.dir_mode()))
+                    .map_err(|e| io(path, "setting the mode")(e.into()))?;
+                self.chown_fd(&fd, path)?;
+                if let Some(parent) = path.parent() {
+                    let _ = fsync_dir(parent);
+                }
+                return Ok(true);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io(path, "reading the target directory")(e)),
+        };
+        if meta.file_type().is_symlink() {
+            return Err(TargetError::Unsafe {
+                path: path.to_path_buf(),
+                reason: "it is a symlink; point `path` at the real directory".into(),
+            });
+        }
+        if !meta.is_dir() {
+            return Err(TargetError::Unsafe {
+                path: path.to_path_buf(),
+                reason: "it is not a directory".into(),
+            });
+        }
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(TargetError::Unsafe {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "it is owned by uid {}, neither this user (uid {me}) nor root",
+                    meta.uid()
+                ),
+            });
+        }
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(TargetError::Unsafe {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "it is writable by group or others (mode {:04o}); run chmod go-w on it",
+                    meta.permissions().mode() & 0o7777
+                ),
+            });
+        }
+        Ok(true)
+    }
+
+    /// Names of the complete generation directories, oldest first.
+    pub fn generations(&self) -> Result<Vec<String>, TargetError> {
+        let path = self.path();
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(path).map_err(io(path, "listing the target directory"))? {
+            let entry = entry.map_err(io(path, "listing the target directory"))?;
+            if let Some(name) = entry.file_name().to_str()
+                && is_generation_dir_name(name)
+                && entry.file_type().is_ok_and(|t| t.is_dir())
+            {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The name of the generation directory `..data` points at, if any.
+    pub fn current_dir_name(&self) -> Result<Option<String>, TargetError> {
+        let link = self.path().join(DATA_LINK);
+        match std::fs::symlink_metadata(&link) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&link, "reading")(e)),
+            Ok(m) if !m.file_type().is_symlink() => {
+                return Err(TargetError::Unsafe {
+                    path: link,
+                    reason: "it is not a symlink".into(),
+                });
+            }
+            Ok(_) => {}
+        }
+        let dest = std::fs::read_link(&link).map_err(io(&link, "reading the link"))?;
+        match dest.to_str() {
+            Some(name) if is_generation_dir_name(name) => Ok(Some(name.to_string())),
+            _ => Err(TargetError::Unsafe {
+                path: link,
+                reason: format!(
+                    "it points at {:?}, not at a generation directory of this target",
+                    dest.display().to_string()
+                ),
+            }),
+        }
+    }
+
+    /// Reads the current generation, resolving `..data` exactly once. `Ok(None)`: none yet.
+    pub fn read_current(&self) -> Result<Option<Current>, TargetError> {
+        if !self.ensure_safe_dir(false)? {
+            return Ok(None);
+        }
+        let Some(dir_name) = self.current_dir_name()? else {
+            return Ok(None);
+        };
+        let generation = self.read_generation(&dir_name)?;
+        Ok(Some(Current {
+            generation,
+            dir_name,
+        }))
+    }
+
+    /// Reads and inspects the generation stored in directory `dir_name`.
+    pub fn read_generation(&self, dir_name: &str) -> Result<Generation, TargetError> {
+        let dir = self.path().join(dir_name);
+        let read = |name: &str| {
+            let p = dir.join(name);
+            // Errors name the visible path, which is what operators know.
+            read_limited_nofollow(&p, MAX_PEM_BYTES).map_err(io(&self.path().join(name), "reading"))
+        };
+        let cert = read("cert.pem")?;
+        let key = zeroize::Zeroizing::new(read("key.pem")?);
+        let cert_label = self.path().join("cert.pem").display().to_string();
+        let key_label = self.path().join("key.pem").display().to_string();
+        let mut generation = Generation::from_pem(&cert, &cert_label, &key, &key_label)?;
+        match read("credentials.json") {
+            Ok(bytes) => {
+                let bytes = zeroize::Zeroizing::new(bytes);
+                let map: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(&bytes).map_err(|e| TargetError::BadCredentials {
+                        path: self.path().join("credentials.json"),
+                        reason: format!("not a JSON object: {e}"),
+                    })?;
+                generation = generation.with_credentials(map);
+            }
+            Err(TargetError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(generation)
+    }
+
+    fn write_file(&self, dir: &Path, name: &str, data: &[u8]) -> Result<(), TargetError> {
+        let p = dir.join(name);
+        let fd = rustix::fs::open(
+            &p,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(self.cfg.mode.0),
+        )
+        .map_err(|e| io(&p, "creating")(e.into()))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(self.cfg.mode.0))
+            .map_err(|e| io(&p, "setting the mode")(e.into()))?;
+        self.chown_fd(&fd, &p)?;
+        let mut f = std::fs::File::from(fd);
+        f.write_all(data).map_err(io(&p, "writing"))?;
+        f.sync_all().map_err(io(&p, "syncing"))?;
+        Ok(())
+    }
+
+    /// The files of a generation: name → content.
+    fn files_of(&self, g: &Generation) -> Vec<(String, zeroize::Zeroizing<Vec<u8>>)> {
+        let z = |s: String| zeroize::Zeroizing::new(s.into_bytes());
+        let mut files = vec![
+            ("cert.pem".to_string(), z(g.chain_pem())),
+            ("key.pem".to_string(), z(g.key_pem().to_string())),
+            ("bundle.pem".to_string(), z(g.bundle_pem().to_string())),
+            (
+                "credentials.json".to_string(),
+                z(g.credentials_json().to_string()),
+            ),
+        ];
+        if self.cfg.layout == Layout::Servicebinding {
+            let mut have_type = false;
+            for (k, v) in g.credentials() {
+                if !is_safe_field_name(k) || FILES.contains(&k.as_str()) {
+                    continue;
+                }
+                have_type |= k == "type";
+                let text = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                files.push((k.clone(), z(text)));
+            }
+            for (k, v) in [
+                ("certificate", g.chain_pem()),
+                ("key", g.key_pem().to_string()),
+            ] {
+                if !g.credentials().contains_key(k) {
+                    files.push((k.to_string(), z(v)));
+                }
+            }
+            if !have_type {
+                files.push(("type".to_string(), z("xsuaa".to_string())));
+            }
+        }
+        files
+    }
+
+    /// Writes `g` as a new generation and makes it current in one rename. Returns the name of
+    /// the new generation directory. Old generations beyond `keep_generations` are pruned.
+    pub fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, TargetError> {
+        self.ensure_safe_dir(true)?;
+        let root = self.path();
+        // A planted non-symlink `..data` must stop us before anything is written.
+        let previous = self.current_dir_name()?;
+        self.remove_staging()?;
+        // Pick a fresh final name (two commits in one nanosecond get distinct names).
+        let mut t = now;
+        let final_name = loop {
+            let name = generation_dir_name(t);
+            if std::fs::symlink_metadata(root.join(&name)).is_err()
+                && Some(&name) != previous.as_ref()
+            {
+                break name;
+            }
+            t += time::Duration::nanoseconds(1);
+        };
+        let staging = root.join(format!("{STAGING_PREFIX}{}", &final_name[2..]));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(io(&staging, "creating the generation directory"))?;
+        let files = self.files_of(g);
+        for (name, data) in &files {
+            self.write_file(&staging, name, data)?;
+        }
+        let fd = open_dir(&staging)?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(self.dir_mode()))
+            .map_err(|e| io(&staging, "setting the mode")(e.into()))?;
+        self.chown_fd(&fd, &staging)?;
+        rustix::fs::fsync(&fd).map_err(|e| io(&staging, "syncing")(e.into()))?;
+        let final_path = root.join(&final_name);
+        std::fs::rename(&staging, &final_path).map_err(io(&final_path, "renaming into place"))?;
+        fsync_dir(root).map_err(io(root, "syncing"))?;
+        self.switch_data(&final_name)?;
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        self.ensure_visible_links(&names)?;
+        self.prune(&final_name)?;
+        Ok(final_name)
+    }
+
+    /// Points `..data` at `dir_name` with one rename, then fsyncs the target directory.
+    fn switch_data(&self, dir_name: &str) -> Result<(), TargetError> {
+        let root = self.path();
+        let tmp = root.join(DATA_TMP);
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&tmp, "removing a stale link")(e)),
+        }
+        std::os::unix::fs::symlink(dir_name, &tmp).map_err(io(&tmp, "creating the link"))?;
+        let data = root.join(DATA_LINK);
+        std::fs::rename(&tmp, &data).map_err(io(&data, "switching the current generation"))?;
+        fsync_dir(root).map_err(io(root, "syncing"))
+    }
+
+    /// Makes `<path>/<name>` a symlink to `..data/<name>` for each name, replacing planted
+    /// symlinks (never following them) and refusing to replace real files.
+    fn ensure_visible_links(&self, names: &[&str]) -> Result<(), TargetError> {
+        let root = self.path();
+        let mut changed = false;
+        for name in names {
+            let link = root.join(name);
+            let want = PathBuf::from(DATA_LINK).join(name);
+            match std::fs::symlink_metadata(&link) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    if std::fs::read_link(&link).ok().as_deref() == Some(want.as_path()) {
+                        continue;
+                    }
+                }
+                Ok(_) => {
+                    return Err(TargetError::Unsafe {
+                        path: link,
+                        reason: "it is a real file or directory where certrot keeps a link to \
+                                 ..data; move it away (certrot import can adopt a credential)"
+                            .into(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&link, "reading")(e)),
+            }
+            let tmp = root.join(format!(".{name}.link-tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(&want, &tmp).map_err(io(&tmp, "creating the link"))?;
+            std::fs::rename(&tmp, &link).map_err(io(&link, "creating the link"))?;
+            changed = true;
+        }
+        if changed {
+            fsync_dir(root).map_err(io(root, "syncing"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes half-written staging directories left by a crash.
+    pub fn remove_staging(&self) -> Result<usize, TargetError> {
+        let root = self.path();
+        let mut removed = 0;
+        for entry in std::fs::read_dir(root).map_err(io(root, "listing the target directory"))? {
+            let entry = entry.map_err(io(root, "listing the target directory"))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(STAGING_PREFIX) {
+                let p = root.join(name);
+                std::fs::remove_dir_all(&p)
+                    .map_err(io(&p, "removing a half-written generation"))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Keeps `current` and the `keep_generations` newest other generation directories.
+    fn prune(&self, current: &str) -> Result<(), TargetError> {
+        let mut others: Vec<String> = self
+            .generations()?
+            .into_iter()
+            .filter(|n| n != current)
+            .collect();
+        let keep = self.keep_generations as usize;
+        if others.len() <= keep {
+            return Ok(());
+        }
+        let drop = others.len() - keep;
+        for name in others.drain(..drop) {
+            let p = self.path().join(&name);
+            std::fs::remove_dir_all(&p).map_err(io(&p, "pruning an old generation"))?;
+        }
+        fsync_dir(self.path()).map_err(io(self.path(), "syncing"))
+    }
+
+    /// Switches `..data` back to the newest generation older than the current one, after
+    /// inspecting it. Returns (from, to) directory names and the generation switched to.
+    pub fn rollback(&self) -> Result<(String, String, Generation), TargetError> {
+        self.ensure_safe_dir(false)?;
+        let Some(current) = self.current_dir_name()? else {
+            return Err(TargetError::NoPrevious {
+                path: self.path().to_path_buf(),
+                reason: "there is no current generation to roll back from".into(),
+            });
+        };
+        let Some(previous) = self
+            .generations()?
+            .into_iter()
+            .rfind(|n| n.as_str() < current.as_str())
+        else {
+            return Err(TargetError::NoPrevious {
+                path: self.path().to_path_buf(),
+                reason: format!("no generation older than {current} is kept"),
+            });
+        };
+        let g = self.read_generation(&previous)?;
+        self.switch_data(&previous)?;
+        Ok((current, previous, g))
+    }
+}
+
+fn open_dir(path: &Path) -> Result<rustix::fd::OwnedFd, TargetError> {
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io(path, "opening")(e.into()))
+}
