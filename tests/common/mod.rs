@@ -1,0 +1,120 @@
+//! Helpers shared by the integration tests: a local CA, workspaces, and running the real
+//! `certrot` binary.
+#![allow(dead_code)]
+
+use certrot::config::{DirectoryTarget as DirCfg, Layout};
+use certrot::generation::Generation;
+use certrot::sandbox::ca::{Issued, KeyAlg, LocalCa};
+use certrot::target::DirectoryTarget;
+use certrot::units::FileMode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use time::{Duration, OffsetDateTime};
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_certrot"))
+}
+
+pub fn run(args: &[&str]) -> Output {
+    bin()
+        .args(args)
+        .env_remove("CERTROT_CONFIG")
+        .output()
+        .expect("run certrot")
+}
+
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+pub fn issue(ca: &LocalCa, cn: &str, age: Duration, lifetime: Duration) -> Issued {
+    let nb = OffsetDateTime::now_utc() - age;
+    ca.issue(cn, KeyAlg::EcdsaP256, nb, nb + lifetime)
+        .expect("issue")
+}
+
+pub fn generation(i: &Issued) -> Generation {
+    Generation::from_pem(i.chain_pem.as_bytes(), "chain", i.key_pem.as_bytes(), "key")
+        .expect("generation")
+}
+
+pub fn dir_target(path: &Path, keep: u32, layout: Layout) -> DirectoryTarget {
+    DirectoryTarget::new(
+        DirCfg {
+            path: path.to_path_buf(),
+            mode: FileMode(0o600),
+            owner: None,
+            group: None,
+            layout,
+        },
+        keep,
+    )
+}
+
+/// A config with one credential per name, targets under `root/targets/<name>`.
+pub fn write_config(root: &Path, names: &[&str], extra: &str) -> PathBuf {
+    let mut s = format!(
+        "state_dir = {:?}\n[daemon]\nlisten = \"\"\n[defaults]\njitter = \"0%\"\n{extra}\n",
+        root.join("state").display().to_string()
+    );
+    for n in names {
+        s.push_str(&format!(
+            "[[credential]]\nname = {n:?}\ntarget.path = {:?}\n",
+            root.join("targets").join(n).display().to_string()
+        ));
+    }
+    let p = root.join("certrot.toml");
+    std::fs::write(&p, s).expect("write config");
+    p
+}
+
+/// A service key JSON (nested under `credentials`) for an issued certificate.
+pub fn service_key(i: &Issued, client_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "credentials": {
+            "clientid": client_id,
+            "certificate": i.chain_pem,
+            "key": i.key_pem.as_str(),
+            "certurl": "https://t.authentication.cert.example.invalid",
+            "url": "https://t.authentication.example.invalid",
+            "credential-type": "x509",
+            "xsappname": "app!t1",
+            "identityzone": "t"
+        }
+    })
+}
+
+/// Every file under `dir` with its content and symlink target: a snapshot to compare.
+pub fn snapshot(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            let ft = e.file_type().unwrap();
+            if ft.is_symlink() {
+                out.push((
+                    rel,
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display()),
+                ));
+            } else if ft.is_dir() {
+                out.push((rel.clone(), "dir".into()));
+                walk(base, &p, out);
+            } else {
+                out.push((
+                    rel,
+                    String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned(),
+                ));
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

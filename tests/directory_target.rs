@@ -1,0 +1,290 @@
+//! The directory target on a real filesystem: layout, permissions, refusal of unsafe
+//! directories and planted links, rollback, pruning, staging clean-up, servicebinding layout.
+
+mod common;
+use certrot::config::Layout;
+use certrot::target::TargetError;
+use common::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use time::{Duration, OffsetDateTime};
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn layout_and_permissions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("orders");
+    let t = dir_target(&path, 3, Layout::Files);
+    let ca = certrot::sandbox::ca::LocalCa::with_intermediate("perm CA").unwrap();
+    let g = generation(&issue(&ca, "orders", Duration::hours(1), Duration::days(7)));
+    let name = t.commit(&g, OffsetDateTime::now_utc()).unwrap();
+    assert_eq!(mode(&path), 0o700);
+    assert_eq!(mode(&path.join(&name)), 0o700);
+    assert_eq!(
+        std::fs::read_link(path.join("..data")).unwrap().to_str(),
+        Some(name.as_str())
+    );
+    for f in certrot::target::directory::FILES {
+        assert_eq!(mode(&path.join(&name).join(f)), 0o600, "{f}");
+        assert_eq!(
+            std::fs::read_link(path.join(f)).unwrap(),
+            std::path::Path::new("..data").join(f)
+        );
+    }
+    // cert.pem holds the 3-certificate chain leaf first; key.pem is PKCS#8.
+    let cert = std::fs::read_to_string(path.join("cert.pem")).unwrap();
+    assert_eq!(cert.matches("BEGIN CERTIFICATE").count(), 3);
+    assert!(
+        std::fs::read_to_string(path.join("key.pem"))
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+    let back = t.read_current().unwrap().unwrap();
+    assert_eq!(
+        back.generation.leaf().fingerprint_sha256,
+        g.leaf().fingerprint_sha256
+    );
+    // bundle.pem alone is a consistent pair.
+    let bundle = std::fs::read(path.join("bundle.pem")).unwrap();
+    let b =
+        certrot::generation::Generation::from_pem(&bundle, "bundle", &bundle, "bundle").unwrap();
+    assert_eq!(b.leaf().serial, g.leaf().serial);
+}
+
+#[test]
+fn group_readable_mode_gives_group_search_on_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("orders");
+    let mut cfg = certrot::config::DirectoryTarget {
+        path: path.clone(),
+        mode: certrot::units::FileMode(0o640),
+        owner: None,
+        group: None,
+        layout: Layout::Files,
+    };
+    cfg.mode = certrot::units::FileMode(0o640);
+    let t = certrot::target::DirectoryTarget::new(cfg, 3);
+    let ca = certrot::sandbox::ca::LocalCa::new("m").unwrap();
+    let name = t
+        .commit(
+            &generation(&issue(&ca, "o", Duration::hours(1), Duration::days(7))),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+    assert_eq!(mode(&path), 0o750);
+    assert_eq!(mode(&path.join(&name).join("key.pem")), 0o640);
+}
+
+#[test]
+fn unsafe_directories_are_refused_and_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = certrot::sandbox::ca::LocalCa::new("unsafe CA").unwrap();
+    let g = generation(&issue(&ca, "orders", Duration::hours(1), Duration::days(7)));
+
+    // World-writable directory.
+    let ww = tmp.path().join("ww");
+    std::fs::create_dir(&ww).unwrap();
+    std::fs::set_permissions(&ww, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = dir_target(&ww, 3, Layout::Files)
+        .commit(&g, OffsetDateTime::now_utc())
+        .unwrap_err();
+    assert!(matches!(e, TargetError::Unsafe { .. }));
+    assert!(
+        e.to_string()
+            .contains("writable by group or others (mode 0777)"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_dir(&ww).unwrap().count(), 0);
+
+    // The target path is a symlink.
+    let real = tmp.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let e = dir_target(&link, 3, Layout::Files)
+        .commit(&g, OffsetDateTime::now_utc())
+        .unwrap_err();
+    assert!(e.to_string().contains("it is a symlink"), "{e}");
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+
+    // Owned by another, non-root user (only root can arrange that).
+    if rustix::process::geteuid().is_root() {
+        let other = tmp.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::os::unix::fs::chown(&other, Some(4242), Some(4242)).unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let e = dir_target(&other, 3, Layout::Files)
+            .commit(&g, OffsetDateTime::now_utc())
+            .unwrap_err();
+        assert!(e.to_string().contains("owned by uid 4242"), "{e}");
+        assert_eq!(std::fs::metadata(&other).unwrap().uid(), 4242);
+    }
+
+    // A planted `..data` directory stops the commit before anything is written.
+    let planted = tmp.path().join("planted");
+    std::fs::create_dir(&planted).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::create_dir(planted.join("..data")).unwrap();
+    let e = dir_target(&planted, 3, Layout::Files)
+        .commit(&g, OffsetDateTime::now_utc())
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("..data: refusing to use this target: it is not a symlink"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_dir(&planted).unwrap().count(), 1);
+
+    // A real file where certrot keeps a visible link is not overwritten.
+    let adopt = tmp.path().join("adopt");
+    std::fs::create_dir(&adopt).unwrap();
+    std::fs::set_permissions(&adopt, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(adopt.join("cert.pem"), "operator's own file").unwrap();
+    let e = dir_target(&adopt, 3, Layout::Files)
+        .commit(&g, OffsetDateTime::now_utc())
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("cert.pem: refusing to use this target: it is a real file"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(adopt.join("cert.pem")).unwrap(),
+        "operator's own file"
+    );
+}
+
+#[test]
+fn planted_symlinks_are_replaced_never_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("orders");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "do not touch").unwrap();
+    std::os::unix::fs::symlink(&victim, path.join("key.pem")).unwrap();
+    std::os::unix::fs::symlink(&victim, path.join("..data")).unwrap();
+    let ca = certrot::sandbox::ca::LocalCa::new("plant CA").unwrap();
+    let g = generation(&issue(&ca, "orders", Duration::hours(1), Duration::days(7)));
+    // `..data` pointing outside the target is refused…
+    let t = dir_target(&path, 3, Layout::Files);
+    let e = t.commit(&g, OffsetDateTime::now_utc()).unwrap_err();
+    assert!(
+        e.to_string().contains("not at a generation directory"),
+        "{e}"
+    );
+    // …and once it is gone, the planted key.pem link is replaced, not written through.
+    std::fs::remove_file(path.join("..data")).unwrap();
+    t.commit(&g, OffsetDateTime::now_utc()).unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "do not touch");
+    assert_eq!(
+        std::fs::read_link(path.join("key.pem")).unwrap(),
+        std::path::Path::new("..data/key.pem")
+    );
+}
+
+#[test]
+fn keep_generations_prunes_and_rollback_switches_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("orders");
+    let t = dir_target(&path, 2, Layout::Files);
+    let ca = certrot::sandbox::ca::LocalCa::new("prune CA").unwrap();
+    let mut serials = Vec::new();
+    let mut names = Vec::new();
+    let start = OffsetDateTime::now_utc();
+    for i in 0..5 {
+        let g = generation(&issue(&ca, "orders", Duration::hours(1), Duration::days(7)));
+        serials.push(g.leaf().serial.clone());
+        names.push(t.commit(&g, start + Duration::seconds(i)).unwrap());
+    }
+    // current + 2 kept
+    assert_eq!(t.generations().unwrap(), names[2..].to_vec());
+    let (from, to, g) = t.rollback().unwrap();
+    assert_eq!(
+        (from.as_str(), to.as_str()),
+        (names[4].as_str(), names[3].as_str())
+    );
+    assert_eq!(g.leaf().serial, serials[3]);
+    assert_eq!(
+        t.read_current().unwrap().unwrap().generation.leaf().serial,
+        serials[3]
+    );
+    let (_, to, _) = t.rollback().unwrap();
+    assert_eq!(to, names[2]);
+    let e = t.rollback().unwrap_err();
+    assert!(e.to_string().contains("no generation older than"), "{e}");
+    // A damaged previous generation is not switched to.
+    let t2 = dir_target(&tmp.path().join("dmg"), 3, Layout::Files);
+    let a = t2
+        .commit(
+            &generation(&issue(&ca, "a", Duration::hours(1), Duration::days(7))),
+            start,
+        )
+        .unwrap();
+    t2.commit(
+        &generation(&issue(&ca, "b", Duration::hours(1), Duration::days(7))),
+        start + Duration::seconds(1),
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("dmg").join(&a).join("key.pem"), "garbage").unwrap();
+    let before = t2.current_dir_name().unwrap();
+    assert!(t2.rollback().is_err());
+    assert_eq!(t2.current_dir_name().unwrap(), before);
+}
+
+#[test]
+fn half_written_generations_are_removed_on_next_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("orders");
+    let t = dir_target(&path, 3, Layout::Files);
+    let ca = certrot::sandbox::ca::LocalCa::new("staging CA").unwrap();
+    t.commit(
+        &generation(&issue(&ca, "a", Duration::hours(1), Duration::days(7))),
+        OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    std::fs::create_dir(path.join("..staging.2026_01_01_00_00_00.000000000")).unwrap();
+    std::fs::write(
+        path.join("..staging.2026_01_01_00_00_00.000000000/cert.pem"),
+        "half",
+    )
+    .unwrap();
+    t.commit(
+        &generation(&issue(&ca, "b", Duration::hours(1), Duration::days(7))),
+        OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    assert!(
+        !path
+            .join("..staging.2026_01_01_00_00_00.000000000")
+            .exists()
+    );
+}
+
+#[test]
+fn servicebinding_layout_writes_one_file_per_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("sb");
+    let t = dir_target(&path, 3, Layout::Servicebinding);
+    let ca = certrot::sandbox::ca::LocalCa::new("sb CA").unwrap();
+    let i = issue(&ca, "sb", Duration::hours(1), Duration::days(7));
+    let sk = service_key(&i, "sb-client");
+    let g = certrot::servicekey::parse_service_key(sk.to_string().as_bytes(), "sk").unwrap();
+    t.commit(&g, OffsetDateTime::now_utc()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(path.join("clientid")).unwrap(),
+        "sb-client"
+    );
+    assert_eq!(
+        std::fs::read_to_string(path.join("certurl")).unwrap(),
+        "https://t.authentication.cert.example.invalid"
+    );
+    assert_eq!(std::fs::read_to_string(path.join("type")).unwrap(), "xsuaa");
+    assert_eq!(
+        std::fs::read_to_string(path.join("certificate")).unwrap(),
+        i.chain_pem
+    );
+    assert_eq!(mode(&path.join("..data/key")), 0o600);
+}
