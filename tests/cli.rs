@@ -1,0 +1,308 @@
+//! The real `certrot` binary: `check` exit codes for every state, `import` round trip,
+//! `status`, `rollback`, `config check`, the lock's exit code 75, and secret hygiene.
+
+mod common;
+use certrot::config::Layout;
+use common::*;
+use time::{Duration, OffsetDateTime};
+
+struct Ws {
+    _tmp: tempfile::TempDir,
+    root: std::path::PathBuf,
+    config: String,
+    ca: certrot::sandbox::ca::LocalCa,
+}
+
+fn ws(names: &[&str], extra: &str) -> Ws {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let config = write_config(&root, names, extra).display().to_string();
+    let ca = certrot::sandbox::ca::LocalCa::new("cli CA").unwrap();
+    Ws {
+        _tmp: tmp,
+        root,
+        config,
+        ca,
+    }
+}
+
+impl Ws {
+    fn put(&self, name: &str, age: Duration, lifetime: Duration) -> certrot::sandbox::ca::Issued {
+        let i = issue(&self.ca, name, age, lifetime);
+        dir_target(&self.root.join("targets").join(name), 3, Layout::Files)
+            .commit(&generation(&i), OffsetDateTime::now_utc())
+            .unwrap();
+        i
+    }
+    fn check(&self, names: &[&str]) -> (i32, String) {
+        let mut args = vec!["--config", self.config.as_str(), "check"];
+        args.extend(names);
+        let o = run(&args);
+        (o.status.code().unwrap(), text(&o).0)
+    }
+}
+
+#[test]
+fn check_exit_codes_for_each_state() {
+    let w = ws(
+        &[
+            "ok", "overdue", "critical", "expired", "missing", "mismatch", "garbage",
+        ],
+        "",
+    );
+    w.put("ok", Duration::hours(1), Duration::days(7));
+    w.put("overdue", Duration::days(5), Duration::days(7));
+    w.put("critical", Duration::hours(150), Duration::days(7));
+    w.put("expired", Duration::days(8), Duration::days(7));
+    w.put("mismatch", Duration::hours(1), Duration::days(7));
+    w.put("garbage", Duration::hours(1), Duration::days(7));
+    // Swap in another certificate's key inside the current generation.
+    let other = issue(&w.ca, "x", Duration::hours(1), Duration::days(7));
+    let mm = w.root.join("targets/mismatch/..data/key.pem");
+    std::fs::write(&mm, other.key_pem.as_bytes()).unwrap();
+    std::fs::write(
+        w.root.join("targets/garbage/..data/cert.pem"),
+        [0u8, 159, 146, 150],
+    )
+    .unwrap();
+
+    let cases: &[(&str, i32, &str)] = &[
+        ("ok", 0, "OK ok: expires in 6d 2"),
+        ("overdue", 1, "WARNING overdue: renewal overdue by"),
+        ("critical", 2, "CRITICAL critical: expires in 17h 5"),
+        ("expired", 2, "CRITICAL expired: expired 1d 0h ago"),
+        ("missing", 2, "CRITICAL missing: no current generation in"),
+        (
+            "mismatch",
+            2,
+            "key.pem: the private key matches none of the 1 certificate(s)",
+        ),
+        ("garbage", 2, "cert.pem: no PEM \"CERTIFICATE\" block found"),
+    ];
+    for (name, code, expect) in cases {
+        let (c, out) = w.check(&[name]);
+        assert_eq!(c, *code, "{name}: {out}");
+        assert!(out.contains(expect), "{name}: {out}");
+    }
+    let (c, out) = w.check(&[]);
+    assert_eq!(c, 2);
+    assert!(
+        out.starts_with("CRITICAL - 5 critical, 1 warning, 1 ok\n"),
+        "{out}"
+    );
+    // JSON output says the same.
+    let o = run(&["--config", &w.config, "check", "overdue", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["health"], "WARNING");
+    assert_eq!(v["credentials"][0]["credential"], "overdue");
+    // UNKNOWN: broken config, unknown name.
+    let bad = w.root.join("bad.toml");
+    std::fs::write(&bad, "[[credential]]\nname = 1\n").unwrap();
+    let o = run(&["--config", bad.to_str().unwrap(), "check"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(text(&o).0.starts_with("UNKNOWN - "), "{:?}", text(&o));
+    let (c, out) = w.check(&["nope"]);
+    assert_eq!(c, 3, "{out}");
+    assert!(out.contains("no credential named \"nope\""), "{out}");
+}
+
+#[test]
+fn import_round_trip_status_and_rollback() {
+    let w = ws(&["orders"], "");
+    let i1 = issue(&w.ca, "orders", Duration::hours(1), Duration::days(7));
+    let mut sk = service_key(&i1, "sb-orders!t7");
+    // As `cf service-key` prints it: a leading line, literal \n inside the PEM.
+    let cred = sk["credentials"].as_object_mut().unwrap();
+    let pem_escaped = i1.chain_pem.replace('\n', "\\n");
+    cred.insert("certificate".into(), pem_escaped.into());
+    let key_file = w.root.join("sk.json");
+    let body = format!(
+        "Getting key orders-key for service instance orders as admin...\n\n{}",
+        serde_json::to_string_pretty(&sk["credentials"]).unwrap()
+    );
+    std::fs::write(&key_file, body).unwrap();
+    let o = run(&[
+        "--config",
+        &w.config,
+        "import",
+        "orders",
+        "--service-key",
+        key_file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let (_, err) = text(&o);
+    assert!(!err.contains("PRIVATE KEY"), "key in logs: {err}");
+    let written: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(w.root.join("targets/orders/credentials.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        written, sk["credentials"],
+        "credentials.json differs from the input's fields"
+    );
+
+    // Second import, then status and rollback.
+    let i2 = issue(&w.ca, "orders", Duration::hours(1), Duration::days(7));
+    let key2 = w.root.join("sk2.json");
+    std::fs::write(&key2, service_key(&i2, "sb-orders!t7").to_string()).unwrap();
+    assert_eq!(
+        run(&[
+            "--config",
+            &w.config,
+            "import",
+            "orders",
+            "--service-key",
+            key2.to_str().unwrap()
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
+    let serial = |i: &certrot::sandbox::ca::Issued| generation(i).leaf().serial.clone();
+    let o = run(&["--config", &w.config, "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["serial"], serial(&i2).as_str());
+    assert_eq!(v[0]["client_id"], "sb-orders!t7");
+    let o = run(&["--config", &w.config, "status"]);
+    let (out, _) = text(&o);
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .starts_with("CREDENTIAL  CLIENT ID / SUBJECT"),
+        "{out}"
+    );
+    assert!(out.contains("orders      sb-orders!t7"), "{out}");
+
+    let o = run(&["--config", &w.config, "rollback", "orders"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let o = run(&["--config", &w.config, "check", "orders", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["credentials"][0]["serial"], serial(&i1).as_str());
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.root.join("state/orders.json")).unwrap()).unwrap();
+    assert_eq!(state["current"]["source"], "rollback");
+    assert_eq!(state["current"]["serial"], serial(&i1).as_str());
+}
+
+#[test]
+fn a_held_lock_gives_exit_75() {
+    let w = ws(&["orders"], "");
+    let i = issue(&w.ca, "orders", Duration::hours(1), Duration::days(7));
+    let key_file = w.root.join("sk.json");
+    std::fs::write(&key_file, service_key(&i, "c").to_string()).unwrap();
+    std::fs::create_dir_all(w.root.join("state")).unwrap();
+    let lock =
+        certrot::lock::CredentialLock::acquire(&w.root.join("state"), "orders", false).unwrap();
+    let o = run(&[
+        "--config",
+        &w.config,
+        "import",
+        "orders",
+        "--service-key",
+        key_file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(75));
+    let (_, err) = text(&o);
+    assert!(
+        err.contains(&format!("locked by pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(!w.root.join("targets/orders").exists());
+    drop(lock);
+    let o = run(&[
+        "--config",
+        &w.config,
+        "import",
+        "orders",
+        "--service-key",
+        key_file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+}
+
+#[test]
+fn config_check_and_example_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let o = run(&["--config", example, "config", "check"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let (out, _) = text(&o);
+    assert!(out.contains("is valid"), "{out}");
+    // CERTROT_CONFIG is honoured when --config is absent.
+    let o = bin()
+        .args(["config", "check"])
+        .env("CERTROT_CONFIG", example)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
+fn no_secret_reaches_output_at_trace_level() {
+    let w = ws(&["orders"], "");
+    let i = issue(&w.ca, "orders", Duration::hours(1), Duration::days(7));
+    let mut sk = service_key(&i, "c");
+    sk["credentials"]["clientsecret"] = "s3cr3t-value-never-shown".into();
+    let key_file = w.root.join("sk.json");
+    std::fs::write(&key_file, sk.to_string()).unwrap();
+    let key_body: String = i.key_pem.lines().nth(1).unwrap().to_string();
+    for args in [
+        vec![
+            "-vvv",
+            "--config",
+            &w.config,
+            "import",
+            "orders",
+            "--service-key",
+            key_file.to_str().unwrap(),
+        ],
+        vec!["-vvv", "--config", &w.config, "status", "--json"],
+        vec!["-vvv", "--config", &w.config, "check", "--json"],
+        vec![
+            "-vvv",
+            "--log-format",
+            "json",
+            "--config",
+            &w.config,
+            "rollback",
+            "orders",
+        ],
+    ] {
+        let o = run(&args);
+        let (out, err) = text(&o);
+        for s in [&out, &err] {
+            assert!(!s.contains(&key_body), "{args:?} leaked the key");
+            assert!(
+                !s.contains("s3cr3t-value-never-shown"),
+                "{args:?} leaked the secret"
+            );
+        }
+    }
+    // Debug of a generation redacts.
+    let g = certrot::servicekey::parse_service_key(sk.to_string().as_bytes(), "sk").unwrap();
+    let dbg = format!("{g:?}");
+    assert!(
+        dbg.contains("[REDACTED]") && !dbg.contains(&key_body) && !dbg.contains("s3cr3t"),
+        "{dbg}"
+    );
+}
+
+#[test]
+fn demo_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let o = run(&["demo", "--dir", dir.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out} {err}");
+    assert!(
+        out.contains("CRITICAL - 1 critical, 1 warning, 1 ok"),
+        "{out}"
+    );
+    let o = run(&[
+        "--config",
+        dir.join("certrot.toml").to_str().unwrap(),
+        "check",
+        "orders",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+}
