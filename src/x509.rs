@@ -398,3 +398,98 @@ pub fn inspect(
     let key = parse_key(key_text, key_source)?;
     assemble(certs, key, chain_source, key_source)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::ca::{KeyAlg, LocalCa};
+    use time::{Duration, OffsetDateTime};
+
+    /// Unwraps PKCS#8 to the inner PKCS#1 (RSA) or SEC1 (EC) key.
+    fn inner_key(pkcs8_pem: &str) -> Vec<u8> {
+        let der = PrivateKeyDer::from_pem_slice(pkcs8_pem.as_bytes()).unwrap();
+        let (_, obj) = x509_parser::der_parser::parse_der(der.secret_der()).unwrap();
+        let seq = obj.as_sequence().unwrap();
+        seq[2].as_slice().unwrap().to_vec()
+    }
+
+    fn issued(alg: KeyAlg) -> (LocalCa, crate::sandbox::ca::Issued) {
+        let ca = LocalCa::with_intermediate("x509 test CA").unwrap();
+        let now = OffsetDateTime::now_utc();
+        let i = ca.issue("leaf", alg, now, now + Duration::days(7)).unwrap();
+        (ca, i)
+    }
+
+    #[test]
+    fn any_order_chain_is_ordered_leaf_first() {
+        let (_, i) = issued(KeyAlg::EcdsaP256);
+        let blocks: Vec<&str> = i
+            .chain_pem
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .collect();
+        let shuffled = format!("{}{}{}", blocks[2], blocks[0], blocks[1]);
+        let ins = inspect(shuffled.as_bytes(), "c", i.key_pem.as_bytes(), "k").unwrap();
+        assert!(ins.chain_linked);
+        assert_eq!(ins.chain_pem(), i.chain_pem);
+        assert_eq!(ins.leaf().subject, "O=certrot sandbox, CN=leaf");
+        assert_eq!(ins.leaf().key_type, "ECDSA P-256");
+        assert_eq!(ins.chain.len(), 3);
+        assert!(ins.chain[2].info.is_ca);
+    }
+
+    #[test]
+    fn pkcs1_and_sec1_keys_are_accepted_and_normalised() {
+        for (alg, tag, kind) in [
+            (KeyAlg::Rsa2048, "RSA PRIVATE KEY", "RSA 2048"),
+            (KeyAlg::EcdsaP256, "EC PRIVATE KEY", "ECDSA P-256"),
+        ] {
+            let (_, i) = issued(alg);
+            let legacy = pem_block(tag, &inner_key(&i.key_pem));
+            let ins = inspect(i.chain_pem.as_bytes(), "c", legacy.as_bytes(), "k").unwrap();
+            assert_eq!(ins.key.key_type, kind);
+            assert!(
+                ins.key
+                    .pkcs8_pem()
+                    .starts_with("-----BEGIN PRIVATE KEY-----")
+            );
+            // The normalised key parses to the same key.
+            let again = parse_key(ins.key.pkcs8_pem().as_bytes(), "k2").unwrap();
+            assert_eq!(again.key_bits, ins.key.key_bits);
+        }
+    }
+
+    #[test]
+    fn literal_newlines_and_mismatch() {
+        let (_, i) = issued(KeyAlg::EcdsaP256);
+        let (_, other) = issued(KeyAlg::EcdsaP256);
+        let esc = |s: &str| s.replace('\n', "\\n");
+        assert!(
+            inspect(
+                esc(&i.chain_pem).as_bytes(),
+                "c",
+                esc(&i.key_pem).as_bytes(),
+                "k"
+            )
+            .is_ok()
+        );
+        let e = inspect(
+            i.chain_pem.as_bytes(),
+            "chain.pem",
+            other.key_pem.as_bytes(),
+            "key.pem",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "key.pem: the private key matches none of the 3 certificate(s) in chain.pem"
+        );
+        let big = vec![b'a'; MAX_PEM_BYTES + 1];
+        assert_eq!(
+            parse_chain(&big, "big.pem").unwrap_err().to_string(),
+            format!(
+                "big.pem: {} bytes is over the 1 MiB limit",
+                MAX_PEM_BYTES + 1
+            )
+        );
+    }
+}

@@ -288,3 +288,34 @@ fn servicebinding_layout_writes_one_file_per_field() {
     );
     assert_eq!(mode(&path.join("..data/key")), 0o600);
 }
+
+#[test]
+fn owner_and_group_applied_when_root() {
+    if !rustix::process::geteuid().is_root() {
+        // chown needs root; CI runs as root, where the assertions below apply.
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("owned");
+    let cfg = certrot::config::DirectoryTarget {
+        path: path.clone(),
+        mode: certrot::units::FileMode(0o640),
+        owner: Some(4243),
+        group: Some(4244),
+        layout: Layout::Files,
+    };
+    let t = certrot::target::DirectoryTarget::new(cfg, 3);
+    let ca = certrot::sandbox::ca::LocalCa::new("own").unwrap();
+    for _ in 0..2 {
+        let g = generation(&issue(&ca, "o", Duration::hours(1), Duration::days(7)));
+        let name = t.commit(&g, OffsetDateTime::now_utc()).unwrap();
+        for p in [
+            path.clone(),
+            path.join(&name),
+            path.join(&name).join("key.pem"),
+        ] {
+            let m = std::fs::metadata(&p).unwrap();
+            assert_eq!((m.uid(), m.gid()), (4243, 4244), "{}", p.display());
+        }
+    }
+}

@@ -175,11 +175,11 @@ impl DirectoryTarget {
             });
         }
         let me = rustix::process::geteuid().as_raw();
-        if meta.uid() != me && meta.uid() != 0 {
+        if meta.uid() != me && meta.uid() != 0 && Some(meta.uid()) != self.cfg.owner {
             return Err(TargetError::Unsafe {
                 path: path.to_path_buf(),
                 reason: format!(
-                    "it is owned by uid {}, neither this user (uid {me}) nor root",
+                    "it is owned by uid {}, neither this user (uid {me}), root, nor the configured owner",
                     meta.uid()
                 ),
             });
