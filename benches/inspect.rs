@@ -62,11 +62,13 @@ fn benches(c: &mut Criterion) {
     c.bench_function("renewal time (default policy)", |b| {
         b.iter(|| renewal(black_box(&plain), black_box(v), "0a:1b:2c:3d"))
     });
-    let mut windowed = Policy::default();
-    windowed.windows = vec![Window {
-        cron: CronSpec::parse("0 0 2 * * Mon-Fri").expect("cron"),
-        duration: Span::hours(2),
-    }];
+    let windowed = Policy {
+        windows: vec![Window {
+            cron: CronSpec::parse("0 0 2 * * Mon-Fri").expect("cron"),
+            duration: Span::hours(2),
+        }],
+        ..Policy::default()
+    };
     c.bench_function("renewal time (one maintenance window)", |b| {
         b.iter(|| renewal(black_box(&windowed), black_box(v), "0a:1b:2c:3d"))
     });

@@ -34,6 +34,16 @@ impl Ws {
             .unwrap();
         i
     }
+    fn import(&self, key_file: &std::path::Path) -> std::process::Output {
+        run(&[
+            "--config",
+            &self.config,
+            "import",
+            "orders",
+            "--service-key",
+            key_file.to_str().unwrap(),
+        ])
+    }
     fn check(&self, names: &[&str]) -> (i32, String) {
         let mut args = vec!["--config", self.config.as_str(), "check"];
         args.extend(names);
@@ -121,14 +131,7 @@ fn import_round_trip_status_and_rollback() {
         serde_json::to_string_pretty(&sk["credentials"]).unwrap()
     );
     std::fs::write(&key_file, body).unwrap();
-    let o = run(&[
-        "--config",
-        &w.config,
-        "import",
-        "orders",
-        "--service-key",
-        key_file.to_str().unwrap(),
-    ]);
+    let o = w.import(&key_file);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let (_, err) = text(&o);
     assert!(!err.contains("PRIVATE KEY"), "key in logs: {err}");
@@ -145,19 +148,7 @@ fn import_round_trip_status_and_rollback() {
     let i2 = issue(&w.ca, "orders", Duration::hours(1), Duration::days(7));
     let key2 = w.root.join("sk2.json");
     std::fs::write(&key2, service_key(&i2, "sb-orders!t7").to_string()).unwrap();
-    assert_eq!(
-        run(&[
-            "--config",
-            &w.config,
-            "import",
-            "orders",
-            "--service-key",
-            key2.to_str().unwrap()
-        ])
-        .status
-        .code(),
-        Some(0)
-    );
+    assert_eq!(w.import(&key2).status.code(), Some(0));
     let serial = |i: &certrot::sandbox::ca::Issued| generation(i).leaf().serial.clone();
     let o = run(&["--config", &w.config, "status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -194,14 +185,7 @@ fn a_held_lock_gives_exit_75() {
     std::fs::create_dir_all(w.root.join("state")).unwrap();
     let lock =
         certrot::lock::CredentialLock::acquire(&w.root.join("state"), "orders", false).unwrap();
-    let o = run(&[
-        "--config",
-        &w.config,
-        "import",
-        "orders",
-        "--service-key",
-        key_file.to_str().unwrap(),
-    ]);
+    let o = w.import(&key_file);
     assert_eq!(o.status.code(), Some(75));
     let (_, err) = text(&o);
     assert!(
@@ -210,14 +194,7 @@ fn a_held_lock_gives_exit_75() {
     );
     assert!(!w.root.join("targets/orders").exists());
     drop(lock);
-    let o = run(&[
-        "--config",
-        &w.config,
-        "import",
-        "orders",
-        "--service-key",
-        key_file.to_str().unwrap(),
-    ]);
+    let o = w.import(&key_file);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
 }
 
