@@ -155,17 +155,20 @@ fn check_size(bytes: &[u8], source: &str) -> Result<(), InspectError> {
 }
 
 fn hex_colon(bytes: &[u8], upper: bool) -> String {
-    bytes
-        .iter()
-        .map(|b| {
-            if upper {
-                format!("{b:02X}")
-            } else {
-                format!("{b:02x}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(":")
+    let digits: &[u8; 16] = if upper {
+        b"0123456789ABCDEF"
+    } else {
+        b"0123456789abcdef"
+    };
+    let mut out = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        out.push(digits[(b >> 4) as usize] as char);
+        out.push(digits[(b & 0x0f) as usize] as char);
+    }
+    out
 }
 
 /// SHA-256 fingerprint of DER bytes, as certrot prints it.
@@ -182,12 +185,7 @@ fn describe_key(spki: &SubjectPublicKeyInfo<'_>) -> String {
             .parameters
             .as_ref()
             .and_then(|p| p.as_oid().ok())
-            .map(|oid| match oid.to_id_string().as_str() {
-                "1.2.840.10045.3.1.7" => "P-256".to_string(),
-                "1.3.132.0.34" => "P-384".to_string(),
-                "1.3.132.0.35" => "P-521".to_string(),
-                other => other.to_string(),
-            })
+            .map(|oid| curve_name(&oid.to_id_string()).to_string())
             .unwrap_or_else(|| "unknown curve".into())
     };
     match spki.parsed() {
@@ -311,22 +309,41 @@ pub fn parse_key(text: &[u8], source: &str) -> Result<ParsedKey, InspectError> {
             .ok_or_else(|| bad("EC key on an unsupported curve or malformed"))?,
         PrivateKeyDer::Pkcs8(k) => {
             let p8 = k.secret_pkcs8_der();
-            if let Ok(kp) = RsaKeyPair::from_pkcs8(p8) {
-                rsa_parts(&kp).ok_or_else(|| bad("RSA key could not be encoded"))?
-            } else if let Some(parts) = ec_algs().into_iter().find_map(|(alg, name)| {
-                let kp = EcdsaKeyPair::from_pkcs8(alg, p8).ok()?;
-                let spki: PublicKeyX509Der<'static> = kp.public_key().as_der().ok()?;
-                Some((p8.to_vec(), spki.as_ref().to_vec(), name.to_string()))
-            }) {
-                parts
-            } else if let Ok(kp) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(p8) {
-                let spki: PublicKeyX509Der<'static> = kp
-                    .public_key()
-                    .as_der()
-                    .map_err(|_| bad("Ed25519 key could not be encoded"))?;
-                (p8.to_vec(), spki.as_ref().to_vec(), "Ed25519".to_string())
-            } else {
-                return Err(bad("not an RSA, ECDSA (P-256/384/521) or Ed25519 key"));
+            // Pick the loader from the algorithm identifier: a failed attempt with the wrong
+            // loader costs as much as a successful one.
+            let (alg, curve) =
+                pkcs8_algorithm(p8).ok_or_else(|| bad("not a PKCS#8 private key"))?;
+            match alg.as_str() {
+                OID_RSA => {
+                    let kp = RsaKeyPair::from_pkcs8(p8)
+                        .map_err(|e| bad(&format!("RSA key rejected: {e}")))?;
+                    rsa_parts(&kp).ok_or_else(|| bad("RSA key could not be encoded"))?
+                }
+                OID_EC => ec_algs()
+                    .into_iter()
+                    .filter(|(_, name)| {
+                        curve.as_deref().is_none_or(|c| curve_name(c) == &name[6..])
+                    })
+                    .find_map(|(alg, name)| {
+                        let kp = EcdsaKeyPair::from_pkcs8(alg, p8).ok()?;
+                        let spki: PublicKeyX509Der<'static> = kp.public_key().as_der().ok()?;
+                        Some((p8.to_vec(), spki.as_ref().to_vec(), name.to_string()))
+                    })
+                    .ok_or_else(|| bad("EC key on an unsupported curve or malformed"))?,
+                OID_ED25519 => {
+                    let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(p8)
+                        .map_err(|e| bad(&format!("Ed25519 key rejected: {e}")))?;
+                    let spki: PublicKeyX509Der<'static> = kp
+                        .public_key()
+                        .as_der()
+                        .map_err(|_| bad("Ed25519 key could not be encoded"))?;
+                    (p8.to_vec(), spki.as_ref().to_vec(), "Ed25519".to_string())
+                }
+                other => {
+                    return Err(bad(&format!(
+                        "algorithm {other} is not RSA, ECDSA (P-256/384/521) or Ed25519"
+                    )));
+                }
             }
         }
         _ => return Err(bad("unsupported key format")),
@@ -337,6 +354,32 @@ pub fn parse_key(text: &[u8], source: &str) -> Result<ParsedKey, InspectError> {
         key_bits,
         key_type,
     })
+}
+
+const OID_RSA: &str = "1.2.840.113549.1.1.1";
+const OID_EC: &str = "1.2.840.10045.2.1";
+const OID_ED25519: &str = "1.3.101.112";
+
+/// The algorithm OID of a PKCS#8 key and, for EC keys, the curve OID.
+fn pkcs8_algorithm(p8: &[u8]) -> Option<(String, Option<String>)> {
+    let (_, obj) = x509_parser::der_parser::parse_der(p8).ok()?;
+    let seq = obj.as_sequence().ok()?;
+    let alg = seq.get(1)?.as_sequence().ok()?;
+    let oid = alg.first()?.as_oid().ok()?.to_id_string();
+    let params = alg
+        .get(1)
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string());
+    Some((oid, params))
+}
+
+fn curve_name(oid: &str) -> &str {
+    match oid {
+        "1.2.840.10045.3.1.7" => "P-256",
+        "1.3.132.0.34" => "P-384",
+        "1.3.132.0.35" => "P-521",
+        other => other,
+    }
 }
 
 fn rsa_parts(kp: &RsaKeyPair) -> Option<(Vec<u8>, Vec<u8>, String)> {
@@ -418,6 +461,13 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let i = ca.issue("leaf", alg, now, now + Duration::days(7)).unwrap();
         (ca, i)
+    }
+
+    #[test]
+    fn hex_rendering() {
+        assert_eq!(hex_colon(&[0x0a, 0xff, 0x00], true), "0A:FF:00");
+        assert_eq!(hex_colon(&[0x0a, 0xff], false), "0a:ff");
+        assert_eq!(hex_colon(&[], false), "");
     }
 
     #[test]
