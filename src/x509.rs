@@ -7,8 +7,8 @@
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair};
+use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 use std::borrow::Cow;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -233,12 +233,18 @@ pub fn parse_chain(text: &[u8], source: &str) -> Result<Vec<ParsedCert>, Inspect
     check_size(text, source)?;
     let text = normalise_newlines(text);
     let mut certs = Vec::new();
-    for (i, item) in CertificateDer::pem_slice_iter(&text).enumerate() {
-        let der = item.map_err(|e| InspectError::BadPem {
+    // Certificates are public, so they take the fast base64 decoder of x509-parser; only
+    // CERTIFICATE blocks are decoded here (a bundle's key block is left to `parse_key`,
+    // which uses the constant-time decoder).
+    for block in certificate_blocks(&text) {
+        let bad_pem = |reason: String| InspectError::BadPem {
             input: source.to_string(),
-            reason: e.to_string(),
-        })?;
-        certs.push(parse_one(&der, i + 1, source)?);
+            reason,
+        };
+        let block = block.map_err(|()| bad_pem("a CERTIFICATE block has no END line".into()))?;
+        let (_, pem) =
+            x509_parser::pem::parse_x509_pem(block).map_err(|e| bad_pem(e.to_string()))?;
+        certs.push(parse_one(&pem.contents, certs.len() + 1, source)?);
     }
     if certs.is_empty() {
         return Err(InspectError::NoCertificate {
@@ -246,6 +252,33 @@ pub fn parse_chain(text: &[u8], source: &str) -> Result<Vec<ParsedCert>, Inspect
         });
     }
     Ok(certs)
+}
+
+const BEGIN_CERT: &[u8] = b"-----BEGIN CERTIFICATE-----";
+const END_CERT: &[u8] = b"-----END CERTIFICATE-----";
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
+}
+
+/// The `-----BEGIN CERTIFICATE-----` … `-----END CERTIFICATE-----` slices of `text`.
+fn certificate_blocks(text: &[u8]) -> impl Iterator<Item = Result<&[u8], ()>> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let start = find(rest, BEGIN_CERT)?;
+        let from = &rest[start..];
+        match find(from, END_CERT) {
+            Some(end) => {
+                let block = &from[..end + END_CERT.len()];
+                rest = &from[end + END_CERT.len()..];
+                Some(Ok(block))
+            }
+            None => {
+                rest = &[];
+                Some(Err(()))
+            }
+        }
+    })
 }
 
 fn spki_bits(spki_der: &[u8]) -> Option<Vec<u8>> {
