@@ -497,6 +497,15 @@ impl RawConfig {
             message,
         };
         let defaults = Policy::default().overlay(&self.defaults);
+        if let Some(dir) = &self.state_dir
+            && !dir.is_absolute()
+        {
+            return Err(err(
+                None,
+                "state_dir".into(),
+                format!("{:?} must be an absolute path", dir.display().to_string()),
+            ));
+        }
         if !self.daemon.listen.is_empty()
             && self.daemon.listen.parse::<std::net::SocketAddr>().is_err()
         {
