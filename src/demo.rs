@@ -22,7 +22,8 @@ pub fn run(dir: Option<PathBuf>) -> i32 {
             }
         },
     };
-    match demo(&root) {
+    let kept = _guard.is_none();
+    match demo(&root, kept) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("certrot demo: {e}");
@@ -31,7 +32,7 @@ pub fn run(dir: Option<PathBuf>) -> i32 {
     }
 }
 
-fn demo(root: &std::path::Path) -> Result<(), String> {
+fn demo(root: &std::path::Path, kept: bool) -> Result<(), String> {
     let week = Duration::days(7);
     let specs = [
         Spec {
@@ -89,10 +90,17 @@ fn demo(root: &std::path::Path) -> Result<(), String> {
     for n in names {
         println!("   {n}");
     }
-    println!(
-        "\nTry: certrot --config {} status   (files stay in {})",
-        cfg_path.display(),
-        root.display()
-    );
+    if kept {
+        println!(
+            "\nTry: certrot --config {} status   (files stay in {})",
+            cfg_path.display(),
+            root.display()
+        );
+    } else {
+        println!(
+            "\nThe workspace is removed on exit; run `certrot demo --dir DIR` to keep it and \
+             try `certrot --config DIR/certrot.toml status`."
+        );
+    }
     Ok(())
 }
