@@ -2,6 +2,7 @@
 //!
 //! See `docs/architecture.md` for the code map and the invariants each module upholds.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;

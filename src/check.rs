@@ -1,0 +1,380 @@
+//! The check: proof that a generation works, by an OAuth2 `client_credentials` token request
+//! over mTLS. This part holds the pure rules around that request — which token URL to use,
+//! how to read an OIDC discovery document, when a token response counts as success, and the
+//! stable failure labels used in logs and metrics. The network half (a fresh rustls client
+//! per check, from memory) builds on these.
+
+use crate::config::Kind;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+use std::fmt;
+use time::OffsetDateTime;
+
+/// Why a check failed; the label is stable (logs, metrics `step`/`reason` labels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    TlsRejected,
+    Unauthorized,
+    RateLimited,
+    ServerError,
+    Timeout,
+    Connect,
+    BadResponse,
+    Discovery,
+}
+
+impl FailureKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::TlsRejected => "tls-rejected",
+            FailureKind::Unauthorized => "unauthorized",
+            FailureKind::RateLimited => "rate-limited",
+            FailureKind::ServerError => "server-error",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Connect => "connect",
+            FailureKind::BadResponse => "bad-response",
+            FailureKind::Discovery => "discovery",
+        }
+    }
+}
+
+/// A failed check: its kind and a plain-language message naming the URL.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{} ({}): {message}", kind.label(), url)]
+pub struct CheckFailure {
+    pub kind: FailureKind,
+    pub url: String,
+    pub message: String,
+}
+
+fn fail(kind: FailureKind, url: &str, message: impl Into<String>) -> CheckFailure {
+    CheckFailure {
+        kind,
+        url: url.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Where the token URL came from, for logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenUrlSource {
+    Explicit,
+    DiscoveryMtlsAlias,
+    DiscoveryTokenEndpoint,
+    KindRule,
+}
+
+impl fmt::Display for TokenUrlSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TokenUrlSource::Explicit => "token_url",
+            TokenUrlSource::DiscoveryMtlsAlias => "discovery mtls_endpoint_aliases.token_endpoint",
+            TokenUrlSource::DiscoveryTokenEndpoint => "discovery token_endpoint",
+            TokenUrlSource::KindRule => "credential fields",
+        })
+    }
+}
+
+/// The token endpoint named by an OIDC discovery document (RFC 8414 / RFC 8705): the mTLS
+/// alias when present, else `token_endpoint`.
+pub fn token_url_from_discovery(
+    doc: &[u8],
+    discovery_url: &str,
+) -> Result<(String, TokenUrlSource), CheckFailure> {
+    let v: Value = serde_json::from_slice(doc).map_err(|e| {
+        fail(
+            FailureKind::Discovery,
+            discovery_url,
+            format!("not a JSON document: {e}"),
+        )
+    })?;
+    let https = |s: &str| s.starts_with("https://");
+    if let Some(alias) = v
+        .get("mtls_endpoint_aliases")
+        .and_then(|a| a.get("token_endpoint"))
+        .and_then(Value::as_str)
+    {
+        if !https(alias) {
+            return Err(fail(
+                FailureKind::Discovery,
+                discovery_url,
+                format!("mtls_endpoint_aliases.token_endpoint {alias:?} is not an https URL"),
+            ));
+        }
+        return Ok((alias.to_string(), TokenUrlSource::DiscoveryMtlsAlias));
+    }
+    match v.get("token_endpoint").and_then(Value::as_str) {
+        Some(t) if https(t) => Ok((t.to_string(), TokenUrlSource::DiscoveryTokenEndpoint)),
+        Some(t) => Err(fail(
+            FailureKind::Discovery,
+            discovery_url,
+            format!("token_endpoint {t:?} is not an https URL"),
+        )),
+        None => Err(fail(
+            FailureKind::Discovery,
+            discovery_url,
+            "has neither mtls_endpoint_aliases.token_endpoint nor token_endpoint",
+        )),
+    }
+}
+
+fn trim_slash(s: &str) -> &str {
+    s.trim_end_matches('/')
+}
+
+/// The token URL by the kind's rule: xsuaa `certurl` + `/oauth/token` (or `url` with
+/// `authentication.` → `authentication.cert.`), identity `url` + `/oauth2/token`.
+pub fn token_url_by_kind(kind: Kind, fields: &Map<String, Value>) -> Option<String> {
+    let field = |k: &str| {
+        fields
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    match kind {
+        Kind::Xsuaa => {
+            if let Some(certurl) = field("certurl") {
+                return Some(format!("{}/oauth/token", trim_slash(certurl)));
+            }
+            let url = field("url")?;
+            if url.contains(".authentication.cert.") {
+                return Some(format!("{}/oauth/token", trim_slash(url)));
+            }
+            url.contains(".authentication.").then(|| {
+                format!(
+                    "{}/oauth/token",
+                    trim_slash(&url.replacen(".authentication.", ".authentication.cert.", 1))
+                )
+            })
+        }
+        Kind::Identity => field("url").map(|u| format!("{}/oauth2/token", trim_slash(u))),
+    }
+}
+
+/// The discovery URL when none is configured: `<url>/.well-known/openid-configuration`.
+pub fn default_discovery_url(fields: &Map<String, Value>) -> Option<String> {
+    fields
+        .get("url")
+        .and_then(Value::as_str)
+        .filter(|u| u.starts_with("https://"))
+        .map(|u| format!("{}/.well-known/openid-configuration", trim_slash(u)))
+}
+
+/// Judges a 200 token response: JSON with `access_token` and `token_type`; a JWT's `exp` must
+/// be in the future and its client claim (`cid`, `client_id` or `azp`) equal `client_id`.
+/// The token is not kept and never appears in the error.
+pub fn judge_token_response(
+    body: &[u8],
+    url: &str,
+    client_id: &str,
+    now: OffsetDateTime,
+) -> Result<(), CheckFailure> {
+    let bad = |m: String| fail(FailureKind::BadResponse, url, m);
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("the response is not JSON: {e}")))?;
+    let token = v
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| bad("the response has no access_token".into()))?;
+    if v.get("token_type").and_then(Value::as_str).is_none() {
+        return Err(bad("the response has no token_type".into()));
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return Ok(()); // opaque token: nothing more to verify offline
+    }
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts[1].trim_end_matches('='))
+        .map_err(|_| {
+            bad("the access token looks like a JWT but its payload is not base64url".into())
+        })?;
+    let claims: Value = serde_json::from_slice(&payload)
+        .map_err(|_| bad("the access token's JWT payload is not JSON".into()))?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| bad("the access token has no numeric exp claim".into()))?;
+    if exp <= now.unix_timestamp() {
+        return Err(bad(format!(
+            "the access token expired at {exp} (unix time)"
+        )));
+    }
+    let claimed = ["cid", "client_id", "azp"]
+        .iter()
+        .find_map(|k| claims.get(*k).and_then(Value::as_str));
+    match claimed {
+        Some(c) if c == client_id => Ok(()),
+        Some(c) => Err(bad(format!(
+            "the access token was issued to client {c:?}, not {client_id:?}"
+        ))),
+        None => Err(bad(
+            "the access token names no client (cid, client_id or azp)".into(),
+        )),
+    }
+}
+
+/// Classifies an HTTP error status (with the server's `error`/`error_description`).
+pub fn classify_status(status: u16, body: &[u8], url: &str) -> CheckFailure {
+    let v: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |k: &str| {
+        v.as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(|s| s.chars().take(200).collect::<String>())
+    };
+    let detail = match (field("error"), field("error_description")) {
+        (Some(e), Some(d)) => format!(": {e}: {d}"),
+        (Some(e), None) => format!(": {e}"),
+        (None, Some(d)) => format!(": {d}"),
+        (None, None) => String::new(),
+    };
+    let kind = match status {
+        401 | 403 => FailureKind::Unauthorized,
+        400 if field("error").as_deref() == Some("invalid_client") => FailureKind::Unauthorized,
+        429 => FailureKind::RateLimited,
+        500..=599 => FailureKind::ServerError,
+        _ => FailureKind::BadResponse,
+    };
+    fail(kind, url, format!("HTTP {status}{detail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn kind_rules() {
+        let x = map(
+            json!({"certurl": "https://t.authentication.cert.eu10.hana.ondemand.com/", "url": "https://t.authentication.eu10.hana.ondemand.com"}),
+        );
+        assert_eq!(
+            token_url_by_kind(Kind::Xsuaa, &x).unwrap(),
+            "https://t.authentication.cert.eu10.hana.ondemand.com/oauth/token"
+        );
+        let only_url = map(json!({"url": "https://t.authentication.eu10.hana.ondemand.com"}));
+        assert_eq!(
+            token_url_by_kind(Kind::Xsuaa, &only_url).unwrap(),
+            "https://t.authentication.cert.eu10.hana.ondemand.com/oauth/token"
+        );
+        assert_eq!(
+            token_url_by_kind(Kind::Xsuaa, &map(json!({"url": "https://idp.example"}))),
+            None
+        );
+        let ias = map(json!({"url": "https://tenant.accounts.ondemand.com"}));
+        assert_eq!(
+            token_url_by_kind(Kind::Identity, &ias).unwrap(),
+            "https://tenant.accounts.ondemand.com/oauth2/token"
+        );
+        assert_eq!(
+            default_discovery_url(&ias).unwrap(),
+            "https://tenant.accounts.ondemand.com/.well-known/openid-configuration"
+        );
+    }
+
+    #[test]
+    fn discovery_prefers_mtls_alias() {
+        let d = br#"{"token_endpoint":"https://a/oauth/token","mtls_endpoint_aliases":{"token_endpoint":"https://a.cert/oauth/token"}}"#;
+        assert_eq!(
+            token_url_from_discovery(d, "https://a/.well-known").unwrap(),
+            (
+                "https://a.cert/oauth/token".to_string(),
+                TokenUrlSource::DiscoveryMtlsAlias
+            )
+        );
+        let plain = br#"{"token_endpoint":"https://a/oauth/token"}"#;
+        assert_eq!(
+            token_url_from_discovery(plain, "d").unwrap().1,
+            TokenUrlSource::DiscoveryTokenEndpoint
+        );
+        let e = token_url_from_discovery(b"<html>", "https://a/.well-known").unwrap_err();
+        assert_eq!(e.kind.label(), "discovery");
+        assert!(
+            e.to_string()
+                .starts_with("discovery (https://a/.well-known): not a JSON document")
+        );
+        let e = token_url_from_discovery(br#"{"token_endpoint":"http://a/t"}"#, "d").unwrap_err();
+        assert!(e.message.contains("is not an https URL"), "{e}");
+    }
+
+    fn jwt(claims: Value) -> String {
+        let e = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!(
+            "{}.{}.{}",
+            e(br#"{"alg":"ES256"}"#),
+            e(claims.to_string().as_bytes()),
+            e(b"sig")
+        )
+    }
+
+    #[test]
+    fn token_response_rules() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let ok = |claims: Value| {
+            let body = json!({"access_token": jwt(claims), "token_type": "bearer"}).to_string();
+            judge_token_response(body.as_bytes(), "https://t/oauth/token", "sb-app", now)
+        };
+        assert!(ok(json!({"cid": "sb-app", "exp": 1_800_000_100})).is_ok());
+        assert!(ok(json!({"azp": "sb-app", "exp": 1_800_000_100})).is_ok());
+        let e = ok(json!({"cid": "other", "exp": 1_800_000_100})).unwrap_err();
+        assert_eq!(e.kind, FailureKind::BadResponse);
+        assert!(e.message.contains("issued to client \"other\""));
+        assert!(
+            ok(json!({"cid": "sb-app", "exp": 1_700_000_000}))
+                .unwrap_err()
+                .message
+                .contains("expired")
+        );
+        assert!(ok(json!({"exp": 1_800_000_100})).is_err());
+        let secret = jwt(json!({"cid": "other", "exp": 1}));
+        let body = json!({"access_token": secret, "token_type": "bearer"}).to_string();
+        let e = judge_token_response(body.as_bytes(), "u", "sb-app", now).unwrap_err();
+        assert!(
+            !e.to_string().contains(&secret),
+            "token leaked into the error"
+        );
+        assert!(judge_token_response(br#"{"token_type":"bearer"}"#, "u", "c", now).is_err());
+        assert!(judge_token_response(b"not json", "u", "c", now).is_err());
+        // Opaque tokens are accepted as they are.
+        assert!(
+            judge_token_response(
+                br#"{"access_token":"opaque","token_type":"bearer"}"#,
+                "u",
+                "c",
+                now
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn status_classification() {
+        let e = classify_status(
+            401,
+            br#"{"error":"invalid_client","error_description":"Unsupported instance credential"}"#,
+            "u",
+        );
+        assert_eq!(
+            e.to_string(),
+            "unauthorized (u): HTTP 401: invalid_client: Unsupported instance credential"
+        );
+        assert_eq!(
+            classify_status(400, br#"{"error":"invalid_client"}"#, "u").kind,
+            FailureKind::Unauthorized
+        );
+        assert_eq!(
+            classify_status(400, br#"{"error":"invalid_request"}"#, "u").kind,
+            FailureKind::BadResponse
+        );
+        assert_eq!(classify_status(429, b"", "u").kind.label(), "rate-limited");
+        assert_eq!(
+            classify_status(503, b"<html>", "u").kind.label(),
+            "server-error"
+        );
+    }
+}
