@@ -1,10 +1,13 @@
 //! The check: proof that a generation works, by an OAuth2 `client_credentials` token request
 //! over mTLS. This part holds the pure rules around that request — which token URL to use,
 //! how to read an OIDC discovery document, when a token response counts as success, and the
-//! stable failure labels used in logs and metrics. The network half (a fresh rustls client
-//! per check, from memory) builds on these.
+//! stable failure labels used in logs and metrics — and the request itself
+//! ([`request_token`]): a fresh rustls client per check with the generation's identity built
+//! from memory, no connection pool (so no session can be resumed with an older
+//! certificate), server verification always on, timeouts and a response size limit.
 
 use crate::config::Kind;
+use crate::generation::Generation;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -237,6 +240,185 @@ pub fn classify_status(status: u16, body: &[u8], url: &str) -> CheckFailure {
         _ => FailureKind::BadResponse,
     };
     fail(kind, url, format!("HTTP {status}{detail}"))
+}
+
+/// Time and size limits of one check.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub connect_timeout: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub max_response: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect_timeout: std::time::Duration::from_secs(10),
+            timeout: std::time::Duration::from_secs(30),
+            max_response: 1 << 20,
+        }
+    }
+}
+
+/// What verifies the token endpoint's server certificate. Verification cannot be turned off.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerTrust<'a> {
+    /// Trust the system's roots (the default for real SAP endpoints).
+    pub system_roots: bool,
+    /// Extra CA certificates (PEM), e.g. a `ca_file`.
+    pub extra_ca_pem: Option<&'a [u8]>,
+}
+
+fn rustls_error_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r.to_string());
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(r) = inner.downcast_ref::<rustls::Error>()
+        {
+            return Some(r.to_string());
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Classifies a transport error from reqwest.
+fn classify_transport(e: &reqwest::Error, url: &str) -> CheckFailure {
+    if e.is_timeout() {
+        return fail(FailureKind::Timeout, url, "no answer within the time limit");
+    }
+    if let Some(tls) = rustls_error_in(e) {
+        return fail(
+            FailureKind::TlsRejected,
+            url,
+            format!("TLS handshake failed: {tls}"),
+        );
+    }
+    let mut msg = e.to_string();
+    let mut last = String::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        last = s.to_string();
+        msg.push_str(": ");
+        msg.push_str(&last);
+        src = s.source();
+    }
+    // rustls errors sometimes arrive only as text through the connector's boxed errors.
+    const TLS_MARKERS: [&str; 5] = [
+        "invalid peer certificate",
+        "received fatal alert",
+        "peer is incompatible",
+        "peer misbehaved",
+        "handshake",
+    ];
+    if TLS_MARKERS.iter().any(|m| last.contains(m)) {
+        return fail(
+            FailureKind::TlsRejected,
+            url,
+            format!("TLS handshake failed: {last}"),
+        );
+    }
+    fail(FailureKind::Connect, url, msg)
+}
+
+async fn read_limited_body(
+    mut resp: reqwest::Response,
+    limit: usize,
+    url: &str,
+) -> Result<Vec<u8>, CheckFailure> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| classify_transport(&e, url))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(fail(
+                FailureKind::BadResponse,
+                url,
+                format!("the response is larger than {} KiB", limit / 1024),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Requests a token with generation `g` at `url`; `Ok` carries the request's duration.
+/// A new client is built for every call: nothing is pooled or resumed.
+pub async fn request_token(
+    g: &Generation,
+    url: &str,
+    client_id: &str,
+    extra_form: &[(&str, &str)],
+    trust: ServerTrust<'_>,
+    limits: Limits,
+) -> Result<std::time::Duration, CheckFailure> {
+    if !url.starts_with("https://") {
+        return Err(fail(
+            FailureKind::Connect,
+            url,
+            "the token URL must be https",
+        ));
+    }
+    let mut identity_pem = zeroize::Zeroizing::new(Vec::new());
+    identity_pem.extend_from_slice(g.chain_pem().as_bytes());
+    identity_pem.extend_from_slice(g.key_pem().as_bytes());
+    let identity = reqwest::Identity::from_pem(&identity_pem)
+        .map_err(|e| fail(FailureKind::Connect, url, format!("client identity: {e}")))?;
+    let extra = match trust.extra_ca_pem {
+        Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| fail(FailureKind::Connect, url, format!("CA certificates: {e}")))?,
+        None => Vec::new(),
+    };
+    let mut builder = reqwest::Client::builder()
+        .identity(identity)
+        .pool_max_idle_per_host(0)
+        .connect_timeout(limits.connect_timeout)
+        .timeout(limits.timeout)
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none());
+    builder = if trust.system_roots {
+        builder.tls_certs_merge(extra)
+    } else {
+        builder.tls_certs_only(extra)
+    };
+    let client = builder
+        .build()
+        .map_err(|e| fail(FailureKind::Connect, url, format!("TLS client: {e}")))?;
+    let mut form: Vec<(&str, &str)> = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+    ];
+    form.extend_from_slice(extra_form);
+    let started = std::time::Instant::now();
+    let resp = client
+        .post(url)
+        .header("Accept", "application/json")
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| classify_transport(&e, url))?;
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = read_limited_body(resp, limits.max_response, url).await?;
+    if status != 200 {
+        let mut f = classify_status(status, &body, url);
+        if let Some(r) = retry_after.filter(|_| status == 429) {
+            f.message.push_str(&format!(" (Retry-After: {r})"));
+        }
+        return Err(f);
+    }
+    judge_token_response(&body, url, client_id, OffsetDateTime::now_utc())?;
+    Ok(started.elapsed())
 }
 
 #[cfg(test)]

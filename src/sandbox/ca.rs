@@ -94,6 +94,33 @@ impl LocalCa {
         self.root.pem()
     }
 
+    /// Issues a server certificate for `names` (DNS names or IP addresses), valid for a year.
+    pub fn issue_server(&self, names: &[&str]) -> Result<Issued, CaError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut p =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("localhost"),
+        );
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.serial_number = Some(random_serial());
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::hours(1);
+        p.not_after = now + time::Duration::days(365);
+        let issuer = self.intermediate.as_ref().unwrap_or(&self.root);
+        let cert = p.signed_by(&key, issuer)?;
+        let mut chain_pem = cert.pem();
+        if let Some(i) = &self.intermediate {
+            chain_pem.push_str(&i.pem());
+        }
+        Ok(Issued {
+            chain_pem,
+            key_pem: Zeroizing::new(key.serialize_pem()),
+        })
+    }
+
     /// Issues a client certificate for `cn`, valid from `not_before` to `not_after`.
     pub fn issue(
         &self,

@@ -1,0 +1,226 @@
+//! The token check against a real rustls mTLS server on 127.0.0.1 (hyper over tokio-rustls,
+//! client certificates verified against a local CA): success, unregistered client, wrong
+//! server CA, no-answer timeout, and that a second check in the same process presents the
+//! new generation's certificate (no pooled connection, no resumed session).
+
+mod common;
+use certrot::check::{FailureKind, Limits, ServerTrust, request_token};
+use certrot::sandbox::ca::LocalCa;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::{Arc, Mutex};
+use time::Duration;
+
+struct Server {
+    url: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+/// An mTLS token endpoint trusting `client_ca`; `registered` = (client id, leaf fingerprint).
+async fn start(
+    ca: &LocalCa,
+    client_ca: &LocalCa,
+    registered: Vec<(String, String)>,
+    silent: bool,
+) -> Server {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let server = ca.issue_server(&["127.0.0.1", "localhost"]).unwrap();
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(server.chain_pem.as_bytes())
+            .map(|c| c.unwrap())
+            .collect();
+    let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(client_ca.root_pem().as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .allow_unauthenticated()
+        .build()
+        .unwrap();
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/oauth/token",
+        listener.local_addr().unwrap().port()
+    );
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let registered = Arc::new(registered);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            if silent {
+                tokio::spawn(async move {
+                    let _keep = tcp;
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                });
+                continue;
+            }
+            let (acceptor, seen, registered) =
+                (acceptor.clone(), seen2.clone(), registered.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let fp = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| certrot::x509::fingerprint(c));
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let (fp, seen, registered) = (fp.clone(), seen.clone(), registered.clone());
+                    async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let form = String::from_utf8_lossy(&body).to_string();
+                        let client = form
+                            .split('&')
+                            .find_map(|kv| kv.strip_prefix("client_id="))
+                            .unwrap_or("")
+                            .replace("%21", "!");
+                        if let Some(fp) = &fp {
+                            seen.lock().unwrap().push(fp.clone());
+                        }
+                        let ok = fp.as_ref().is_some_and(|fp| {
+                            registered.iter().any(|(c, f)| *c == client && f == fp)
+                        });
+                        let (status, json) = if ok {
+                            use base64::Engine as _;
+                            let e = |v: &[u8]| {
+                                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+                            };
+                            let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+                            let claims = serde_json::json!({"cid": client, "exp": exp});
+                            let jwt = format!(
+                                "{}.{}.{}",
+                                e(b"{\"alg\":\"ES256\"}"),
+                                e(claims.to_string().as_bytes()),
+                                e(b"sig")
+                            );
+                            (
+                                200,
+                                serde_json::json!({"access_token": jwt, "token_type": "bearer", "expires_in": 3600}),
+                            )
+                        } else {
+                            (
+                                401,
+                                serde_json::json!({"error": "invalid_client", "error_description": "Bad credentials"}),
+                            )
+                        };
+                        Ok::<_, hyper::Error>(
+                            Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(json.to_string())))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    Server { url, seen }
+}
+
+fn trust(ca: &LocalCa) -> String {
+    ca.root_pem()
+}
+
+#[tokio::test]
+async fn success_unregistered_and_generation_switch() {
+    let ca = LocalCa::new("token CA").unwrap();
+    let a = generation(&issue(&ca, "app", Duration::hours(1), Duration::days(7)));
+    let b = generation(&issue(&ca, "app", Duration::hours(1), Duration::days(7)));
+    let fa = a.leaf().fingerprint_sha256.clone();
+    let fb = b.leaf().fingerprint_sha256.clone();
+    let srv = start(
+        &ca,
+        &ca,
+        vec![
+            ("sb-app!t1".into(), fa.clone()),
+            ("sb-app!t1".into(), fb.clone()),
+        ],
+        false,
+    )
+    .await;
+    let root = trust(&ca);
+    let t = ServerTrust {
+        system_roots: false,
+        extra_ca_pem: Some(root.as_bytes()),
+    };
+    request_token(&a, &srv.url, "sb-app!t1", &[], t, Limits::default())
+        .await
+        .unwrap();
+    request_token(&b, &srv.url, "sb-app!t1", &[], t, Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        *srv.seen.lock().unwrap(),
+        vec![fa.clone(), fb.clone()],
+        "the second check must present B"
+    );
+
+    let e = request_token(&a, &srv.url, "sb-other", &[], t, Limits::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, FailureKind::Unauthorized, "{e}");
+    assert!(
+        e.to_string()
+            .contains("HTTP 401: invalid_client: Bad credentials"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_server_ca_is_a_tls_rejection() {
+    let ca = LocalCa::new("token CA").unwrap();
+    let other = LocalCa::new("someone else").unwrap();
+    let a = generation(&issue(&ca, "app", Duration::hours(1), Duration::days(7)));
+    let srv = start(&ca, &ca, vec![], false).await;
+    let wrong = trust(&other);
+    let t = ServerTrust {
+        system_roots: false,
+        extra_ca_pem: Some(wrong.as_bytes()),
+    };
+    let e = request_token(&a, &srv.url, "c", &[], t, Limits::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, FailureKind::TlsRejected, "{e}");
+    assert!(srv.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn silent_server_times_out() {
+    let ca = LocalCa::new("token CA").unwrap();
+    let a = generation(&issue(&ca, "app", Duration::hours(1), Duration::days(7)));
+    let srv = start(&ca, &ca, vec![], true).await;
+    let root = trust(&ca);
+    let t = ServerTrust {
+        system_roots: false,
+        extra_ca_pem: Some(root.as_bytes()),
+    };
+    let limits = Limits {
+        timeout: std::time::Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let e = request_token(&a, &srv.url, "c", &[], t, limits)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind.label(), "timeout", "{e}");
+}
