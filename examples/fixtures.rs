@@ -26,7 +26,7 @@ fn main() -> Result<(), String> {
     let config = Config::load(&cfg).map_err(|e| e.to_string())?;
     for cred in &config.credentials {
         let key = dir.join("keys").join(format!("{}.json", cred.name));
-        certrot::cli::import(&config, cred, &key)?;
+        certrot::cli::import(&config, cred, &key, false)?;
     }
     println!("{}", cfg.display());
     Ok(())

@@ -421,6 +421,78 @@ pub async fn request_token(
     Ok(started.elapsed())
 }
 
+/// Proves generation `g` of credential `cred` with a token request, using the credential's
+/// `[credential.check]` settings. Token URL: `check.token_url`, else the kind's rule.
+pub async fn validate(
+    cred: &crate::config::Credential,
+    g: &Generation,
+) -> Result<std::time::Duration, CheckFailure> {
+    let cfg = &cred.check;
+    let url = match &cfg.token_url {
+        Some(u) => u.clone(),
+        None => token_url_by_kind(cred.kind, g.credentials()).ok_or_else(|| {
+            fail(
+                FailureKind::Discovery,
+                "-",
+                "no token URL: set check.token_url or import credentials with certurl/url",
+            )
+        })?,
+    };
+    let client_id = cfg
+        .client_id
+        .clone()
+        .or_else(|| g.client_id().map(str::to_string))
+        .ok_or_else(|| {
+            fail(
+                FailureKind::BadResponse,
+                &url,
+                "no client id: set check.client_id or import credentials with clientid",
+            )
+        })?;
+    let ca = match &cfg.ca_file {
+        Some(p) => {
+            Some(crate::cli::read_input(p).map_err(|e| fail(FailureKind::Connect, &url, e))?)
+        }
+        None => None,
+    };
+    let trust = ServerTrust {
+        system_roots: cfg.system_roots,
+        extra_ca_pem: ca.as_deref(),
+    };
+    let limits = Limits {
+        connect_timeout: cfg.connect_timeout.0,
+        timeout: cfg.timeout.0,
+        ..Limits::default()
+    };
+    let extra: Vec<(&str, &str)> = cfg
+        .app_tid
+        .as_deref()
+        .map(|t| vec![("app_tid", t)])
+        .unwrap_or_default();
+    let r = request_token(g, &url, &client_id, &extra, trust, limits).await;
+    match &r {
+        Ok(d) => {
+            tracing::debug!(credential = %cred.name, url = %url, ms = d.as_millis() as u64, "token check passed")
+        }
+        Err(e) => {
+            tracing::debug!(credential = %cred.name, label = e.kind.label(), error = %e, "token check failed")
+        }
+    }
+    r
+}
+
+/// Runs [`validate`] on a private single-threaded runtime (for the one-shot commands).
+pub fn validate_blocking(
+    cred: &crate::config::Credential,
+    g: &Generation,
+) -> Result<std::time::Duration, CheckFailure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(FailureKind::Connect, "-", format!("runtime: {e}")))?;
+    rt.block_on(validate(cred, g))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

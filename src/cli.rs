@@ -50,6 +50,9 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Also prove each current generation with a token request (CRITICAL on failure).
+        #[arg(long)]
+        validate: bool,
     },
     /// Table of every credential: client id, expiry, renewal time, last rotation, health.
     Status {
@@ -65,6 +68,9 @@ pub enum Command {
         /// Wait for the credential's lock instead of failing.
         #[arg(long)]
         wait: bool,
+        /// Write without the token check (for credentials whose endpoint is unreachable from here).
+        #[arg(long)]
+        no_validate: bool,
     },
     /// Switch a credential back to its previous generation (inspected first).
     Rollback {
@@ -116,13 +122,18 @@ pub fn init_logging(format: LogFormat, verbose: u8, quiet: u8) {
 pub fn run(cli: Cli) -> i32 {
     init_logging(cli.log_format, cli.verbose, cli.quiet);
     match cli.command {
-        Command::Check { names, json } => cmd_check(&cli.config, &names, json),
+        Command::Check {
+            names,
+            json,
+            validate,
+        } => cmd_check(&cli.config, &names, json, validate),
         Command::Status { json } => cmd_status(&cli.config, json),
         Command::Import {
             name,
             service_key,
             wait,
-        } => cmd_import(&cli.config, &name, &service_key, wait),
+            no_validate,
+        } => cmd_import(&cli.config, &name, &service_key, wait, !no_validate),
         Command::Rollback { name, wait } => cmd_rollback(&cli.config, &name, wait),
         Command::Config {
             action: ConfigAction::Check,
@@ -153,7 +164,7 @@ pub fn reports(config: &Config, names: &[String]) -> Result<Vec<Report>, String>
         .collect())
 }
 
-fn cmd_check(config_path: &std::path::Path, names: &[String], json: bool) -> i32 {
+fn cmd_check(config_path: &std::path::Path, names: &[String], json: bool, validate: bool) -> i32 {
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -161,13 +172,31 @@ fn cmd_check(config_path: &std::path::Path, names: &[String], json: bool) -> i32
             return Health::Unknown.exit_code();
         }
     };
-    let reports = match reports(&config, names) {
+    let mut reports = match reports(&config, names) {
         Ok(r) => r,
         Err(e) => {
             println!("UNKNOWN - {e}");
             return Health::Unknown.exit_code();
         }
     };
+    if validate {
+        for r in &mut reports {
+            let Some(cred) = config.credentials.iter().find(|c| c.name == r.credential) else {
+                continue;
+            };
+            if let Ok(Some(current)) = status::target_of(cred).read_current() {
+                match crate::check::validate_blocking(cred, &current.generation) {
+                    Ok(d) => r
+                        .reason
+                        .push_str(&format!("; token check passed ({} ms)", d.as_millis())),
+                    Err(e) => {
+                        r.health = Health::Critical;
+                        r.reason = format!("token check failed: {e}");
+                    }
+                }
+            }
+        }
+    }
     let worst = reports.iter().map(|r| r.health).max().unwrap_or(Health::Ok);
     if json {
         let out = serde_json::json!({ "health": worst, "credentials": reports });
@@ -301,6 +330,7 @@ fn cmd_import(
     name: &str,
     key_file: &std::path::Path,
     wait: bool,
+    validate: bool,
 ) -> i32 {
     let config = match Config::load(config_path) {
         Ok(c) => c,
@@ -317,7 +347,7 @@ fn cmd_import(
         Ok(l) => l,
         Err(code) => return code,
     };
-    match import(&config, &cred, key_file) {
+    match import(&config, &cred, key_file, validate) {
         Ok(msg) => {
             println!("{msg}");
             0
@@ -334,6 +364,7 @@ pub fn import(
     config: &Config,
     cred: &crate::config::Credential,
     key_file: &std::path::Path,
+    validate: bool,
 ) -> Result<String, String> {
     let bytes = read_input(key_file)?;
     let bytes = zeroize::Zeroizing::new(bytes);
@@ -345,6 +376,11 @@ pub fn import(
             "{label}: the certificate expired at {}; create a new service key",
             short_time(g.leaf().not_after)
         ));
+    }
+    if validate {
+        crate::check::validate_blocking(cred, &g).map_err(|e| {
+            format!("{label}: the token check failed, nothing was written: {e} (use --no-validate to write it anyway)")
+        })?;
     }
     let target = status::target_of(cred);
     let dir = target.commit(&g, now).map_err(|e| e.to_string())?;

@@ -309,6 +309,8 @@ struct RawCredential {
     keep_generations: Option<u32>,
     window: Option<Vec<Window>>,
     target: RawTarget,
+    #[serde(default)]
+    check: CheckConfig,
 }
 
 impl RawCredential {
@@ -331,6 +333,39 @@ pub struct Credential {
     pub kind: Kind,
     pub policy: Policy,
     pub target: Target,
+    pub check: CheckConfig,
+}
+
+/// `[credential.check]`: how the token check reaches the token endpoint.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckConfig {
+    /// Token endpoint; default: by kind from the credential fields (`certurl`, `url`).
+    pub token_url: Option<String>,
+    /// OAuth client id; default: the credential's `clientid`.
+    pub client_id: Option<String>,
+    /// Extra CA certificates (PEM) that verify the token endpoint's server certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Also trust the system's roots (default true). Verification itself cannot be disabled.
+    pub system_roots: bool,
+    /// `app_tid` form parameter (identity).
+    pub app_tid: Option<String>,
+    pub connect_timeout: Span,
+    pub timeout: Span,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            token_url: None,
+            client_id: None,
+            ca_file: None,
+            system_roots: true,
+            app_tid: None,
+            connect_timeout: Span::secs(10),
+            timeout: Span::secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -610,11 +645,28 @@ impl RawConfig {
                     })
                 }
             };
+            if let Some(u) = &raw.check.token_url
+                && !u.starts_with("https://")
+            {
+                return Err(err(
+                    Some(i),
+                    at("check.token_url"),
+                    format!("{u:?} must be an https URL"),
+                ));
+            }
+            if raw.check.timeout.0.is_zero() || raw.check.connect_timeout.0.is_zero() {
+                return Err(err(
+                    Some(i),
+                    at("check.timeout"),
+                    "timeouts must be greater than zero".into(),
+                ));
+            }
             credentials.push(Credential {
                 name: raw.name,
                 kind: raw.kind,
                 policy,
                 target,
+                check: raw.check,
             });
         }
         // Two credentials writing into one directory would overwrite each other.

@@ -62,7 +62,7 @@ fn demo(root: &std::path::Path, kept: bool) -> Result<(), String> {
     );
     for cred in &config.credentials {
         let key = root.join("keys").join(format!("{}.json", cred.name));
-        println!("   {}", import(&config, cred, &key)?);
+        println!("   {}", import(&config, cred, &key, false)?);
     }
     let reports = reports(&config, &[])?;
     println!("\n2. certrot status --config {}\n", cfg_path.display());

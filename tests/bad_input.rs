@@ -97,6 +97,7 @@ fn workspace() -> Workspace {
         config.to_str().unwrap(),
         "import",
         "orders",
+        "--no-validate",
         "--service-key",
         key.to_str().unwrap(),
     ]);
@@ -180,6 +181,7 @@ fn service_key_corpus() {
             ws.config.to_str().unwrap(),
             "import",
             "orders",
+            "--no-validate",
             "--service-key",
             file.to_str().unwrap(),
         ]);

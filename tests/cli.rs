@@ -40,6 +40,7 @@ impl Ws {
             &self.config,
             "import",
             "orders",
+            "--no-validate",
             "--service-key",
             key_file.to_str().unwrap(),
         ])
@@ -230,6 +231,7 @@ fn no_secret_reaches_output_at_trace_level() {
             &w.config,
             "import",
             "orders",
+            "--no-validate",
             "--service-key",
             key_file.to_str().unwrap(),
         ],

@@ -19,6 +19,7 @@ use time::Duration;
 struct Server {
     url: String,
     seen: Arc<Mutex<Vec<String>>>,
+    registered: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 /// An mTLS token endpoint trusting `client_ca`; `registered` = (client id, leaf fingerprint).
@@ -56,7 +57,8 @@ async fn start(
     );
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
-    let registered = Arc::new(registered);
+    let registered = Arc::new(Mutex::new(registered));
+    let registered_handle = registered.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -95,7 +97,11 @@ async fn start(
                             seen.lock().unwrap().push(fp.clone());
                         }
                         let ok = fp.as_ref().is_some_and(|fp| {
-                            registered.iter().any(|(c, f)| *c == client && f == fp)
+                            registered
+                                .lock()
+                                .unwrap()
+                                .iter()
+                                .any(|(c, f)| *c == client && f == fp)
                         });
                         let (status, json) = if ok {
                             use base64::Engine as _;
@@ -135,7 +141,11 @@ async fn start(
             });
         }
     });
-    Server { url, seen }
+    Server {
+        url,
+        seen,
+        registered: registered_handle,
+    }
 }
 
 fn trust(ca: &LocalCa) -> String {
@@ -223,4 +233,94 @@ async fn silent_server_times_out() {
         .await
         .unwrap_err();
     assert_eq!(e.kind.label(), "timeout", "{e}");
+}
+
+/// `certrot import` checks before writing; `certrot check --validate` turns a rejected
+/// credential CRITICAL. Runs the real binary against the server above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_and_check_validate_through_the_binary() {
+    let ca = LocalCa::new("cli token CA").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let good = issue(&ca, "app", Duration::hours(1), Duration::days(7));
+    let bad = issue(&ca, "app", Duration::hours(1), Duration::days(7));
+    let good_fp = generation(&good).leaf().fingerprint_sha256.clone();
+    let srv = start(&ca, &ca, vec![("sb-app!t1".into(), good_fp.clone())], false).await;
+    std::fs::write(root.join("ca.pem"), ca.root_pem()).unwrap();
+    let extra = format!(
+        "[[credential]]\nname = \"orders\"\ntarget.path = {:?}\ncheck.token_url = {:?}\ncheck.ca_file = {:?}\ncheck.system_roots = false\n",
+        root.join("targets/orders").display().to_string(),
+        srv.url,
+        root.join("ca.pem").display().to_string()
+    );
+    let config = write_config(&root, &[], &extra).display().to_string();
+    let write_key = |name: &str, i: &certrot::sandbox::ca::Issued| {
+        let p = root.join(name);
+        std::fs::write(&p, service_key(i, "sb-app!t1").to_string()).unwrap();
+        p.display().to_string()
+    };
+    let (kgood, kbad) = (write_key("good.json", &good), write_key("bad.json", &bad));
+    let run_bg = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let o = run(&a);
+            let (out, err) = text(&o);
+            (o.status.code().unwrap(), out, err)
+        })
+    };
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // A rejected credential is not written.
+    let (code, _, err) = run_bg(args(&[
+        "--config",
+        &config,
+        "import",
+        "orders",
+        "--service-key",
+        &kbad,
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the token check failed, nothing was written: unauthorized"),
+        "{err}"
+    );
+    assert!(!root.join("targets/orders/..data").exists());
+
+    // An accepted one is, and check --validate passes.
+    let (code, out, err) = run_bg(args(&[
+        "--config",
+        &config,
+        "import",
+        "orders",
+        "--service-key",
+        &kgood,
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out} {err}");
+    let (code, out, _) = run_bg(args(&["--config", &config, "check", "--validate"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("token check passed"), "{out}");
+
+    // Revoked at the server: CRITICAL.
+    srv.registered.lock().unwrap().clear();
+    let (code, out, _) = run_bg(args(&["--config", &config, "check", "--validate"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("CRITICAL orders: token check failed: unauthorized"),
+        "{out}"
+    );
+    assert!(
+        srv.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|f| *f == good_fp || *f == generation(&bad).leaf().fingerprint_sha256)
+    );
 }
