@@ -428,13 +428,27 @@ pub async fn validate(
     g: &Generation,
 ) -> Result<std::time::Duration, CheckFailure> {
     let cfg = &cred.check;
-    let url = match &cfg.token_url {
-        Some(u) => u.clone(),
-        None => token_url_by_kind(cred.kind, g.credentials()).ok_or_else(|| {
+    let ca = match &cfg.ca_file {
+        Some(p) => Some(crate::cli::read_input(p).map_err(|e| fail(FailureKind::Connect, "-", e))?),
+        None => None,
+    };
+    let trust = ServerTrust {
+        system_roots: cfg.system_roots,
+        extra_ca_pem: ca.as_deref(),
+    };
+    let limits = Limits {
+        connect_timeout: cfg.connect_timeout.0,
+        timeout: cfg.timeout.0,
+        ..Limits::default()
+    };
+    let url = match (&cfg.token_url, &cfg.discovery_url) {
+        (Some(u), _) => u.clone(),
+        (None, Some(d)) => discover(d, trust, limits).await?.0,
+        (None, None) => token_url_by_kind(cred.kind, g.credentials()).ok_or_else(|| {
             fail(
                 FailureKind::Discovery,
                 "-",
-                "no token URL: set check.token_url or import credentials with certurl/url",
+                "no token URL: set check.token_url or check.discovery_url, or import credentials with certurl/url",
             )
         })?,
     };
@@ -449,21 +463,6 @@ pub async fn validate(
                 "no client id: set check.client_id or import credentials with clientid",
             )
         })?;
-    let ca = match &cfg.ca_file {
-        Some(p) => {
-            Some(crate::cli::read_input(p).map_err(|e| fail(FailureKind::Connect, &url, e))?)
-        }
-        None => None,
-    };
-    let trust = ServerTrust {
-        system_roots: cfg.system_roots,
-        extra_ca_pem: ca.as_deref(),
-    };
-    let limits = Limits {
-        connect_timeout: cfg.connect_timeout.0,
-        timeout: cfg.timeout.0,
-        ..Limits::default()
-    };
     let extra: Vec<(&str, &str)> = cfg
         .app_tid
         .as_deref()
@@ -479,6 +478,50 @@ pub async fn validate(
         }
     }
     r
+}
+
+/// Fetches an OIDC discovery document (server verified, no client certificate, size- and
+/// time-limited) and returns the token endpoint it names.
+pub async fn discover(
+    discovery_url: &str,
+    trust: ServerTrust<'_>,
+    limits: Limits,
+) -> Result<(String, TokenUrlSource), CheckFailure> {
+    let d = |m: String| fail(FailureKind::Discovery, discovery_url, m);
+    let extra = match trust.extra_ca_pem {
+        Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| d(format!("CA certificates: {e}")))?,
+        None => Vec::new(),
+    };
+    let mut builder = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .connect_timeout(limits.connect_timeout)
+        .timeout(limits.timeout)
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none());
+    builder = if trust.system_roots {
+        builder.tls_certs_merge(extra)
+    } else {
+        builder.tls_certs_only(extra)
+    };
+    let client = builder.build().map_err(|e| d(format!("TLS client: {e}")))?;
+    let resp = client
+        .get(discovery_url)
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| {
+            let t = classify_transport(&e, discovery_url);
+            d(format!("{}: {}", t.kind.label(), t.message))
+        })?;
+    let status = resp.status().as_u16();
+    let body = read_limited_body(resp, limits.max_response, discovery_url)
+        .await
+        .map_err(|e| d(e.message))?;
+    if status != 200 {
+        return Err(d(format!("HTTP {status}")));
+    }
+    token_url_from_discovery(&body, discovery_url)
 }
 
 /// Runs [`validate`] on a private single-threaded runtime (for the one-shot commands).

@@ -340,8 +340,10 @@ pub struct Credential {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckConfig {
-    /// Token endpoint; default: by kind from the credential fields (`certurl`, `url`).
+    /// Token endpoint; default: from `discovery_url`, else by kind from the credential fields.
     pub token_url: Option<String>,
+    /// OIDC discovery document naming the token endpoint (`mtls_endpoint_aliases` first).
+    pub discovery_url: Option<String>,
     /// OAuth client id; default: the credential's `clientid`.
     pub client_id: Option<String>,
     /// Extra CA certificates (PEM) that verify the token endpoint's server certificate.
@@ -358,6 +360,7 @@ impl Default for CheckConfig {
     fn default() -> Self {
         CheckConfig {
             token_url: None,
+            discovery_url: None,
             client_id: None,
             ca_file: None,
             system_roots: true,
@@ -651,6 +654,15 @@ impl RawConfig {
                 return Err(err(
                     Some(i),
                     at("check.token_url"),
+                    format!("{u:?} must be an https URL"),
+                ));
+            }
+            if let Some(u) = &raw.check.discovery_url
+                && !u.starts_with("https://")
+            {
+                return Err(err(
+                    Some(i),
+                    at("check.discovery_url"),
                     format!("{u:?} must be an https URL"),
                 ));
             }

@@ -57,6 +57,12 @@ async fn start(
     );
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
+    let discovery = serde_json::json!({
+        "issuer": url.replace("/oauth/token", ""),
+        "token_endpoint": url.replace("/oauth/token", "/plain/oauth/token"),
+        "mtls_endpoint_aliases": {"token_endpoint": url},
+    })
+    .to_string();
     let registered = Arc::new(Mutex::new(registered));
     let registered_handle = registered.clone();
     tokio::spawn(async move {
@@ -71,8 +77,12 @@ async fn start(
                 });
                 continue;
             }
-            let (acceptor, seen, registered) =
-                (acceptor.clone(), seen2.clone(), registered.clone());
+            let (acceptor, seen, registered, discovery) = (
+                acceptor.clone(),
+                seen2.clone(),
+                registered.clone(),
+                discovery.clone(),
+            );
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
@@ -84,8 +94,21 @@ async fn start(
                     .and_then(|c| c.first())
                     .map(|c| certrot::x509::fingerprint(c));
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (fp, seen, registered) = (fp.clone(), seen.clone(), registered.clone());
+                    let (fp, seen, registered, discovery) = (
+                        fp.clone(),
+                        seen.clone(),
+                        registered.clone(),
+                        discovery.clone(),
+                    );
                     async move {
+                        if req.uri().path() == "/.well-known/openid-configuration" {
+                            return Ok::<_, hyper::Error>(
+                                Response::builder()
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(discovery)))
+                                    .unwrap(),
+                            );
+                        }
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let form = String::from_utf8_lossy(&body).to_string();
                         let client = form
@@ -322,5 +345,48 @@ async fn import_and_check_validate_through_the_binary() {
             .unwrap()
             .iter()
             .all(|f| *f == good_fp || *f == generation(&bad).leaf().fingerprint_sha256)
+    );
+}
+
+#[tokio::test]
+async fn token_url_from_discovery_alias() {
+    let ca = LocalCa::new("discovery CA").unwrap();
+    let i = issue(&ca, "app", Duration::hours(1), Duration::days(7));
+    let g = generation(&i);
+    let srv = start(
+        &ca,
+        &ca,
+        vec![("sb-app".into(), g.leaf().fingerprint_sha256.clone())],
+        false,
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("ca.pem"), ca.root_pem()).unwrap();
+    let toml = format!(
+        "[[credential]]\nname = \"d\"\ntarget.path = \"/srv/d\"\ncheck.discovery_url = {:?}\ncheck.ca_file = {:?}\ncheck.system_roots = false\ncheck.client_id = \"sb-app\"\n",
+        srv.url
+            .replace("/oauth/token", "/.well-known/openid-configuration"),
+        tmp.path().join("ca.pem").display().to_string()
+    );
+    let cfg = certrot::config::Config::parse(&toml, std::path::Path::new("t.toml")).unwrap();
+    certrot::check::validate(&cfg.credentials[0], &g)
+        .await
+        .unwrap();
+    assert_eq!(
+        srv.seen.lock().unwrap().len(),
+        1,
+        "one token request, through the mTLS alias"
+    );
+    // An unreachable discovery URL is a `discovery` failure naming it.
+    let toml = toml.replace(&srv.url.replace("/oauth/token", ""), "https://127.0.0.1:1");
+    let cfg = certrot::config::Config::parse(&toml, std::path::Path::new("t.toml")).unwrap();
+    let e = certrot::check::validate(&cfg.credentials[0], &g)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, FailureKind::Discovery, "{e}");
+    assert!(
+        e.to_string()
+            .contains("https://127.0.0.1:1/.well-known/openid-configuration"),
+        "{e}"
     );
 }
