@@ -3,3 +3,4 @@
 
 pub mod ca;
 pub mod fixtures;
+pub mod token;
