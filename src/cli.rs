@@ -83,6 +83,15 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Local stand-in for the mTLS token endpoint, with one working credential.
+    Sandbox {
+        /// Port on 127.0.0.1 (0 = any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Keep the sandbox files here instead of a temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// A self-contained demonstration on generated certificates (no SAP account needed).
     Demo {
         /// Keep the demo files here instead of a temporary directory.
@@ -145,6 +154,7 @@ pub fn run(cli: Cli) -> i32 {
             Err(e) => fail_config(&e),
         },
         Command::Demo { dir } => crate::demo::run(dir),
+        Command::Sandbox { port, dir } => crate::sandbox::run::run(port, dir),
     }
 }
 

@@ -301,3 +301,55 @@ async fn import_and_check_validate_through_the_binary() {
         "{out}"
     );
 }
+
+/// `certrot sandbox` out of the box: `check --validate` against it succeeds, and SIGTERM
+/// stops it cleanly.
+#[test]
+fn sandbox_command_serves_a_working_credential() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sbx");
+    let mut child = bin()
+        .args(["sandbox", "--dir", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line == "ready";
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(seen.last().map(String::as_str), Some("ready"), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("token endpoint (mTLS): https://127.0.0.1:")),
+        "{seen:?}"
+    );
+    let cfg = dir.join("certrot.toml");
+    let o = run(&["--config", cfg.to_str().unwrap(), "check", "--validate"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out} {err}");
+    assert!(
+        out.contains("OK sandbox:") && out.contains("token check passed"),
+        "{out}"
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "sandbox did not stop cleanly on SIGTERM"
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("stopping")), "{rest:?}");
+}

@@ -3,4 +3,5 @@
 
 pub mod ca;
 pub mod fixtures;
+pub mod run;
 pub mod token;
