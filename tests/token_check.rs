@@ -339,6 +339,30 @@ fn sandbox_command_serves_a_working_credential() {
         out.contains("OK sandbox:") && out.contains("token check passed"),
         "{out}"
     );
+    // At TRACE, for certrot and every library, the token never reaches the output
+    // (the sandbox's JWTs all start with the encoded header `eyJ`).
+    let o = bin()
+        .args([
+            "-vvv",
+            "--config",
+            cfg.to_str().unwrap(),
+            "check",
+            "--validate",
+        ])
+        .env("CERTROT_LOG", "trace")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out} {err}");
+    assert!(
+        err.contains("token check passed"),
+        "TRACE output missing: {err}"
+    );
+    assert!(
+        !out.contains("eyJ") && !err.contains("eyJ"),
+        "token in output: {err}"
+    );
+    assert!(!err.contains("access_token"), "{err}");
     rustix::process::kill_process(
         rustix::process::Pid::from_child(&child),
         rustix::process::Signal::TERM,
