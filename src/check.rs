@@ -348,6 +348,35 @@ async fn read_limited_body(
     Ok(body)
 }
 
+/// A new HTTPS client: no pooled connections (so no session outlives the call), no
+/// redirects, https only, timeouts, server verification always on.
+fn fresh_client(
+    identity: Option<reqwest::Identity>,
+    trust: ServerTrust<'_>,
+    limits: Limits,
+) -> Result<reqwest::Client, String> {
+    let extra = match trust.extra_ca_pem {
+        Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| format!("CA certificates: {e}"))?,
+        None => Vec::new(),
+    };
+    let mut builder = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .connect_timeout(limits.connect_timeout)
+        .timeout(limits.timeout)
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(id) = identity {
+        builder = builder.identity(id);
+    }
+    builder = if trust.system_roots {
+        builder.tls_certs_merge(extra)
+    } else {
+        builder.tls_certs_only(extra)
+    };
+    builder.build().map_err(|e| format!("TLS client: {e}"))
+}
+
 /// Requests a token with generation `g` at `url`; `Ok` carries the request's duration.
 /// A new client is built for every call: nothing is pooled or resumed.
 pub async fn request_token(
@@ -370,26 +399,8 @@ pub async fn request_token(
     identity_pem.extend_from_slice(g.key_pem().as_bytes());
     let identity = reqwest::Identity::from_pem(&identity_pem)
         .map_err(|e| fail(FailureKind::Connect, url, format!("client identity: {e}")))?;
-    let extra = match trust.extra_ca_pem {
-        Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| fail(FailureKind::Connect, url, format!("CA certificates: {e}")))?,
-        None => Vec::new(),
-    };
-    let mut builder = reqwest::Client::builder()
-        .identity(identity)
-        .pool_max_idle_per_host(0)
-        .connect_timeout(limits.connect_timeout)
-        .timeout(limits.timeout)
-        .https_only(true)
-        .redirect(reqwest::redirect::Policy::none());
-    builder = if trust.system_roots {
-        builder.tls_certs_merge(extra)
-    } else {
-        builder.tls_certs_only(extra)
-    };
-    let client = builder
-        .build()
-        .map_err(|e| fail(FailureKind::Connect, url, format!("TLS client: {e}")))?;
+    let client = fresh_client(Some(identity), trust, limits)
+        .map_err(|m| fail(FailureKind::Connect, url, m))?;
     let mut form: Vec<(&str, &str)> = vec![
         ("grant_type", "client_credentials"),
         ("client_id", client_id),
@@ -488,23 +499,7 @@ pub async fn discover(
     limits: Limits,
 ) -> Result<(String, TokenUrlSource), CheckFailure> {
     let d = |m: String| fail(FailureKind::Discovery, discovery_url, m);
-    let extra = match trust.extra_ca_pem {
-        Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| d(format!("CA certificates: {e}")))?,
-        None => Vec::new(),
-    };
-    let mut builder = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .connect_timeout(limits.connect_timeout)
-        .timeout(limits.timeout)
-        .https_only(true)
-        .redirect(reqwest::redirect::Policy::none());
-    builder = if trust.system_roots {
-        builder.tls_certs_merge(extra)
-    } else {
-        builder.tls_certs_only(extra)
-    };
-    let client = builder.build().map_err(|e| d(format!("TLS client: {e}")))?;
+    let client = fresh_client(None, trust, limits).map_err(d)?;
     let resp = client
         .get(discovery_url)
         .header("Accept", "application/json")
