@@ -362,6 +362,7 @@ fn fresh_client(
     };
     let mut builder = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
+        .tcp_nodelay(true)
         .connect_timeout(limits.connect_timeout)
         .timeout(limits.timeout)
         .https_only(true)

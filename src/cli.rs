@@ -83,14 +83,20 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Local stand-in for the mTLS token endpoint, with one working credential.
+    /// Local stand-in for XSUAA's token hosts, with one working credential.
     Sandbox {
-        /// Port on 127.0.0.1 (0 = any free port).
+        /// Port of the mTLS token endpoint on 127.0.0.1 (0 = any free port).
         #[arg(long, default_value_t = 0)]
         port: u16,
         /// Keep the sandbox files here instead of a temporary directory.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Inject a fault into token requests: KIND[:VALUE][*N] with KIND one of status:CODE,
+        /// rate-limited:SECONDS, latency:DURATION, malformed, oversize, reset,
+        /// handshake-abort; N = how many requests (default: every one). Repeatable; faults
+        /// apply in order.
+        #[arg(long = "fault", value_name = "SPEC", value_parser = crate::sandbox::token::Fault::parse_spec)]
+        faults: Vec<(crate::sandbox::token::Fault, usize)>,
     },
     /// A self-contained demonstration on generated certificates (no SAP account needed).
     Demo {
@@ -154,7 +160,7 @@ pub fn run(cli: Cli) -> i32 {
             Err(e) => fail_config(&e),
         },
         Command::Demo { dir } => crate::demo::run(dir),
-        Command::Sandbox { port, dir } => crate::sandbox::run::run(port, dir),
+        Command::Sandbox { port, dir, faults } => crate::sandbox::run::run(port, dir, faults),
     }
 }
 

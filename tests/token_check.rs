@@ -302,15 +302,17 @@ async fn import_and_check_validate_through_the_binary() {
     );
 }
 
-/// `certrot sandbox` out of the box: `check --validate` against it succeeds, and SIGTERM
-/// stops it cleanly.
-#[test]
-fn sandbox_command_serves_a_working_credential() {
+type Lines = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
+
+/// Starts `certrot sandbox --dir DIR ARGS…` and reads its output up to `ready`.
+fn spawn_sandbox(
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (std::process::Child, Vec<String>, Lines) {
     use std::io::{BufRead, BufReader};
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("sbx");
     let mut child = bin()
         .args(["sandbox", "--dir", dir.to_str().unwrap()])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -326,6 +328,64 @@ fn sandbox_command_serves_a_working_credential() {
         }
     }
     assert_eq!(seen.last().map(String::as_str), Some("ready"), "{seen:?}");
+    (child, seen, lines)
+}
+
+fn stop(mut child: std::process::Child) -> Option<i32> {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    child.wait().unwrap().code()
+}
+
+/// `certrot sandbox --fault`: the injected faults hit `check --validate` in order, then the
+/// credential works again; a bad fault spec is refused before anything starts.
+#[test]
+fn sandbox_command_injects_faults_from_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sbx");
+    let (child, seen, _lines) = spawn_sandbox(
+        &dir,
+        &["--fault", "status:503*1", "--fault", "handshake-abort*1"],
+    );
+    assert!(
+        seen.iter().any(|l| l.contains("fault injected")),
+        "{seen:?}"
+    );
+    let cfg = dir.join("certrot.toml");
+    let check = || {
+        let o = run(&["--config", cfg.to_str().unwrap(), "check", "--validate"]);
+        let (out, _) = text(&o);
+        (o.status.code(), out)
+    };
+    let (code, out) = check();
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("server-error") && out.contains("HTTP 503"),
+        "{out}"
+    );
+    let (code, out) = check();
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("tls-rejected"), "{out}");
+    let (code, out) = check();
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(stop(child), Some(0));
+
+    let o = run(&["sandbox", "--fault", "teapot"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown kind \"teapot\""), "{err}");
+}
+
+/// `certrot sandbox` out of the box: `check --validate` against it succeeds, and SIGTERM
+/// stops it cleanly.
+#[test]
+fn sandbox_command_serves_a_working_credential() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sbx");
+    let (child, seen, lines) = spawn_sandbox(&dir, &[]);
     assert!(
         seen.iter()
             .any(|l| l.contains("token endpoint (mTLS): https://127.0.0.1:")),
@@ -363,17 +423,272 @@ fn sandbox_command_serves_a_working_credential() {
         "token in output: {err}"
     );
     assert!(!err.contains("access_token"), "{err}");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
     assert_eq!(
-        status.code(),
+        stop(child),
         Some(0),
         "sandbox did not stop cleanly on SIGTERM"
     );
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("stopping")), "{rest:?}");
+}
+
+fn cfg_for(kind: &str, ca_file: &std::path::Path) -> certrot::config::Credential {
+    let toml = format!(
+        "[[credential]]\nname = \"k\"\nkind = {kind:?}\ntarget.path = \"/srv/k\"\ncheck.ca_file = {:?}\ncheck.system_roots = false\n",
+        ca_file.display().to_string()
+    );
+    certrot::config::Config::parse(&toml, std::path::Path::new("t.toml"))
+        .unwrap()
+        .credentials
+        .remove(0)
+}
+
+/// The token URL from the kind rules, over the wire: xsuaa → `certurl` + `/oauth/token`,
+/// identity → `url` + `/oauth2/token`; and the alias-less plain host refuses a certificate.
+#[tokio::test]
+async fn token_url_from_kind_rules_and_plain_host_refuses_certificates() {
+    let ca = LocalCa::new("kind CA").unwrap();
+    let issued = issue(&ca, "app", Duration::hours(1), Duration::days(7));
+    let g = generation(&issued);
+    let srv = server(&ca).await;
+    srv.register("sb-app!t1", &g.leaf().fingerprint_sha256);
+    let tmp = tempfile::tempdir().unwrap();
+    let ca_file = tmp.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.root_pem()).unwrap();
+    let fields = |v: serde_json::Value| v.as_object().unwrap().clone();
+
+    let x = generation(&issued).with_credentials(fields(serde_json::json!({
+        "clientid": "sb-app!t1", "certurl": srv.cert_base, "url": srv.plain_base,
+    })));
+    certrot::check::validate(&cfg_for("xsuaa", &ca_file), &x)
+        .await
+        .unwrap();
+    let i = generation(&issued).with_credentials(fields(serde_json::json!({
+        "clientid": "sb-app!t1", "url": srv.cert_base,
+    })));
+    certrot::check::validate(&cfg_for("identity", &ca_file), &i)
+        .await
+        .unwrap();
+    assert_eq!(srv.seen().len(), 2);
+
+    // The plain host (the discovery document's `token_endpoint`, not its mTLS alias) takes
+    // secrets only: a certificate is not a credential there.
+    let root = ca.root_pem();
+    let plain = format!("{}/oauth/token", srv.plain_base);
+    let e = request_token(
+        &g,
+        &plain,
+        "sb-app!t1",
+        &[],
+        trust(&root),
+        Limits::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind, FailureKind::Unauthorized, "{e}");
+    assert!(e.to_string().contains("Unsupported credential"), "{e}");
+    assert_eq!(srv.seen().len(), 2, "the plain host saw no certificate");
+}
+
+/// A request without a client certificate gets HTTP 401 (not a TLS failure), as XSUAA.
+#[tokio::test]
+async fn no_certificate_is_unauthorized() {
+    let ca = LocalCa::new("nocert CA").unwrap();
+    let srv = server(&ca).await;
+    let root = reqwest::Certificate::from_pem(ca.root_pem().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([root])
+        .build()
+        .unwrap();
+    let resp = client
+        .post(&srv.url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "sb-app"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.unwrap();
+    let f = certrot::check::classify_status(status, &body, &srv.url);
+    assert_eq!(status, 401);
+    assert_eq!(f.kind, FailureKind::Unauthorized, "{f}");
+    assert!(f.to_string().contains("Unsupported credential"), "{f}");
+}
+
+/// An expired certificate is rejected in the handshake, even when it is registered.
+#[tokio::test]
+async fn expired_certificate_is_rejected() {
+    let ca = LocalCa::new("expiry CA").unwrap();
+    let g = generation(&issue(&ca, "app", Duration::days(8), Duration::days(7)));
+    let srv = server(&ca).await;
+    srv.register("sb-app", &g.leaf().fingerprint_sha256);
+    let root = ca.root_pem();
+    let e = request_token(&g, &srv.url, "sb-app", &[], trust(&root), Limits::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, FailureKind::TlsRejected, "{e}");
+    assert!(e.to_string().to_lowercase().contains("expired"), "{e}");
+    assert!(srv.seen().is_empty());
+}
+
+/// Self-managed with pinning off: a client registered by subject and issuer DN accepts each
+/// new certificate with that subject and issuer without re-registration; another subject,
+/// another issuer, or a revoked certificate is refused.
+#[tokio::test]
+async fn client_registered_by_subject_and_issuer() {
+    let ca = LocalCa::new("dn CA").unwrap();
+    let other_ca = LocalCa::new("dn CA 2").unwrap();
+    let srv = TokenServer::start(&ca, &[ca.root_pem(), other_ca.root_pem()], 0)
+        .await
+        .unwrap();
+    let first = generation(&issue(&ca, "orders", Duration::hours(1), Duration::days(7)));
+    srv.register_dn("sb-orders", &first.leaf().subject, &first.leaf().issuer);
+    let root = ca.root_pem();
+    let ask = async |g: &certrot::generation::Generation| {
+        request_token(
+            g,
+            &srv.url,
+            "sb-orders",
+            &[],
+            trust(&root),
+            Limits::default(),
+        )
+        .await
+    };
+    let gens: Vec<_> = (0..3)
+        .map(|_| generation(&issue(&ca, "orders", Duration::hours(1), Duration::days(7))))
+        .collect();
+    for g in &gens {
+        ask(g).await.unwrap();
+    }
+    let fps: Vec<String> = gens
+        .iter()
+        .map(|g| g.leaf().fingerprint_sha256.clone())
+        .collect();
+    assert_eq!(srv.seen(), fps, "three distinct certificates, all accepted");
+    let other_cn = generation(&issue(
+        &ca,
+        "billing",
+        Duration::hours(1),
+        Duration::days(7),
+    ));
+    assert_eq!(
+        ask(&other_cn).await.unwrap_err().kind,
+        FailureKind::Unauthorized
+    );
+    let other_issuer = generation(&issue(
+        &other_ca,
+        "orders",
+        Duration::hours(1),
+        Duration::days(7),
+    ));
+    assert_eq!(
+        ask(&other_issuer).await.unwrap_err().kind,
+        FailureKind::Unauthorized
+    );
+    // A revoked certificate stays refused although its DN still matches; the others work.
+    srv.revoke(&fps[2]);
+    let e = ask(&gens[2]).await.unwrap_err();
+    assert_eq!(e.kind, FailureKind::Unauthorized, "{e}");
+    ask(&gens[0]).await.unwrap();
+    ask(&first).await.unwrap();
+}
+
+/// A handshake aborted by the server with a fatal alert is `tls-rejected`.
+#[tokio::test]
+async fn handshake_abort_is_a_tls_rejection() {
+    let ca = LocalCa::new("abort CA").unwrap();
+    let g = generation(&issue(&ca, "app", Duration::hours(1), Duration::days(7)));
+    let srv = server(&ca).await;
+    srv.register("sb-app", &g.leaf().fingerprint_sha256);
+    let root = ca.root_pem();
+    srv.inject(Fault::HandshakeAbort, 2);
+    for _ in 0..2 {
+        let e = request_token(&g, &srv.url, "sb-app", &[], trust(&root), Limits::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, FailureKind::TlsRejected, "{e}");
+        assert!(e.to_string().contains("HandshakeFailure"), "{e}");
+    }
+    request_token(&g, &srv.url, "sb-app", &[], trust(&root), Limits::default())
+        .await
+        .unwrap();
+}
+
+/// The sandbox's tokens are ES256 JWTs verifiable with its `/token_keys`, carrying `iss`,
+/// `iat`, `exp`, the client claims and `cnf.x5t#S256` of the presented certificate.
+#[tokio::test]
+async fn tokens_are_es256_jwts_bound_to_the_certificate() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let ca = LocalCa::new("jwt CA").unwrap();
+    let i = issue(&ca, "app", Duration::hours(1), Duration::days(7));
+    let g = generation(&i);
+    let srv = server(&ca).await;
+    srv.register("sb-app", &g.leaf().fingerprint_sha256);
+    let root = reqwest::Certificate::from_pem(ca.root_pem().as_bytes()).unwrap();
+    let id =
+        reqwest::Identity::from_pem(format!("{}{}", i.chain_pem, *i.key_pem).as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([root])
+        .identity(id)
+        .build()
+        .unwrap();
+    let tok: serde_json::Value = serde_json::from_slice(
+        &client
+            .post(&srv.url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "sb-app"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let jwt = tok["access_token"].as_str().unwrap();
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: serde_json::Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    let claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(claims["cid"], "sb-app");
+    assert_eq!(claims["iss"], format!("{}/oauth/token", srv.plain_base));
+    assert!(claims["exp"].as_i64().unwrap() > claims["iat"].as_i64().unwrap());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, g.leaf_der());
+    assert_eq!(claims["cnf"]["x5t#S256"], b64.encode(digest.as_ref()));
+
+    let jwks: serde_json::Value = serde_json::from_slice(
+        &client
+            .get(format!("{}/token_keys", srv.plain_base))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let k = &jwks["keys"][0];
+    let mut point = vec![4u8];
+    point.extend(b64.decode(k["x"].as_str().unwrap()).unwrap());
+    point.extend(b64.decode(k["y"].as_str().unwrap()).unwrap());
+    let key = aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+        point,
+    );
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    key.verify(signed.as_bytes(), &b64.decode(parts[2]).unwrap())
+        .expect("signature verifies with /token_keys");
+    let mut tampered = signed.into_bytes();
+    tampered[5] ^= 1;
+    assert!(
+        key.verify(&tampered, &b64.decode(parts[2]).unwrap())
+            .is_err()
+    );
 }

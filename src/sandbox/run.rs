@@ -3,7 +3,7 @@
 //! and a configuration — so that `certrot check --validate` succeeds against it at once.
 
 use super::ca::{KeyAlg, LocalCa};
-use super::token::TokenServer;
+use super::token::{Fault, TokenServer};
 use crate::config::Config;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
@@ -12,7 +12,7 @@ use time::{Duration, OffsetDateTime};
 pub const CLIENT_ID: &str = "sb-sandbox!t1";
 
 /// Runs until SIGINT or SIGTERM; returns the exit code.
-pub fn run(port: u16, dir: Option<PathBuf>) -> i32 {
+pub fn run(port: u16, dir: Option<PathBuf>, faults: Vec<(Fault, usize)>) -> i32 {
     let (root, _guard) = match dir {
         Some(d) => (d, None),
         None => match tempfile::Builder::new()
@@ -37,7 +37,7 @@ pub fn run(port: u16, dir: Option<PathBuf>) -> i32 {
             return 1;
         }
     };
-    match rt.block_on(serve(port, &root)) {
+    match rt.block_on(serve(port, &root, faults)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("certrot sandbox: {e}");
@@ -46,7 +46,7 @@ pub fn run(port: u16, dir: Option<PathBuf>) -> i32 {
     }
 }
 
-async fn serve(port: u16, root: &Path) -> Result<(), String> {
+async fn serve(port: u16, root: &Path, faults: Vec<(Fault, usize)>) -> Result<(), String> {
     std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
     let ca = LocalCa::new("certrot sandbox CA").map_err(|e| e.to_string())?;
     let server = TokenServer::start(&ca, &[ca.root_pem()], port)
@@ -71,13 +71,12 @@ async fn serve(port: u16, root: &Path) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     server.register(CLIENT_ID, &g.leaf().fingerprint_sha256);
-    let base = server.url.trim_end_matches("/oauth/token").to_string();
     let key = serde_json::json!({
         "clientid": CLIENT_ID,
         "certificate": issued.chain_pem,
         "key": issued.key_pem.as_str(),
-        "certurl": base,
-        "url": base,
+        "certurl": server.cert_base,
+        "url": server.plain_base,
         "credential-type": "x509",
     });
     let key_file = root.join("sandbox-key.json");
@@ -107,9 +106,23 @@ async fn serve(port: u16, root: &Path) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())??
     };
+    // Faults start after the import's own token check, so the workspace is always usable.
+    for (f, n) in faults {
+        println!(
+            "  fault injected:        {f:?} ({})",
+            if n == super::token::ALWAYS {
+                "every request".to_string()
+            } else {
+                format!("{n} request(s)")
+            }
+        );
+        server.inject(f, n);
+    }
     println!("certrot sandbox: listening on 127.0.0.1 only");
     println!("  token endpoint (mTLS): {}", server.url);
+    println!("  plain host:            {}", server.plain_base);
     println!("  discovery:             {}", server.discovery_url);
+    println!("  token keys (JWKS):     {}/token_keys", server.plain_base);
     println!("  CA file to trust:      {}", ca_file.display());
     println!("  registered client:     {CLIENT_ID}");
     println!("  service key:           {}", key_file.display());

@@ -1,12 +1,22 @@
-//! A local stand-in for XSUAA's `authentication.cert` host: an HTTPS token endpoint on
-//! 127.0.0.1 (rustls + hyper) that asks for a client certificate, verifies it against the
-//! configured client CAs, and issues a JWT-shaped token only to a registered
-//! (client id, certificate fingerprint) pair. It serves its own OIDC discovery document,
-//! records the fingerprint of every client certificate it saw, and injects faults on demand.
+//! A local stand-in for XSUAA's two hosts, on 127.0.0.1 (rustls + hyper):
 //!
-//! The server task is owned by [`TokenServer`] and stops when it is dropped.
+//! - the **plain** listener (like `<subdomain>.authentication.<landscape>`): server TLS only;
+//!   serves the OIDC discovery document, the JWKS at `/token_keys`, and a token endpoint that
+//!   accepts only client secrets — a request without one gets 401 "Unsupported credential";
+//! - the **mTLS** listener (like `<subdomain>.authentication.cert.<landscape>`): asks for a
+//!   client certificate (optional at the TLS layer, so a missing one gets an HTTP 401),
+//!   verifies it against the configured client CAs (expired → rejected in the handshake), and
+//!   issues an ES256 JWT only to a live registration: a registered certificate fingerprint
+//!   (service-managed) or any valid certificate with a registered subject and issuer DN
+//!   (self-managed, pinning off). Token requests are served at `/oauth/token` and
+//!   `/oauth2/token` (Identity Services' path).
+//!
+//! It records the fingerprint of every client certificate presented to a token request and
+//! injects faults on demand. The server tasks are owned by [`TokenServer`] and stop when it
+//! is dropped.
 
 use super::ca::LocalCa;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -14,10 +24,11 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A fault to inject into the next request(s).
+/// A fault to inject into the next request(s) to the mTLS listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Answer with this HTTP status and an OAuth error body.
@@ -32,13 +43,132 @@ pub enum Fault {
     Oversize,
     /// Close the TCP connection before the TLS handshake.
     Reset,
+    /// Read the ClientHello, answer with a fatal `handshake_failure` alert, close.
+    HandshakeAbort,
+}
+
+/// Repeat count meaning "every request from now on".
+pub const ALWAYS: usize = usize::MAX;
+
+impl Fault {
+    /// Parses `KIND[:VALUE][*N]` — `status:503`, `rate-limited:30`, `latency:2s`, `malformed`,
+    /// `oversize`, `reset`, `handshake-abort` — with an optional repeat count (default: every
+    /// request).
+    pub fn parse_spec(spec: &str) -> Result<(Fault, usize), String> {
+        let (body, times) = match spec.rsplit_once('*') {
+            Some((b, n)) => match n.parse::<usize>() {
+                Ok(n) if n > 0 => (b, n),
+                _ => {
+                    return Err(format!(
+                        "fault {spec:?}: the count after '*' must be 1 or more"
+                    ));
+                }
+            },
+            None => (spec, ALWAYS),
+        };
+        let (kind, value) = match body.split_once(':') {
+            Some((k, v)) => (k, Some(v)),
+            None => (body, None),
+        };
+        let need = |what: &str| {
+            value.ok_or_else(|| format!("fault {spec:?}: {kind} needs a value ({what})"))
+        };
+        let fault = match kind {
+            "status" => {
+                let v = need("an HTTP status, e.g. status:503")?;
+                match v.parse::<u16>() {
+                    Ok(s) if (400..=599).contains(&s) => Fault::Status(s),
+                    _ => return Err(format!("fault {spec:?}: status must be 400..599")),
+                }
+            }
+            "rate-limited" => Fault::RateLimited {
+                retry_after: need("the Retry-After value, e.g. rate-limited:30")?.to_string(),
+            },
+            "latency" => {
+                let v = need("a duration, e.g. latency:2s")?;
+                Fault::Latency(
+                    humantime::parse_duration(v)
+                        .map_err(|e| format!("fault {spec:?}: latency: {e}"))?,
+                )
+            }
+            "malformed" | "oversize" | "reset" | "handshake-abort" if value.is_some() => {
+                return Err(format!("fault {spec:?}: {kind} takes no value"));
+            }
+            "malformed" => Fault::Malformed,
+            "oversize" => Fault::Oversize,
+            "reset" => Fault::Reset,
+            "handshake-abort" => Fault::HandshakeAbort,
+            other => {
+                return Err(format!(
+                    "fault {spec:?}: unknown kind {other:?} (status, rate-limited, latency, malformed, oversize, reset, handshake-abort)"
+                ));
+            }
+        };
+        Ok((fault, times))
+    }
+
+    fn at_connection(&self) -> bool {
+        matches!(self, Fault::Reset | Fault::HandshakeAbort)
+    }
+}
+
+/// A client the sandbox knows.
+#[derive(Clone, Debug)]
+enum Client {
+    /// A registered certificate (service-managed credential, pinning on).
+    Cert { id: String, fingerprint: String },
+    /// Any valid certificate with this subject and issuer DN (self-managed, pinning off).
+    Dn {
+        id: String,
+        subject: String,
+        issuer: String,
+    },
+    /// A client secret (plain listener only).
+    Secret { id: String, secret: String },
 }
 
 #[derive(Default)]
 struct State {
-    registered: Vec<(String, String)>,
+    clients: Vec<Client>,
+    revoked: HashSet<String>,
     seen: Vec<String>,
-    faults: VecDeque<Fault>,
+    faults: VecDeque<(Fault, usize)>,
+}
+
+impl State {
+    /// Takes one use of the front fault if `pick` accepts it.
+    fn take_fault(&mut self, pick: impl Fn(&Fault) -> bool) -> Option<Fault> {
+        let (f, n) = self.faults.front_mut()?;
+        if !pick(f) {
+            return None;
+        }
+        let f = f.clone();
+        if *n != ALWAYS {
+            *n -= 1;
+            if *n == 0 {
+                self.faults.pop_front();
+            }
+        }
+        Some(f)
+    }
+}
+
+/// The client certificate presented on one connection.
+#[derive(Clone)]
+struct Peer {
+    fingerprint: String,
+    subject: String,
+    issuer: String,
+}
+
+/// What every connection handler shares.
+struct Shared {
+    state: Mutex<State>,
+    signing_key: EcdsaKeyPair,
+    jwks: String,
+    discovery: String,
+    /// `iss` of the tokens: the plain host's token endpoint, as XSUAA.
+    issuer: String,
 }
 
 /// Why the sandbox could not start.
@@ -46,19 +176,25 @@ struct State {
 #[error("sandbox token endpoint: {0}")]
 pub struct SandboxError(String);
 
-/// A running token endpoint.
+/// A running token endpoint (both listeners).
 pub struct TokenServer {
-    /// `https://127.0.0.1:<port>/oauth/token`
+    /// `https://127.0.0.1:<mtls port>/oauth/token`
     pub url: String,
-    /// `https://127.0.0.1:<port>/.well-known/openid-configuration`
+    /// `https://127.0.0.1:<mtls port>`, the `certurl` of a service key.
+    pub cert_base: String,
+    /// `https://127.0.0.1:<plain port>`, the `url` of a service key.
+    pub plain_base: String,
+    /// `https://127.0.0.1:<plain port>/.well-known/openid-configuration`
     pub discovery_url: String,
-    state: Arc<Mutex<State>>,
-    task: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TokenServer {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -66,8 +202,13 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn b64(v: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+}
+
 impl TokenServer {
-    /// Starts on 127.0.0.1 (port 0 = any) with a server certificate from `server_ca`,
+    /// Starts both listeners on 127.0.0.1 (`port` for the mTLS listener, 0 = any; the plain
+    /// listener always takes any free port) with a server certificate from `server_ca`,
     /// accepting client certificates that chain to any of `client_roots_pem`.
     pub async fn start(
         server_ca: &LocalCa,
@@ -89,97 +230,221 @@ impl TokenServer {
                 roots.add(c.map_err(|x| e(&x))?).map_err(|x| e(&x))?;
             }
         }
-        // Optional at the TLS layer so that a missing certificate gets an HTTP 401, as XSUAA.
         let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
             .allow_unauthenticated()
             .build()
             .map_err(|x| e(&x))?;
-        let mut cfg = rustls::ServerConfig::builder()
+        let mut mtls = rustls::ServerConfig::builder()
             .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|x| e(&x))?;
+        mtls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut plain = rustls::ServerConfig::builder()
+            .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|x| e(&x))?;
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        plain.alpn_protocols = vec![b"http/1.1".to_vec()];
+
+        let mtls_listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .map_err(|x| e(&x))?;
-        let port = listener.local_addr().map_err(|x| e(&x))?.port();
-        let base = format!("https://127.0.0.1:{port}");
-        let url = format!("{base}/oauth/token");
+        let plain_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|x| e(&x))?;
+        let cert_base = format!(
+            "https://127.0.0.1:{}",
+            mtls_listener.local_addr().map_err(|x| e(&x))?.port()
+        );
+        let plain_base = format!(
+            "https://127.0.0.1:{}",
+            plain_listener.local_addr().map_err(|x| e(&x))?.port()
+        );
+        let signing_key =
+            EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|x| e(&x))?;
+        let point = signing_key.public_key().as_ref().to_vec();
+        if point.len() != 65 {
+            return Err(e(&"unexpected P-256 public key encoding"));
+        }
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "sandbox-1",
+            "x": b64(&point[1..33]), "y": b64(&point[33..]),
+        }]})
+        .to_string();
         let discovery = serde_json::json!({
-            "issuer": base,
-            "token_endpoint": format!("{base}/oauth/token"),
-            "mtls_endpoint_aliases": {"token_endpoint": url},
-            "token_endpoint_auth_methods_supported": ["tls_client_auth"],
+            "issuer": format!("{plain_base}/oauth/token"),
+            "token_endpoint": format!("{plain_base}/oauth/token"),
+            "jwks_uri": format!("{plain_base}/token_keys"),
+            "mtls_endpoint_aliases": {"token_endpoint": format!("{cert_base}/oauth/token")},
+            "token_endpoint_auth_methods_supported":
+                ["client_secret_basic", "client_secret_post", "tls_client_auth"],
+            "grant_types_supported": ["client_credentials"],
         })
         .to_string();
-        let state = Arc::new(Mutex::new(State::default()));
-        let st = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let fault = lock(&st).faults.front().cloned();
-                if fault == Some(Fault::Reset) {
-                    lock(&st).faults.pop_front();
-                    drop(tcp);
-                    continue;
-                }
-                let (acceptor, st, discovery) = (acceptor.clone(), st.clone(), discovery.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let fp = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .map(|c| crate::x509::fingerprint(c));
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (fp, st, discovery) = (fp.clone(), st.clone(), discovery.clone());
-                        async move { Ok::<_, hyper::Error>(handle(req, fp, &st, discovery).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            signing_key,
+            jwks,
+            discovery,
+            issuer: format!("{plain_base}/oauth/token"),
         });
+        let tasks = vec![
+            tokio::spawn(accept_loop(
+                mtls_listener,
+                tokio_rustls::TlsAcceptor::from(Arc::new(mtls)),
+                shared.clone(),
+                true,
+            )),
+            tokio::spawn(accept_loop(
+                plain_listener,
+                tokio_rustls::TlsAcceptor::from(Arc::new(plain)),
+                shared.clone(),
+                false,
+            )),
+        ];
         Ok(TokenServer {
-            discovery_url: format!("{base}/.well-known/openid-configuration"),
-            url,
-            state,
-            task,
+            url: format!("{cert_base}/oauth/token"),
+            discovery_url: format!("{plain_base}/.well-known/openid-configuration"),
+            cert_base,
+            plain_base,
+            shared,
+            tasks,
         })
     }
 
     /// Registers a client certificate (by SHA-256 fingerprint) for `client_id`.
     pub fn register(&self, client_id: &str, fingerprint: &str) {
-        lock(&self.state)
-            .registered
-            .push((client_id.to_string(), fingerprint.to_string()));
+        let mut s = lock(&self.shared.state);
+        s.revoked.remove(fingerprint);
+        s.clients.push(Client::Cert {
+            id: client_id.to_string(),
+            fingerprint: fingerprint.to_string(),
+        });
     }
 
-    /// Revokes every registration of `fingerprint` (as deleting a binding does).
+    /// Registers `client_id` by subject and issuer DN (as `CertInfo::subject` / `issuer`
+    /// print them): any valid certificate with both is accepted, without re-registration.
+    pub fn register_dn(&self, client_id: &str, subject: &str, issuer: &str) {
+        lock(&self.shared.state).clients.push(Client::Dn {
+            id: client_id.to_string(),
+            subject: subject.to_string(),
+            issuer: issuer.to_string(),
+        });
+    }
+
+    /// Registers a client secret, accepted by the plain listener's token endpoint.
+    pub fn register_secret(&self, client_id: &str, secret: &str) {
+        lock(&self.shared.state).clients.push(Client::Secret {
+            id: client_id.to_string(),
+            secret: secret.to_string(),
+        });
+    }
+
+    /// Revokes `fingerprint`: its registrations go, and a DN registration no longer accepts
+    /// it either (as deleting a binding does).
     pub fn revoke(&self, fingerprint: &str) {
-        lock(&self.state)
-            .registered
-            .retain(|(_, f)| f != fingerprint);
+        let mut s = lock(&self.shared.state);
+        s.clients
+            .retain(|c| !matches!(c, Client::Cert { fingerprint: f, .. } if f == fingerprint));
+        s.revoked.insert(fingerprint.to_string());
+    }
+
+    /// Removes every registration of `client_id`.
+    pub fn unregister(&self, client_id: &str) {
+        lock(&self.shared.state).clients.retain(|c| match c {
+            Client::Cert { id, .. } | Client::Dn { id, .. } | Client::Secret { id, .. } => {
+                id != client_id
+            }
+        });
     }
 
     /// Fingerprints of the client certificates presented to token requests, in order.
     pub fn seen(&self) -> Vec<String> {
-        lock(&self.state).seen.clone()
+        lock(&self.shared.state).seen.clone()
     }
 
-    /// Injects `fault` into the next `times` requests (or connections, for `Reset`).
+    /// Injects `fault` into the next `times` token requests ([`ALWAYS`] = every one), or
+    /// connections for `Reset` and `HandshakeAbort`. Faults queue in order.
     pub fn inject(&self, fault: Fault, times: usize) {
-        let mut s = lock(&self.state);
-        for _ in 0..times {
-            s.faults.push_back(fault.clone());
+        if times > 0 {
+            lock(&self.shared.state).faults.push_back((fault, times));
         }
+    }
+
+    /// Drops every queued fault.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.state).faults.clear();
+    }
+}
+
+/// A fatal TLS alert record: `handshake_failure`.
+const HANDSHAKE_FAILURE_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+    mtls: bool,
+) {
+    loop {
+        let Ok((mut tcp, _)) = listener.accept().await else {
+            return;
+        };
+        // Small writes go out at once (no Nagle + delayed-ACK stalls of ~40 ms).
+        let _ = tcp.set_nodelay(true);
+        let fault = if mtls {
+            lock(&shared.state).take_fault(Fault::at_connection)
+        } else {
+            None
+        };
+        let (acceptor, shared) = (acceptor.clone(), shared.clone());
+        tokio::spawn(async move {
+            match fault {
+                Some(Fault::Reset) => return,
+                Some(_) => {
+                    let mut hello = [0u8; 512];
+                    let _ = tcp.read(&mut hello).await;
+                    let _ = tcp.write_all(&HANDSHAKE_FAILURE_ALERT).await;
+                    let _ = tcp.shutdown().await;
+                    return;
+                }
+                None => {}
+            }
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| peer_of(c));
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (peer, shared) = (peer.clone(), shared.clone());
+                async move {
+                    let r = if mtls {
+                        handle_mtls(req, peer, &shared).await
+                    } else {
+                        handle_plain(req, &shared).await
+                    };
+                    Ok::<_, hyper::Error>(r)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+}
+
+fn peer_of(der: &[u8]) -> Peer {
+    let (subject, issuer) = match x509_parser::parse_x509_certificate(der) {
+        Ok((_, c)) => (c.subject().to_string(), c.issuer().to_string()),
+        Err(_) => (String::new(), String::new()),
+    };
+    Peer {
+        fingerprint: crate::x509::fingerprint(der),
+        subject,
+        issuer,
     }
 }
 
@@ -200,25 +465,93 @@ fn oauth_error(status: u16, error: &str, description: &str) -> Response<Full<Byt
     )
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    fp: Option<String>,
-    st: &Mutex<State>,
-    discovery: String,
-) -> Response<Full<Bytes>> {
-    if req.uri().path() == "/.well-known/openid-configuration" {
-        return reply(200, discovery);
+/// Routes both listeners share; `None` for a token request.
+fn common_route(req: &Request<Incoming>, shared: &Shared) -> Option<Response<Full<Bytes>>> {
+    match (req.method(), req.uri().path()) {
+        (&hyper::Method::GET, "/.well-known/openid-configuration") => {
+            Some(reply(200, shared.discovery.clone()))
+        }
+        (&hyper::Method::GET, "/token_keys") => Some(reply(200, shared.jwks.clone())),
+        (&hyper::Method::POST, "/oauth/token" | "/oauth2/token") => None,
+        _ => Some(oauth_error(404, "not_found", "no such endpoint")),
     }
-    if req.uri().path() != "/oauth/token" || req.method() != hyper::Method::POST {
-        return oauth_error(404, "not_found", "no such endpoint");
+}
+
+/// The request's form fields and Basic credentials.
+struct TokenRequest {
+    form: Vec<(String, String)>,
+    basic: Option<(String, String)>,
+}
+
+impl TokenRequest {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
-    let Ok(body) = Limited::new(req.into_body(), 64 * 1024).collect().await else {
-        return oauth_error(400, "invalid_request", "body too large");
+}
+
+async fn read_token_request(req: Request<Incoming>) -> Result<TokenRequest, String> {
+    let basic = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|v| {
+            v.split_once(':')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        });
+    let body = Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|_| "body too large".to_string())?
+        .to_bytes();
+    let form = form_urlencoded::parse(&body).into_owned().collect();
+    Ok(TokenRequest { form, basic })
+}
+
+async fn handle_plain(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    if let Some(r) = common_route(&req, shared) {
+        return r;
+    }
+    let t = match read_token_request(req).await {
+        Ok(t) => t,
+        Err(m) => return oauth_error(400, "invalid_request", &m),
     };
-    let body = body.to_bytes();
-    let client = url_decode_field(&body, "client_id").unwrap_or_default();
-    let grant = url_decode_field(&body, "grant_type").unwrap_or_default();
-    let fault = lock(st).faults.pop_front();
+    if t.field("grant_type") != Some("client_credentials") {
+        return oauth_error(400, "unsupported_grant_type", "only client_credentials");
+    }
+    let (id, secret) = match (&t.basic, t.field("client_id"), t.field("client_secret")) {
+        (Some((i, s)), _, _) => (i.clone(), s.clone()),
+        (None, Some(i), Some(s)) => (i.to_string(), s.to_string()),
+        _ => return oauth_error(401, "unauthorized", "Unsupported credential"),
+    };
+    let ok = lock(&shared.state)
+        .clients
+        .iter()
+        .any(|c| matches!(c, Client::Secret { id: i, secret: s } if *i == id && *s == secret));
+    if !ok {
+        return oauth_error(401, "invalid_client", "Bad credentials");
+    }
+    token_reply(shared, &id, None)
+}
+
+async fn handle_mtls(
+    req: Request<Incoming>,
+    peer: Option<Peer>,
+    shared: &Shared,
+) -> Response<Full<Bytes>> {
+    if let Some(r) = common_route(&req, shared) {
+        return r;
+    }
+    let t = match read_token_request(req).await {
+        Ok(t) => t,
+        Err(m) => return oauth_error(400, "invalid_request", &m),
+    };
+    let fault = lock(&shared.state).take_fault(|f| !f.at_connection());
     match fault {
         Some(Fault::Status(s)) => return oauth_error(s, "server_error", "injected fault"),
         Some(Fault::RateLimited { retry_after }) => {
@@ -231,34 +564,58 @@ async fn handle(
         Some(Fault::Latency(d)) => tokio::time::sleep(d).await,
         Some(Fault::Malformed) => return reply(200, "<html>gateway</html>"),
         Some(Fault::Oversize) => return reply(200, vec![b' '; 2 << 20]),
-        Some(Fault::Reset) | None => {}
+        Some(Fault::Reset | Fault::HandshakeAbort) | None => {}
     }
-    if grant != "client_credentials" {
+    if t.field("grant_type") != Some("client_credentials") {
         return oauth_error(400, "unsupported_grant_type", "only client_credentials");
     }
-    let Some(fp) = fp else {
-        return oauth_error(401, "unauthorized", "Unsupported instance credential");
+    let Some(peer) = peer else {
+        return oauth_error(401, "unauthorized", "Unsupported credential");
     };
+    let client = t.field("client_id").unwrap_or_default().to_string();
     let ok = {
-        let mut s = lock(st);
-        s.seen.push(fp.clone());
-        s.registered.iter().any(|(c, f)| *c == client && *f == fp)
+        let mut s = lock(&shared.state);
+        s.seen.push(peer.fingerprint.clone());
+        !s.revoked.contains(&peer.fingerprint)
+            && s.clients.iter().any(|c| match c {
+                Client::Cert { id, fingerprint } => {
+                    *id == client && *fingerprint == peer.fingerprint
+                }
+                Client::Dn {
+                    id,
+                    subject,
+                    issuer,
+                } => *id == client && *subject == peer.subject && *issuer == peer.issuer,
+                Client::Secret { .. } => false,
+            })
     };
     if !ok {
         return oauth_error(401, "invalid_client", "Bad credentials");
     }
-    let e = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    token_reply(shared, &client, Some(&peer))
+}
+
+/// 200 with an ES256 JWT for `client` (bound to the peer's certificate when there is one).
+fn token_reply(shared: &Shared, client: &str, peer: Option<&Peer>) -> Response<Full<Bytes>> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims = serde_json::json!({
-        "cid": client, "client_id": client, "iat": now, "exp": now + 43_199,
-        "cnf": {"x5t#S256": fp.replace(':', "")},
+    let mut claims = serde_json::json!({
+        "iss": shared.issuer, "cid": client, "client_id": client, "azp": client,
+        "grant_type": "client_credentials", "iat": now, "exp": now + 43_199,
     });
-    let jwt = format!(
-        "{}.{}.{}",
-        e(br#"{"alg":"none","typ":"JWT"}"#),
-        e(claims.to_string().as_bytes()),
-        e(b"sandbox")
-    );
+    if let Some(p) = peer {
+        let hex = p.fingerprint.replace(':', "");
+        let raw: Vec<u8> = (0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+        claims["cnf"] = serde_json::json!({"x5t#S256": b64(&raw)});
+    }
+    let header = br#"{"alg":"ES256","typ":"JWT","kid":"sandbox-1"}"#;
+    let signing_input = format!("{}.{}", b64(header), b64(claims.to_string().as_bytes()));
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let Ok(sig) = shared.signing_key.sign(&rng, signing_input.as_bytes()) else {
+        return oauth_error(500, "server_error", "signing failed");
+    };
+    let jwt = format!("{signing_input}.{}", b64(sig.as_ref()));
     reply(
         200,
         serde_json::json!({"access_token": jwt, "token_type": "bearer", "expires_in": 43_199})
@@ -266,9 +623,56 @@ async fn handle(
     )
 }
 
-/// One `application/x-www-form-urlencoded` field, decoded.
-fn url_decode_field(body: &[u8], name: &str) -> Option<String> {
-    form_urlencoded::parse(body)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_specs() {
+        assert_eq!(
+            Fault::parse_spec("status:503*3").unwrap(),
+            (Fault::Status(503), 3)
+        );
+        assert_eq!(
+            Fault::parse_spec("rate-limited:30").unwrap(),
+            (
+                Fault::RateLimited {
+                    retry_after: "30".into()
+                },
+                ALWAYS
+            )
+        );
+        assert_eq!(
+            Fault::parse_spec("latency:250ms*1").unwrap(),
+            (Fault::Latency(std::time::Duration::from_millis(250)), 1)
+        );
+        assert_eq!(
+            Fault::parse_spec("handshake-abort").unwrap(),
+            (Fault::HandshakeAbort, ALWAYS)
+        );
+        for (bad, why) in [
+            ("status", "needs a value"),
+            ("status:200", "400..599"),
+            ("reset:1", "takes no value"),
+            ("teapot", "unknown kind"),
+            ("malformed*0", "1 or more"),
+            ("latency:soon", "latency"),
+        ] {
+            let e = Fault::parse_spec(bad).unwrap_err();
+            assert!(e.contains(why) && e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn counted_faults_run_out_and_always_faults_stay() {
+        let mut s = State::default();
+        s.faults.push_back((Fault::Status(500), 2));
+        s.faults.push_back((Fault::Malformed, ALWAYS));
+        assert_eq!(s.take_fault(|_| true), Some(Fault::Status(500)));
+        assert_eq!(s.take_fault(Fault::at_connection), None);
+        assert_eq!(s.take_fault(|_| true), Some(Fault::Status(500)));
+        for _ in 0..3 {
+            assert_eq!(s.take_fault(|_| true), Some(Fault::Malformed));
+        }
+    }
 }
