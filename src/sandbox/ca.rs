@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 pub enum KeyAlg {
     EcdsaP256,
     Rsa2048,
+    Rsa4096,
 }
 
 /// An error from rcgen while making keys or certificates.
@@ -129,12 +130,18 @@ impl LocalCa {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<Issued, CaError> {
-        let key = match alg {
-            KeyAlg::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
-            KeyAlg::Rsa2048 => {
-                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?
-            }
-        };
+        self.issue_for_key(cn, &generate_key(alg)?, not_before, not_after)
+    }
+
+    /// Issues a client certificate for `cn` on an existing key (the Service Manager stand-in
+    /// draws on a pool of pre-generated RSA keys).
+    pub fn issue_for_key(
+        &self,
+        cn: &str,
+        key: &KeyPair,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Issued, CaError> {
         let mut p = CertificateParams::default();
         p.distinguished_name = rcgen::DistinguishedName::new();
         p.distinguished_name
@@ -147,7 +154,7 @@ impl LocalCa {
         p.not_before = not_before;
         p.not_after = not_after;
         let issuer = self.intermediate.as_ref().unwrap_or(&self.root);
-        let cert = p.signed_by(&key, issuer)?;
+        let cert = p.signed_by(key, issuer)?;
         let mut chain_pem = cert.pem();
         if let Some(i) = &self.intermediate {
             chain_pem.push_str(&i.pem());
@@ -158,4 +165,17 @@ impl LocalCa {
             key_pem: Zeroizing::new(key.serialize_pem()),
         })
     }
+}
+
+/// A new key pair of `alg`.
+pub fn generate_key(alg: KeyAlg) -> Result<KeyPair, CaError> {
+    Ok(match alg {
+        KeyAlg::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
+        KeyAlg::Rsa2048 => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?
+        }
+        KeyAlg::Rsa4096 => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096)?
+        }
+    })
 }

@@ -4,4 +4,5 @@
 pub mod ca;
 pub mod fixtures;
 pub mod run;
+pub mod sm;
 pub mod token;

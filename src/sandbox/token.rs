@@ -133,6 +133,10 @@ struct State {
     revoked: HashSet<String>,
     seen: Vec<String>,
     faults: VecDeque<(Fault, usize)>,
+    /// Serial number of the last token issued (`jti`).
+    last_jti: u64,
+    /// Tokens with a `jti` at or below this are refused by [`TokenHandle::verify_token`].
+    expired_up_to: u64,
 }
 
 impl State {
@@ -169,6 +173,8 @@ struct Shared {
     discovery: String,
     /// `iss` of the tokens: the plain host's token endpoint, as XSUAA.
     issuer: String,
+    cert_base: String,
+    plain_base: String,
 }
 
 /// Why the sandbox could not start.
@@ -176,7 +182,7 @@ struct Shared {
 #[error("sandbox token endpoint: {0}")]
 pub struct SandboxError(String);
 
-/// A running token endpoint (both listeners).
+/// A running token endpoint (both listeners). Dereferences to its [`TokenHandle`].
 pub struct TokenServer {
     /// `https://127.0.0.1:<mtls port>/oauth/token`
     pub url: String,
@@ -186,8 +192,23 @@ pub struct TokenServer {
     pub plain_base: String,
     /// `https://127.0.0.1:<plain port>/.well-known/openid-configuration`
     pub discovery_url: String,
-    shared: Arc<Shared>,
+    handle: TokenHandle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The registry of a running token endpoint: clients, revocations, faults, issued tokens.
+/// Cheap to clone; the Service Manager stand-in holds one to register the certificates of
+/// the bindings it creates.
+#[derive(Clone)]
+pub struct TokenHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for TokenServer {
+    type Target = TokenHandle;
+    fn deref(&self) -> &TokenHandle {
+        &self.handle
+    }
 }
 
 impl Drop for TokenServer {
@@ -286,6 +307,8 @@ impl TokenServer {
             jwks,
             discovery,
             issuer: format!("{plain_base}/oauth/token"),
+            cert_base: cert_base.clone(),
+            plain_base: plain_base.clone(),
         });
         let tasks = vec![
             tokio::spawn(accept_loop(
@@ -306,9 +329,54 @@ impl TokenServer {
             discovery_url: format!("{plain_base}/.well-known/openid-configuration"),
             cert_base,
             plain_base,
-            shared,
+            handle: TokenHandle { shared },
             tasks,
         })
+    }
+
+    /// A handle on the registry that outlives borrows of the server.
+    pub fn handle(&self) -> TokenHandle {
+        self.handle.clone()
+    }
+}
+
+impl TokenHandle {
+    /// `https://127.0.0.1:<mtls port>` (a service key's `certurl`).
+    pub fn cert_base(&self) -> &str {
+        &self.shared.cert_base
+    }
+
+    /// `https://127.0.0.1:<plain port>` (a service key's `url`).
+    pub fn plain_base(&self) -> &str {
+        &self.shared.plain_base
+    }
+
+    /// Verifies a bearer token this endpoint issued (signature, `exp`, not expired by
+    /// [`TokenHandle::expire_tokens`]) and returns its client id.
+    pub fn verify_token(&self, jwt: &str) -> Option<String> {
+        let (input, sig) = jwt.rsplit_once('.')?;
+        let (_, payload) = input.split_once('.')?;
+        let d = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let key = aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+            self.shared.signing_key.public_key().as_ref(),
+        );
+        key.verify(input.as_bytes(), &d.decode(sig).ok()?).ok()?;
+        let claims: serde_json::Value = serde_json::from_slice(&d.decode(payload).ok()?).ok()?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if claims["exp"].as_i64()? <= now {
+            return None;
+        }
+        if claims["jti"].as_str()?.parse::<u64>().ok()? <= lock(&self.shared.state).expired_up_to {
+            return None;
+        }
+        claims["cid"].as_str().map(str::to_string)
+    }
+
+    /// Makes every token issued so far unacceptable (as if it had expired).
+    pub fn expire_tokens(&self) {
+        let mut s = lock(&self.shared.state);
+        s.expired_up_to = s.last_jti;
     }
 
     /// Registers a client certificate (by SHA-256 fingerprint) for `client_id`.
@@ -598,9 +666,15 @@ async fn handle_mtls(
 /// 200 with an ES256 JWT for `client` (bound to the peer's certificate when there is one).
 fn token_reply(shared: &Shared, client: &str, peer: Option<&Peer>) -> Response<Full<Bytes>> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let jti = {
+        let mut s = lock(&shared.state);
+        s.last_jti += 1;
+        s.last_jti
+    };
     let mut claims = serde_json::json!({
         "iss": shared.issuer, "cid": client, "client_id": client, "azp": client,
         "grant_type": "client_credentials", "iat": now, "exp": now + 43_199,
+        "jti": jti.to_string(),
     });
     if let Some(p) = peer {
         let hex = p.fingerprint.replace(':', "");
