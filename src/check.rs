@@ -287,7 +287,7 @@ fn rustls_error_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
 }
 
 /// Classifies a transport error from reqwest.
-fn classify_transport(e: &reqwest::Error, url: &str) -> CheckFailure {
+pub(crate) fn classify_transport(e: &reqwest::Error, url: &str) -> CheckFailure {
     if e.is_timeout() {
         return fail(FailureKind::Timeout, url, "no answer within the time limit");
     }
@@ -325,7 +325,7 @@ fn classify_transport(e: &reqwest::Error, url: &str) -> CheckFailure {
     fail(FailureKind::Connect, url, msg)
 }
 
-async fn read_limited_body(
+pub(crate) async fn read_limited_body(
     mut resp: reqwest::Response,
     limit: usize,
     url: &str,
@@ -355,13 +355,32 @@ fn fresh_client(
     trust: ServerTrust<'_>,
     limits: Limits,
 ) -> Result<reqwest::Client, String> {
+    http_client(identity, trust, limits, false)
+}
+
+/// The client identity (chain + key) of generation `g`, built in memory.
+pub(crate) fn identity_of(g: &Generation) -> Result<reqwest::Identity, String> {
+    let mut identity_pem = zeroize::Zeroizing::new(Vec::new());
+    identity_pem.extend_from_slice(g.chain_pem().as_bytes());
+    identity_pem.extend_from_slice(g.key_pem().as_bytes());
+    reqwest::Identity::from_pem(&identity_pem).map_err(|e| format!("client identity: {e}"))
+}
+
+/// An HTTPS client with server verification always on, redirects off, https only, timeouts;
+/// `pooled` keeps idle connections (for API clients, never for the check).
+pub(crate) fn http_client(
+    identity: Option<reqwest::Identity>,
+    trust: ServerTrust<'_>,
+    limits: Limits,
+    pooled: bool,
+) -> Result<reqwest::Client, String> {
     let extra = match trust.extra_ca_pem {
         Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
             .map_err(|e| format!("CA certificates: {e}"))?,
         None => Vec::new(),
     };
     let mut builder = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
+        .pool_max_idle_per_host(if pooled { 8 } else { 0 })
         .tcp_nodelay(true)
         .connect_timeout(limits.connect_timeout)
         .timeout(limits.timeout)
@@ -395,11 +414,7 @@ pub async fn request_token(
             "the token URL must be https",
         ));
     }
-    let mut identity_pem = zeroize::Zeroizing::new(Vec::new());
-    identity_pem.extend_from_slice(g.chain_pem().as_bytes());
-    identity_pem.extend_from_slice(g.key_pem().as_bytes());
-    let identity = reqwest::Identity::from_pem(&identity_pem)
-        .map_err(|e| fail(FailureKind::Connect, url, format!("client identity: {e}")))?;
+    let identity = identity_of(g).map_err(|m| fail(FailureKind::Connect, url, m))?;
     let client = fresh_client(Some(identity), trust, limits)
         .map_err(|m| fail(FailureKind::Connect, url, m))?;
     let mut form: Vec<(&str, &str)> = vec![

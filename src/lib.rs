@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod fsutil;
 pub mod generation;
+pub mod issuer;
 pub mod lock;
 pub mod policy;
 pub mod sandbox;

@@ -5,4 +5,5 @@ pub mod ca;
 pub mod fixtures;
 pub mod run;
 pub mod sm;
+pub mod stack;
 pub mod token;

@@ -1,0 +1,858 @@
+//! The SAP Service Manager API client: access from a Service Manager service key (secret or
+//! x509 flavour), a cached bearer token (refreshed shortly before `expires_in`, and once on a
+//! 401), and the binding calls certrot needs — create (201, or 202 + `Location` polled until
+//! the operation ends), get, list (label and field queries, paging), delete (202 polled; 404
+//! means already gone).
+//!
+//! Every call has connect and total timeouts and a response size limit. 429 (`Retry-After`
+//! as seconds or HTTP date), 422 `ConcurrentOperation`, 5xx, timeouts and connection
+//! failures are retried with bounded backoff; SM's `{"error","description"}` bodies are
+//! carried into the error text. Secrets (client secret, private key, bearer token) never
+//! appear in errors or `Debug` output.
+
+use crate::check::{Limits, ServerTrust, classify_transport, http_client, read_limited_body};
+use crate::generation::Generation;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Why a Service Manager call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmErrorKind {
+    /// The service key is unusable (missing fields, bad PEM).
+    AccessKey,
+    /// No token for the Service Manager client, or SM refused the token.
+    Auth,
+    NotFound,
+    Conflict,
+    /// 422 `ConcurrentOperation`, still after the retries.
+    Concurrent,
+    RateLimited,
+    /// 400 and other client errors: SM refused the request.
+    Rejected,
+    ServerError,
+    Timeout,
+    Connect,
+    /// A response certrot cannot use (not JSON, missing fields, oversize).
+    BadResponse,
+    /// The asynchronous operation ended `failed`, or did not end before the deadline.
+    OperationFailed,
+}
+
+impl SmErrorKind {
+    /// Stable label (logs, metrics, CLI summary).
+    pub fn label(self) -> &'static str {
+        match self {
+            SmErrorKind::AccessKey => "sm-access-key",
+            SmErrorKind::Auth => "sm-unauthorized",
+            SmErrorKind::NotFound => "sm-not-found",
+            SmErrorKind::Conflict => "sm-conflict",
+            SmErrorKind::Concurrent => "sm-concurrent-operation",
+            SmErrorKind::RateLimited => "sm-rate-limited",
+            SmErrorKind::Rejected => "sm-rejected",
+            SmErrorKind::ServerError => "sm-server-error",
+            SmErrorKind::Timeout => "sm-timeout",
+            SmErrorKind::Connect => "sm-connect",
+            SmErrorKind::BadResponse => "sm-bad-response",
+            SmErrorKind::OperationFailed => "sm-operation-failed",
+        }
+    }
+
+    fn retryable(self) -> bool {
+        matches!(
+            self,
+            SmErrorKind::Concurrent
+                | SmErrorKind::RateLimited
+                | SmErrorKind::ServerError
+                | SmErrorKind::Timeout
+                | SmErrorKind::Connect
+        )
+    }
+}
+
+/// A failed Service Manager call: kind, the URL (never a secret), and a plain message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{} ({}): {message}", kind.label(), url)]
+pub struct SmError {
+    pub kind: SmErrorKind,
+    pub url: String,
+    pub message: String,
+}
+
+fn err(kind: SmErrorKind, url: &str, message: impl Into<String>) -> SmError {
+    SmError {
+        kind,
+        url: url.to_string(),
+        message: message.into(),
+    }
+}
+
+/// How the Service Manager client proves itself to the token endpoint.
+pub enum SmAuth {
+    /// `clientsecret`: `POST <url>/oauth/token` with HTTP Basic.
+    Secret { url: String, secret: SecretString },
+    /// `certificate` + `key`: `POST <certurl>/oauth/token` over mTLS.
+    X509 {
+        certurl: String,
+        generation: Box<Generation>,
+    },
+}
+
+/// Access to one Service Manager: who to be and where to go.
+pub struct SmAccess {
+    pub client_id: String,
+    pub sm_url: String,
+    pub auth: SmAuth,
+}
+
+impl fmt::Debug for SmAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let flavour = match &self.auth {
+            SmAuth::Secret { url, .. } => format!("secret (token from {url}, secret redacted)"),
+            SmAuth::X509 { certurl, .. } => format!("x509 (token from {certurl}, key redacted)"),
+        };
+        f.debug_struct("SmAccess")
+            .field("client_id", &self.client_id)
+            .field("sm_url", &self.sm_url)
+            .field("auth", &flavour)
+            .finish()
+    }
+}
+
+impl SmAccess {
+    /// Reads a Service Manager service key (flat, or under `credentials`); `source` names it
+    /// in errors.
+    pub fn from_service_key(text: &[u8], source: &str) -> Result<SmAccess, SmError> {
+        let bad = |m: String| err(SmErrorKind::AccessKey, source, m);
+        let v: Value = serde_json::from_slice(text)
+            .map_err(|e| bad(format!("not a JSON service key: {e}")))?;
+        let map = v
+            .get("credentials")
+            .and_then(Value::as_object)
+            .or_else(|| v.as_object())
+            .ok_or_else(|| bad("not a JSON object".into()))?;
+        SmAccess::from_fields(map, None, source)
+    }
+
+    /// Builds access from credential fields; `generation` supplies the certificate when the
+    /// access is itself a managed credential.
+    pub fn from_fields(
+        map: &Map<String, Value>,
+        generation: Option<Generation>,
+        source: &str,
+    ) -> Result<SmAccess, SmError> {
+        let bad = |m: String| err(SmErrorKind::AccessKey, source, m);
+        let field = |k: &str| map.get(k).and_then(Value::as_str).map(str::to_string);
+        let client_id = field("clientid").ok_or_else(|| bad("clientid is missing".into()))?;
+        let sm_url = field("sm_url").ok_or_else(|| bad("sm_url is missing".into()))?;
+        if !sm_url.starts_with("https://") {
+            return Err(bad(format!("sm_url {sm_url:?} is not an https URL")));
+        }
+        let https = |k: &str, u: String| {
+            if u.starts_with("https://") {
+                Ok(u)
+            } else {
+                Err(bad(format!("{k} {u:?} is not an https URL")))
+            }
+        };
+        let auth = if let Some(secret) = field("clientsecret") {
+            let url = field("url").ok_or_else(|| bad("url is missing".into()))?;
+            SmAuth::Secret {
+                url: https("url", url)?,
+                secret: SecretString::from(secret),
+            }
+        } else {
+            let certurl = field("certurl")
+                .ok_or_else(|| bad("neither clientsecret nor certurl is present".into()))?;
+            let g = match generation {
+                Some(g) => g,
+                None => {
+                    let cert =
+                        field("certificate").ok_or_else(|| bad("certificate is missing".into()))?;
+                    let key = map
+                        .get("key")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| bad("key is missing".into()))?;
+                    Generation::from_pem(
+                        cert.as_bytes(),
+                        &format!("{source}: certificate"),
+                        key.as_bytes(),
+                        &format!("{source}: key"),
+                    )
+                    .map_err(|e| bad(e.to_string()))?
+                }
+            };
+            SmAuth::X509 {
+                certurl: https("certurl", certurl)?,
+                generation: Box::new(g),
+            }
+        };
+        Ok(SmAccess {
+            client_id,
+            sm_url: sm_url.trim_end_matches('/').to_string(),
+            auth,
+        })
+    }
+}
+
+/// Retries of one call.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts in all (≥ 1).
+    pub attempts: u32,
+    /// First backoff; doubles each time.
+    pub base: Duration,
+    /// No single wait is longer than this.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            base: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A binding as certrot needs it.
+#[derive(Clone)]
+pub struct Binding {
+    pub id: String,
+    pub name: String,
+    pub instance_id: String,
+    /// The binding's credentials (secret fields inside: never log them).
+    pub credentials: Option<Map<String, Value>>,
+    pub labels: Map<String, Value>,
+    pub created_at: Option<String>,
+}
+
+impl fmt::Debug for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Binding")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("instance_id", &self.instance_id)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
+            .field("labels", &self.labels)
+            .finish()
+    }
+}
+
+impl Binding {
+    fn from_json(v: &Value, url: &str) -> Result<Binding, SmError> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let id = s("id").ok_or_else(|| {
+            err(
+                SmErrorKind::BadResponse,
+                url,
+                "the binding has no id".to_string(),
+            )
+        })?;
+        Ok(Binding {
+            id,
+            name: s("name").unwrap_or_default(),
+            instance_id: s("service_instance_id").unwrap_or_default(),
+            credentials: v.get("credentials").and_then(Value::as_object).cloned(),
+            labels: v
+                .get("labels")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+            created_at: s("created_at"),
+        })
+    }
+}
+
+/// What to create.
+#[derive(Clone, Debug)]
+pub struct BindingRequest {
+    pub name: String,
+    pub instance_id: String,
+    pub parameters: Value,
+    pub labels: Vec<(String, String)>,
+}
+
+/// Whether SM should answer synchronously, asynchronously, or as it likes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Auto,
+    Sync,
+    Async,
+}
+
+/// A single-quoted query value with `'` escaped as `''`.
+pub fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// `Retry-After` as seconds or an HTTP date, relative to `now`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// SM's error body as text: `Error: description`, or a short excerpt.
+fn describe_body(body: &[u8]) -> String {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        let e = v.get("error").and_then(Value::as_str);
+        let d = v.get("description").and_then(Value::as_str);
+        match (e, d) {
+            (Some(e), Some(d)) => return format!("{e}: {d}"),
+            (Some(x), None) | (None, Some(x)) => return x.to_string(),
+            _ => {}
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let t: String = text.chars().take(200).collect();
+    if t.is_empty() {
+        "(empty body)".into()
+    } else {
+        t
+    }
+}
+
+fn kind_of_status(status: u16, body: &[u8]) -> SmErrorKind {
+    match status {
+        401 | 403 => SmErrorKind::Auth,
+        404 => SmErrorKind::NotFound,
+        409 => SmErrorKind::Conflict,
+        422 if String::from_utf8_lossy(body).contains("ConcurrentOperation") => {
+            SmErrorKind::Concurrent
+        }
+        429 => SmErrorKind::RateLimited,
+        500..=599 => SmErrorKind::ServerError,
+        _ => SmErrorKind::Rejected,
+    }
+}
+
+struct CachedToken {
+    token: SecretString,
+    refresh_at: Instant,
+}
+
+/// A Service Manager client for one access key.
+pub struct SmClient {
+    access: SmAccess,
+    api: reqwest::Client,
+    token_client: reqwest::Client,
+    limits: Limits,
+    retry: RetryPolicy,
+    /// How long an asynchronous operation may take.
+    pub operation_timeout: Duration,
+    token: tokio::sync::Mutex<Option<CachedToken>>,
+}
+
+/// A raw answer: status, `Retry-After`, `Location`, body.
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    location: Option<String>,
+    body: Vec<u8>,
+}
+
+impl SmClient {
+    pub fn new(
+        access: SmAccess,
+        trust: ServerTrust<'_>,
+        limits: Limits,
+        retry: RetryPolicy,
+    ) -> Result<SmClient, SmError> {
+        let url = access.sm_url.clone();
+        let c = |m: String| err(SmErrorKind::Connect, &url, m);
+        let api = http_client(None, trust, limits, true).map_err(c)?;
+        let identity = match &access.auth {
+            SmAuth::X509 { generation, .. } => {
+                Some(crate::check::identity_of(generation).map_err(c)?)
+            }
+            SmAuth::Secret { .. } => None,
+        };
+        // The token client presents the certificate: no pooling, as for the check.
+        let token_client = http_client(identity, trust, limits, false).map_err(c)?;
+        Ok(SmClient {
+            access,
+            api,
+            token_client,
+            limits,
+            retry,
+            operation_timeout: Duration::from_secs(300),
+            token: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The Service Manager base URL.
+    pub fn sm_url(&self) -> &str {
+        &self.access.sm_url
+    }
+
+    /// Drops the cached token (the next call fetches a new one).
+    pub async fn forget_token(&self) {
+        *self.token.lock().await = None;
+    }
+
+    async fn bearer(&self) -> Result<SecretString, SmError> {
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref()
+            && Instant::now() < t.refresh_at
+        {
+            return Ok(t.token.clone());
+        }
+        let (url, req) = match &self.access.auth {
+            SmAuth::Secret { url, secret } => {
+                let u = format!("{}/oauth/token", url.trim_end_matches('/'));
+                let r = self
+                    .token_client
+                    .post(&u)
+                    .basic_auth(&self.access.client_id, Some(secret.expose_secret()))
+                    .form(&[("grant_type", "client_credentials")]);
+                (u, r)
+            }
+            SmAuth::X509 { certurl, .. } => {
+                let u = format!("{}/oauth/token", certurl.trim_end_matches('/'));
+                let r = self.token_client.post(&u).form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", self.access.client_id.as_str()),
+                ]);
+                (u, r)
+            }
+        };
+        let resp = req
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| from_check(classify_transport(&e, &url), &url))?;
+        let status = resp.status().as_u16();
+        let body = read_limited_body(resp, self.limits.max_response, &url)
+            .await
+            .map_err(|e| from_check(e, &url))?;
+        if status != 200 {
+            let kind = match kind_of_status(status, &body) {
+                SmErrorKind::Rejected => SmErrorKind::Auth,
+                k => k,
+            };
+            return Err(err(
+                kind,
+                &url,
+                format!(
+                    "the Service Manager client got no token: HTTP {status}: {}",
+                    describe_body(&body)
+                ),
+            ));
+        }
+        let v: Value = serde_json::from_slice(&body).map_err(|_| {
+            err(
+                SmErrorKind::BadResponse,
+                &url,
+                "the token response is not JSON",
+            )
+        })?;
+        let token = v
+            .get("access_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err(SmErrorKind::BadResponse, &url, "no access_token"))?;
+        let life = v.get("expires_in").and_then(Value::as_u64).unwrap_or(300);
+        // Refresh a minute early, or at half-life for short tokens.
+        let refresh_in = Duration::from_secs(life.saturating_sub(60).max(life / 2));
+        let token = SecretString::from(token.to_string());
+        *cached = Some(CachedToken {
+            token: token.clone(),
+            refresh_at: Instant::now() + refresh_in,
+        });
+        Ok(token)
+    }
+
+    /// One request with retries; a 401 refreshes the token once.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, SmError> {
+        let mut refreshed = false;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = self.once(method.clone(), url, body).await;
+            let (kind, wait_hint, e) = match result {
+                Ok(a) if a.status < 400 => return Ok(a),
+                Ok(a) => {
+                    let kind = kind_of_status(a.status, &a.body);
+                    if kind == SmErrorKind::Auth && a.status == 401 && !refreshed {
+                        refreshed = true;
+                        self.forget_token().await;
+                        attempt -= 1;
+                        continue;
+                    }
+                    let hint = a
+                        .retry_after
+                        .as_deref()
+                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                    let mut msg = format!("HTTP {}: {}", a.status, describe_body(&a.body));
+                    if let Some(r) = &a.retry_after {
+                        msg.push_str(&format!(" (Retry-After: {r})"));
+                    }
+                    (kind, hint, err(kind, url, msg))
+                }
+                Err(e) => (e.kind, None, e),
+            };
+            if !kind.retryable() || attempt >= self.retry.attempts {
+                let mut e = e;
+                if attempt > 1 {
+                    e.message.push_str(&format!(" (after {attempt} attempts)"));
+                }
+                return Err(e);
+            }
+            let backoff = self
+                .retry
+                .base
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(self.retry.max_delay);
+            let wait =
+                wait_hint.map_or(backoff, |h| h.min(self.retry.max_delay).max(backoff.min(h)));
+            tracing::debug!(
+                url,
+                label = kind.label(),
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "service manager call retried"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn once(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, SmError> {
+        let token = self.bearer().await?;
+        let mut req = self
+            .api
+            .request(method, url)
+            .bearer_auth(token.expose_secret())
+            .header("Accept", "application/json");
+        if let Some(b) = body {
+            req = req
+                .header("Content-Type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| from_check(classify_transport(&e, url), url))?;
+        let status = resp.status().as_u16();
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (retry_after, location) = (header("retry-after"), header("location"));
+        let body = read_limited_body(resp, self.limits.max_response, url)
+            .await
+            .map_err(|e| from_check(e, url))?;
+        Ok(Answer {
+            status,
+            retry_after,
+            location,
+            body,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.access.sm_url)
+    }
+
+    fn json(a: &Answer, url: &str) -> Result<Value, SmError> {
+        serde_json::from_slice(&a.body)
+            .map_err(|_| err(SmErrorKind::BadResponse, url, "the response is not JSON"))
+    }
+
+    /// Creates a binding and returns it with its credentials, following a 202 operation to
+    /// its end. On an error after SM accepted the request, the error message names the
+    /// binding id so the caller can still delete it.
+    pub async fn create_binding(
+        &self,
+        req: &BindingRequest,
+        mode: Mode,
+    ) -> Result<Binding, SmError> {
+        let q = match mode {
+            Mode::Auto => "",
+            Mode::Sync => "?async=false",
+            Mode::Async => "?async=true",
+        };
+        let url = self.url(&format!("/v1/service_bindings{q}"));
+        let mut labels = Map::new();
+        for (k, v) in &req.labels {
+            labels.insert(k.clone(), json!([v]));
+        }
+        let body = json!({
+            "name": req.name, "service_instance_id": req.instance_id,
+            "parameters": req.parameters, "labels": labels,
+        });
+        let a = self.call(reqwest::Method::POST, &url, Some(&body)).await?;
+        match a.status {
+            201 | 200 => Binding::from_json(&Self::json(&a, &url)?, &url),
+            202 => {
+                let loc = a.location.ok_or_else(|| {
+                    err(
+                        SmErrorKind::BadResponse,
+                        &url,
+                        "202 without a Location header",
+                    )
+                })?;
+                let id = binding_id_of_location(&loc).ok_or_else(|| {
+                    err(
+                        SmErrorKind::BadResponse,
+                        &url,
+                        format!("unexpected Location {loc:?}"),
+                    )
+                })?;
+                self.wait_operation(&loc).await.map_err(|mut e| {
+                    e.message.push_str(&format!(" (binding {id})"));
+                    e
+                })?;
+                self.get_binding(&id).await?.ok_or_else(|| {
+                    err(
+                        SmErrorKind::OperationFailed,
+                        &url,
+                        format!("binding {id} is gone after its operation succeeded"),
+                    )
+                })
+            }
+            s => Err(err(
+                SmErrorKind::BadResponse,
+                &url,
+                format!("unexpected HTTP {s}"),
+            )),
+        }
+    }
+
+    /// Polls an operation (`Location`, relative or absolute) with backoff until it ends.
+    async fn wait_operation(&self, location: &str) -> Result<(), SmError> {
+        let url = if location.starts_with("https://") {
+            location.to_string()
+        } else {
+            self.url(&format!("/{}", location.trim_start_matches('/')))
+        };
+        let deadline = Instant::now() + self.operation_timeout;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let a = self.call(reqwest::Method::GET, &url, None).await?;
+            let v = Self::json(&a, &url)?;
+            match v.get("state").and_then(Value::as_str) {
+                Some("succeeded") => return Ok(()),
+                Some("failed") => {
+                    let why = operation_errors(&v);
+                    return Err(err(
+                        SmErrorKind::OperationFailed,
+                        &url,
+                        format!("the operation failed: {why}"),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    return Err(err(
+                        SmErrorKind::BadResponse,
+                        &url,
+                        "the operation has no state",
+                    ));
+                }
+            }
+            if Instant::now() + delay > deadline {
+                return Err(err(
+                    SmErrorKind::OperationFailed,
+                    &url,
+                    format!(
+                        "the operation did not finish within {}",
+                        humantime::format_duration(self.operation_timeout)
+                    ),
+                ));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// The binding with `id`, or `None` when SM does not know it.
+    pub async fn get_binding(&self, id: &str) -> Result<Option<Binding>, SmError> {
+        let url = self.url(&format!("/v1/service_bindings/{id}"));
+        match self.call(reqwest::Method::GET, &url, None).await {
+            Ok(a) => Ok(Some(Binding::from_json(&Self::json(&a, &url)?, &url)?)),
+            Err(e) if e.kind == SmErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every binding matching the queries (all pages).
+    pub async fn list_bindings(
+        &self,
+        label_query: &str,
+        field_query: &str,
+    ) -> Result<Vec<Binding>, SmError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..10_000 {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            if !label_query.is_empty() {
+                q.append_pair("labelQuery", label_query);
+            }
+            if !field_query.is_empty() {
+                q.append_pair("fieldQuery", field_query);
+            }
+            q.append_pair("max_items", "100");
+            if let Some(t) = &token {
+                q.append_pair("token", t);
+            }
+            let url = self.url(&format!("/v1/service_bindings?{}", q.finish()));
+            let a = self.call(reqwest::Method::GET, &url, None).await?;
+            let v = Self::json(&a, &url)?;
+            let items = v
+                .get("items")
+                .and_then(Value::as_array)
+                .ok_or_else(|| err(SmErrorKind::BadResponse, &url, "the list has no items"))?;
+            for i in items {
+                out.push(Binding::from_json(i, &url)?);
+            }
+            match v.get("token").and_then(Value::as_str) {
+                Some(t) if !t.is_empty() && !items.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+        Err(err(
+            SmErrorKind::BadResponse,
+            &self.access.sm_url,
+            "the binding list does not end",
+        ))
+    }
+
+    /// Deletes a binding; `Ok(false)` when it was already gone.
+    pub async fn delete_binding(&self, id: &str) -> Result<bool, SmError> {
+        let url = self.url(&format!("/v1/service_bindings/{id}"));
+        match self.call(reqwest::Method::DELETE, &url, None).await {
+            Ok(a) if a.status == 202 => {
+                if let Some(loc) = a.location {
+                    self.wait_operation(&loc).await?;
+                }
+                Ok(true)
+            }
+            Ok(_) => Ok(true),
+            Err(e) if e.kind == SmErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn operation_errors(v: &Value) -> String {
+    match v.get("errors") {
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|e| describe_body(e.to_string().as_bytes()))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Some(o @ Value::Object(_)) => describe_body(o.to_string().as_bytes()),
+        _ => "no reason given".into(),
+    }
+}
+
+/// `/v1/service_bindings/<id>/operations/<op>` → `<id>`.
+fn binding_id_of_location(loc: &str) -> Option<String> {
+    let path = loc.split("/v1/service_bindings/").nth(1)?;
+    let id = path.split('/').next()?;
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+fn from_check(e: crate::check::CheckFailure, url: &str) -> SmError {
+    use crate::check::FailureKind as F;
+    let kind = match e.kind {
+        F::Timeout => SmErrorKind::Timeout,
+        F::TlsRejected | F::Connect => SmErrorKind::Connect,
+        _ => SmErrorKind::BadResponse,
+    };
+    err(kind, url, e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_escapes_single_quotes() {
+        assert_eq!(quote("orders"), "'orders'");
+        assert_eq!(quote("o'brien"), "'o''brien'");
+    }
+
+    #[test]
+    fn retry_after_as_seconds_or_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(90))
+        );
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn locations_and_error_bodies() {
+        assert_eq!(
+            binding_id_of_location("/v1/service_bindings/abc/operations/op1").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(binding_id_of_location("/v1/other"), None);
+        assert_eq!(
+            describe_body(br#"{"error":"Conflict","description":"exists"}"#),
+            "Conflict: exists"
+        );
+        assert_eq!(describe_body(b""), "(empty body)");
+        assert_eq!(
+            kind_of_status(422, br#"{"error":"ConcurrentOperation"}"#),
+            SmErrorKind::Concurrent
+        );
+        assert_eq!(
+            kind_of_status(422, br#"{"error":"Other"}"#),
+            SmErrorKind::Rejected
+        );
+    }
+
+    #[test]
+    fn access_keys_of_both_flavours_and_redacted_debug() {
+        let secret = br#"{"clientid":"sm","clientsecret":"s3cr3t-value","url":"https://a.authentication.x","sm_url":"https://sm.x/"}"#;
+        let a = SmAccess::from_service_key(secret, "sm.json").unwrap();
+        assert_eq!(a.sm_url, "https://sm.x");
+        let dbg = format!("{a:?}");
+        assert!(!dbg.contains("s3cr3t"), "{dbg}");
+        let e = SmAccess::from_service_key(br#"{"clientid":"sm","url":"https://a"}"#, "sm.json")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("sm.json") && e.to_string().contains("sm_url"),
+            "{e}"
+        );
+        let e = SmAccess::from_service_key(br#"{"clientid":"sm","sm_url":"https://s"}"#, "sm.json")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("neither clientsecret nor certurl"),
+            "{e}"
+        );
+        let e = SmAccess::from_service_key(
+            br#"{"clientid":"sm","sm_url":"http://s","clientsecret":"x","url":"https://a"}"#,
+            "sm.json",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not an https URL"), "{e}");
+    }
+}

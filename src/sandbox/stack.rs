@@ -1,0 +1,94 @@
+//! The whole stand-in in one value: a CA, the token endpoint (both hosts) and the Service
+//! Manager API wired together, with ready-made Service Manager access keys. Used by
+//! `certrot sandbox`, the demo, the tests and the benchmarks.
+
+use super::ca::{KeyAlg, LocalCa};
+use super::sm::{SmOptions, SmServer};
+use super::token::TokenServer;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+/// Client id of the Service Manager's own OAuth client (secret flavour).
+pub const SM_CLIENT: &str = "sb-sm!b1";
+/// Its secret. Sandbox only.
+pub const SM_SECRET: &str = "sandbox-sm-secret";
+/// Client id of the x509-flavour Service Manager access.
+pub const SM_X509_CLIENT: &str = "sb-sm-x509!b1";
+
+/// The running stand-ins.
+pub struct Stack {
+    pub ca: Arc<LocalCa>,
+    /// The CA file to trust for every sandbox server (PEM).
+    pub ca_pem: String,
+    pub tokens: TokenServer,
+    pub sm: SmServer,
+}
+
+impl Stack {
+    /// Starts the token endpoint (mTLS port `port`, 0 = any) and the Service Manager API.
+    pub async fn start(port: u16, opts: SmOptions) -> Result<Stack, String> {
+        let ca = Arc::new(LocalCa::new("certrot sandbox CA").map_err(|e| e.to_string())?);
+        let ca_pem = ca.root_pem();
+        let tokens = TokenServer::start(&ca, std::slice::from_ref(&ca_pem), port)
+            .await
+            .map_err(|e| e.to_string())?;
+        let sm = SmServer::start(
+            &ca,
+            ca.clone(),
+            tokens.handle(),
+            std::slice::from_ref(&ca_pem),
+            opts,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        tokens.register_secret(SM_CLIENT, SM_SECRET);
+        sm.allow_client(SM_CLIENT);
+        sm.allow_client(SM_X509_CLIENT);
+        Ok(Stack {
+            ca,
+            ca_pem,
+            tokens,
+            sm,
+        })
+    }
+
+    /// A Service Manager service key of the secret flavour.
+    pub fn sm_secret_key(&self) -> Value {
+        json!({
+            "clientid": SM_CLIENT, "clientsecret": SM_SECRET,
+            "url": self.tokens.plain_base, "sm_url": self.sm.url,
+            "xsappname": "sb-sm",
+        })
+    }
+
+    /// A Service Manager service key of the x509 flavour, its certificate valid for
+    /// `lifetime` and registered with the token endpoint.
+    pub fn sm_x509_key(&self, lifetime: Duration) -> Result<Value, String> {
+        let now = OffsetDateTime::now_utc();
+        let issued = self
+            .ca
+            .issue(
+                "sm access",
+                KeyAlg::EcdsaP256,
+                now - Duration::seconds(5),
+                now + lifetime,
+            )
+            .map_err(|e| e.to_string())?;
+        let g = crate::generation::Generation::from_pem(
+            issued.chain_pem.as_bytes(),
+            "sm access",
+            issued.key_pem.as_bytes(),
+            "sm access",
+        )
+        .map_err(|e| e.to_string())?;
+        self.tokens
+            .register(SM_X509_CLIENT, &g.leaf().fingerprint_sha256);
+        Ok(json!({
+            "clientid": SM_X509_CLIENT, "certificate": issued.chain_pem,
+            "key": issued.key_pem.as_str(), "certurl": self.tokens.cert_base,
+            "url": self.tokens.plain_base, "sm_url": self.sm.url,
+            "credential-type": "x509", "xsappname": "sb-sm",
+        }))
+    }
+}
