@@ -27,6 +27,37 @@ pub struct State {
     pub consecutive_failures: u32,
     #[serde(with = "time::serde::rfc3339::option")]
     pub next_attempt: Option<OffsetDateTime>,
+    /// A rotation in flight: written before a binding is created, so that a crash at any
+    /// point leaves a record the next run reconciles.
+    pub pending: Option<PendingRecord>,
+    /// Bindings of replaced (or failed) generations, deleted at their deadline.
+    pub retiring: Vec<RetiringRecord>,
+}
+
+/// The intent of a rotation in flight.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingRecord {
+    /// Name of the binding being created.
+    pub binding_name: String,
+    /// Its id, once Service Manager answered.
+    pub binding_id: Option<String>,
+    pub service_manager: String,
+    pub instance_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+}
+
+/// A binding queued for deletion.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetiringRecord {
+    pub binding_id: String,
+    pub service_manager: String,
+    /// Fingerprint of its certificate, when known.
+    pub fingerprint_sha256: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub retire_at: OffsetDateTime,
+    /// Why: `replaced`, `failed-rotation`, `orphan`.
+    pub reason: String,
 }
 
 /// The generation made current by certrot.
@@ -54,6 +85,9 @@ pub struct RotationRecord {
     pub result: String,
     /// Failed step, when `result` is `failure`.
     pub step: Option<String>,
+    /// Stable failure label (e.g. `unauthorized`, `sm-rate-limited`).
+    #[serde(default)]
+    pub label: Option<String>,
     pub message: Option<String>,
 }
 

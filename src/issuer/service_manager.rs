@@ -704,18 +704,21 @@ impl SmClient {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         for _ in 0..10_000 {
-            let mut q = form_urlencoded::Serializer::new(String::new());
-            if !label_query.is_empty() {
-                q.append_pair("labelQuery", label_query);
-            }
-            if !field_query.is_empty() {
-                q.append_pair("fieldQuery", field_query);
-            }
-            q.append_pair("max_items", "100");
-            if let Some(t) = &token {
-                q.append_pair("token", t);
-            }
-            let url = self.url(&format!("/v1/service_bindings?{}", q.finish()));
+            let query = {
+                let mut q = form_urlencoded::Serializer::new(String::new());
+                if !label_query.is_empty() {
+                    q.append_pair("labelQuery", label_query);
+                }
+                if !field_query.is_empty() {
+                    q.append_pair("fieldQuery", field_query);
+                }
+                q.append_pair("max_items", "100");
+                if let Some(t) = &token {
+                    q.append_pair("token", t);
+                }
+                q.finish()
+            };
+            let url = self.url(&format!("/v1/service_bindings?{query}"));
             let a = self.call(reqwest::Method::GET, &url, None).await?;
             let v = Self::json(&a, &url)?;
             let items = v

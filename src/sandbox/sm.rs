@@ -431,8 +431,12 @@ fn with_header(
     r
 }
 
-fn take_fault(s: &mut State, call: SmCall) -> Option<SmFault> {
-    let i = s.faults.iter().position(|(c, _, _)| *c == call)?;
+/// Takes one use of the first fault for `call` that `pick` accepts.
+fn take_fault(s: &mut State, call: SmCall, pick: impl Fn(&SmFault) -> bool) -> Option<SmFault> {
+    let i = s
+        .faults
+        .iter()
+        .position(|(c, f, _)| *c == call && pick(f))?;
     let f = s.faults[i].1.clone();
     s.faults[i].2 -= 1;
     if s.faults[i].2 == 0 {
@@ -502,7 +506,11 @@ async fn handle(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
                 limited = Some(httpdate::fmt_http_date(at));
             }
         }
-        (take_fault(&mut s, call), limited)
+        // Faults about the created binding apply to the next creation that gets that far.
+        let fault = take_fault(&mut s, call, |f| {
+            !matches!(f, SmFault::OperationFails | SmFault::MalformedCredentials)
+        });
+        (fault, limited)
     };
     if let Some(at) = limited {
         return with_header(
@@ -511,7 +519,6 @@ async fn handle(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
             &at,
         );
     }
-    let mut create_fault = None;
     match fault {
         Some(SmFault::Status(code)) => {
             return sm_error(code, "InjectedFault", &format!("injected HTTP {code}"));
@@ -531,10 +538,7 @@ async fn handle(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
             );
         }
         Some(SmFault::Latency(d)) => tokio::time::sleep(d).await,
-        Some(f @ (SmFault::OperationFails | SmFault::MalformedCredentials)) => {
-            create_fault = Some(f)
-        }
-        None => {}
+        Some(SmFault::OperationFails | SmFault::MalformedCredentials) | None => {}
     }
     let params = query_params(&req);
     let async_mode = params
@@ -551,7 +555,7 @@ async fn handle(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
             let Ok(body) = serde_json::from_slice::<Value>(&body) else {
                 return sm_error(400, "BadRequest", "body is not JSON");
             };
-            create(sh, &body, async_mode, create_fault)
+            create(sh, &body, async_mode)
         }
         SmCall::Get => {
             let mut s = lock(&sh.state);
@@ -744,12 +748,7 @@ fn wanted(kind: InstanceKind, p: &Map<String, Value>) -> Result<Wanted, String> 
     }
 }
 
-fn create(
-    sh: &Shared,
-    body: &Value,
-    async_mode: bool,
-    fault: Option<SmFault>,
-) -> Response<Full<Bytes>> {
+fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> {
     let name = body["name"].as_str().unwrap_or_default().to_string();
     let instance_id = body["service_instance_id"]
         .as_str()
@@ -806,6 +805,9 @@ fn create(
         Ok(w) => w,
         Err(m) => return sm_error(400, "BadRequest", &format!("invalid parameters: {m}")),
     };
+    let fault = take_fault(&mut s, SmCall::Create, |f| {
+        matches!(f, SmFault::OperationFails | SmFault::MalformedCredentials)
+    });
     let id = random_id();
     let (mut credentials, fingerprint, registration) = match want {
         Wanted::Generated { alg, days, cn } => {

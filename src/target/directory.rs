@@ -349,6 +349,10 @@ impl DirectoryTarget {
         let root = self.path();
         // A planted non-symlink `..data` must stop us before anything is written.
         let previous = self.current_dir_name()?;
+        let files = self.files_of(g);
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        // A real file at a visible name must stop us before anything is written, too.
+        self.refuse_real_files(&names)?;
         self.remove_staging()?;
         // Pick a fresh final name (two commits in one nanosecond get distinct names).
         let mut t = now;
@@ -366,7 +370,6 @@ impl DirectoryTarget {
             .mode(0o700)
             .create(&staging)
             .map_err(io(&staging, "creating the generation directory"))?;
-        let files = self.files_of(g);
         for (name, data) in &files {
             self.write_file(&staging, name, data)?;
         }
@@ -379,10 +382,34 @@ impl DirectoryTarget {
         std::fs::rename(&staging, &final_path).map_err(io(&final_path, "renaming into place"))?;
         fsync_dir(root).map_err(io(root, "syncing"))?;
         self.switch_data(&final_name)?;
-        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-        self.ensure_visible_links(&names)?;
-        self.prune(&final_name)?;
+        // From here on the new generation is current: what follows is housekeeping, and a
+        // failure of it must not be mistaken for a failed commit.
+        if let Err(e) = self.ensure_visible_links(&names) {
+            tracing::warn!(target = %root.display(), "after the commit: {e}");
+        }
+        if let Err(e) = self.prune(&final_name) {
+            tracing::warn!(target = %root.display(), "after the commit: {e}");
+        }
         Ok(final_name)
+    }
+
+    /// Fails if a visible name is a real file or directory (an operator's own file).
+    fn refuse_real_files(&self, names: &[&str]) -> Result<(), TargetError> {
+        for name in names {
+            let link = self.path().join(name);
+            match std::fs::symlink_metadata(&link) {
+                Ok(m) if !m.file_type().is_symlink() => {
+                    return Err(TargetError::Unsafe {
+                        path: link,
+                        reason: "it is a real file or directory where certrot keeps a link to \
+                                 ..data; move it away (certrot import can adopt a credential)"
+                            .into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Points `..data` at `dir_name` with one rename, then fsyncs the target directory.

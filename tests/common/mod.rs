@@ -2,6 +2,8 @@
 //! `certrot` binary.
 #![allow(dead_code)]
 
+pub mod world;
+
 use certrot::config::{DirectoryTarget as DirCfg, Layout};
 use certrot::generation::Generation;
 use certrot::sandbox::ca::{Issued, KeyAlg, LocalCa};

@@ -5,6 +5,15 @@
 //! Every error names the file, the line and column where known, and the field path
 //! (`credential[1].renew_before`), and is returned, never panicked.
 
+mod hook;
+mod issuer;
+
+pub use hook::{Hook, HookAction, HookOn};
+pub use issuer::{
+    CertificateMode, Issuer, KeyType, ServiceManagerConfig, SignerConfig, SignerType, SmIssuer,
+    SmMode,
+};
+
 use crate::units::{FileMode, Jitter, RenewBefore, Span};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::HashMap;
@@ -195,7 +204,7 @@ impl Default for Daemon {
             listen: "127.0.0.1:9464".into(),
             check_schedule: CronSpec::parse("0 */5 * * * *").expect("built-in schedule parses"), // ok: constant
             probe_schedule: CronSpec::parse("0 17 * * * *").expect("built-in schedule parses"), // ok: constant
-            max_parallel: 2,
+            max_parallel: 8,
         }
     }
 }
@@ -311,6 +320,9 @@ struct RawCredential {
     target: RawTarget,
     #[serde(default)]
     check: CheckConfig,
+    issuer: Option<issuer::RawIssuer>,
+    #[serde(default)]
+    hook: Vec<hook::RawHook>,
 }
 
 impl RawCredential {
@@ -334,6 +346,9 @@ pub struct Credential {
     pub policy: Policy,
     pub target: Target,
     pub check: CheckConfig,
+    /// How new generations are obtained; `None` for credentials that are only imported.
+    pub issuer: Option<Issuer>,
+    pub hooks: Vec<Hook>,
 }
 
 /// `[credential.check]`: how the token check reaches the token endpoint.
@@ -354,6 +369,10 @@ pub struct CheckConfig {
     pub app_tid: Option<String>,
     pub connect_timeout: Span,
     pub timeout: Span,
+    /// Token requests with a new generation before it counts as failed (propagation delay).
+    pub attempts: u32,
+    /// ... spread over this span.
+    pub retry_for: Span,
 }
 
 impl Default for CheckConfig {
@@ -367,6 +386,8 @@ impl Default for CheckConfig {
             app_tid: None,
             connect_timeout: Span::secs(10),
             timeout: Span::secs(30),
+            attempts: 5,
+            retry_for: Span::secs(30),
         }
     }
 }
@@ -380,6 +401,8 @@ struct RawConfig {
     #[serde(default)]
     defaults: RawPolicy,
     #[serde(default)]
+    service_manager: std::collections::BTreeMap<String, ServiceManagerConfig>,
+    #[serde(default)]
     credential: Vec<RawCredential>,
 }
 
@@ -391,6 +414,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub daemon: Daemon,
     pub defaults: Policy,
+    pub service_managers: std::collections::BTreeMap<String, ServiceManagerConfig>,
     pub credentials: Vec<Credential>,
 }
 
@@ -673,12 +697,35 @@ impl RawConfig {
                     "timeouts must be greater than zero".into(),
                 ));
             }
+            if raw.check.attempts == 0 {
+                return Err(err(
+                    Some(i),
+                    at("check.attempts"),
+                    "must be at least 1".into(),
+                ));
+            }
+            let issuer = match raw.issuer {
+                None => None,
+                Some(r) => Some(
+                    r.resolve(&raw.name, raw.kind, &self.service_manager)
+                        .map_err(|(f, m)| err(Some(i), at(&f), m))?,
+                ),
+            };
+            let mut hooks = Vec::with_capacity(raw.hook.len());
+            for (h, rh) in raw.hook.into_iter().enumerate() {
+                hooks.push(
+                    rh.resolve()
+                        .map_err(|(f, m)| err(Some(i), at(&format!("hook[{h}].{f}")), m))?,
+                );
+            }
             credentials.push(Credential {
                 name: raw.name,
                 kind: raw.kind,
                 policy,
                 target,
                 check: raw.check,
+                issuer,
+                hooks,
             });
         }
         // Two credentials writing into one directory would overwrite each other.
@@ -698,6 +745,9 @@ impl RawConfig {
                 }
             }
         }
+        let names: Vec<&str> = credentials.iter().map(|c| c.name.as_str()).collect();
+        issuer::validate_managers(&self.service_manager, &names)
+            .map_err(|(f, m)| err(None, f, m))?;
         Ok(Config {
             path: path.to_path_buf(),
             state_dir: self
@@ -705,6 +755,7 @@ impl RawConfig {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             daemon: self.daemon,
             defaults,
+            service_managers: self.service_manager,
             credentials,
         })
     }

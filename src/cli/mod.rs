@@ -1,5 +1,7 @@
 //! Command line: clap definitions, dispatch, exit codes, human and JSON output.
 
+mod rotate;
+
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
 use crate::lock::{CredentialLock, EXIT_LOCKED, LockError};
 use crate::policy::Health;
@@ -71,6 +73,34 @@ pub enum Command {
         /// Write without the token check (for credentials whose endpoint is unreachable from here).
         #[arg(long)]
         no_validate: bool,
+    },
+    /// Renew credentials: those due (--if-due), or now (--now). Exit 0 fine, 1 a credential
+    /// failed (its old generation kept), 2 usage/configuration, 75 locked.
+    #[command(group(clap::ArgGroup::new("when").required(true).args(["if_due", "now"])))]
+    Rotate {
+        /// Credentials to rotate (default: all).
+        names: Vec<String>,
+        /// Rotate what the policy says is due (for timers and CronJobs).
+        #[arg(long)]
+        if_due: bool,
+        /// Rotate regardless of the policy and of backoff.
+        #[arg(long)]
+        now: bool,
+        /// Delete the replaced binding right after the commit (compromised key).
+        #[arg(long)]
+        revoke_previous: bool,
+        /// Show the decision and the binding parameters; create nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object per credential.
+        #[arg(long)]
+        json: bool,
+        /// Wait for locks instead of giving up.
+        #[arg(long)]
+        wait: bool,
+        /// Rotations at once (default: [daemon] max_parallel).
+        #[arg(long)]
+        parallel: Option<usize>,
     },
     /// Switch a credential back to its previous generation (inspected first).
     Rollback {
@@ -150,6 +180,27 @@ pub fn run(cli: Cli) -> i32 {
             no_validate,
         } => cmd_import(&cli.config, &name, &service_key, wait, !no_validate),
         Command::Rollback { name, wait } => cmd_rollback(&cli.config, &name, wait),
+        Command::Rotate {
+            names,
+            if_due: _,
+            now,
+            revoke_previous,
+            dry_run,
+            json,
+            wait,
+            parallel,
+        } => rotate::run(
+            &cli.config,
+            &names,
+            crate::rotate::Options {
+                force: now,
+                revoke_previous,
+                dry_run,
+                wait,
+            },
+            json,
+            parallel,
+        ),
         Command::Config {
             action: ConfigAction::Check,
         } => match Config::load(&cli.config) {

@@ -1,0 +1,1251 @@
+//! The rotation pipeline, top to bottom as in DESIGN.md: lock → inspect → decide →
+//! (reconcile) → issue → verify → check → commit → hooks → retire.
+//!
+//! On a failure in issue, verify, check or commit nothing visible changes: the old
+//! generation stays, a binding created for the attempt is deleted (or, if that fails, queued
+//! for retirement so it is never forgotten), and the failure is recorded with the next
+//! attempt time from the policy's backoff. The intent is written to the state file before a
+//! binding is created, so a crash at any point leaves a record; the next run's reconcile
+//! deletes every labelled binding that is neither current nor queued for retirement.
+//!
+//! [`decide`] and [`binding_parameters`] are pure; the rest is the imperative shell.
+
+use crate::config::{CertificateMode, Config, Credential, HookOn, Issuer, Kind, SmIssuer, SmMode};
+use crate::generation::Generation;
+use crate::issuer::service_manager::{
+    Binding, BindingRequest, Mode, RetryPolicy, SmAccess, SmClient, SmError, SmErrorKind, quote,
+};
+use crate::lock::{CredentialLock, LockError};
+use crate::policy::{self, Validity};
+use crate::state::{
+    CurrentRecord, PendingRecord, RetiringRecord, RotationRecord, State, StateStore,
+};
+use crate::status::{short_time, target_of};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// Labels every binding certrot creates carries.
+pub const LABEL_MANAGED_BY: (&str, &str) = ("managed_by", "certrot");
+/// Label naming the credential a binding belongs to.
+pub const LABEL_CREDENTIAL: &str = "certrot_credential";
+/// How far in the future a new certificate's `not_before` may lie (clock skew).
+const NOT_BEFORE_SKEW: time::Duration = time::Duration::minutes(5);
+
+/// How `certrot rotate` was asked to run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// `--now`: rotate regardless of the policy and of backoff.
+    pub force: bool,
+    /// `--revoke-previous`: delete the replaced binding right after the commit.
+    pub revoke_previous: bool,
+    /// `--dry-run`: decide and show, create nothing.
+    pub dry_run: bool,
+    /// `--wait`: wait for the credential's lock instead of giving up.
+    pub wait: bool,
+}
+
+/// Why a rotation happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    Forced,
+    Missing,
+    Unusable,
+    Expired,
+    Due,
+}
+
+impl Reason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Forced => "forced",
+            Reason::Missing => "missing",
+            Reason::Unusable => "unusable",
+            Reason::Expired => "expired",
+            Reason::Due => "due",
+        }
+    }
+}
+
+/// The current generation as the decision sees it.
+#[derive(Clone, Debug)]
+pub enum CurrentView {
+    Missing,
+    Unusable(String),
+    Valid {
+        not_after: OffsetDateTime,
+        renews_at: OffsetDateTime,
+    },
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Rotate(Reason),
+    NotDue { renews_at: OffsetDateTime },
+    BackingOff { until: OffsetDateTime },
+}
+
+/// Decides from the current generation, the recorded next attempt and the clock. Pure.
+pub fn decide(
+    force: bool,
+    current: &CurrentView,
+    next_attempt: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Decision {
+    if force {
+        return Decision::Rotate(Reason::Forced);
+    }
+    let reason = match current {
+        CurrentView::Missing => Reason::Missing,
+        CurrentView::Unusable(_) => Reason::Unusable,
+        CurrentView::Valid { not_after, .. } if *not_after <= now => Reason::Expired,
+        CurrentView::Valid { renews_at, .. } if *renews_at <= now => Reason::Due,
+        CurrentView::Valid { renews_at, .. } => {
+            return Decision::NotDue {
+                renews_at: *renews_at,
+            };
+        }
+    };
+    match next_attempt {
+        Some(t) if t > now => Decision::BackingOff { until: t },
+        _ => Decision::Rotate(reason),
+    }
+}
+
+/// The binding parameters for a service-managed certificate of `kind`, with the configured
+/// extra parameters merged over them (objects merge key by key). Pure.
+pub fn binding_parameters(kind: Kind, iss: &SmIssuer, certificate: Option<&str>) -> Value {
+    let base = match (kind, certificate) {
+        (Kind::Xsuaa, None) => json!({
+            "credential-type": "x509",
+            "x509": {"key-length": iss.key_length, "validity": iss.validity_days, "validity-type": "DAYS"},
+        }),
+        (Kind::Xsuaa, Some(c)) => json!({
+            "credential-type": "x509",
+            "x509": {"certificate": c, "certificate-pinning": iss.certificate_pinning},
+        }),
+        (Kind::Identity, None) => {
+            let mut v = json!({
+                "credential-type": "X509_GENERATED", "key-length": iss.key_length,
+                "validity": iss.validity_days, "validity-type": "DAYS",
+            });
+            if let Some(a) = &iss.app_identifier {
+                v["app-identifier"] = json!(a);
+            }
+            v
+        }
+        (Kind::Identity, Some(c)) => json!({"credential-type": "X509_PROVIDED", "certificate": c}),
+    };
+    let mut out = base;
+    merge(&mut out, &Value::Object(iss.parameters.clone()));
+    out
+}
+
+fn merge(into: &mut Value, extra: &Value) {
+    match (into, extra) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(slot) if slot.is_object() && v.is_object() => merge(slot, v),
+                    _ => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
+/// `<prefix>-<UTC yyyymmddThhmmssZ>`.
+pub fn binding_name(prefix: &str, now: OffsetDateTime) -> String {
+    let t = now.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{prefix}-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// The pipeline's steps, named in logs, metrics and the summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    Lock,
+    Inspect,
+    Decide,
+    Reconcile,
+    Issue,
+    Verify,
+    Check,
+    Commit,
+    Hooks,
+    Retire,
+}
+
+impl Step {
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Lock => "lock",
+            Step::Inspect => "inspect",
+            Step::Decide => "decide",
+            Step::Reconcile => "reconcile",
+            Step::Issue => "issue",
+            Step::Verify => "verify",
+            Step::Check => "check",
+            Step::Commit => "commit",
+            Step::Hooks => "hooks",
+            Step::Retire => "retire",
+        }
+    }
+}
+
+/// A failed step: where, the stable label, and a plain message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub step: Step,
+    pub label: String,
+    pub message: String,
+}
+
+fn failure(step: Step, label: &str, message: impl Into<String>) -> Failure {
+    Failure {
+        step,
+        label: label.to_string(),
+        message: message.into(),
+    }
+}
+
+fn sm_failure(step: Step, e: &SmError) -> Failure {
+    failure(step, e.kind.label(), e.to_string())
+}
+
+/// What happened to one credential.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome")]
+pub enum Outcome {
+    Rotated {
+        reason: Reason,
+        #[serde(with = "time::serde::rfc3339::option")]
+        old_not_after: Option<OffsetDateTime>,
+        #[serde(with = "time::serde::rfc3339")]
+        new_not_after: OffsetDateTime,
+        old_binding: Option<String>,
+        new_binding: String,
+        generation: String,
+        hook_failures: Vec<String>,
+    },
+    NotDue {
+        #[serde(with = "time::serde::rfc3339")]
+        renews_at: OffsetDateTime,
+    },
+    BackingOff {
+        #[serde(with = "time::serde::rfc3339")]
+        until: OffsetDateTime,
+    },
+    DryRun {
+        decision: String,
+        binding_name: Option<String>,
+        parameters: Option<Value>,
+    },
+    Failed(Failure),
+    Locked {
+        message: String,
+    },
+}
+
+/// One credential's result, with what reconcile and retirement did on the way.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub credential: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Orphan bindings deleted by reconcile.
+    pub reconciled: Vec<String>,
+    /// Bindings deleted by retirement.
+    pub retired: Vec<String>,
+    /// Retirements that failed (kept queued).
+    pub retire_errors: Vec<String>,
+    pub duration_ms: u64,
+}
+
+impl Summary {
+    /// The one line `certrot rotate` prints.
+    pub fn line(&self) -> String {
+        let mut s = match &self.outcome {
+            Outcome::Rotated {
+                reason,
+                old_not_after,
+                new_not_after,
+                old_binding,
+                new_binding,
+                hook_failures,
+                ..
+            } => {
+                let mut s = format!(
+                    "{}: rotated ({}): not_after {} -> {}, binding {} -> {new_binding}",
+                    self.credential,
+                    reason.label(),
+                    old_not_after.map_or("-".to_string(), short_time),
+                    short_time(*new_not_after),
+                    old_binding.as_deref().unwrap_or("-"),
+                );
+                if !hook_failures.is_empty() {
+                    s.push_str(&format!(
+                        "; {} hook(s) failed: {}",
+                        hook_failures.len(),
+                        hook_failures.join("; ")
+                    ));
+                }
+                s
+            }
+            Outcome::NotDue { renews_at } => {
+                format!(
+                    "{}: not due (renews at {})",
+                    self.credential,
+                    short_time(*renews_at)
+                )
+            }
+            Outcome::BackingOff { until } => format!(
+                "{}: backing off after a failure (next attempt at {}; --now overrides)",
+                self.credential,
+                short_time(*until)
+            ),
+            Outcome::DryRun {
+                decision,
+                binding_name,
+                parameters,
+            } => {
+                let mut s = format!("{}: dry run: {decision}", self.credential);
+                if let (Some(n), Some(p)) = (binding_name, parameters) {
+                    s.push_str(&format!("; would create binding {n} with parameters {p}"));
+                }
+                s
+            }
+            Outcome::Failed(f) => format!(
+                "{}: failed at {}: {}: {}",
+                self.credential,
+                f.step.label(),
+                f.label,
+                f.message
+            ),
+            Outcome::Locked { message } => format!("{}: {message}", self.credential),
+        };
+        if !self.reconciled.is_empty() {
+            s.push_str(&format!(
+                "; deleted orphan binding(s) {}",
+                self.reconciled.join(", ")
+            ));
+        }
+        if !self.retired.is_empty() {
+            s.push_str(&format!("; retired binding(s) {}", self.retired.join(", ")));
+        }
+        if !self.retire_errors.is_empty() {
+            s.push_str(&format!(
+                "; retirement postponed: {}",
+                self.retire_errors.join("; ")
+            ));
+        }
+        s
+    }
+
+    pub fn failed(&self) -> bool {
+        matches!(self.outcome, Outcome::Failed(_))
+    }
+
+    pub fn hooks_failed(&self) -> bool {
+        matches!(&self.outcome, Outcome::Rotated { hook_failures, .. } if !hook_failures.is_empty())
+    }
+
+    pub fn locked(&self) -> bool {
+        matches!(self.outcome, Outcome::Locked { .. })
+    }
+}
+
+/// Runs rotations for one configuration; caches one Service Manager client per access.
+pub struct Rotator {
+    config: Arc<Config>,
+    clients: tokio::sync::Mutex<HashMap<String, Arc<SmClient>>>,
+    /// Retry policy of Service Manager calls (attempts from the configuration).
+    pub retry_base: std::time::Duration,
+}
+
+/// What a run of the pipeline carries between steps.
+struct Work<'a> {
+    cred: &'a Credential,
+    store: StateStore,
+    state: State,
+    reconciled: Vec<String>,
+    retired: Vec<String>,
+    retire_errors: Vec<String>,
+}
+
+impl Rotator {
+    pub fn new(config: Arc<Config>) -> Rotator {
+        Rotator {
+            config,
+            clients: tokio::sync::Mutex::new(HashMap::new()),
+            retry_base: std::time::Duration::from_millis(500),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Rotates the credentials named (all when empty): Service Manager access credentials
+    /// first, one by one, then the rest with at most `parallel` at once. Summaries come back
+    /// in configuration order.
+    pub async fn rotate_all(
+        self: &Arc<Self>,
+        creds: Vec<Credential>,
+        opts: Options,
+        parallel: usize,
+    ) -> Vec<Summary> {
+        let access: Vec<&str> = self
+            .config
+            .service_managers
+            .values()
+            .filter_map(|m| m.credential.as_deref())
+            .collect();
+        let mut out: Vec<Option<Summary>> = vec![None; creds.len()];
+        for (i, c) in creds.iter().enumerate() {
+            if access.contains(&c.name.as_str()) {
+                out[i] = Some(self.rotate(c, opts).await);
+            }
+        }
+        let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, c) in creds.into_iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            let (me, sem) = (self.clone(), sem.clone());
+            tasks.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                (i, me.rotate(&c, opts).await)
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            if let Ok((i, s)) = r {
+                out[i] = Some(s);
+            }
+        }
+        out.into_iter().flatten().collect()
+    }
+
+    /// Runs the pipeline for one credential.
+    pub async fn rotate(&self, cred: &Credential, opts: Options) -> Summary {
+        let started = std::time::Instant::now();
+        let state_dir = self.config.state_dir.clone();
+        let name = cred.name.clone();
+        let store = StateStore::new(&state_dir);
+        let summary = |outcome, w: Option<Work>| {
+            let (reconciled, retired, retire_errors) = match w {
+                Some(w) => (w.reconciled, w.retired, w.retire_errors),
+                None => (Vec::new(), Vec::new(), Vec::new()),
+            };
+            Summary {
+                credential: cred.name.clone(),
+                outcome,
+                reconciled,
+                retired,
+                retire_errors,
+                duration_ms: started.elapsed().as_millis() as u64,
+            }
+        };
+        // 1. lock
+        if let Err(e) = store.ensure_dir() {
+            return summary(
+                Outcome::Failed(failure(Step::Lock, "state-dir", e.to_string())),
+                None,
+            );
+        }
+        let wait = opts.wait;
+        let lock =
+            tokio::task::spawn_blocking(move || CredentialLock::acquire(&state_dir, &name, wait))
+                .await;
+        let _lock = match lock {
+            Ok(Ok(l)) => l,
+            Ok(Err(e @ LockError::Locked { .. })) => {
+                return summary(
+                    Outcome::Locked {
+                        message: e.to_string(),
+                    },
+                    None,
+                );
+            }
+            Ok(Err(e)) => {
+                return summary(
+                    Outcome::Failed(failure(Step::Lock, "lock", e.to_string())),
+                    None,
+                );
+            }
+            Err(e) => {
+                return summary(
+                    Outcome::Failed(failure(Step::Lock, "lock", e.to_string())),
+                    None,
+                );
+            }
+        };
+        let state = match store.load(&cred.name, true) {
+            Ok(l) => {
+                if let Some((p, why)) = l.set_aside {
+                    tracing::warn!(credential = %cred.name, path = %p.display(), "state file set aside: {why}");
+                }
+                l.state
+            }
+            Err(e) => {
+                return summary(
+                    Outcome::Failed(failure(Step::Inspect, "state", e.to_string())),
+                    None,
+                );
+            }
+        };
+        let mut w = Work {
+            cred,
+            store,
+            state,
+            reconciled: Vec::new(),
+            retired: Vec::new(),
+            retire_errors: Vec::new(),
+        };
+        let outcome = self.pipeline(&mut w, opts).await;
+        match &outcome {
+            Outcome::Rotated { new_binding, .. } => {
+                tracing::info!(credential = %cred.name, binding = %new_binding, "rotated")
+            }
+            Outcome::Failed(f) => {
+                tracing::warn!(credential = %cred.name, step = f.step.label(), label = %f.label, "rotation failed: {}", f.message)
+            }
+            _ => {}
+        }
+        summary(outcome, Some(w))
+    }
+
+    async fn pipeline(&self, w: &mut Work<'_>, opts: Options) -> Outcome {
+        let cred = w.cred;
+        let now = OffsetDateTime::now_utc();
+        // 2. inspect
+        let target = target_of(cred);
+        let (current, view, critical_at) = match target.read_current() {
+            Ok(None) => (None, CurrentView::Missing, None),
+            Err(e) => (None, CurrentView::Unusable(e.to_string()), None),
+            Ok(Some(c)) => {
+                let leaf = c.generation.leaf();
+                let v = Validity {
+                    not_before: leaf.not_before,
+                    not_after: leaf.not_after,
+                };
+                let r = policy::renewal(&cred.policy, v, &leaf.serial);
+                let view = CurrentView::Valid {
+                    not_after: leaf.not_after,
+                    renews_at: r.at,
+                };
+                (Some(c.generation), view, Some(r.critical_at))
+            }
+        };
+        // 3. decide
+        let decision = decide(opts.force, &view, w.state.next_attempt, now);
+        let reason = match decision {
+            Decision::Rotate(r) => r,
+            Decision::NotDue { renews_at } => {
+                self.retire(w, false).await;
+                return Outcome::NotDue { renews_at };
+            }
+            Decision::BackingOff { until } => {
+                self.retire(w, false).await;
+                return Outcome::BackingOff { until };
+            }
+        };
+        if let CurrentView::Unusable(why) = &view {
+            tracing::warn!(credential = %cred.name, "current generation unusable: {why}");
+        }
+        let Some(Issuer::ServiceManager(iss)) = &cred.issuer else {
+            return Outcome::Failed(failure(
+                Step::Decide,
+                "no-issuer",
+                format!(
+                    "{} needs a new generation ({}) but has no [credential.issuer]; configure one, or run `certrot import {} --service-key FILE`",
+                    cred.name,
+                    reason.label(),
+                    cred.name
+                ),
+            ));
+        };
+        if iss.certificate == CertificateMode::SelfManaged {
+            return Outcome::Failed(failure(
+                Step::Issue,
+                "unsupported",
+                "certificate = \"self-managed\" is not available in this build yet",
+            ));
+        }
+        let name = binding_name(&iss.binding_prefix, now);
+        let parameters = binding_parameters(cred.kind, iss, None);
+        if opts.dry_run {
+            return Outcome::DryRun {
+                decision: format!("would rotate ({})", reason.label()),
+                binding_name: Some(name),
+                parameters: Some(parameters),
+            };
+        }
+        let client = match self.client(&iss.service_manager).await {
+            Ok(c) => c,
+            Err(f) => return self.record_failure(w, f, None, critical_at).await,
+        };
+        // reconcile
+        if let Err(f) = self.reconcile(w, iss, &client).await {
+            return self.record_failure(w, f, None, critical_at).await;
+        }
+        // 4. issue: the intent first, then the binding.
+        w.state.pending = Some(PendingRecord {
+            binding_name: name.clone(),
+            binding_id: None,
+            service_manager: iss.service_manager.clone(),
+            instance_id: iss.instance_id.clone(),
+            started_at: now,
+        });
+        if let Err(e) = w.store.save(&w.state) {
+            w.state.pending = None;
+            return Outcome::Failed(failure(Step::Issue, "state", e.to_string()));
+        }
+        let request = BindingRequest {
+            name: name.clone(),
+            instance_id: iss.instance_id.clone(),
+            parameters,
+            labels: vec![
+                (LABEL_MANAGED_BY.0.into(), LABEL_MANAGED_BY.1.into()),
+                (LABEL_CREDENTIAL.into(), cred.name.clone()),
+            ],
+        };
+        let mode = match self
+            .config
+            .service_managers
+            .get(&iss.service_manager)
+            .map(|m| m.mode)
+        {
+            Some(SmMode::Sync) => Mode::Sync,
+            Some(SmMode::Async) => Mode::Async,
+            _ => Mode::Auto,
+        };
+        let mut request = request;
+        let mut suffix = 1;
+        let binding = loop {
+            match client.create_binding(&request, mode).await {
+                Ok(b) => break b,
+                // The name is taken (two rotations within one second): the next free suffix.
+                Err(e) if e.kind == SmErrorKind::Conflict && suffix < 5 => {
+                    suffix += 1;
+                    request.name = format!("{name}-{suffix}");
+                    if let Some(p) = w.state.pending.as_mut() {
+                        p.binding_name = request.name.clone();
+                    }
+                    if let Err(e) = w.store.save(&w.state) {
+                        return self
+                            .record_failure(
+                                w,
+                                failure(Step::Issue, "state", e.to_string()),
+                                None,
+                                critical_at,
+                            )
+                            .await;
+                    }
+                }
+                Err(e) => {
+                    let f = sm_failure(Step::Issue, &e);
+                    // The request may have created a binding (async failure, lost answer):
+                    // find it by name and delete it now; reconcile catches anything left.
+                    let found = if e.kind == SmErrorKind::Conflict {
+                        Ok(None)
+                    } else {
+                        self.find_by_name(&client, iss, &request.name, &w.state)
+                            .await
+                    };
+                    match &found {
+                        // Nothing was created: the intent is settled.
+                        Ok(None) => w.state.pending = None,
+                        Ok(Some(id)) => {
+                            if let Some(p) = w.state.pending.as_mut() {
+                                p.binding_id = Some(id.clone());
+                            }
+                        }
+                        // Unknown: the intent stays for the next reconcile.
+                        Err(()) => {}
+                    }
+                    let id = found.ok().flatten();
+                    return self
+                        .record_failure(w, f, id.map(|i| (i, None)), critical_at)
+                        .await;
+                }
+            }
+        };
+        if let Some(p) = w.state.pending.as_mut() {
+            p.binding_id = Some(binding.id.clone());
+        }
+        if let Err(e) = w.store.save(&w.state) {
+            tracing::warn!(credential = %cred.name, "state not saved after binding creation: {e}");
+        }
+        // 5. verify
+        let previous_client = current
+            .as_ref()
+            .and_then(|g| g.client_id().map(str::to_string));
+        let g = match verify(
+            &binding,
+            previous_client.as_deref(),
+            OffsetDateTime::now_utc(),
+        ) {
+            Ok(g) => g,
+            Err(f) => {
+                return self
+                    .record_failure(w, f, Some((binding.id.clone(), None)), critical_at)
+                    .await;
+            }
+        };
+        let new_fp = g.leaf().fingerprint_sha256.clone();
+        // 6. check
+        if let Err(f) = check_with_retries(cred, &g).await {
+            return self
+                .record_failure(w, f, Some((binding.id.clone(), Some(new_fp))), critical_at)
+                .await;
+        }
+        // 7. commit: the target first, then the state.
+        let now = OffsetDateTime::now_utc();
+        let dir = match target.commit(&g, now) {
+            Ok(d) => d,
+            Err(e) => {
+                let f = failure(Step::Commit, "write-failed", e.to_string());
+                return self
+                    .record_failure(w, f, Some((binding.id.clone(), Some(new_fp))), critical_at)
+                    .await;
+            }
+        };
+        let old = w.state.current.take();
+        let old_binding = old.as_ref().and_then(|c| c.binding_id.clone());
+        if let Some(id) = &old_binding {
+            w.state.retiring.push(RetiringRecord {
+                binding_id: id.clone(),
+                service_manager: iss.service_manager.clone(),
+                fingerprint_sha256: old.as_ref().map(|c| c.fingerprint_sha256.clone()),
+                retire_at: if opts.revoke_previous {
+                    now
+                } else {
+                    now + cred.policy.retire_after.to_time()
+                },
+                reason: "replaced".into(),
+            });
+        }
+        w.state.current = Some(CurrentRecord {
+            serial: g.leaf().serial.clone(),
+            fingerprint_sha256: new_fp,
+            not_after: g.leaf().not_after,
+            generation: Some(dir.clone()),
+            binding_id: Some(binding.id.clone()),
+            committed_at: now,
+            source: "rotate".into(),
+        });
+        w.state.pending = None;
+        w.state.last_rotation = Some(RotationRecord {
+            at: now,
+            result: "success".into(),
+            step: None,
+            label: None,
+            message: None,
+        });
+        w.state.last_success = Some(now);
+        w.state.consecutive_failures = 0;
+        w.state.next_attempt = None;
+        if let Err(e) = w.store.save(&w.state) {
+            // The new generation is live and works; the binding ids are in the log.
+            tracing::error!(credential = %cred.name, binding = %binding.id, old_binding = ?old_binding, "state not saved after commit: {e}");
+        }
+        // A rotated Service Manager access: later calls use the new generation.
+        self.forget_clients_of(&cred.name).await;
+        // 8. hooks
+        let env = crate::hooks::HookEnv {
+            credential: cred.name.clone(),
+            target: target.path().to_path_buf(),
+            not_after: short_time(g.leaf().not_after),
+            result: "success",
+        };
+        let hook_failures = crate::hooks::run(&cred.hooks, HookOn::Success, &env).await;
+        // 9. retire
+        self.retire(w, opts.revoke_previous).await;
+        Outcome::Rotated {
+            reason,
+            old_not_after: old.map(|c| c.not_after),
+            new_not_after: g.leaf().not_after,
+            old_binding,
+            new_binding: binding.id,
+            generation: dir,
+            hook_failures,
+        }
+    }
+
+    /// Records a failure: deletes the attempt's binding (or queues it), clears the intent,
+    /// counts the failure and schedules the next attempt; runs failure hooks.
+    async fn record_failure(
+        &self,
+        w: &mut Work<'_>,
+        f: Failure,
+        new_binding: Option<(String, Option<String>)>,
+        critical_at: Option<OffsetDateTime>,
+    ) -> Outcome {
+        let now = OffsetDateTime::now_utc();
+        let sm_name = w.state.pending.as_ref().map(|p| p.service_manager.clone());
+        if let Some((id, fp)) = new_binding {
+            let sm_name = sm_name.clone().unwrap_or_default();
+            let deleted = match self.client(&sm_name).await {
+                Ok(c) => c.delete_binding(&id).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.message),
+            };
+            match deleted {
+                Ok(_) => {
+                    tracing::info!(credential = %w.cred.name, binding = %id, "deleted the binding of the failed attempt")
+                }
+                Err(e) => {
+                    tracing::warn!(credential = %w.cred.name, binding = %id, "could not delete the binding of the failed attempt, queued: {e}");
+                    w.state.retiring.push(RetiringRecord {
+                        binding_id: id,
+                        service_manager: sm_name,
+                        fingerprint_sha256: fp,
+                        retire_at: now,
+                        reason: "failed-rotation".into(),
+                    });
+                }
+            }
+        }
+        // An intent whose binding is unknown stays for reconcile; otherwise it is done.
+        if w.state
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.binding_id.is_some())
+        {
+            w.state.pending = None;
+        }
+        w.state.consecutive_failures = w.state.consecutive_failures.saturating_add(1);
+        w.state.next_attempt = Some(policy::backoff(
+            w.state.consecutive_failures,
+            now,
+            critical_at,
+        ));
+        w.state.last_rotation = Some(RotationRecord {
+            at: now,
+            result: "failure".into(),
+            step: Some(f.step.label().into()),
+            label: Some(f.label.clone()),
+            message: Some(f.message.clone()),
+        });
+        if let Err(e) = w.store.save(&w.state) {
+            tracing::error!(credential = %w.cred.name, "state not saved after a failed rotation: {e}");
+        }
+        let env = crate::hooks::HookEnv {
+            credential: w.cred.name.clone(),
+            target: target_of(w.cred).path().to_path_buf(),
+            not_after: String::new(),
+            result: "failure",
+        };
+        crate::hooks::run(&w.cred.hooks, HookOn::Failure, &env).await;
+        Outcome::Failed(f)
+    }
+
+    /// The binding named `name` on the instance, unless it is one certrot already tracks.
+    async fn find_by_name(
+        &self,
+        client: &SmClient,
+        iss: &SmIssuer,
+        name: &str,
+        state: &State,
+    ) -> Result<Option<String>, ()> {
+        let field = format!(
+            "service_instance_id eq {} and name eq {}",
+            quote(&iss.instance_id),
+            quote(name)
+        );
+        let found = client.list_bindings("", &field).await.map_err(|e| {
+            tracing::warn!(binding = %name, "could not look for the binding of the failed attempt: {e}");
+        })?;
+        Ok(found.into_iter().map(|b| b.id).find(|id| {
+            state.current.as_ref().and_then(|c| c.binding_id.as_ref()) != Some(id)
+                && !state.retiring.iter().any(|r| &r.binding_id == id)
+        }))
+    }
+
+    /// Deletes labelled bindings of this credential that are neither current nor queued.
+    async fn reconcile(
+        &self,
+        w: &mut Work<'_>,
+        iss: &SmIssuer,
+        client: &SmClient,
+    ) -> Result<(), Failure> {
+        let labels = format!(
+            "{} eq {} and {LABEL_CREDENTIAL} eq {}",
+            LABEL_MANAGED_BY.0,
+            quote(LABEL_MANAGED_BY.1),
+            quote(&w.cred.name)
+        );
+        let fields = format!("service_instance_id eq {}", quote(&iss.instance_id));
+        let found = client
+            .list_bindings(&labels, &fields)
+            .await
+            .map_err(|e| sm_failure(Step::Reconcile, &e))?;
+        let current = w.state.current.as_ref().and_then(|c| c.binding_id.clone());
+        for b in found {
+            let known = Some(&b.id) == current.as_ref()
+                || w.state.retiring.iter().any(|r| r.binding_id == b.id);
+            if known {
+                continue;
+            }
+            client
+                .delete_binding(&b.id)
+                .await
+                .map_err(|e| sm_failure(Step::Reconcile, &e))?;
+            tracing::info!(credential = %w.cred.name, binding = %b.id, name = %b.name, "deleted orphan binding");
+            w.reconciled.push(b.id);
+        }
+        if (w.state.pending.take().is_some() || !w.reconciled.is_empty())
+            && let Err(e) = w.store.save(&w.state)
+        {
+            tracing::warn!(credential = %w.cred.name, "state not saved after reconcile: {e}");
+        }
+        Ok(())
+    }
+
+    /// Deletes queued bindings whose deadline passed (all of them with `now_all`).
+    async fn retire(&self, w: &mut Work<'_>, now_all: bool) {
+        let now = OffsetDateTime::now_utc();
+        let due: Vec<RetiringRecord> = w
+            .state
+            .retiring
+            .iter()
+            .filter(|r| now_all || r.retire_at <= now)
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for r in due {
+            let result = match self.client(&r.service_manager).await {
+                Ok(c) => c
+                    .delete_binding(&r.binding_id)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(f) => Err(f.message),
+            };
+            match result {
+                Ok(_) => {
+                    w.state.retiring.retain(|x| x.binding_id != r.binding_id);
+                    tracing::info!(credential = %w.cred.name, binding = %r.binding_id, reason = %r.reason, "retired binding");
+                    w.retired.push(r.binding_id);
+                }
+                Err(e) => w.retire_errors.push(format!("{}: {e}", r.binding_id)),
+            }
+        }
+        if let Err(e) = w.store.save(&w.state) {
+            tracing::warn!(credential = %w.cred.name, "state not saved after retirement: {e}");
+        }
+    }
+
+    /// The client for Service Manager `name`, built on first use.
+    async fn client(&self, name: &str) -> Result<Arc<SmClient>, Failure> {
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(name) {
+            return Ok(c.clone());
+        }
+        let f = |m: String| failure(Step::Issue, "sm-access-key", m);
+        let cfg = self
+            .config
+            .service_managers
+            .get(name)
+            .ok_or_else(|| f(format!("no [service_manager.{name}] is configured")))?;
+        let access = match (&cfg.service_key, &cfg.credential) {
+            (Some(path), _) => {
+                let bytes = zeroize::Zeroizing::new(crate::cli::read_input(path).map_err(f)?);
+                SmAccess::from_service_key(&bytes, &path.display().to_string())
+                    .map_err(|e| f(e.to_string()))?
+            }
+            (None, Some(cred_name)) => {
+                let cred = self
+                    .config
+                    .credentials
+                    .iter()
+                    .find(|c| &c.name == cred_name)
+                    .ok_or_else(|| f(format!("no credential named {cred_name:?}")))?;
+                let current = target_of(cred)
+                    .read_current()
+                    .map_err(|e| f(format!("Service Manager access {cred_name:?}: {e}")))?
+                    .ok_or_else(|| {
+                        f(format!(
+                            "Service Manager access {cred_name:?} has no current generation (import it first)"
+                        ))
+                    })?;
+                let fields = current.generation.credentials().clone();
+                SmAccess::from_fields(
+                    &fields,
+                    Some(current.generation),
+                    &format!("credential {cred_name}"),
+                )
+                .map_err(|e| f(e.to_string()))?
+            }
+            (None, None) => {
+                return Err(f(format!(
+                    "[service_manager.{name}] has no access configured"
+                )));
+            }
+        };
+        let ca = match &cfg.ca_file {
+            Some(p) => Some(crate::cli::read_input(p).map_err(f)?),
+            None => None,
+        };
+        let trust = crate::check::ServerTrust {
+            system_roots: cfg.system_roots,
+            extra_ca_pem: ca.as_deref(),
+        };
+        let limits = crate::check::Limits {
+            connect_timeout: cfg.connect_timeout.0,
+            timeout: cfg.timeout.0,
+            ..crate::check::Limits::default()
+        };
+        let retry = RetryPolicy {
+            attempts: cfg.attempts,
+            base: self.retry_base,
+            max_delay: std::time::Duration::from_secs(30),
+        };
+        let mut client =
+            SmClient::new(access, trust, limits, retry).map_err(|e| f(e.to_string()))?;
+        client.operation_timeout = cfg.operation_timeout.0;
+        let client = Arc::new(client);
+        clients.insert(name.to_string(), client.clone());
+        Ok(client)
+    }
+
+    async fn forget_clients_of(&self, credential: &str) {
+        let names: Vec<String> = self
+            .config
+            .service_managers
+            .iter()
+            .filter(|(_, m)| m.credential.as_deref() == Some(credential))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let mut clients = self.clients.lock().await;
+        for n in names {
+            clients.remove(&n);
+        }
+    }
+}
+
+/// Step 5: builds the new generation from the binding and checks it offline.
+fn verify(
+    b: &Binding,
+    previous_client: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<Generation, Failure> {
+    let bad = |m: String| failure(Step::Verify, "bad-credentials", m);
+    let creds: &Map<String, Value> = b
+        .credentials
+        .as_ref()
+        .ok_or_else(|| bad(format!("binding {} has no credentials", b.id)))?;
+    let field = |k: &str| creds.get(k).and_then(Value::as_str);
+    let cert = field("certificate").ok_or_else(|| {
+        bad(format!(
+            "binding {}: no certificate in the credentials",
+            b.id
+        ))
+    })?;
+    let key =
+        field("key").ok_or_else(|| bad(format!("binding {}: no key in the credentials", b.id)))?;
+    let g = Generation::from_pem(
+        cert.as_bytes(),
+        &format!("binding {}: certificate", b.id),
+        key.as_bytes(),
+        &format!("binding {}: key", b.id),
+    )
+    .map_err(|e| bad(e.to_string()))?
+    .with_credentials(creds.clone());
+    let leaf = g.leaf();
+    if leaf.not_before > now + NOT_BEFORE_SKEW {
+        return Err(failure(
+            Step::Verify,
+            "not-yet-valid",
+            format!(
+                "binding {}: the certificate is valid only from {}",
+                b.id,
+                short_time(leaf.not_before)
+            ),
+        ));
+    }
+    let lifetime = leaf.not_after - leaf.not_before;
+    if leaf.not_after - now < lifetime / 2 {
+        return Err(failure(
+            Step::Verify,
+            "short-lifetime",
+            format!(
+                "binding {}: the new certificate has less than half its lifetime left (not_after {})",
+                b.id,
+                short_time(leaf.not_after)
+            ),
+        ));
+    }
+    match (g.client_id(), previous_client) {
+        (None, _) => {
+            return Err(bad(format!(
+                "binding {}: no clientid in the credentials",
+                b.id
+            )));
+        }
+        (Some(new), Some(old)) if new != old => {
+            return Err(failure(
+                Step::Verify,
+                "client-id-changed",
+                format!(
+                    "binding {}: client id {new:?} differs from the current {old:?}",
+                    b.id
+                ),
+            ));
+        }
+        _ => {}
+    }
+    Ok(g)
+}
+
+/// Step 6: the token check with the new generation, retried for propagation delay
+/// (`check.attempts` spread over `check.retry_for`).
+async fn check_with_retries(cred: &Credential, g: &Generation) -> Result<(), Failure> {
+    let attempts = cred.check.attempts.max(1);
+    let gap = if attempts > 1 {
+        cred.check.retry_for.0 / (attempts - 1)
+    } else {
+        std::time::Duration::ZERO
+    };
+    let mut last = None;
+    for i in 0..attempts {
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        match crate::check::validate(cred, g).await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(credential = %cred.name, attempt = i + 1, label = e.kind.label(), "token check with the new generation failed");
+                last = Some(e);
+            }
+        }
+    }
+    let (label, e) = last.map_or(("check", "no attempt".to_string()), |e| {
+        (e.kind.label(), e.to_string())
+    });
+    Err(failure(
+        Step::Check,
+        label,
+        format!("the new generation failed the token check {attempts} time(s): {e}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn decisions() {
+        let now = datetime!(2026-11-23 12:00 UTC);
+        let valid = |renew: OffsetDateTime, after: OffsetDateTime| CurrentView::Valid {
+            not_after: after,
+            renews_at: renew,
+        };
+        let later = now + time::Duration::days(2);
+        let far = now + time::Duration::days(5);
+        assert_eq!(
+            decide(true, &valid(later, far), Some(far), now),
+            Decision::Rotate(Reason::Forced)
+        );
+        assert_eq!(
+            decide(false, &valid(later, far), None, now),
+            Decision::NotDue { renews_at: later }
+        );
+        let past = now - time::Duration::hours(1);
+        assert_eq!(
+            decide(false, &valid(past, far), None, now),
+            Decision::Rotate(Reason::Due)
+        );
+        assert_eq!(
+            decide(false, &valid(past, past), None, now),
+            Decision::Rotate(Reason::Expired)
+        );
+        assert_eq!(
+            decide(false, &CurrentView::Missing, None, now),
+            Decision::Rotate(Reason::Missing)
+        );
+        assert_eq!(
+            decide(false, &CurrentView::Unusable("x".into()), Some(past), now),
+            Decision::Rotate(Reason::Unusable)
+        );
+        assert_eq!(
+            decide(false, &valid(past, far), Some(later), now),
+            Decision::BackingOff { until: later }
+        );
+    }
+
+    fn iss(params: Value) -> SmIssuer {
+        SmIssuer {
+            service_manager: "main".into(),
+            instance_id: "i".into(),
+            binding_prefix: "orders".into(),
+            key_length: 4096,
+            validity_days: 3,
+            app_identifier: Some("orders".into()),
+            certificate: CertificateMode::ServiceManaged,
+            key_type: crate::config::KeyType::EcdsaP256,
+            certificate_pinning: false,
+            signer: None,
+            parameters: params.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn parameters_per_kind_with_pass_through() {
+        let p = binding_parameters(
+            Kind::Xsuaa,
+            &iss(json!({"x509": {"ensure-uniqueness": true}, "extra": 1})),
+            None,
+        );
+        assert_eq!(
+            p,
+            json!({"credential-type": "x509", "extra": 1,
+                   "x509": {"key-length": 4096, "validity": 3, "validity-type": "DAYS", "ensure-uniqueness": true}})
+        );
+        let p = binding_parameters(Kind::Identity, &iss(json!({})), None);
+        assert_eq!(
+            p,
+            json!({"credential-type": "X509_GENERATED", "key-length": 4096, "validity": 3,
+                   "validity-type": "DAYS", "app-identifier": "orders"})
+        );
+        let p = binding_parameters(Kind::Xsuaa, &iss(json!({})), Some("PEM"));
+        assert_eq!(
+            p["x509"],
+            json!({"certificate": "PEM", "certificate-pinning": false})
+        );
+        let p = binding_parameters(Kind::Identity, &iss(json!({})), Some("PEM"));
+        assert_eq!(
+            p,
+            json!({"credential-type": "X509_PROVIDED", "certificate": "PEM"})
+        );
+    }
+
+    #[test]
+    fn binding_names_are_utc_stamped() {
+        assert_eq!(
+            binding_name("orders", datetime!(2026-11-23 09:05:07.9 +01:00)),
+            "orders-20261123T080507Z"
+        );
+    }
+}

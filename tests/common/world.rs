@@ -1,0 +1,111 @@
+//! A sandbox world for rotation tests: the token endpoint and the Service Manager API on a
+//! background runtime, a Service Manager service key and CA file on disk, config writers,
+//! and helpers to run `certrot` against it.
+
+use certrot::sandbox::sm::SmOptions;
+use certrot::sandbox::stack::Stack;
+use certrot::state::State;
+use std::path::{Path, PathBuf};
+
+pub struct World {
+    pub stack: Stack,
+    pub rt: tokio::runtime::Runtime,
+    pub dir: tempfile::TempDir,
+    pub sm_key: PathBuf,
+    pub ca_file: PathBuf,
+}
+
+impl World {
+    pub fn new(opts: SmOptions) -> World {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let stack = rt.block_on(Stack::start(0, opts)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let sm_key = dir.path().join("sm-key.json");
+        std::fs::write(&sm_key, stack.sm_secret_key().to_string()).unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &stack.ca_pem).unwrap();
+        World {
+            stack,
+            rt,
+            dir,
+            sm_key,
+            ca_file,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn target(&self, name: &str) -> PathBuf {
+        self.root().join("targets").join(name)
+    }
+
+    /// `[[credential]]` TOML for a service-managed credential on `instance`.
+    pub fn credential(&self, name: &str, kind: &str, instance: &str, extra: &str) -> String {
+        format!(
+            "[[credential]]\nname = {name:?}\nkind = {kind:?}\ntarget.path = {:?}\n\
+             check.ca_file = {:?}\ncheck.system_roots = false\ncheck.attempts = 2\n\
+             check.retry_for = \"200ms\"\nissuer.instance_id = {instance:?}\n{extra}\n",
+            self.target(name).display().to_string(),
+            self.ca_file.display().to_string(),
+        )
+    }
+
+    /// Writes a configuration with `[service_manager.main]` (secret flavour unless
+    /// `sm_section` replaces it) and the given credentials; returns its path.
+    pub fn config(&self, sm_section: Option<&str>, credentials: &[String]) -> PathBuf {
+        let sm = sm_section.map(str::to_string).unwrap_or_else(|| {
+            format!(
+                "[service_manager.main]\nservice_key = {:?}\nca_file = {:?}\nsystem_roots = false\nattempts = 3\n",
+                self.sm_key.display().to_string(),
+                self.ca_file.display().to_string()
+            )
+        });
+        let text = format!(
+            "state_dir = {:?}\n[daemon]\nlisten = \"\"\n\n{sm}\n{}",
+            self.root().join("state").display().to_string(),
+            credentials.join("\n")
+        );
+        let p = self.root().join("certrot.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Runs `certrot --config CFG ARGS…`: (exit code, stdout, stderr).
+    pub fn certrot(&self, cfg: &Path, args: &[&str]) -> (i32, String, String) {
+        let mut all = vec!["--config", cfg.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let o = super::run(&all);
+        let (out, err) = super::text(&o);
+        (o.status.code().unwrap_or(-1), out, err)
+    }
+
+    pub fn state(&self, name: &str) -> State {
+        let p = self.root().join("state").join(format!("{name}.json"));
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    }
+
+    /// Fingerprint of the current certificate in the target of `name`.
+    pub fn current_fingerprint(&self, name: &str) -> String {
+        let pem = std::fs::read(self.target(name).join("cert.pem")).unwrap();
+        let g = certrot::generation::Generation::from_pem(
+            &pem,
+            "cert",
+            &std::fs::read(self.target(name).join("key.pem")).unwrap(),
+            "key",
+        )
+        .unwrap();
+        g.leaf().fingerprint_sha256.clone()
+    }
+
+    /// Ids of the bindings the sandbox Service Manager holds.
+    pub fn binding_ids(&self) -> Vec<String> {
+        self.stack.sm.bindings().into_iter().map(|b| b.id).collect()
+    }
+}
