@@ -227,3 +227,345 @@ fn failure_at_each_step_keeps_the_old_generation_and_deletes_the_new_binding() {
         );
     }
 }
+
+fn old_generation(w: &World, name: &str) -> certrot::generation::Generation {
+    let t = w.target(name);
+    certrot::generation::Generation::from_pem(
+        &std::fs::read(t.join("cert.pem")).unwrap(),
+        "cert",
+        &std::fs::read(t.join("key.pem")).unwrap(),
+        "key",
+    )
+    .unwrap()
+}
+
+/// A token request with `g` against the sandbox (true = accepted).
+fn accepted(w: &World, g: &certrot::generation::Generation, client: &str) -> bool {
+    let trust = certrot::check::ServerTrust {
+        system_roots: false,
+        extra_ca_pem: Some(w.stack.ca_pem.as_bytes()),
+    };
+    w.rt.block_on(certrot::check::request_token(
+        g,
+        &w.stack.tokens.url,
+        client,
+        &[],
+        trust,
+        certrot::check::Limits::default(),
+    ))
+    .is_ok()
+}
+
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGKILL of `certrot rotate --now` while it checks the new generation (binding created,
+/// nothing committed): the target is untouched, the intent is on record, and the next run
+/// deletes the orphan binding and rotates.
+#[test]
+fn crash_between_binding_creation_and_commit_is_reconciled() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-c!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let current = w.state("orders").current.unwrap().binding_id.unwrap();
+    let before = snapshot(&w.target("orders"));
+    w.stack
+        .tokens
+        .inject(Fault::Latency(Duration::from_secs(20)), 1);
+    let mut child = bin()
+        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the new binding", || w.binding_ids().len() == 2);
+    wait_until("the intent with the binding id", || {
+        w.state("orders")
+            .pending
+            .is_some_and(|p| p.binding_id.is_some())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    w.stack.tokens.clear_faults();
+    assert!(
+        snapshot(&w.target("orders")) == before,
+        "the target changed"
+    );
+    let pending = w.state("orders").pending.unwrap();
+    let orphan = pending.binding_id.unwrap();
+    assert_ne!(orphan, current);
+
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("deleted orphan binding(s) {orphan}")),
+        "{out}"
+    );
+    assert!(rotated(&out, "orders"), "{out}");
+    let ids = w.binding_ids();
+    assert!(!ids.contains(&orphan), "{ids:?}");
+    let st = w.state("orders");
+    assert!(st.pending.is_none());
+    assert_eq!(
+        ids.len(),
+        2,
+        "the replaced binding (queued) and the new one"
+    );
+    assert!(
+        ids.contains(&current) && ids.contains(st.current.unwrap().binding_id.as_ref().unwrap())
+    );
+}
+
+/// Two `rotate --now` at once: exactly one rotation; the other exits 75.
+#[test]
+fn concurrent_rotations_exactly_one_wins() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-l!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
+    w.stack
+        .tokens
+        .inject(Fault::Latency(Duration::from_millis(1500)), 1);
+    let first = bin()
+        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the first run's binding", || w.binding_ids().len() == 2);
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 75, "{out}");
+    assert!(out.contains("is locked by pid"), "{out}");
+    let o = first.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(rotated(&String::from_utf8_lossy(&o.stdout), "orders"));
+    assert_eq!(w.binding_ids().len(), 2, "one rotation: replaced + new");
+}
+
+/// The replaced binding lives until `retire_after`, then the next run deletes it and its
+/// certificate gets 401; `--revoke-previous` does that at once.
+#[test]
+fn retirement_at_the_deadline_and_revoke_previous() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-t!t1");
+    let cfg = w.config(
+        None,
+        &[w.credential("orders", "xsuaa", &xs, "retire_after = \"1s\"")],
+    );
+    assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
+    let g1 = old_generation(&w, "orders");
+    let b1 = w.state("orders").current.unwrap().binding_id.unwrap();
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("retired"), "{out}");
+    assert!(
+        accepted(&w, &g1, "sb-t!t1"),
+        "the old certificate works during the grace period"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--if-due"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("retired binding(s) {b1}")), "{out}");
+    assert!(!accepted(&w, &g1, "sb-t!t1"), "retired = revoked");
+    assert!(w.state("orders").retiring.is_empty());
+
+    let g2 = old_generation(&w, "orders");
+    let b2 = w.state("orders").current.unwrap().binding_id.unwrap();
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--now", "--revoke-previous"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("retired binding(s) {b2}")), "{out}");
+    assert!(!accepted(&w, &g2, "sb-t!t1"));
+    assert!(accepted(&w, &old_generation(&w, "orders"), "sb-t!t1"));
+    assert_eq!(w.binding_ids().len(), 1);
+}
+
+/// 422 ConcurrentOperation and 429 Retry-After are waited out within one run.
+#[test]
+fn concurrent_operation_and_rate_limit_are_retried() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-q!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    w.stack.sm.inject(SmCall::Create, SmFault::Concurrent, 1);
+    w.stack
+        .sm
+        .inject(SmCall::Create, SmFault::RateLimited("1".into()), 1);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let posts = w
+        .stack
+        .sm
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("POST"))
+        .count();
+    assert_eq!(posts, 3, "422, 429, then created");
+    // Persistent 429: the run fails at issue with the label, nothing left behind.
+    w.stack
+        .sm
+        .inject(SmCall::Create, SmFault::RateLimited("0".into()), 10);
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("failed at issue: sm-rate-limited"), "{out}");
+    assert_eq!(w.binding_ids().len(), 1);
+}
+
+/// Hooks: exec with the CERTROT_* environment, signal via pid file, failure hooks; a failing
+/// success hook gives exit 1 but never rolls back.
+#[test]
+fn hooks_run_with_the_environment_and_never_roll_back() {
+    use std::os::unix::process::ExitStatusExt;
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-h!t1");
+    let env_out = w.root().join("hook-env.txt");
+    let fail_out = w.root().join("hook-failure.txt");
+    let pid_file = w.root().join("app.pid");
+    let mut app = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    std::fs::write(&pid_file, format!("{}\n", app.id())).unwrap();
+    let hooks = format!(
+        "[[credential.hook]]\nexec = [\"/bin/sh\", \"-c\", \"env | grep ^CERTROT_ | sort > \\\"$0\\\"\", {:?}]\n\
+         [[credential.hook]]\nsignal = \"HUP\"\npid_file = {:?}\n\
+         [[credential.hook]]\non = \"failure\"\nexec = [\"/bin/sh\", \"-c\", \"env | grep ^CERTROT_RESULT > \\\"$0\\\"\", {:?}]\n",
+        env_out.display().to_string(),
+        pid_file.display().to_string(),
+        fail_out.display().to_string()
+    );
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, &hooks)]);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let env = std::fs::read_to_string(&env_out).unwrap();
+    let t = w.target("orders");
+    for want in [
+        "CERTROT_CREDENTIAL=orders".to_string(),
+        format!("CERTROT_TARGET={}", t.display()),
+        format!("CERTROT_CERT={}", t.join("cert.pem").display()),
+        format!("CERTROT_KEY={}", t.join("key.pem").display()),
+        format!("CERTROT_BUNDLE={}", t.join("bundle.pem").display()),
+        "CERTROT_RESULT=success".to_string(),
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} missing in {env}");
+    }
+    assert!(env.contains("CERTROT_NOT_AFTER=20"), "{env}");
+    let status = app.wait().unwrap();
+    assert_eq!(status.signal(), Some(1), "the app got SIGHUP");
+    assert!(!fail_out.exists());
+
+    // The pid file now names a dead process, and a failing exec hook joins it: reported,
+    // exit 1, but the new generation stays.
+    let hooks = format!("{hooks}[[credential.hook]]\nexec = [\"/bin/false\"]\n");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, &hooks)]);
+    let before = w.current_fingerprint("orders");
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        rotated(&out, "orders") && out.contains("2 hook(s) failed"),
+        "{out}"
+    );
+    assert!(out.contains("/bin/false: exited with code 1"), "{out}");
+    assert_ne!(w.current_fingerprint("orders"), before, "no rollback");
+
+    // A failed rotation runs the failure hook.
+    w.stack.sm.inject(SmCall::Create, SmFault::Status(400), 1);
+    let (code, _, _) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        std::fs::read_to_string(&fail_out).unwrap().trim(),
+        "CERTROT_RESULT=failure"
+    );
+}
+
+/// The Service Manager access is itself a managed credential: it rotates first, while the
+/// old one still works, and everything after it uses the new one.
+#[test]
+fn service_manager_access_rotates_itself_first() {
+    use certrot::sandbox::stack::SM_X509_CLIENT;
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let sm_inst = w
+        .stack
+        .sm
+        .add_instance(InstanceKind::ServiceManager, SM_X509_CLIENT);
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-s!t1");
+    let key = w.stack.sm_x509_key(time::Duration::days(7)).unwrap();
+    let key_file = w.root().join("sm-x509.json");
+    std::fs::write(&key_file, key.to_string()).unwrap();
+    let sm = format!(
+        "[service_manager.main]\ncredential = \"sm-access\"\nca_file = {:?}\nsystem_roots = false\n",
+        w.ca_file.display().to_string()
+    );
+    // Configuration order puts the dependent credential first; certrot still does sm-access first.
+    let cfg = w.config(
+        Some(&sm),
+        &[
+            w.credential("orders", "xsuaa", &xs, ""),
+            w.credential("sm-access", "xsuaa", &sm_inst, ""),
+        ],
+    );
+    let (code, out, err) = w.certrot(
+        &cfg,
+        &[
+            "import",
+            "sm-access",
+            "--service-key",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    for round in 0..2 {
+        let g_old = old_generation(&w, "sm-access");
+        let (code, out, err) = w.certrot(&cfg, &["rotate", "--now", "--revoke-previous"]);
+        assert_eq!(code, 0, "round {round}: {out}{err}");
+        assert!(
+            rotated(&out, "sm-access") && rotated(&out, "orders"),
+            "{out}"
+        );
+        let g_new = old_generation(&w, "sm-access");
+        let new_fp = g_new.leaf().fingerprint_sha256.clone();
+        // The new access was checked and then used for Service Manager tokens.
+        let uses = w
+            .stack
+            .tokens
+            .seen()
+            .iter()
+            .filter(|f| **f == new_fp)
+            .count();
+        assert!(uses >= 2, "round {round}: new access used {uses} time(s)");
+        assert!(accepted(&w, &g_new, SM_X509_CLIENT));
+        if round == 1 {
+            // Its predecessor was a binding: retired at once, so it no longer works.
+            assert!(!accepted(&w, &g_old, SM_X509_CLIENT));
+        }
+    }
+    let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "{out}");
+}

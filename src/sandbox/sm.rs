@@ -37,6 +37,9 @@ use std::time::{Duration, Instant, SystemTime};
 pub enum InstanceKind {
     Xsuaa,
     Identity,
+    /// A `service-manager` instance (plan `subaccount-admin`): XSUAA-style x509 bindings
+    /// whose credentials also carry `sm_url`, i.e. Service Manager access.
+    ServiceManager,
 }
 
 /// Behaviour of the stand-in.
@@ -163,6 +166,8 @@ struct Shared {
     trusted: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     opts: SmOptions,
     rsa_pool: Vec<rcgen::KeyPair>,
+    /// This server's own base URL (`sm_url` of service-manager bindings).
+    url: String,
 }
 
 /// Why the stand-in could not start.
@@ -267,6 +272,7 @@ impl SmServer {
             trusted,
             opts,
             rsa_pool,
+            url: url.clone(),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let sh = shared.clone();
@@ -685,7 +691,7 @@ fn wanted(kind: InstanceKind, p: &Map<String, Value>) -> Result<Wanted, String> 
         Some(o) => Err(format!("validity-type {o:?} is not supported (DAYS)")),
     };
     match kind {
-        InstanceKind::Xsuaa => {
+        InstanceKind::Xsuaa | InstanceKind::ServiceManager => {
             let ct = p.get("credential-type").and_then(Value::as_str);
             if ct.is_some_and(|c| c != "x509") {
                 return Err(format!(
@@ -884,8 +890,11 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
             (json!({"clientid": client_id}), Some(fp), reg)
         }
     };
+    if kind == InstanceKind::ServiceManager {
+        merge(&mut credentials, json!({"sm_url": sh.url}));
+    }
     match kind {
-        InstanceKind::Xsuaa => {
+        InstanceKind::Xsuaa | InstanceKind::ServiceManager => {
             let extra = json!({
                 "certurl": sh.tokens.cert_base(), "url": sh.tokens.plain_base(),
                 "uaadomain": "127.0.0.1", "credential-type": "x509",
