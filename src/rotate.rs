@@ -581,22 +581,30 @@ impl Rotator {
                 ),
             ));
         };
-        if iss.certificate == CertificateMode::SelfManaged {
-            return Outcome::Failed(failure(
-                Step::Issue,
-                "unsupported",
-                "certificate = \"self-managed\" is not available in this build yet",
-            ));
-        }
         let name = binding_name(&iss.binding_prefix, now);
-        let parameters = binding_parameters(cred.kind, iss, None);
+        let self_managed = iss.certificate == CertificateMode::SelfManaged;
         if opts.dry_run {
+            let placeholder = self_managed.then_some("<certificate signed for a new key>");
             return Outcome::DryRun {
                 decision: format!("would rotate ({})", reason.label()),
                 binding_name: Some(name),
-                parameters: Some(parameters),
+                parameters: Some(binding_parameters(cred.kind, iss, placeholder)),
             };
         }
+        // Self-managed: the key is born here; only the CSR goes to the signer.
+        let own = if self_managed {
+            match self_made(iss).await {
+                Ok(o) => Some(o),
+                Err(f) => return self.record_failure(w, f, None, critical_at).await,
+            }
+        } else {
+            None
+        };
+        let parameters = binding_parameters(
+            cred.kind,
+            iss,
+            own.as_ref().map(|(chain, _)| chain.as_str()),
+        );
         let client = match self.client(&iss.service_manager).await {
             Ok(c) => c,
             Err(f) => return self.record_failure(w, f, None, critical_at).await,
@@ -697,8 +705,10 @@ impl Rotator {
         let previous_client = current
             .as_ref()
             .and_then(|g| g.client_id().map(str::to_string));
+        let own_pem = own.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
         let g = match verify(
             &binding,
+            own_pem,
             previous_client.as_deref(),
             OffsetDateTime::now_utc(),
         ) {
@@ -1044,17 +1054,50 @@ impl Rotator {
     }
 }
 
-/// Step 5: builds the new generation from the binding and checks it offline.
+/// Self-managed: a new key and CSR (on a blocking thread: RSA takes a while), signed.
+async fn self_made(iss: &SmIssuer) -> Result<(String, zeroize::Zeroizing<String>), Failure> {
+    let signer_cfg = iss
+        .signer
+        .as_ref()
+        .ok_or_else(|| failure(Step::Issue, "signer", "no signer configured"))?;
+    let signer = crate::issuer::signer::Signer::load(signer_cfg)
+        .map_err(|e| failure(Step::Issue, "signer", e.to_string()))?;
+    let key_type = iss.key_type;
+    let cn = iss
+        .app_identifier
+        .clone()
+        .unwrap_or_else(|| iss.binding_prefix.clone());
+    let made = tokio::task::spawn_blocking(move || {
+        crate::issuer::csr::key_and_csr(key_type, crate::issuer::csr::subject(&cn, None))
+    })
+    .await
+    .map_err(|e| failure(Step::Issue, "keygen", e.to_string()))?
+    .map_err(|e| failure(Step::Issue, "keygen", e.to_string()))?;
+    let chain = signer
+        .sign(&made.csr_pem)
+        .await
+        .map_err(|e| failure(Step::Issue, "sign-failed", e.to_string()))?;
+    Ok((chain, made.key_pem))
+}
+
+/// Step 5: builds the new generation from the binding (and, self-managed, the own chain and
+/// key) and checks it offline.
 fn verify(
     b: &Binding,
+    own: Option<(&str, &str)>,
     previous_client: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<Generation, Failure> {
     let bad = |m: String| failure(Step::Verify, "bad-credentials", m);
-    let creds: &Map<String, Value> = b
+    let mut creds: Map<String, Value> = b
         .credentials
-        .as_ref()
+        .clone()
         .ok_or_else(|| bad(format!("binding {} has no credentials", b.id)))?;
+    if let Some((chain, key)) = own {
+        creds.insert("certificate".into(), Value::String(chain.to_string()));
+        creds.insert("key".into(), Value::String(key.to_string()));
+    }
+    let creds = &creds;
     let field = |k: &str| creds.get(k).and_then(Value::as_str);
     let cert = field("certificate").ok_or_else(|| {
         bad(format!(

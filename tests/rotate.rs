@@ -569,3 +569,86 @@ fn service_manager_access_rotates_itself_first() {
     let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// A customer CA on disk (certificate, key) for the `local-ca` signer.
+fn customer_ca(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "customer CA");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let cert = p.self_signed(&key).unwrap();
+    let (c, k) = (dir.join("customer-ca.pem"), dir.join("customer-ca.key"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (cert.pem(), c, k)
+}
+
+/// Self-managed: certrot makes the key and CSR, the local-ca signer signs, only the
+/// certificate goes into the binding parameters; the result passes the token check.
+#[test]
+fn self_managed_xsuaa_and_identity_with_local_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca_pem, ca_cert, ca_key) = customer_ca(tmp.path());
+    let w = World::trusting(SmOptions::default(), &[ca_pem]);
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-own!t1");
+    let ias = w.stack.sm.add_instance(InstanceKind::Identity, "ias-own");
+    let signer = format!(
+        "issuer.certificate = \"self-managed\"\nissuer.signer = {{ type = \"local-ca\", ca_cert = {:?}, ca_key = {:?} }}\n",
+        ca_cert.display().to_string(),
+        ca_key.display().to_string()
+    );
+    let cfg = w.config(
+        None,
+        &[
+            w.credential(
+                "own",
+                "xsuaa",
+                &xs,
+                &format!("{signer}issuer.key_type = \"rsa-2048\""),
+            ),
+            w.credential(
+                "own-ias",
+                "identity",
+                &ias,
+                &format!("{signer}issuer.app_identifier = \"ownapp\""),
+            ),
+        ],
+    );
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("<certificate signed for a new key>"), "{out}");
+    for _ in 0..2 {
+        let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(rotated(&out, "own") && rotated(&out, "own-ias"), "{out}");
+    }
+    let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "{out}");
+    let g = old_generation(&w, "own");
+    assert_eq!(g.leaf().issuer, "CN=customer CA");
+    assert_eq!(g.leaf().subject, "CN=own");
+    assert_eq!(g.key_type(), "RSA 2048");
+    assert_eq!(old_generation(&w, "own-ias").leaf().subject, "CN=ownapp");
+    for b in w.stack.sm.bindings() {
+        let p = b.parameters.to_string();
+        assert!(p.contains("BEGIN CERTIFICATE"), "{p}");
+        assert!(!p.contains("PRIVATE KEY"), "a key left the host: {p}");
+    }
+    // A signer whose key does not belong to its certificate: a clear error at issue.
+    let (_, _, other_key) = customer_ca(&tmp.path().join(".."));
+    let bad = std::fs::read_to_string(&cfg).unwrap().replace(
+        &ca_key.display().to_string(),
+        &other_key.display().to_string(),
+    );
+    std::fs::write(&cfg, bad).unwrap();
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--now", "own"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("failed at issue: signer")
+            && out.contains("does not belong to the CA certificate"),
+        "{out}"
+    );
+}

@@ -1,4 +1,7 @@
 //! Issuers: how a new generation of a credential is obtained. `service_manager` holds the
-//! Service Manager API client; the issuer that creates a binding per generation builds on it.
+//! Service Manager API client (the pipeline creates a binding per generation with it);
+//! `csr` makes self-managed keys and CSRs; `signer` signs them.
 
+pub mod csr;
 pub mod service_manager;
+pub mod signer;

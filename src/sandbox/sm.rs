@@ -106,6 +106,8 @@ pub struct BindingView {
     pub ready: bool,
     pub fingerprint: Option<String>,
     pub labels: BTreeMap<String, Vec<String>>,
+    /// The parameters the binding was created with.
+    pub parameters: Value,
 }
 
 struct Instance {
@@ -329,6 +331,7 @@ impl SmServer {
                 ready: b.ready,
                 fingerprint: b.fingerprint.clone(),
                 labels: b.labels.clone(),
+                parameters: b.parameters.clone(),
             })
             .collect()
     }

@@ -28,20 +28,26 @@ pub struct Stack {
 impl Stack {
     /// Starts the token endpoint (mTLS port `port`, 0 = any) and the Service Manager API.
     pub async fn start(port: u16, opts: SmOptions) -> Result<Stack, String> {
+        Stack::start_trusting(port, opts, &[]).await
+    }
+
+    /// Like [`Stack::start`], also trusting client certificates from `extra_roots` (PEM), as
+    /// XSUAA trusts the CAs of self-managed certificates.
+    pub async fn start_trusting(
+        port: u16,
+        opts: SmOptions,
+        extra_roots: &[String],
+    ) -> Result<Stack, String> {
         let ca = Arc::new(LocalCa::new("certrot sandbox CA").map_err(|e| e.to_string())?);
         let ca_pem = ca.root_pem();
-        let tokens = TokenServer::start(&ca, std::slice::from_ref(&ca_pem), port)
+        let mut roots = vec![ca_pem.clone()];
+        roots.extend_from_slice(extra_roots);
+        let tokens = TokenServer::start(&ca, &roots, port)
             .await
             .map_err(|e| e.to_string())?;
-        let sm = SmServer::start(
-            &ca,
-            ca.clone(),
-            tokens.handle(),
-            std::slice::from_ref(&ca_pem),
-            opts,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let sm = SmServer::start(&ca, ca.clone(), tokens.handle(), &roots, opts)
+            .await
+            .map_err(|e| e.to_string())?;
         tokens.register_secret(SM_CLIENT, SM_SECRET);
         sm.allow_client(SM_CLIENT);
         sm.allow_client(SM_X509_CLIENT);

@@ -17,13 +17,20 @@ pub struct World {
 
 impl World {
     pub fn new(opts: SmOptions) -> World {
+        World::trusting(opts, &[])
+    }
+
+    /// A world whose services also trust client certificates from `extra_roots`.
+    pub fn trusting(opts: SmOptions, extra_roots: &[String]) -> World {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let stack = rt.block_on(Stack::start(0, opts)).unwrap();
+        let stack = rt
+            .block_on(Stack::start_trusting(0, opts, extra_roots))
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let sm_key = dir.path().join("sm-key.json");
         std::fs::write(&sm_key, stack.sm_secret_key().to_string()).unwrap();

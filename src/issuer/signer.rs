@@ -1,0 +1,125 @@
+//! Signers: turn a CSR into a certificate chain for self-managed credentials. `local-ca`
+//! signs with a CA certificate and key on disk (rcgen); further signers (Vault/OpenBao PKI,
+//! an external command) slot in beside it.
+
+use crate::config::{SignerConfig, SignerType};
+use rcgen::{
+    CertificateSigningRequestParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose,
+    PublicKeyData,
+};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Why a CSR was not signed.
+#[derive(Debug, thiserror::Error)]
+#[error("signer {signer}: {message}")]
+pub struct SignError {
+    pub signer: String,
+    pub message: String,
+}
+
+/// A configured signer.
+pub enum Signer {
+    LocalCa(LocalCaSigner),
+}
+
+impl Signer {
+    /// Loads the signer described by `cfg`.
+    pub fn load(cfg: &SignerConfig) -> Result<Signer, SignError> {
+        match cfg.type_ {
+            SignerType::LocalCa => Ok(Signer::LocalCa(LocalCaSigner::load(cfg)?)),
+        }
+    }
+
+    /// Signs `csr_pem`; returns the chain (leaf first) as PEM.
+    pub async fn sign(&self, csr_pem: &str) -> Result<String, SignError> {
+        match self {
+            Signer::LocalCa(s) => s.sign(csr_pem, OffsetDateTime::now_utc()),
+        }
+    }
+}
+
+/// `local-ca`: a CA certificate (its own chain may follow it in the file) and its key.
+pub struct LocalCaSigner {
+    name: String,
+    ca_pem: String,
+    /// The CA certificate's own chain above it, appended to every issued leaf.
+    chain_above: String,
+    key: KeyPair,
+    validity: Duration,
+}
+
+impl LocalCaSigner {
+    pub fn load(cfg: &SignerConfig) -> Result<LocalCaSigner, SignError> {
+        let (Some(cert_path), Some(key_path)) = (&cfg.ca_cert, &cfg.ca_key) else {
+            return Err(SignError {
+                signer: "local-ca".into(),
+                message: "ca_cert and ca_key are required".into(),
+            });
+        };
+        let name = format!("local-ca ({})", cert_path.display());
+        let e = |m: String| SignError {
+            signer: name.clone(),
+            message: m,
+        };
+        let cert_text = String::from_utf8(crate::cli::read_input(cert_path).map_err(e)?)
+            .map_err(|_| e(format!("{}: not PEM text", cert_path.display())))?;
+        let key_text = zeroize::Zeroizing::new(
+            String::from_utf8(crate::cli::read_input(key_path).map_err(e)?)
+                .map_err(|_| e(format!("{}: not PEM text", key_path.display())))?,
+        );
+        let blocks =
+            pem::parse_many(&cert_text).map_err(|x| e(format!("{}: {x}", cert_path.display())))?;
+        let Some(first) = blocks.first() else {
+            return Err(e(format!("{}: no certificate", cert_path.display())));
+        };
+        let ca_pem = pem::encode(first);
+        let chain_above: String = blocks[1..].iter().map(pem::encode).collect();
+        let key =
+            KeyPair::from_pem(&key_text).map_err(|x| e(format!("{}: {x}", key_path.display())))?;
+        // The key must belong to the CA certificate.
+        Issuer::from_ca_cert_pem(&ca_pem, &key)
+            .map_err(|x| e(format!("{}: {x}", cert_path.display())))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(first.contents())
+            .map_err(|x| e(format!("{}: {x}", cert_path.display())))?;
+        if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
+            return Err(e(format!(
+                "{} does not belong to the CA certificate {}",
+                key_path.display(),
+                cert_path.display()
+            )));
+        }
+        Ok(LocalCaSigner {
+            name,
+            ca_pem,
+            chain_above,
+            key,
+            validity: cfg
+                .validity
+                .map_or(Duration::from_secs(7 * 86_400), |s| s.0),
+        })
+    }
+
+    /// Signs at `now`: validity `now - 1 min .. now + validity`, clientAuth, a random serial.
+    pub fn sign(&self, csr_pem: &str, now: OffsetDateTime) -> Result<String, SignError> {
+        let e = |m: String| SignError {
+            signer: self.name.clone(),
+            message: m,
+        };
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|x| e(format!("the CSR does not parse: {x}")))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&self.ca_pem, &self.key).map_err(|x| e(x.to_string()))?;
+        let p = &mut csr.params;
+        p.not_before = now - time::Duration::minutes(1);
+        p.not_after =
+            now + time::Duration::try_from(self.validity).unwrap_or(time::Duration::days(7));
+        p.serial_number = Some(crate::sandbox::ca::random_serial());
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.use_authority_key_identifier_extension = true;
+        p.is_ca = rcgen::IsCa::ExplicitNoCa;
+        let cert = csr.signed_by(&issuer).map_err(|x| e(x.to_string()))?;
+        Ok(format!("{}{}{}", cert.pem(), self.ca_pem, self.chain_above))
+    }
+}
