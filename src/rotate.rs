@@ -650,7 +650,7 @@ impl Rotator {
             match client.create_binding(&request, mode).await {
                 Ok(b) => break b,
                 // The name is taken (two rotations within one second): the next free suffix.
-                Err(e) if e.kind == SmErrorKind::Conflict && suffix < 5 => {
+                Err(e) if e.kind == SmErrorKind::Conflict && suffix < 100 => {
                     suffix += 1;
                     request.name = format!("{name}-{suffix}");
                     if let Some(p) = w.state.pending.as_mut() {

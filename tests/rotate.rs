@@ -652,3 +652,40 @@ fn self_managed_xsuaa_and_identity_with_local_ca() {
         "{out}"
     );
 }
+
+/// At TRACE for certrot and every library, a rotation leaks no secret: not the Service
+/// Manager client secret, no private key, no bearer or access token.
+#[test]
+fn no_secret_in_output_at_trace() {
+    use certrot::sandbox::stack::SM_SECRET;
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        async_default: true,
+        operation_delay: Duration::from_millis(50),
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-x!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    for args in [
+        vec!["-vvv", "rotate", "--now"],
+        vec!["-vvv", "--log-format", "json", "rotate", "--now", "--json"],
+    ] {
+        let mut all = vec!["--config", cfg.to_str().unwrap()];
+        all.extend(args);
+        let o = bin()
+            .args(&all)
+            .env("CERTROT_LOG", "trace")
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{out}{err}");
+        assert!(
+            err.contains("TRACE") || err.contains("\"TRACE\""),
+            "no trace output"
+        );
+        for secret in [SM_SECRET, "PRIVATE KEY", "eyJ", "Bearer ", "MII"] {
+            assert!(!out.contains(secret), "{secret:?} in stdout");
+            assert!(!err.contains(secret), "{secret:?} in stderr");
+        }
+    }
+}

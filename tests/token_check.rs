@@ -399,6 +399,13 @@ fn sandbox_command_serves_a_working_credential() {
         out.contains("OK sandbox:") && out.contains("token check passed"),
         "{out}"
     );
+    // The workspace rotates out of the box through the Service Manager stand-in.
+    let o = run(&["--config", cfg.to_str().unwrap(), "rotate", "--now"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out} {err}");
+    assert!(out.starts_with("sandbox: rotated (forced)"), "{out}");
+    let o = run(&["--config", cfg.to_str().unwrap(), "check", "--validate"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     // At TRACE, for certrot and every library, the token never reaches the output
     // (the sandbox's JWTs all start with the encoded header `eyJ`).
     let o = bin()

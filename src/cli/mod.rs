@@ -127,6 +127,22 @@ pub enum Command {
         /// apply in order.
         #[arg(long = "fault", value_name = "SPEC", value_parser = crate::sandbox::token::Fault::parse_spec)]
         faults: Vec<(crate::sandbox::token::Fault, usize)>,
+        /// Credentials in the generated configuration: `sandbox` (imported) and `app-0002`…
+        /// (created by the first rotation).
+        #[arg(long, default_value_t = 1)]
+        credentials: usize,
+        /// Service Manager answers asynchronously (202 + operation) unless told otherwise.
+        #[arg(long = "async")]
+        async_default: bool,
+        /// Seconds per day of binding validity (86400; smaller to watch rotations live).
+        #[arg(long, default_value_t = 86_400)]
+        seconds_per_day: u64,
+        /// Pre-generate this many RSA keys and reuse them for new bindings (benchmarks).
+        #[arg(long, default_value_t = 0)]
+        rsa_pool: usize,
+        /// Give new bindings ECDSA P-256 keys instead of RSA (a deviation, for benchmarks).
+        #[arg(long)]
+        ecdsa_bindings: bool,
     },
     /// A self-contained demonstration on generated certificates (no SAP account needed).
     Demo {
@@ -211,7 +227,28 @@ pub fn run(cli: Cli) -> i32 {
             Err(e) => fail_config(&e),
         },
         Command::Demo { dir } => crate::demo::run(dir),
-        Command::Sandbox { port, dir, faults } => crate::sandbox::run::run(port, dir, faults),
+        Command::Sandbox {
+            port,
+            dir,
+            faults,
+            credentials,
+            async_default,
+            seconds_per_day,
+            rsa_pool,
+            ecdsa_bindings,
+        } => crate::sandbox::run::run(crate::sandbox::run::Settings {
+            port,
+            dir,
+            faults,
+            credentials,
+            sm: crate::sandbox::sm::SmOptions {
+                async_default,
+                seconds_per_day: seconds_per_day.max(1),
+                rsa_pool,
+                key_override: ecdsa_bindings.then_some(crate::sandbox::ca::KeyAlg::EcdsaP256),
+                ..crate::sandbox::sm::SmOptions::default()
+            },
+        }),
     }
 }
 

@@ -1,9 +1,13 @@
-//! `certrot sandbox`: runs the sandbox token endpoint in the foreground with a ready-made
-//! workspace — CA file, one registered client with a working credential already imported,
-//! and a configuration — so that `certrot check --validate` succeeds against it at once.
+//! `certrot sandbox`: runs the whole stand-in in the foreground — token endpoint (both hosts)
+//! and Service Manager API — with a ready-made workspace: CA file, a Service Manager service
+//! key, one imported, working credential with a service-manager issuer, optionally more
+//! credentials to rotate, and a configuration. `certrot check --validate` and
+//! `certrot rotate --now` work against it at once.
 
 use super::ca::{KeyAlg, LocalCa};
-use super::token::{Fault, TokenServer};
+use super::sm::{InstanceKind, SmOptions};
+use super::stack::Stack;
+use super::token::Fault;
 use crate::config::Config;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
@@ -11,10 +15,23 @@ use time::{Duration, OffsetDateTime};
 /// Client id the sandbox registers.
 pub const CLIENT_ID: &str = "sb-sandbox!t1";
 
+/// What `certrot sandbox` was asked for.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Port of the mTLS token endpoint (0 = any).
+    pub port: u16,
+    /// Where the workspace goes (default: a temporary directory).
+    pub dir: Option<PathBuf>,
+    pub faults: Vec<(Fault, usize)>,
+    /// Credentials in the configuration: `sandbox` (imported) plus `app-0002`… (to create).
+    pub credentials: usize,
+    pub sm: SmOptions,
+}
+
 /// Runs until SIGINT or SIGTERM; returns the exit code.
-pub fn run(port: u16, dir: Option<PathBuf>, faults: Vec<(Fault, usize)>) -> i32 {
-    let (root, _guard) = match dir {
-        Some(d) => (d, None),
+pub fn run(settings: Settings) -> i32 {
+    let (root, _guard) = match &settings.dir {
+        Some(d) => (d.clone(), None),
         None => match tempfile::Builder::new()
             .prefix("certrot-sandbox-")
             .tempdir()
@@ -37,7 +54,7 @@ pub fn run(port: u16, dir: Option<PathBuf>, faults: Vec<(Fault, usize)>) -> i32 
             return 1;
         }
     };
-    match rt.block_on(serve(port, &root, faults)) {
+    match rt.block_on(serve(settings, &root)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("certrot sandbox: {e}");
@@ -46,14 +63,13 @@ pub fn run(port: u16, dir: Option<PathBuf>, faults: Vec<(Fault, usize)>) -> i32 
     }
 }
 
-async fn serve(port: u16, root: &Path, faults: Vec<(Fault, usize)>) -> Result<(), String> {
-    std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let ca = LocalCa::new("certrot sandbox CA").map_err(|e| e.to_string())?;
-    let server = TokenServer::start(&ca, &[ca.root_pem()], port)
-        .await
-        .map_err(|e| e.to_string())?;
-    let ca_file = root.join("ca.pem");
-    std::fs::write(&ca_file, ca.root_pem()).map_err(|e| format!("{}: {e}", ca_file.display()))?;
+fn write(path: &Path, data: impl AsRef<[u8]>) -> Result<(), String> {
+    std::fs::write(path, data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The first credential: issued directly by the sandbox CA and registered, so that it works
+/// before any rotation.
+fn first_service_key(stack: &Stack, ca: &LocalCa) -> Result<serde_json::Value, String> {
     let now = OffsetDateTime::now_utc();
     let issued = ca
         .issue(
@@ -70,34 +86,59 @@ async fn serve(port: u16, root: &Path, faults: Vec<(Fault, usize)>) -> Result<()
         "sandbox",
     )
     .map_err(|e| e.to_string())?;
-    server.register(CLIENT_ID, &g.leaf().fingerprint_sha256);
-    let key = serde_json::json!({
+    stack
+        .tokens
+        .register(CLIENT_ID, &g.leaf().fingerprint_sha256);
+    Ok(serde_json::json!({
         "clientid": CLIENT_ID,
         "certificate": issued.chain_pem,
         "key": issued.key_pem.as_str(),
-        "certurl": server.cert_base,
-        "url": server.plain_base,
+        "certurl": stack.tokens.cert_base,
+        "url": stack.tokens.plain_base,
         "credential-type": "x509",
-    });
+    }))
+}
+
+async fn serve(settings: Settings, root: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let stack = Stack::start(settings.port, settings.sm.clone()).await?;
+    let ca_file = root.join("ca.pem");
+    write(&ca_file, &stack.ca_pem)?;
+    let sm_key_file = root.join("sm-key.json");
+    write(&sm_key_file, stack.sm_secret_key().to_string())?;
+    let instance = stack.sm.add_instance(InstanceKind::Xsuaa, CLIENT_ID);
+    let key = first_service_key(&stack, &stack.ca)?;
     let key_file = root.join("sandbox-key.json");
-    std::fs::write(
+    write(
         &key_file,
         serde_json::to_vec_pretty(&key).unwrap_or_default(),
-    )
-    .map_err(|e| format!("{}: {e}", key_file.display()))?;
-    let snippet = format!(
-        "[[credential]]\nname = \"sandbox\"\nkind = \"xsuaa\"\ntarget.path = {:?}\n\
-         check.token_url = {:?}\ncheck.ca_file = {:?}\ncheck.system_roots = false\n",
-        root.join("targets/sandbox").display().to_string(),
-        server.url,
-        ca_file.display().to_string()
+    )?;
+    let credential = |name: &str, instance: &str| {
+        format!(
+            "[[credential]]\nname = {name:?}\nkind = \"xsuaa\"\ntarget.path = {:?}\n\
+             check.ca_file = {:?}\ncheck.system_roots = false\nissuer.instance_id = {instance:?}\n",
+            root.join("targets").join(name).display().to_string(),
+            ca_file.display().to_string()
+        )
+    };
+    let snippet = credential("sandbox", &instance);
+    let mut cfg_text = format!(
+        "state_dir = {:?}\n[daemon]\nlisten = \"\"\n\n[service_manager.sandbox]\nservice_key = {:?}\n\
+         ca_file = {:?}\nsystem_roots = false\n\n{snippet}",
+        root.join("state").display().to_string(),
+        sm_key_file.display().to_string(),
+        ca_file.display().to_string(),
     );
+    // One service instance per further credential, as one application each (an instance
+    // holds at most 1000 bindings).
+    for i in 2..=settings.credentials.max(1) {
+        let client = format!("sb-app-{i:04}!t1");
+        let inst = stack.sm.add_instance(InstanceKind::Xsuaa, &client);
+        cfg_text.push('\n');
+        cfg_text.push_str(&credential(&format!("app-{i:04}"), &inst));
+    }
     let cfg_path = root.join("certrot.toml");
-    let cfg_text = format!(
-        "state_dir = {:?}\n[daemon]\nlisten = \"\"\n\n{snippet}",
-        root.join("state").display().to_string()
-    );
-    std::fs::write(&cfg_path, cfg_text).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
+    write(&cfg_path, cfg_text)?;
     let config = Config::load(&cfg_path).map_err(|e| e.to_string())?;
     let cred = config.credentials[0].clone();
     let imported = {
@@ -106,39 +147,43 @@ async fn serve(port: u16, root: &Path, faults: Vec<(Fault, usize)>) -> Result<()
             .await
             .map_err(|e| e.to_string())??
     };
-    // Faults start after the import's own token check, so the workspace is always usable.
-    for (f, n) in faults {
-        println!(
-            "  fault injected:        {f:?} ({})",
-            if n == super::token::ALWAYS {
-                "every request".to_string()
-            } else {
-                format!("{n} request(s)")
-            }
-        );
-        server.inject(f, n);
-    }
     println!("certrot sandbox: listening on 127.0.0.1 only");
-    println!("  token endpoint (mTLS): {}", server.url);
-    println!("  plain host:            {}", server.plain_base);
-    println!("  discovery:             {}", server.discovery_url);
-    println!("  token keys (JWKS):     {}/token_keys", server.plain_base);
+    println!("  token endpoint (mTLS): {}", stack.tokens.url);
+    println!("  plain host:            {}", stack.tokens.plain_base);
+    println!("  discovery:             {}", stack.tokens.discovery_url);
+    println!(
+        "  token keys (JWKS):     {}/token_keys",
+        stack.tokens.plain_base
+    );
+    println!("  service manager:       {}", stack.sm.url);
+    println!("  service instance:      {instance} (xsuaa, client {CLIENT_ID})");
     println!("  CA file to trust:      {}", ca_file.display());
     println!("  registered client:     {CLIENT_ID}");
     println!("  service key:           {}", key_file.display());
+    println!("  SM service key:        {}", sm_key_file.display());
     println!("  {imported}");
+    // Faults start after the import's own token check, so the workspace is always usable.
+    for (f, n) in settings.faults {
+        let times = if n == super::token::ALWAYS {
+            "every request".to_string()
+        } else {
+            format!("{n} request(s)")
+        };
+        println!("  fault injected:        {f:?} ({times})");
+        stack.tokens.inject(f, n);
+    }
     println!(
         "\nCredential snippet (already in {}):\n\n{snippet}",
         cfg_path.display()
     );
     println!(
-        "Try: certrot --config {} check --validate",
+        "Try: certrot --config {0} check --validate\n     certrot --config {0} rotate --now",
         cfg_path.display()
     );
     println!("ready");
     wait_for_stop().await;
     println!("certrot sandbox: stopping");
-    drop(server);
+    drop(stack);
     Ok(())
 }
 

@@ -56,6 +56,9 @@ pub struct SmOptions {
     /// Pre-generated RSA keys drawn on round-robin for RSA bindings (0 = a fresh key each
     /// time), so that benchmarks measure certrot rather than the stand-in's key generation.
     pub rsa_pool: usize,
+    /// Issue keys of this algorithm whatever `key-length` says (a deviation from the real
+    /// service, for benchmarks that want ECDSA service-managed credentials).
+    pub key_override: Option<KeyAlg>,
 }
 
 impl Default for SmOptions {
@@ -66,6 +69,7 @@ impl Default for SmOptions {
             seconds_per_day: 86_400,
             rate_limit: None,
             rsa_pool: 0,
+            key_override: None,
         }
     }
 }
@@ -823,6 +827,7 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
             let now = time::OffsetDateTime::now_utc();
             let lifetime = time::Duration::seconds((days * sh.opts.seconds_per_day) as i64);
             let cn = cn.unwrap_or_else(|| id.clone());
+            let alg = sh.opts.key_override.unwrap_or(alg);
             let issued = if alg == KeyAlg::Rsa2048 && !sh.rsa_pool.is_empty() {
                 s.rsa_next = (s.rsa_next + 1) % sh.rsa_pool.len();
                 sh.ca.issue_for_key(
