@@ -24,6 +24,8 @@ fn rotates_sync_and_async_xsuaa_and_identity() {
             async_default,
             operation_delay: Duration::from_millis(100),
             rsa_pool: 2,
+            // Validity days scaled to 4 hours each.
+            seconds_per_day: 14_400,
             ..SmOptions::default()
         });
         let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-orders!t1");
@@ -49,6 +51,12 @@ fn rotates_sync_and_async_xsuaa_and_identity() {
         assert!(rotated(&out, "orders") && rotated(&out, "login"), "{out}");
         assert!(out.contains("(missing)"), "{out}");
         let first = w.current_fingerprint("orders");
+        let leaf = old_generation(&w, "orders");
+        let life = leaf.leaf().not_after - leaf.leaf().not_before;
+        assert!(
+            (life - time::Duration::hours(28)).abs() < time::Duration::seconds(10),
+            "{life}"
+        );
         let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
         assert_eq!(code, 0, "{out}");
         // Not due on the next run; nothing created.
@@ -637,6 +645,29 @@ fn self_managed_xsuaa_and_identity_with_local_ca() {
         assert!(p.contains("BEGIN CERTIFICATE"), "{p}");
         assert!(!p.contains("PRIVATE KEY"), "a key left the host: {p}");
     }
+    // A CA the service does not trust: Service Manager refuses the certificate, nothing kept.
+    let rogue_dir = tempfile::tempdir().unwrap();
+    let (_, rogue_cert, rogue_key) = customer_ca(rogue_dir.path());
+    let rogue = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            &ca_cert.display().to_string(),
+            &rogue_cert.display().to_string(),
+        )
+        .replace(
+            &ca_key.display().to_string(),
+            &rogue_key.display().to_string(),
+        );
+    let rogue_cfg = w.root().join("rogue.toml");
+    std::fs::write(&rogue_cfg, rogue).unwrap();
+    let before = w.binding_ids();
+    let (code, out, _) = w.certrot(&rogue_cfg, &["rotate", "--now", "own"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("failed at issue: sm-rejected") && out.contains("not trusted"),
+        "{out}"
+    );
+    assert_eq!(w.binding_ids(), before);
     // A signer whose key does not belong to its certificate: a clear error at issue.
     let (_, _, other_key) = customer_ca(&tmp.path().join(".."));
     let bad = std::fs::read_to_string(&cfg).unwrap().replace(

@@ -267,3 +267,43 @@ async fn failed_operation_and_deletion_revokes_at_the_token_endpoint() {
         .unwrap_err();
     assert_eq!(e.kind, certrot::check::FailureKind::Unauthorized, "{e}");
 }
+
+/// Over the configured rate the stand-in answers 429 with an HTTP-date `Retry-After`; the
+/// client waits it out and every call succeeds.
+#[tokio::test]
+async fn rate_limit_with_http_date_is_waited_out() {
+    let s = stack(SmOptions {
+        rate_limit: Some((3, Duration::from_millis(800))),
+        ..SmOptions::default()
+    })
+    .await;
+    let access = SmAccess::from_service_key(s.sm_secret_key().to_string().as_bytes(), "k").unwrap();
+    let c = SmClient::new(
+        access,
+        ServerTrust {
+            system_roots: false,
+            extra_ca_pem: Some(s.ca_pem.as_bytes()),
+        },
+        Limits::default(),
+        RetryPolicy {
+            attempts: 4,
+            base: Duration::from_millis(20),
+            max_delay: Duration::from_secs(3),
+        },
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    for i in 0..6 {
+        assert!(c.get_binding(&format!("none-{i}")).await.unwrap().is_none());
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        t.elapsed()
+    );
+    let calls = s.sm.calls().len();
+    assert!(
+        calls > 6,
+        "some calls were answered 429 and repeated: {calls}"
+    );
+}

@@ -517,8 +517,11 @@ impl SmClient {
                 .base
                 .saturating_mul(1 << (attempt - 1).min(16))
                 .min(self.retry.max_delay);
-            let wait =
-                wait_hint.map_or(backoff, |h| h.min(self.retry.max_delay).max(backoff.min(h)));
+            // Never sooner than the server asks, nor than our own backoff; never longer
+            // than `max_delay` per wait.
+            let wait = wait_hint
+                .map_or(backoff, |h| h.max(backoff))
+                .min(self.retry.max_delay);
             tracing::debug!(
                 url,
                 label = kind.label(),

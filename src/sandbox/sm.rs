@@ -515,7 +515,10 @@ async fn handle(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
             };
             s.window = Some((start, n));
             if n > max {
-                let at = SystemTime::now() + window.saturating_sub(now.duration_since(start));
+                // HTTP dates have whole seconds: round up, never tell a client to come early.
+                let at = SystemTime::now()
+                    + window.saturating_sub(now.duration_since(start))
+                    + Duration::from_secs(1);
                 limited = Some(httpdate::fmt_http_date(at));
             }
         }
