@@ -514,6 +514,42 @@ impl Config {
                 t.layout,
                 p.keep_generations
             ));
+            match &c.issuer {
+                None => out.push_str("  issuer: none (import only)\n"),
+                Some(Issuer::ServiceManager(i)) => {
+                    let keys = match i.certificate {
+                        CertificateMode::ServiceManaged => {
+                            format!("service-managed {}-bit RSA", i.key_length)
+                        }
+                        CertificateMode::SelfManaged => format!(
+                            "self-managed {} key signed by {:?}",
+                            serde_json::to_value(i.key_type)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default(),
+                            i.signer.as_ref().map(|s| s.type_)
+                        ),
+                    };
+                    out.push_str(&format!(
+                        "  issuer: service-manager {:?}, instance {}, {keys}, {} day(s), bindings {}-<UTC time>\n",
+                        i.service_manager, i.instance_id, i.validity_days, i.binding_prefix
+                    ));
+                }
+            }
+            if !c.hooks.is_empty() {
+                out.push_str(&format!("  {} hook(s)\n", c.hooks.len()));
+            }
+        }
+        for (name, m) in &self.service_managers {
+            out.push_str(&format!(
+                "service_manager {name}: {}, mode {:?}\n",
+                match (&m.service_key, &m.credential) {
+                    (Some(k), _) => format!("service key {}", k.display()),
+                    (None, Some(c)) => format!("managed credential {c:?}"),
+                    (None, None) => "no access".into(),
+                },
+                m.mode
+            ));
         }
         out
     }
