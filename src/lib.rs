@@ -5,9 +5,11 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod fsutil;
 pub mod generation;
+pub mod health;
 pub mod hooks;
 pub mod issuer;
 pub mod lock;

@@ -799,6 +799,42 @@ impl Rotator {
         }
     }
 
+    /// Reconcile alone (daemon start): under the credential's lock, deletes labelled
+    /// bindings that are neither current nor queued; returns their ids.
+    pub async fn reconcile_only(&self, cred: &Credential) -> Result<Vec<String>, String> {
+        let Some(Issuer::ServiceManager(iss)) = &cred.issuer else {
+            return Ok(Vec::new());
+        };
+        let store = StateStore::new(&self.config.state_dir);
+        store.ensure_dir().map_err(|e| e.to_string())?;
+        let (dir, name) = (self.config.state_dir.clone(), cred.name.clone());
+        let _lock =
+            tokio::task::spawn_blocking(move || CredentialLock::acquire(&dir, &name, false))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        let state = store
+            .load(&cred.name, true)
+            .map_err(|e| e.to_string())?
+            .state;
+        let client = self
+            .client(&iss.service_manager)
+            .await
+            .map_err(|f| f.message)?;
+        let mut w = Work {
+            cred,
+            store,
+            state,
+            reconciled: Vec::new(),
+            retired: Vec::new(),
+            retire_errors: Vec::new(),
+        };
+        self.reconcile(&mut w, iss, &client)
+            .await
+            .map_err(|f| f.message)?;
+        Ok(w.reconciled)
+    }
+
     /// Records a failure: deletes the attempt's binding (or queues it), clears the intent,
     /// counts the failure and schedules the next attempt; runs failure hooks.
     async fn record_failure(

@@ -37,7 +37,8 @@ pub struct Report {
 }
 
 impl Report {
-    fn bare(name: &str, health: Health, reason: String) -> Report {
+    /// A report with only a name, health and reason.
+    pub fn bare(name: &str, health: Health, reason: String) -> Report {
         Report {
             credential: name.to_string(),
             health,

@@ -101,7 +101,15 @@ pub enum Command {
         /// Rotations at once (default: [daemon] max_parallel).
         #[arg(long)]
         parallel: Option<usize>,
+        /// Write the metrics here afterwards (node_exporter textfile format, atomically).
+        #[arg(long)]
+        metrics_file: Option<PathBuf>,
+        /// Push the metrics to this Pushgateway afterwards (job "certrot", instance = host).
+        #[arg(long)]
+        push_gateway: Option<String>,
     },
+    /// The daemon: renew on schedule, serve /metrics, /healthz, /readyz (systemd Type=notify).
+    Run,
     /// Switch a credential back to its previous generation (inspected first).
     Rollback {
         name: String,
@@ -205,6 +213,8 @@ pub fn run(cli: Cli) -> i32 {
             json,
             wait,
             parallel,
+            metrics_file,
+            push_gateway,
         } => rotate::run(
             &cli.config,
             &names,
@@ -216,7 +226,12 @@ pub fn run(cli: Cli) -> i32 {
             },
             json,
             parallel,
+            &rotate::MetricsOut {
+                file: metrics_file,
+                push_gateway,
+            },
         ),
+        Command::Run => crate::daemon::run(&cli.config),
         Command::Config {
             action: ConfigAction::Check,
         } => match Config::load(&cli.config) {

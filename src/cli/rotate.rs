@@ -9,6 +9,55 @@ use crate::rotate::{Options, Rotator};
 use std::path::Path;
 use std::sync::Arc;
 
+/// Where a one-shot run's metrics go.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsOut {
+    /// node_exporter textfile, written atomically.
+    pub file: Option<std::path::PathBuf>,
+    /// Pushgateway base URL.
+    pub push_gateway: Option<String>,
+}
+
+impl MetricsOut {
+    fn wanted(&self) -> bool {
+        self.file.is_some() || self.push_gateway.is_some()
+    }
+}
+
+/// Inspects the credentials after the run, folds in the summaries, and writes / pushes.
+pub(super) async fn emit_metrics(
+    config: &Config,
+    summaries: &[crate::rotate::Summary],
+    checks: &[(
+        String,
+        Result<std::time::Duration, crate::check::CheckFailure>,
+    )],
+    out: &MetricsOut,
+) -> Result<(), String> {
+    let names: Vec<&str> = config.credentials.iter().map(|c| c.name.as_str()).collect();
+    let m = crate::health::Metrics::new(&names);
+    let now = time::OffsetDateTime::now_utc();
+    let store = crate::state::StateStore::new(&config.state_dir);
+    for c in &config.credentials {
+        let r = crate::status::inspect(c, &store, now);
+        let st = store.load(&c.name, false).ok().map(|l| l.state);
+        m.observe_report(&r, now, st.as_ref());
+    }
+    for s in summaries {
+        m.observe_rotation(s, now);
+    }
+    for (name, r) in checks {
+        m.observe_check(name, r, now);
+    }
+    if let Some(f) = &out.file {
+        crate::health::write_textfile(f, &m)?;
+    }
+    if let Some(u) = &out.push_gateway {
+        crate::health::push(u, &m).await?;
+    }
+    Ok(())
+}
+
 /// Runs `certrot rotate`; returns the exit code.
 pub fn run(
     config_path: &Path,
@@ -16,6 +65,7 @@ pub fn run(
     opts: Options,
     json: bool,
     parallel: Option<usize>,
+    metrics: &MetricsOut,
 ) -> i32 {
     let config = match Config::load(config_path) {
         Ok(c) => c,
@@ -42,8 +92,20 @@ pub fn run(
             return 1;
         }
     };
-    let rotator = Arc::new(Rotator::new(Arc::new(config)));
+    let config = Arc::new(config);
+    let rotator = Arc::new(Rotator::new(config.clone()));
     let summaries = rt.block_on(rotator.rotate_all(selected, opts, parallel));
+    let metrics_failed = if metrics.wanted() && !opts.dry_run {
+        match rt.block_on(emit_metrics(&config, &summaries, &[], metrics)) {
+            Ok(()) => false,
+            Err(e) => {
+                eprintln!("certrot: metrics: {e}");
+                true
+            }
+        }
+    } else {
+        false
+    };
     for s in &summaries {
         if json {
             println!("{}", serde_json::to_string(s).unwrap_or_default());
@@ -52,7 +114,7 @@ pub fn run(
         }
     }
     // A failed hook is reported with exit code 1; the committed generation stays.
-    if summaries.iter().any(|s| s.failed() || s.hooks_failed()) {
+    if metrics_failed || summaries.iter().any(|s| s.failed() || s.hooks_failed()) {
         1
     } else if summaries.iter().any(|s| s.locked()) {
         EXIT_LOCKED

@@ -1,0 +1,503 @@
+//! `certrot run`: the long-running service. One tokio runtime; a loop that sleeps until the
+//! earliest event — a credential's renewal (with jitter and windows, via the policy), a retry
+//! after backoff, a retirement deadline, the `check_schedule` and `probe_schedule` cron ticks,
+//! or the heartbeat — and hands rotations to the same pipeline (and locks) as
+//! `certrot rotate`, at most `max_parallel` at once.
+//!
+//! Signals: SIGHUP reloads the configuration (a bad one is reported, the old stays);
+//! SIGTERM/SIGINT stop: nothing new starts, in-flight rotations get a grace period and are
+//! then abandoned at an await point — before their commit or after it, never inside it (the
+//! commit and the state write that follows it are synchronous). systemd: `READY=1` after the
+//! first inspection, `STATUS=`, `RELOADING=1`/`READY=1` around reloads, `STOPPING=1`, and
+//! `WATCHDOG=1` from the loop itself, so a stuck loop lets the watchdog fire.
+//!
+//! The loop ([`Scheduler`]) talks to the world through [`Executor`] and [`Clock`], so tests
+//! drive it with a paused tokio clock and a recording executor.
+
+mod http;
+pub mod schedule;
+
+use crate::config::Config;
+use crate::health::Metrics;
+use crate::rotate::{Options, Rotator};
+use crate::state::StateStore;
+use schedule::{CredTimes, cron_after, due, next_wake, times_for};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use time::OffsetDateTime;
+
+/// A future the scheduler can spawn.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Wall-clock time as the scheduler sees it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// Wall time that advances with tokio's clock (pausable in tests).
+pub struct TokioClock {
+    wall: OffsetDateTime,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(wall: OffsetDateTime) -> TokioClock {
+        TokioClock {
+            wall,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> OffsetDateTime {
+        self.wall + self.start.elapsed()
+    }
+}
+
+/// What the loop asks of the world.
+pub trait Executor: Send + Sync + 'static {
+    /// Re-inspects every credential (refreshing metrics) and returns their times.
+    fn inspect_all(&self, now: OffsetDateTime) -> Vec<CredTimes>;
+    /// Runs the pipeline (if due) for these credentials.
+    fn rotate(&self, names: Vec<String>) -> Task;
+    /// Token-checks every current generation.
+    fn probe(&self) -> Task;
+    /// `(check_schedule, probe_schedule)`.
+    fn schedules(&self) -> (cron::Schedule, cron::Schedule);
+    /// Re-reads the configuration; `Err` keeps the old one.
+    fn reload(&self) -> Result<(), String>;
+    /// One line for systemd's `STATUS=`.
+    fn status_line(&self, times: &[CredTimes], now: OffsetDateTime) -> String;
+}
+
+/// Requests from outside the loop (signals, tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Reload,
+    Stop,
+}
+
+/// Messages to systemd (a no-op without `NOTIFY_SOCKET`).
+pub fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!("sd_notify: {e}");
+    }
+}
+
+/// Loop settings.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopSettings {
+    /// The loop wakes at least this often (liveness for `/healthz` and the watchdog).
+    pub heartbeat: std::time::Duration,
+    /// systemd's watchdog interval, if enabled.
+    pub watchdog: Option<std::time::Duration>,
+    /// A credential just handled is not handled again before this.
+    pub rest: std::time::Duration,
+    /// How long in-flight rotations may finish after a stop request.
+    pub stop_grace: std::time::Duration,
+}
+
+impl Default for LoopSettings {
+    fn default() -> Self {
+        LoopSettings {
+            heartbeat: std::time::Duration::from_secs(30),
+            watchdog: None,
+            rest: std::time::Duration::from_secs(5),
+            stop_grace: std::time::Duration::from_secs(3),
+        }
+    }
+}
+
+/// The scheduler loop.
+pub struct Scheduler<E: Executor, C: Clock> {
+    pub exec: Arc<E>,
+    pub clock: Arc<C>,
+    pub settings: LoopSettings,
+    /// Unix seconds of the loop's last iteration (for `/healthz`).
+    pub beat: Arc<AtomicI64>,
+}
+
+impl<E: Executor, C: Clock> Scheduler<E, C> {
+    /// Runs until [`Control::Stop`] (or the control channel closes).
+    pub async fn run(self, mut control: tokio::sync::mpsc::Receiver<Control>) {
+        let exec = self.exec.clone();
+        let mut times = exec.inspect_all(self.clock.now());
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&exec.status_line(&times, self.clock.now())),
+        ]);
+        tracing::info!(credentials = times.len(), "certrot run: ready");
+        let (mut check_s, mut probe_s) = exec.schedules();
+        let now = self.clock.now();
+        let mut next_check = cron_after(&check_s, now);
+        // A first probe right away, so readiness is known.
+        let mut next_probe = Some(now);
+        let mut busy: HashSet<String> = HashSet::new();
+        let mut rest: HashMap<String, OffsetDateTime> = HashMap::new();
+        let mut tasks: tokio::task::JoinSet<Vec<String>> = tokio::task::JoinSet::new();
+        let mut probing: Option<tokio::task::JoinHandle<()>> = None;
+        let mut last_ping = tokio::time::Instant::now();
+        let heartbeat = match self.settings.watchdog {
+            Some(w) => self.settings.heartbeat.min(w / 2),
+            None => self.settings.heartbeat,
+        };
+        loop {
+            let now = self.clock.now();
+            self.beat.store(now.unix_timestamp(), Ordering::Relaxed);
+            if let Some(w) = self.settings.watchdog
+                && last_ping.elapsed() >= w / 4
+            {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+                last_ping = tokio::time::Instant::now();
+            }
+            // Rotations (and retirements) that are due.
+            let batch: Vec<String> =
+                due(&times, now, |n| busy.contains(n), |n| rest.get(n).copied())
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect();
+            if !batch.is_empty() {
+                tracing::info!(credentials = ?batch, "pipeline due");
+                busy.extend(batch.iter().cloned());
+                let run = exec.rotate(batch.clone());
+                tasks.spawn(async move {
+                    run.await;
+                    batch
+                });
+            }
+            if next_check.is_some_and(|t| t <= now) {
+                times = exec.inspect_all(now);
+                notify(&[sd_notify::NotifyState::Status(
+                    &exec.status_line(&times, now),
+                )]);
+                next_check = cron_after(&check_s, now);
+            }
+            if next_probe.is_some_and(|t| t <= now) {
+                if probing.as_ref().is_none_or(|p| p.is_finished()) {
+                    probing = Some(tokio::spawn(exec.probe()));
+                }
+                next_probe = cron_after(&probe_s, now);
+            }
+            let ticks: Vec<OffsetDateTime> = next_check.into_iter().chain(next_probe).collect();
+            let wake = next_wake(
+                &times,
+                |n| busy.contains(n),
+                |n| rest.get(n).copied(),
+                &ticks,
+                now + heartbeat,
+            );
+            let sleep_for = (wake - now).max(time::Duration::ZERO);
+            let sleep = tokio::time::sleep(sleep_for.try_into().unwrap_or_default());
+            tokio::select! {
+                _ = sleep => {}
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok(names) = done {
+                        let now = self.clock.now();
+                        for n in &names {
+                            busy.remove(n);
+                            rest.insert(n.clone(), now + self.settings.rest);
+                        }
+                        times = exec.inspect_all(now);
+                        notify(&[sd_notify::NotifyState::Status(&exec.status_line(&times, now))]);
+                    }
+                }
+                c = control.recv() => match c {
+                    Some(Control::Reload) => {
+                        let usec = sd_notify::NotifyState::monotonic_usec_now().ok();
+                        let mut msg = vec![sd_notify::NotifyState::Reloading];
+                        msg.extend(usec);
+                        notify(&msg);
+                        match exec.reload() {
+                            Ok(()) => {
+                                tracing::info!("configuration reloaded");
+                                (check_s, probe_s) = exec.schedules();
+                                let now = self.clock.now();
+                                next_check = cron_after(&check_s, now);
+                                next_probe = Some(now);
+                                times = exec.inspect_all(now);
+                                rest.clear();
+                            }
+                            Err(e) => tracing::error!("configuration not reloaded, the previous one stays in force: {e}"),
+                        }
+                        let line = exec.status_line(&times, self.clock.now());
+                        notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&line)]);
+                    }
+                    Some(Control::Stop) | None => break,
+                },
+            }
+        }
+        notify(&[sd_notify::NotifyState::Stopping]);
+        tracing::info!(in_flight = tasks.len(), "stopping");
+        let grace = tokio::time::sleep(self.settings.stop_grace);
+        tokio::pin!(grace);
+        while !tasks.is_empty() {
+            tokio::select! {
+                _ = &mut grace => {
+                    tracing::warn!(abandoned = tasks.len(), "in-flight rotations abandoned (never inside a commit); the next start reconciles them");
+                    tasks.abort_all();
+                    break;
+                }
+                _ = tasks.join_next() => {}
+            }
+        }
+        if let Some(p) = probing {
+            p.abort();
+        }
+    }
+}
+
+/// The real world: configuration, rotator and metrics, swappable on reload.
+pub struct Live {
+    config_path: PathBuf,
+    inner: RwLock<(Arc<Config>, Arc<Rotator>)>,
+    pub metrics: Arc<Metrics>,
+    /// Rotation summaries are printed to stdout, one line each (the daemon's event log).
+    pub print_events: bool,
+}
+
+impl Live {
+    pub fn new(config_path: &Path, config: Config) -> Live {
+        let names: Vec<&str> = config.credentials.iter().map(|c| c.name.as_str()).collect();
+        let metrics = Arc::new(Metrics::new(&names));
+        let config = Arc::new(config);
+        Live {
+            config_path: config_path.to_path_buf(),
+            inner: RwLock::new((config.clone(), Arc::new(Rotator::new(config)))),
+            metrics,
+            print_events: true,
+        }
+    }
+
+    fn current(&self) -> (Arc<Config>, Arc<Rotator>) {
+        let g = self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (g.0.clone(), g.1.clone())
+    }
+}
+
+impl Executor for Live {
+    fn inspect_all(&self, now: OffsetDateTime) -> Vec<CredTimes> {
+        let (config, _) = self.current();
+        let store = StateStore::new(&config.state_dir);
+        config
+            .credentials
+            .iter()
+            .map(|c| {
+                let report = crate::status::inspect(c, &store, now);
+                let state = store.load(&c.name, false).ok().map(|l| l.state);
+                self.metrics.observe_report(&report, now, state.as_ref());
+                times_for(&report, state.as_ref(), c.issuer.is_some(), now)
+            })
+            .collect()
+    }
+
+    fn rotate(&self, names: Vec<String>) -> Task {
+        let (config, rotator) = self.current();
+        let metrics = self.metrics.clone();
+        let print = self.print_events;
+        Box::pin(async move {
+            let creds: Vec<_> = config
+                .credentials
+                .iter()
+                .filter(|c| names.contains(&c.name))
+                .cloned()
+                .collect();
+            let parallel = config.daemon.max_parallel as usize;
+            let summaries = rotator
+                .rotate_all(creds, Options::default(), parallel)
+                .await;
+            let now = OffsetDateTime::now_utc();
+            for s in &summaries {
+                metrics.observe_rotation(s, now);
+                let quiet = matches!(
+                    s.outcome,
+                    crate::rotate::Outcome::NotDue { .. }
+                        | crate::rotate::Outcome::BackingOff { .. }
+                ) && s.retired.is_empty()
+                    && s.reconciled.is_empty();
+                if print && !quiet {
+                    println!("{}", s.line());
+                }
+            }
+        })
+    }
+
+    fn probe(&self) -> Task {
+        let (config, _) = self.current();
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            for c in &config.credentials {
+                let Ok(Some(cur)) = crate::status::target_of(c).read_current() else {
+                    continue;
+                };
+                let r = crate::check::validate(c, &cur.generation).await;
+                if let Err(e) = &r {
+                    tracing::warn!(credential = %c.name, label = e.kind.label(), "probe: the current generation failed its token check: {e}");
+                }
+                metrics.observe_check(&c.name, &r, OffsetDateTime::now_utc());
+            }
+        })
+    }
+
+    fn schedules(&self) -> (cron::Schedule, cron::Schedule) {
+        let (config, _) = self.current();
+        (
+            config.daemon.check_schedule.schedule().clone(),
+            config.daemon.probe_schedule.schedule().clone(),
+        )
+    }
+
+    fn reload(&self) -> Result<(), String> {
+        let new = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let (old, _) = self.current();
+        for c in &old.credentials {
+            if !new.credentials.iter().any(|n| n.name == c.name) {
+                self.metrics.remove_credential(&c.name);
+            }
+        }
+        for c in &new.credentials {
+            self.metrics.add_credential(&c.name);
+        }
+        let new = Arc::new(new);
+        let mut g = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *g = (new.clone(), Arc::new(Rotator::new(new)));
+        Ok(())
+    }
+
+    fn status_line(&self, times: &[CredTimes], now: OffsetDateTime) -> String {
+        let (ready, total) = self.metrics.counts();
+        let next = times
+            .iter()
+            .filter_map(|t| t.due_at().map(|d| (d, &t.name)))
+            .min();
+        let mut s = format!("{ready} of {total} credentials ready");
+        if let Some((at, name)) = next {
+            let d = at - now;
+            if d.is_positive() {
+                s.push_str(&format!("; next: {name} in {}", crate::policy::human(d)));
+            } else {
+                s.push_str(&format!("; next: {name} now"));
+            }
+        }
+        s
+    }
+}
+
+/// Runs `certrot run`; returns the exit code.
+pub fn run(config_path: &Path) -> i32 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("certrot: {e}");
+            return crate::cli::EXIT_USAGE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("certrot run: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(serve(config_path, config))
+}
+
+async fn serve(config_path: &Path, config: Config) -> i32 {
+    let listen = config.daemon.listen.clone();
+    let live = Arc::new(Live::new(config_path, config));
+    let beat = Arc::new(AtomicI64::new(OffsetDateTime::now_utc().unix_timestamp()));
+    let settings = LoopSettings {
+        watchdog: sd_notify::watchdog_enabled(),
+        ..LoopSettings::default()
+    };
+    let _http = if listen.is_empty() {
+        None
+    } else {
+        let liveness = (settings.heartbeat * 3).as_secs() as i64;
+        match http::serve(&listen, live.metrics.clone(), beat.clone(), liveness).await {
+            Ok((addr, task)) => {
+                println!("certrot run: metrics at http://{addr}/metrics");
+                Some(task)
+            }
+            Err(e) => {
+                eprintln!("certrot run: {e}");
+                return 1;
+            }
+        }
+    };
+    // Orphans of a crash are deleted at start, before anything else rotates.
+    reconcile_at_start(&live).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(forward_signals(tx));
+    Scheduler {
+        exec: live,
+        clock: Arc::new(SystemClock),
+        settings,
+        beat,
+    }
+    .run(rx)
+    .await;
+    0
+}
+
+async fn reconcile_at_start(live: &Live) {
+    let (config, rotator) = live.current();
+    for c in config.credentials.iter().filter(|c| c.issuer.is_some()) {
+        match rotator.reconcile_only(c).await {
+            Ok(deleted) if !deleted.is_empty() => {
+                println!(
+                    "{}: deleted orphan binding(s) {}",
+                    c.name,
+                    deleted.join(", ")
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(credential = %c.name, "reconcile at start: {e}"),
+        }
+    }
+}
+
+async fn forward_signals(tx: tokio::sync::mpsc::Sender<Control>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        let c = tokio::select! {
+            _ = hup.recv() => Control::Reload,
+            _ = term.recv() => Control::Stop,
+            _ = int.recv() => Control::Stop,
+        };
+        if tx.send(c).await.is_err() || c == Control::Stop {
+            return;
+        }
+    }
+}

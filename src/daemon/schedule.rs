@@ -1,0 +1,197 @@
+//! The scheduler's pure part: from each credential's inspection and state, when does it next
+//! need the pipeline (renewal due, retry after backoff, retirement deadline)? And when must
+//! the loop wake next? No clock, no I/O.
+
+use crate::state::State;
+use crate::status::Report;
+use time::OffsetDateTime;
+
+/// The next instants that matter for one credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredTimes {
+    pub name: String,
+    /// When the pipeline should run to renew (`None`: never — no issuer configured).
+    pub rotate_at: Option<OffsetDateTime>,
+    /// The earliest retirement deadline, if any binding is queued.
+    pub retire_at: Option<OffsetDateTime>,
+}
+
+impl CredTimes {
+    /// When the pipeline must next run for this credential.
+    pub fn due_at(&self) -> Option<OffsetDateTime> {
+        match (self.rotate_at, self.retire_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// From an inspection report and the state: renewal at the policy instant (now when missing,
+/// unusable or expired), never before the backoff's next attempt.
+pub fn times_for(
+    report: &Report,
+    state: Option<&State>,
+    has_issuer: bool,
+    now: OffsetDateTime,
+) -> CredTimes {
+    let rotate_at = has_issuer.then(|| {
+        let base = report.renews_at.unwrap_or(now);
+        match state.and_then(|s| s.next_attempt) {
+            Some(t) if t > base => t,
+            _ => base,
+        }
+    });
+    let retire_at = state.and_then(|s| s.retiring.iter().map(|r| r.retire_at).min());
+    CredTimes {
+        name: report.credential.clone(),
+        rotate_at,
+        retire_at,
+    }
+}
+
+/// The credentials whose pipeline is due at `now`, skipping those in flight or resting
+/// (`rest_until`: a credential just handled is not retried before then, so a lock held by
+/// another process cannot make the loop spin).
+pub fn due(
+    creds: &[CredTimes],
+    now: OffsetDateTime,
+    busy: impl Fn(&str) -> bool,
+    rest_until: impl Fn(&str) -> Option<OffsetDateTime>,
+) -> Vec<&str> {
+    creds
+        .iter()
+        .filter(|c| !busy(&c.name))
+        .filter(|c| c.due_at().is_some_and(|t| t <= now))
+        .filter(|c| rest_until(&c.name).is_none_or(|r| r <= now))
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
+/// When the loop must wake next: the earliest credential instant (not before its rest), the
+/// cron ticks, and the heartbeat.
+pub fn next_wake(
+    creds: &[CredTimes],
+    busy: impl Fn(&str) -> bool,
+    rest_until: impl Fn(&str) -> Option<OffsetDateTime>,
+    ticks: &[OffsetDateTime],
+    heartbeat: OffsetDateTime,
+) -> OffsetDateTime {
+    creds
+        .iter()
+        .filter(|c| !busy(&c.name))
+        .filter_map(|c| {
+            let t = c.due_at()?;
+            Some(match rest_until(&c.name) {
+                Some(r) if r > t => r,
+                _ => t,
+            })
+        })
+        .chain(ticks.iter().copied())
+        .fold(heartbeat, OffsetDateTime::min)
+}
+
+/// The next instant strictly after `after` of a cron schedule (UTC).
+pub fn cron_after(schedule: &cron::Schedule, after: OffsetDateTime) -> Option<OffsetDateTime> {
+    let secs = after.unix_timestamp();
+    let nanos = after.nanosecond();
+    let c = chrono::DateTime::<chrono::Utc>::from_timestamp(secs, nanos)?;
+    let next = schedule.after(&c).next()?;
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(next.timestamp_nanos_opt()?)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Health;
+    use crate::state::RetiringRecord;
+    use time::macros::datetime;
+
+    fn report(renews_at: Option<OffsetDateTime>) -> Report {
+        let mut r = Report::bare("orders", Health::Ok, String::new());
+        r.renews_at = renews_at;
+        r
+    }
+
+    #[test]
+    fn renewal_backoff_and_retirement_times() {
+        let now = datetime!(2026-11-23 12:00 UTC);
+        let renew = now + time::Duration::hours(5);
+        let t = times_for(&report(Some(renew)), None, true, now);
+        assert_eq!(t.rotate_at, Some(renew));
+        assert_eq!(
+            times_for(&report(None), None, true, now).rotate_at,
+            Some(now)
+        );
+        assert_eq!(times_for(&report(None), None, false, now).rotate_at, None);
+        let mut st = State {
+            next_attempt: Some(now + time::Duration::hours(7)),
+            ..State::default()
+        };
+        st.retiring.push(RetiringRecord {
+            binding_id: "b".into(),
+            service_manager: "m".into(),
+            fingerprint_sha256: None,
+            retire_at: now + time::Duration::hours(1),
+            reason: "replaced".into(),
+        });
+        let t = times_for(&report(Some(renew)), Some(&st), true, now);
+        assert_eq!(
+            t.rotate_at, st.next_attempt,
+            "backoff wins over an earlier renewal"
+        );
+        assert_eq!(
+            t.due_at(),
+            Some(now + time::Duration::hours(1)),
+            "retirement first"
+        );
+    }
+
+    #[test]
+    fn due_and_wake_respect_busy_and_rest() {
+        let now = datetime!(2026-11-23 12:00 UTC);
+        let c = |n: &str, at: OffsetDateTime| CredTimes {
+            name: n.into(),
+            rotate_at: Some(at),
+            retire_at: None,
+        };
+        let creds = vec![
+            c("a", now - time::Duration::seconds(1)),
+            c("b", now),
+            c("c", now + time::Duration::minutes(3)),
+        ];
+        assert_eq!(due(&creds, now, |_| false, |_| None), vec!["a", "b"]);
+        assert_eq!(due(&creds, now, |n| n == "a", |_| None), vec!["b"]);
+        let rest = now + time::Duration::seconds(5);
+        assert_eq!(
+            due(&creds, now, |_| false, |n| (n == "b").then_some(rest)),
+            vec!["a"]
+        );
+        let beat = now + time::Duration::seconds(30);
+        assert_eq!(next_wake(&creds[2..], |_| false, |_| None, &[], beat), beat);
+        assert_eq!(
+            next_wake(
+                &creds,
+                |n| n != "c",
+                |_| None,
+                &[],
+                now + time::Duration::hours(1)
+            ),
+            now + time::Duration::minutes(3)
+        );
+        assert_eq!(
+            next_wake(&creds[1..2], |_| false, |_| Some(rest), &[], beat),
+            rest
+        );
+    }
+
+    #[test]
+    fn cron_ticks_in_utc() {
+        let s: cron::Schedule = "0 */5 * * * *".parse().unwrap();
+        let t = datetime!(2026-11-23 12:03:10 UTC);
+        assert_eq!(cron_after(&s, t), Some(datetime!(2026-11-23 12:05 UTC)));
+        assert_eq!(
+            cron_after(&s, datetime!(2026-11-23 12:05 UTC)),
+            Some(datetime!(2026-11-23 12:10 UTC))
+        );
+    }
+}

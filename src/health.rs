@@ -1,0 +1,469 @@
+//! Health: the metrics registry (prometheus-client, OpenMetrics text, prefix `certrot_`,
+//! label `credential`), fed from inspections, token checks and rotation summaries; the
+//! readiness verdict; the node_exporter textfile (written atomically) and the Pushgateway
+//! push for one-shot runs. The HTTP endpoints live in `daemon::http`.
+//!
+//! Counters start at 0 for every credential so that `rate()` and alerts work from the first
+//! scrape. No secret is ever a label or a value.
+
+use crate::rotate::{Outcome, Step, Summary};
+use crate::status::Report;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use time::OffsetDateTime;
+
+type Labels = Vec<(String, String)>;
+type FGauge = Family<Labels, Gauge<f64, AtomicU64>>;
+type IGauge = Family<Labels, Gauge<i64>>;
+
+/// Steps whose failures are counted (initialised to 0).
+pub const FAILING_STEPS: [Step; 8] = [
+    Step::Lock,
+    Step::Decide,
+    Step::Reconcile,
+    Step::Issue,
+    Step::Verify,
+    Step::Check,
+    Step::Commit,
+    Step::Retire,
+];
+
+/// Everything known about one credential's health, for `/readyz`.
+#[derive(Clone, Debug, Default)]
+struct Readiness {
+    valid: bool,
+    outside_critical: bool,
+    /// `None` until the first token check.
+    last_check_ok: Option<bool>,
+    reason: String,
+}
+
+/// The metrics of one process.
+pub struct Metrics {
+    registry: Registry,
+    not_after: FGauge,
+    not_before: FGauge,
+    renewal: FGauge,
+    ready: IGauge,
+    rotations: Family<Labels, Counter>,
+    failures: Family<Labels, Counter>,
+    consecutive: IGauge,
+    last_success: FGauge,
+    last_check: FGauge,
+    token_duration: Family<Labels, Histogram>,
+    retiring: IGauge,
+    hook_failures: Family<Labels, Counter>,
+    readiness: Mutex<BTreeMap<String, Readiness>>,
+}
+
+fn cred(name: &str) -> Labels {
+    vec![("credential".into(), name.into())]
+}
+
+fn with(name: &str, k: &str, v: &str) -> Labels {
+    vec![("credential".into(), name.into()), (k.into(), v.into())]
+}
+
+fn ts(t: OffsetDateTime) -> f64 {
+    t.unix_timestamp_nanos() as f64 / 1e9
+}
+
+fn token_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+impl Metrics {
+    /// A registry with every metric registered and the counters of `credentials` at 0.
+    pub fn new(credentials: &[&str]) -> Metrics {
+        let mut registry = Registry::with_prefix("certrot");
+        let m = Metrics {
+            not_after: FGauge::default(),
+            not_before: FGauge::default(),
+            renewal: FGauge::default(),
+            ready: IGauge::default(),
+            rotations: Family::default(),
+            failures: Family::default(),
+            consecutive: IGauge::default(),
+            last_success: FGauge::default(),
+            last_check: FGauge::default(),
+            token_duration: Family::new_with_constructor(token_histogram),
+            retiring: IGauge::default(),
+            hook_failures: Family::default(),
+            readiness: Mutex::new(BTreeMap::new()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "certificate_not_after_timestamp_seconds",
+            "notAfter of the current certificate (Unix seconds)",
+            m.not_after.clone(),
+        );
+        registry.register(
+            "certificate_not_before_timestamp_seconds",
+            "notBefore of the current certificate (Unix seconds)",
+            m.not_before.clone(),
+        );
+        registry.register(
+            "certificate_renewal_timestamp_seconds",
+            "when the policy renews the current certificate (Unix seconds)",
+            m.renewal.clone(),
+        );
+        registry.register(
+            "credential_ready",
+            "1 when the credential is valid, outside critical_before, and its last token check passed",
+            m.ready.clone(),
+        );
+        registry.register("rotations", "rotations by result", m.rotations.clone());
+        registry.register(
+            "rotation_failures",
+            "failed rotations by step",
+            m.failures.clone(),
+        );
+        registry.register(
+            "rotation_consecutive_failures",
+            "failed rotations since the last success",
+            m.consecutive.clone(),
+        );
+        registry.register(
+            "last_rotation_success_timestamp_seconds",
+            "time of the last successful rotation (Unix seconds)",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "last_check_success_timestamp_seconds",
+            "time of the last successful token check (Unix seconds)",
+            m.last_check.clone(),
+        );
+        registry.register(
+            "token_request_duration_seconds",
+            "duration of token checks",
+            m.token_duration.clone(),
+        );
+        registry.register(
+            "bindings_pending_retirement",
+            "replaced bindings waiting for their retirement deadline",
+            m.retiring.clone(),
+        );
+        registry.register(
+            "hook_failures",
+            "hooks that failed",
+            m.hook_failures.clone(),
+        );
+        let info: Family<Labels, Gauge> = Family::default();
+        info.get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())])
+            .set(1);
+        registry.register("build_info", "certrot version", info);
+        let mut m = m;
+        m.registry = registry;
+        for c in credentials {
+            m.add_credential(c);
+        }
+        m
+    }
+
+    /// Initialises the counters of credential `name` to 0.
+    pub fn add_credential(&self, name: &str) {
+        for r in ["success", "failure"] {
+            let _ = self.rotations.get_or_create(&with(name, "result", r));
+        }
+        for s in FAILING_STEPS {
+            let _ = self.failures.get_or_create(&with(name, "step", s.label()));
+        }
+        let _ = self.hook_failures.get_or_create(&cred(name));
+        let _ = self.consecutive.get_or_create(&cred(name));
+        let _ = self.retiring.get_or_create(&cred(name));
+        let _ = self.ready.get_or_create(&cred(name));
+    }
+
+    /// Forgets a credential removed from the configuration.
+    pub fn remove_credential(&self, name: &str) {
+        let l = cred(name);
+        for f in [
+            &self.not_after,
+            &self.not_before,
+            &self.renewal,
+            &self.last_success,
+            &self.last_check,
+        ] {
+            f.remove(&l);
+        }
+        for f in [&self.ready, &self.consecutive, &self.retiring] {
+            f.remove(&l);
+        }
+        self.hook_failures.remove(&l);
+        self.token_duration.remove(&l);
+        for r in ["success", "failure"] {
+            self.rotations.remove(&with(name, "result", r));
+        }
+        for s in FAILING_STEPS {
+            self.failures.remove(&with(name, "step", s.label()));
+        }
+        self.lock_readiness().remove(name);
+    }
+
+    fn lock_readiness(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Readiness>> {
+        self.readiness
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records an inspection (and the state it read).
+    pub fn observe_report(
+        &self,
+        r: &Report,
+        now: OffsetDateTime,
+        state: Option<&crate::state::State>,
+    ) {
+        let l = cred(&r.credential);
+        match (r.not_before, r.not_after) {
+            (Some(nb), Some(na)) => {
+                self.not_before.get_or_create(&l).set(ts(nb));
+                self.not_after.get_or_create(&l).set(ts(na));
+            }
+            _ => {
+                self.not_before.remove(&l);
+                self.not_after.remove(&l);
+            }
+        }
+        match r.renews_at {
+            Some(t) => {
+                self.renewal.get_or_create(&l).set(ts(t));
+            }
+            None => {
+                self.renewal.remove(&l);
+            }
+        }
+        if let Some(s) = state {
+            self.consecutive
+                .get_or_create(&l)
+                .set(i64::from(s.consecutive_failures));
+            self.retiring.get_or_create(&l).set(s.retiring.len() as i64);
+            if let Some(t) = s.last_success {
+                self.last_success.get_or_create(&l).set(ts(t));
+            }
+        }
+        let mut all = self.lock_readiness();
+        let e = all.entry(r.credential.clone()).or_default();
+        e.valid =
+            r.not_after.is_some_and(|na| na > now) && r.not_before.is_some_and(|nb| nb <= now);
+        e.outside_critical = r.critical_at.is_some_and(|c| c > now);
+        e.reason = r.reason.clone();
+        self.publish_ready(&r.credential, e);
+    }
+
+    fn publish_ready(&self, name: &str, e: &Readiness) {
+        let ok = e.valid && e.outside_critical && e.last_check_ok != Some(false);
+        self.ready.get_or_create(&cred(name)).set(i64::from(ok));
+    }
+
+    /// Records a token check of the current generation.
+    pub fn observe_check(
+        &self,
+        name: &str,
+        result: &Result<std::time::Duration, crate::check::CheckFailure>,
+        now: OffsetDateTime,
+    ) {
+        let l = cred(name);
+        let mut all = self.lock_readiness();
+        let e = all.entry(name.to_string()).or_default();
+        match result {
+            Ok(d) => {
+                self.token_duration
+                    .get_or_create(&l)
+                    .observe(d.as_secs_f64());
+                self.last_check.get_or_create(&l).set(ts(now));
+                e.last_check_ok = Some(true);
+            }
+            Err(f) => {
+                e.last_check_ok = Some(false);
+                e.reason = format!("token check failed: {f}");
+            }
+        }
+        self.publish_ready(name, e);
+    }
+
+    /// Records a rotation's summary.
+    pub fn observe_rotation(&self, s: &Summary, now: OffsetDateTime) {
+        let name = &s.credential;
+        match &s.outcome {
+            Outcome::Rotated { hook_failures, .. } => {
+                self.rotations
+                    .get_or_create(&with(name, "result", "success"))
+                    .inc();
+                self.last_success.get_or_create(&cred(name)).set(ts(now));
+                self.consecutive.get_or_create(&cred(name)).set(0);
+                if !hook_failures.is_empty() {
+                    self.hook_failures
+                        .get_or_create(&cred(name))
+                        .inc_by(hook_failures.len() as u64);
+                }
+                // The new generation passed its token check in the pipeline.
+                let mut all = self.lock_readiness();
+                let e = all.entry(name.clone()).or_default();
+                e.last_check_ok = Some(true);
+                self.last_check.get_or_create(&cred(name)).set(ts(now));
+                self.publish_ready(name, e);
+            }
+            Outcome::Failed(f) => {
+                self.rotations
+                    .get_or_create(&with(name, "result", "failure"))
+                    .inc();
+                self.failures
+                    .get_or_create(&with(name, "step", f.step.label()))
+                    .inc();
+                self.consecutive.get_or_create(&cred(name)).inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// `None` when every credential is ready; else one line per credential that is not.
+    pub fn not_ready(&self) -> Option<String> {
+        let all = self.lock_readiness();
+        let lines: Vec<String> = all
+            .iter()
+            .filter(|(_, e)| !(e.valid && e.outside_critical && e.last_check_ok != Some(false)))
+            .map(|(n, e)| format!("{n}: {}", e.reason))
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("\n"))
+    }
+
+    /// Names and readiness, for the systemd status line.
+    pub fn counts(&self) -> (usize, usize) {
+        let all = self.lock_readiness();
+        let ready = all
+            .values()
+            .filter(|e| e.valid && e.outside_critical && e.last_check_ok != Some(false))
+            .count();
+        (ready, all.len())
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn openmetrics(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The Prometheus text format 0.0.4 (node_exporter textfile collector, Pushgateway):
+    /// counters named with their `_total` suffix in `# TYPE`/`# HELP`, no `# EOF`/`# UNIT`.
+    pub fn prometheus_text(&self) -> String {
+        to_prometheus_text(&self.openmetrics())
+    }
+}
+
+/// Converts OpenMetrics text to the Prometheus 0.0.4 text format.
+pub fn to_prometheus_text(om: &str) -> String {
+    let counters: Vec<String> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .map(str::to_string)
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let fixed = ["# TYPE ", "# HELP "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .iter()
+                .any(|c| c == name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(fixed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes the textfile atomically (temp file, fsync, rename), mode 0644.
+pub fn write_textfile(path: &std::path::Path, m: &Metrics) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| err(&"not a file name"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    crate::fsutil::write_atomic(dir, name, m.prometheus_text().as_bytes(), 0o644)
+        .map_err(|e| err(&e))
+}
+
+/// Pushes the metrics to a Pushgateway: `PUT <url>/metrics/job/certrot/instance/<host>`.
+pub async fn push(url: &str, m: &Metrics) -> Result<(), String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("--push-gateway {url:?}: not an http(s) URL"));
+    }
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let target = format!(
+        "{}/metrics/job/certrot/instance/{}",
+        url.trim_end_matches('/'),
+        form_urlencoded::byte_serialize(host.as_bytes()).collect::<String>()
+    );
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(std::time::Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("{target}: {e}"))?;
+    let resp = client
+        .put(&target)
+        .header("Content-Type", "text/plain; version=0.0.4")
+        .body(m.prometheus_text())
+        .send()
+        .await
+        .map_err(|e| format!("{target}: {e}"))?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{target}: HTTP {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_start_at_zero_and_text_formats_agree() {
+        let m = Metrics::new(&["orders"]);
+        let om = m.openmetrics();
+        assert!(
+            om.contains("certrot_rotations_total{credential=\"orders\",result=\"failure\"} 0"),
+            "{om}"
+        );
+        assert!(
+            om.contains("certrot_rotation_failures_total{credential=\"orders\",step=\"check\"} 0"),
+            "{om}"
+        );
+        assert!(om.contains("certrot_build_info{version="), "{om}");
+        assert!(om.ends_with("# EOF\n"));
+        let p = m.prometheus_text();
+        assert!(p.contains("# TYPE certrot_rotations_total counter"), "{p}");
+        assert!(
+            p.contains("# HELP certrot_rotations_total rotations by result"),
+            "{p}"
+        );
+        assert!(!p.contains("# EOF") && !p.contains("# UNIT"));
+        m.remove_credential("orders");
+        assert!(!m.openmetrics().contains("orders"));
+    }
+}
