@@ -1,0 +1,187 @@
+//! The scheduler loop (`certrot::daemon::Scheduler`) with a paused tokio clock and a
+//! recording executor: renewals fire at their instants, a failing credential backs off
+//! exponentially and within its cap, retirements fire at their deadline, cron ticks land on
+//! their schedule, reloads and stops are obeyed, and the loop never spins.
+
+use certrot::daemon::schedule::CredTimes;
+use certrot::daemon::{Clock, Control, Executor, LoopSettings, Scheduler, Task, TokioClock};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+const T0: OffsetDateTime = datetime!(2026-11-23 12:00:10 UTC);
+
+#[derive(Default)]
+struct Model {
+    times: Vec<CredTimes>,
+    rotations: Vec<(OffsetDateTime, String)>,
+    probes: Vec<OffsetDateTime>,
+    inspections: usize,
+    reloads: usize,
+    failures: u32,
+}
+
+struct Fake {
+    clock: Arc<TokioClock>,
+    model: Arc<Mutex<Model>>,
+}
+
+impl Executor for Fake {
+    fn inspect_all(&self, _now: OffsetDateTime) -> Vec<CredTimes> {
+        let mut m = self.model.lock().unwrap();
+        m.inspections += 1;
+        m.times.clone()
+    }
+    fn rotate(&self, names: Vec<String>) -> Task {
+        let (clock, model) = (self.clock.clone(), self.model.clone());
+        Box::pin(async move {
+            // A rotation takes a moment.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = clock.now();
+            let mut m = model.lock().unwrap();
+            for n in names {
+                m.rotations.push((now, n.clone()));
+                let failures = if n == "flaky" {
+                    m.failures += 1;
+                    m.failures
+                } else {
+                    0
+                };
+                let t = m.times.iter_mut().find(|t| t.name == n).unwrap();
+                match n.as_str() {
+                    // A 10-minute certificate renewed at 2/3 of its life.
+                    "steady" => t.rotate_at = Some(now + time::Duration::seconds(400)),
+                    // Fails every time: the policy's backoff decides the next attempt.
+                    "flaky" => {
+                        let critical = T0 + time::Duration::days(30);
+                        t.rotate_at = Some(certrot::policy::backoff(failures, now, Some(critical)))
+                    }
+                    // Only a retirement was due.
+                    _ => t.retire_at = None,
+                }
+            }
+        })
+    }
+    fn probe(&self) -> Task {
+        let (clock, model) = (self.clock.clone(), self.model.clone());
+        Box::pin(async move {
+            model.lock().unwrap().probes.push(clock.now());
+        })
+    }
+    fn schedules(&self) -> (cron::Schedule, cron::Schedule) {
+        (
+            "0 */5 * * * *".parse().unwrap(),
+            "0 0 * * * *".parse().unwrap(),
+        )
+    }
+    fn reload(&self) -> Result<(), String> {
+        let mut m = self.model.lock().unwrap();
+        m.reloads += 1;
+        if m.reloads == 1 {
+            Err("bad config".into())
+        } else {
+            Ok(())
+        }
+    }
+    fn status_line(&self, _: &[CredTimes], _: OffsetDateTime) -> String {
+        "fake".into()
+    }
+}
+
+fn secs(t: OffsetDateTime) -> f64 {
+    (t - T0).as_seconds_f64()
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewals_backoff_retirements_and_ticks_fire_on_time() {
+    let clock = Arc::new(TokioClock::starting_at(T0));
+    let model = Arc::new(Mutex::new(Model {
+        times: vec![
+            CredTimes {
+                name: "steady".into(),
+                rotate_at: Some(T0 + time::Duration::seconds(100)),
+                retire_at: None,
+            },
+            CredTimes {
+                name: "flaky".into(),
+                rotate_at: Some(T0 + time::Duration::seconds(10)),
+                retire_at: None,
+            },
+            CredTimes {
+                name: "retiring".into(),
+                rotate_at: Some(T0 + time::Duration::days(3)),
+                retire_at: Some(T0 + time::Duration::seconds(3600)),
+            },
+            CredTimes {
+                name: "import-only".into(),
+                rotate_at: None,
+                retire_at: None,
+            },
+        ],
+        ..Model::default()
+    }));
+    let exec = Arc::new(Fake {
+        clock: clock.clone(),
+        model: model.clone(),
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let sched = Scheduler {
+        exec,
+        clock: clock.clone(),
+        settings: LoopSettings::default(),
+        beat: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+    };
+    let run = tokio::spawn(sched.run(rx));
+    // Eight virtual hours.
+    tokio::time::sleep(Duration::from_secs(8 * 3600)).await;
+    tx.send(Control::Reload).await.unwrap(); // refused: the old one stays
+    tx.send(Control::Reload).await.unwrap(); // accepted
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tx.send(Control::Stop).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("stops promptly")
+        .unwrap();
+
+    let m = model.lock().unwrap();
+    let at = |name: &str| -> Vec<f64> {
+        m.rotations
+            .iter()
+            .filter(|(_, n)| n == name)
+            .map(|(t, _)| secs(*t))
+            .collect()
+    };
+    // steady: at 100 s (+0.2 s of work), then every 400 s + the 5 s rest is not needed.
+    let steady = at("steady");
+    assert!((steady[0] - 100.2).abs() < 0.01, "{steady:?}");
+    for w in steady.windows(2) {
+        assert!((w[1] - w[0] - 400.0).abs() < 0.5, "{steady:?}");
+    }
+    assert_eq!(steady.len(), 72, "{steady:?}");
+    // flaky: backoff 1, 2, 4, 8, 16, 32 min, then capped at 1 h.
+    let flaky = at("flaky");
+    let gaps: Vec<f64> = flaky.windows(2).map(|w| (w[1] - w[0]).round()).collect();
+    assert_eq!(
+        &gaps[..7],
+        &[60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 3600.0],
+        "{gaps:?}"
+    );
+    assert!(gaps[7..].iter().all(|g| *g == 3600.0), "{gaps:?}");
+    // retiring: once, at its deadline, and not again.
+    let retiring = at("retiring");
+    assert_eq!(retiring.len(), 1);
+    assert!((retiring[0] - 3600.2).abs() < 0.01, "{retiring:?}");
+    assert!(at("import-only").is_empty());
+    // Probes: at start, at every full hour of wall time, and right after the reload.
+    assert!(secs(m.probes[0]).abs() < 0.01);
+    let (last, hourly) = m.probes[1..].split_last().unwrap();
+    for p in hourly {
+        assert_eq!((p.minute(), p.second()), (0, 0), "{p}");
+    }
+    assert_eq!(hourly.len(), 8);
+    assert!((secs(*last) - 8.0 * 3600.0).abs() < 0.01, "{last}");
+    // Inspections: start, each 5-minute tick (96 in 8 h), after each rotation batch, reload.
+    assert!(m.inspections >= 96 + 72, "{}", m.inspections);
+    assert_eq!(m.reloads, 2);
+}
