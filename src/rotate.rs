@@ -566,6 +566,7 @@ impl Rotator {
                 return Outcome::BackingOff { until };
             }
         };
+        tracing::info!(credential = %cred.name, reason = reason.label(), event = "decided", "renewal decided");
         if let CurrentView::Unusable(why) = &view {
             tracing::warn!(credential = %cred.name, "current generation unusable: {why}");
         }
@@ -644,6 +645,7 @@ impl Rotator {
             Some(SmMode::Async) => Mode::Async,
             _ => Mode::Auto,
         };
+        let issue_started = std::time::Instant::now();
         let mut request = request;
         let mut suffix = 1;
         let binding = loop {
@@ -695,6 +697,7 @@ impl Rotator {
                 }
             }
         };
+        tracing::info!(credential = %cred.name, binding = %binding.id, name = %binding.name, ms = issue_started.elapsed().as_millis() as u64, event = "issued", "binding created");
         if let Some(p) = w.state.pending.as_mut() {
             p.binding_id = Some(binding.id.clone());
         }
@@ -737,6 +740,7 @@ impl Rotator {
                     .await;
             }
         };
+        tracing::info!(credential = %cred.name, generation = %dir, not_after = %short_time(g.leaf().not_after), event = "committed", "committed");
         let old = w.state.current.take();
         let old_binding = old.as_ref().and_then(|c| c.binding_id.clone());
         if let Some(id) = &old_binding {
@@ -988,7 +992,7 @@ impl Rotator {
             match result {
                 Ok(_) => {
                     w.state.retiring.retain(|x| x.binding_id != r.binding_id);
-                    tracing::info!(credential = %w.cred.name, binding = %r.binding_id, reason = %r.reason, "retired binding");
+                    tracing::info!(credential = %w.cred.name, binding = %r.binding_id, reason = %r.reason, event = "retired", "retired binding");
                     w.retired.push(r.binding_id);
                 }
                 Err(e) => w.retire_errors.push(format!("{}: {e}", r.binding_id)),
@@ -1212,7 +1216,10 @@ async fn check_with_retries(cred: &Credential, g: &Generation) -> Result<(), Fai
             tokio::time::sleep(gap).await;
         }
         match crate::check::validate(cred, g).await {
-            Ok(_) => return Ok(()),
+            Ok(d) => {
+                tracing::info!(credential = %cred.name, attempt = i + 1, ms = d.as_millis() as u64, event = "checked", "token check with the new generation passed");
+                return Ok(());
+            }
             Err(e) => {
                 tracing::debug!(credential = %cred.name, attempt = i + 1, label = e.kind.label(), "token check with the new generation failed");
                 last = Some(e);

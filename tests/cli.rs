@@ -266,22 +266,57 @@ fn no_secret_reaches_output_at_trace_level() {
     );
 }
 
+/// `certrot demo` in its short form: sandbox + the real daemon, 6-second certificates, two
+/// rotations per credential; every pipeline event is shown and nothing is left running.
 #[test]
 fn demo_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
-    let o = run(&["demo", "--dir", dir.to_str().unwrap()]);
+    let t = std::time::Instant::now();
+    let o = run(&[
+        "demo",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--lifetime",
+        "6s",
+        "--rotations",
+        "2",
+    ]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out} {err}");
     assert!(
-        out.contains("CRITICAL - 1 critical, 1 warning, 1 ok"),
-        "{out}"
+        t.elapsed() < std::time::Duration::from_secs(40),
+        "{:?}",
+        t.elapsed()
     );
+    for want in [
+        "metrics: http://127.0.0.1:",
+        "orders: renewal decided (due)",
+        "login: binding login-",
+        "token check with the new certificate passed",
+        "orders: committed ..",
+        "old binding",
+        "login: rotated (due)",
+        "CREDENTIAL  CLIENT ID",
+        "demo finished; files kept in",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+    assert!(!err.contains("INFO"), "the demo's own log is quiet: {err}");
+    // The daemon it started is gone: its metrics port no longer answers.
+    let url = out
+        .lines()
+        .find_map(|l| l.split("metrics: http://").nth(1))
+        .and_then(|l| l.split('/').next())
+        .unwrap()
+        .to_string();
+    assert!(std::net::TcpStream::connect(url).is_err());
+    // The workspace stays usable: both credentials pass a token check? The sandbox is gone,
+    // so inspection only.
     let o = run(&[
         "--config",
         dir.join("certrot.toml").to_str().unwrap(),
-        "check",
-        "orders",
+        "status",
     ]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
 }

@@ -54,6 +54,9 @@ fn daemon_exposure_stays_low() {
             .and_then(|l| l.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no score in: {out}"));
-        assert!(score <= 1.5, "{unit}: exposure {score} (docs/systemd.md records 1.2)");
+        assert!(
+            score <= 1.5,
+            "{unit}: exposure {score} (docs/systemd.md records 1.2)"
+        );
     }
 }

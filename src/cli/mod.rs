@@ -152,11 +152,17 @@ pub enum Command {
         #[arg(long)]
         ecdsa_bindings: bool,
     },
-    /// A self-contained demonstration on generated certificates (no SAP account needed).
+    /// The whole product on loopback: sandbox + daemon with short-lived certificates (no SAP account needed).
     Demo {
         /// Keep the demo files here instead of a temporary directory.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Rotations per credential before the demo ends.
+        #[arg(long, default_value_t = 2)]
+        rotations: u32,
+        /// How long the demo's certificates live (renewed at 2/3).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        lifetime: std::time::Duration,
     },
 }
 
@@ -189,7 +195,9 @@ pub fn init_logging(format: LogFormat, verbose: u8, quiet: u8) {
 
 /// Parses arguments, runs the command, returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
-    init_logging(cli.log_format, cli.verbose, cli.quiet);
+    // The demo narrates its own events; its log shows only warnings unless asked.
+    let quiet = cli.quiet + u8::from(matches!(cli.command, Command::Demo { .. }));
+    init_logging(cli.log_format, cli.verbose, quiet);
     match cli.command {
         Command::Check {
             names,
@@ -241,7 +249,15 @@ pub fn run(cli: Cli) -> i32 {
             }
             Err(e) => fail_config(&e),
         },
-        Command::Demo { dir } => crate::demo::run(dir),
+        Command::Demo {
+            dir,
+            rotations,
+            lifetime,
+        } => crate::demo::run(crate::demo::DemoSettings {
+            dir,
+            rotations,
+            lifetime,
+        }),
         Command::Sandbox {
             port,
             dir,

@@ -829,6 +829,8 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
         Wanted::Generated { alg, days, cn } => {
             let now = time::OffsetDateTime::now_utc();
             let lifetime = time::Duration::seconds((days * sh.opts.seconds_per_day) as i64);
+            // A little clock-skew allowance, never a noticeable share of a short lifetime.
+            let backdate = (lifetime / 10_i32).min(time::Duration::seconds(5));
             let cn = cn.unwrap_or_else(|| id.clone());
             let alg = sh.opts.key_override.unwrap_or(alg);
             let issued = if alg == KeyAlg::Rsa2048 && !sh.rsa_pool.is_empty() {
@@ -836,12 +838,11 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
                 sh.ca.issue_for_key(
                     &cn,
                     &sh.rsa_pool[s.rsa_next],
-                    now - time::Duration::seconds(5),
+                    now - backdate,
                     now + lifetime,
                 )
             } else {
-                sh.ca
-                    .issue(&cn, alg, now - time::Duration::seconds(5), now + lifetime)
+                sh.ca.issue(&cn, alg, now - backdate, now + lifetime)
             };
             let Ok(issued) = issued else {
                 return sm_error(500, "InternalError", "the sandbox CA failed");
