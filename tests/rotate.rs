@@ -720,3 +720,108 @@ fn no_secret_in_output_at_trace() {
         }
     }
 }
+
+/// One-shot metrics: `--metrics-file` (textfile format, atomic, 0644) and `--push-gateway`
+/// (PUT to /metrics/job/certrot/instance/<host>) after `rotate` and `check --validate`.
+#[test]
+fn one_shot_metrics_file_and_push_gateway() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-m!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    // A Pushgateway stand-in: records each request's line and body, answers 200.
+    let gw = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw_url = format!("http://{}", gw.local_addr().unwrap());
+    let pushed = std::thread::spawn(move || {
+        let (s, _) = gw.accept().unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let mut len = 0;
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h).unwrap();
+            if h == "\r\n" {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        r.get_mut()
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .unwrap();
+        (line, String::from_utf8(body).unwrap())
+    });
+    let file = w.root().join("metrics/certrot.prom");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let (code, out, err) = w.certrot(
+        &cfg,
+        &[
+            "rotate",
+            "--now",
+            "--metrics-file",
+            file.to_str().unwrap(),
+            "--push-gateway",
+            &gw_url,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    for want in [
+        "# TYPE certrot_rotations_total counter",
+        "certrot_rotations_total{credential=\"orders\",result=\"success\"} 1",
+        "certrot_rotation_failures_total{credential=\"orders\",step=\"issue\"} 0",
+        "certrot_certificate_not_after_timestamp_seconds{credential=\"orders\"}",
+        "certrot_bindings_pending_retirement{credential=\"orders\"} 0",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    assert!(!text.contains("# EOF"));
+    let (line, body) = pushed.join().unwrap();
+    assert!(
+        line.starts_with("PUT /metrics/job/certrot/instance/"),
+        "{line}"
+    );
+    assert_eq!(body, text);
+    // check --validate: the token check's time and success.
+    let (code, out, _) = w.certrot(
+        &cfg,
+        &[
+            "check",
+            "--validate",
+            "--metrics-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("certrot_last_check_success_timestamp_seconds{credential=\"orders\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("certrot_token_request_duration_seconds_count{credential=\"orders\"} 1"),
+        "{text}"
+    );
+    // An unreachable Pushgateway is reported and fails the run (a CronJob should notice).
+    let (code, _, err) = w.certrot(
+        &cfg,
+        &["rotate", "--if-due", "--push-gateway", "http://127.0.0.1:1"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("certrot: metrics: http://127.0.0.1:1/metrics/job/certrot"),
+        "{err}"
+    );
+}

@@ -55,6 +55,12 @@ pub enum Command {
         /// Also prove each current generation with a token request (CRITICAL on failure).
         #[arg(long)]
         validate: bool,
+        /// Write the metrics here afterwards (node_exporter textfile format, atomically).
+        #[arg(long)]
+        metrics_file: Option<PathBuf>,
+        /// Push the metrics to this Pushgateway afterwards (job "certrot", instance = host).
+        #[arg(long)]
+        push_gateway: Option<String>,
     },
     /// Table of every credential: client id, expiry, renewal time, last rotation, health.
     Status {
@@ -203,7 +209,18 @@ pub fn run(cli: Cli) -> i32 {
             names,
             json,
             validate,
-        } => cmd_check(&cli.config, &names, json, validate),
+            metrics_file,
+            push_gateway,
+        } => cmd_check(
+            &cli.config,
+            &names,
+            json,
+            validate,
+            &rotate::MetricsOut {
+                file: metrics_file,
+                push_gateway,
+            },
+        ),
         Command::Status { json } => cmd_status(&cli.config, json),
         Command::Import {
             name,
@@ -299,7 +316,13 @@ pub fn reports(config: &Config, names: &[String]) -> Result<Vec<Report>, String>
         .collect())
 }
 
-fn cmd_check(config_path: &std::path::Path, names: &[String], json: bool, validate: bool) -> i32 {
+fn cmd_check(
+    config_path: &std::path::Path,
+    names: &[String],
+    json: bool,
+    validate: bool,
+    metrics: &rotate::MetricsOut,
+) -> i32 {
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -314,13 +337,16 @@ fn cmd_check(config_path: &std::path::Path, names: &[String], json: bool, valida
             return Health::Unknown.exit_code();
         }
     };
+    let mut checks = Vec::new();
     if validate {
         for r in &mut reports {
             let Some(cred) = config.credentials.iter().find(|c| c.name == r.credential) else {
                 continue;
             };
             if let Ok(Some(current)) = status::target_of(cred).read_current() {
-                match crate::check::validate_blocking(cred, &current.generation) {
+                let result = crate::check::validate_blocking(cred, &current.generation);
+                checks.push((cred.name.clone(), result.clone()));
+                match result {
                     Ok(d) => r
                         .reason
                         .push_str(&format!("; token check passed ({} ms)", d.as_millis())),
@@ -332,7 +358,18 @@ fn cmd_check(config_path: &std::path::Path, names: &[String], json: bool, valida
             }
         }
     }
-    let worst = reports.iter().map(|r| r.health).max().unwrap_or(Health::Ok);
+    let mut worst = reports.iter().map(|r| r.health).max().unwrap_or(Health::Ok);
+    if metrics.wanted() {
+        let emitted = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(rotate::emit_metrics(&config, &[], &checks, metrics)));
+        if let Err(e) = emitted {
+            eprintln!("certrot: metrics: {e}");
+            worst = worst.max(Health::Unknown);
+        }
+    }
     if json {
         let out = serde_json::json!({ "health": worst, "credentials": reports });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());

@@ -19,7 +19,7 @@ pub struct MetricsOut {
 }
 
 impl MetricsOut {
-    fn wanted(&self) -> bool {
+    pub(super) fn wanted(&self) -> bool {
         self.file.is_some() || self.push_gateway.is_some()
     }
 }
