@@ -65,6 +65,20 @@ pub enum SmMode {
 pub enum IssuerType {
     #[default]
     ServiceManager,
+    /// No Service Manager: a new certificate for the same subject and issuer, accepted by
+    /// the service on the existing registration (XSUAA with `certificate-pinning: false`,
+    /// RFC 8705 `tls_client_auth`).
+    Csr,
+}
+
+/// Whether a self-made key is renewed with each certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RotateKey {
+    #[default]
+    Always,
+    /// Reuse the current key (only the certificate changes).
+    Never,
 }
 
 /// Who makes the key pair of a new generation.
@@ -98,6 +112,25 @@ pub enum KeyType {
 #[serde(rename_all = "kebab-case")]
 pub enum SignerType {
     LocalCa,
+    /// Vault / OpenBao PKI: `POST /v1/<mount>/sign/<role>` (or `sign-verbatim/<role>`).
+    Vault,
+    /// An external program: CSR PEM on stdin, certificate chain PEM on stdout.
+    Command,
+}
+
+/// AppRole login for the `vault` signer.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRole {
+    pub role_id: String,
+    pub secret_id_file: PathBuf,
+    /// Mount of the AppRole auth method. Default `approle`.
+    #[serde(default = "approle")]
+    pub mount: String,
+}
+
+fn approle() -> String {
+    "approle".into()
 }
 
 /// `[credential.issuer.signer]` as written.
@@ -110,8 +143,72 @@ pub struct SignerConfig {
     pub ca_cert: Option<PathBuf>,
     /// `local-ca`: the CA's private key (PEM).
     pub ca_key: Option<PathBuf>,
-    /// Lifetime of signed certificates. Default 7 days.
+    /// Lifetime of signed certificates (`local-ca` default 7 days; `vault`: the `ttl` asked
+    /// for, default the role's).
     pub validity: Option<Span>,
+    /// `vault`: the server, e.g. `https://vault.example:8200`.
+    pub url: Option<String>,
+    /// `vault`: the PKI secrets engine's mount. Default `pki`.
+    pub mount: Option<String>,
+    /// `vault`: the role.
+    pub role: Option<String>,
+    /// `vault`: `sign-verbatim` (keeps the CSR's whole subject) instead of `sign`.
+    #[serde(default)]
+    pub verbatim: bool,
+    /// `vault`: a file holding the token (else `VAULT_TOKEN`, else `approle`).
+    pub token_file: Option<PathBuf>,
+    /// `vault`: AppRole login.
+    pub approle: Option<AppRole>,
+    /// `vault`: `X-Vault-Namespace`.
+    pub namespace: Option<String>,
+    /// `vault`: extra CA certificates for the server (verification cannot be turned off).
+    pub ca_file: Option<PathBuf>,
+    /// `vault` / `command`: time limit (default 30 s / 60 s).
+    pub timeout: Option<Span>,
+    /// `command`: argv, run without a shell.
+    pub argv: Option<Vec<String>>,
+}
+
+impl SignerConfig {
+    /// Checks the fields each signer type needs; `(field, message)` on error.
+    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+        let e = |f: &str, m: &str| Err((format!("signer.{f}"), m.to_string()));
+        match self.type_ {
+            SignerType::LocalCa => {
+                if self.ca_cert.is_none() || self.ca_key.is_none() {
+                    return e("ca_cert", "a local-ca signer needs ca_cert and ca_key");
+                }
+            }
+            SignerType::Vault => {
+                match &self.url {
+                    None => return e("url", "a vault signer needs url (https://…)"),
+                    Some(u) if !u.starts_with("https://") => {
+                        return e(
+                            "url",
+                            "must be an https URL: the token and the CSR travel over it",
+                        );
+                    }
+                    _ => {}
+                }
+                if self.role.as_deref().is_none_or(str::is_empty) {
+                    return e("role", "a vault signer needs the PKI role");
+                }
+            }
+            SignerType::Command => match &self.argv {
+                Some(a) if !a.is_empty() && !a[0].is_empty() => {}
+                _ => {
+                    return e(
+                        "argv",
+                        "a command signer needs argv = [\"/path/to/program\", …]",
+                    );
+                }
+            },
+        }
+        if self.timeout.is_some_and(|t| t.0.is_zero()) {
+            return e("timeout", "must be greater than zero");
+        }
+        Ok(())
+    }
 }
 
 /// `[credential.issuer]` as written.
@@ -133,6 +230,21 @@ pub(crate) struct RawIssuer {
     certificate_pinning: Option<bool>,
     signer: Option<SignerConfig>,
     parameters: Option<Map<String, Value>>,
+    subject: Option<String>,
+    sans: Option<Vec<String>>,
+    rotate_key: Option<RotateKey>,
+}
+
+/// A resolved `csr` issuer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CsrIssuer {
+    /// RFC 4514 subject, e.g. `CN=orders,OU=apps,O=ACME,C=DE`.
+    pub subject: String,
+    /// DNS names (or IP addresses) for the subjectAltName extension.
+    pub sans: Vec<String>,
+    pub key_type: KeyType,
+    pub rotate_key: RotateKey,
+    pub signer: SignerConfig,
 }
 
 /// A resolved `service-manager` issuer.
@@ -158,6 +270,7 @@ pub struct SmIssuer {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Issuer {
     ServiceManager(SmIssuer),
+    Csr(CsrIssuer),
 }
 
 fn label_safe(s: &str) -> bool {
@@ -176,7 +289,58 @@ impl RawIssuer {
         managers: &std::collections::BTreeMap<String, ServiceManagerConfig>,
     ) -> Result<Issuer, (String, String)> {
         let e = |f: &str, m: String| Err((format!("issuer.{f}"), m));
-        let IssuerType::ServiceManager = self.type_;
+        if let Some(s) = &self.signer {
+            s.validate().map_err(|(f, m)| (format!("issuer.{f}"), m))?;
+        }
+        if self.type_ == IssuerType::Csr {
+            for (set, f) in [
+                (self.service_manager.is_some(), "service_manager"),
+                (self.instance_id.is_some(), "instance_id"),
+                (self.binding_prefix.is_some(), "binding_prefix"),
+                (self.key_length.is_some(), "key_length"),
+                (self.validity_days.is_some(), "validity_days"),
+                (self.parameters.is_some(), "parameters"),
+                (self.certificate_pinning.is_some(), "certificate_pinning"),
+            ] {
+                if set {
+                    return e(
+                        f,
+                        "belongs to the service-manager issuer, not to type = \"csr\"".into(),
+                    );
+                }
+            }
+            let Some(subject) = self.subject.filter(|s| !s.trim().is_empty()) else {
+                return e(
+                    "subject",
+                    "a csr issuer needs the subject DN (RFC 4514, e.g. \"CN=orders,O=ACME\"); it stays the same across rotations".into(),
+                );
+            };
+            if let Err(m) = crate::issuer::csr::parse_dn(&subject) {
+                return e("subject", m);
+            }
+            let Some(signer) = self.signer else {
+                return e(
+                    "signer",
+                    "a csr issuer needs a signer (local-ca, vault or command)".into(),
+                );
+            };
+            return Ok(Issuer::Csr(CsrIssuer {
+                subject,
+                sans: self.sans.unwrap_or_default(),
+                key_type: self.key_type,
+                rotate_key: self.rotate_key.unwrap_or_default(),
+                signer,
+            }));
+        }
+        for (set, f) in [
+            (self.subject.is_some(), "subject"),
+            (self.sans.is_some(), "sans"),
+            (self.rotate_key.is_some(), "rotate_key"),
+        ] {
+            if set {
+                return e(f, "belongs to type = \"csr\"".into());
+            }
+        }
         let service_manager = match (self.service_manager, managers.len()) {
             (Some(n), _) if managers.contains_key(&n) => n,
             (Some(n), _) => {
@@ -241,23 +405,11 @@ impl RawIssuer {
             return e("app_identifier", format!("{a:?} must be 1-20 characters"));
         }
         if self.certificate == CertificateMode::SelfManaged {
-            match &self.signer {
-                None => {
-                    return e(
-                        "signer",
-                        "certificate = \"self-managed\" needs a signer (e.g. signer = { type = \"local-ca\", ca_cert = …, ca_key = … })".into(),
-                    );
-                }
-                Some(s)
-                    if s.type_ == SignerType::LocalCa
-                        && (s.ca_cert.is_none() || s.ca_key.is_none()) =>
-                {
-                    return e(
-                        "signer",
-                        "a local-ca signer needs ca_cert and ca_key".into(),
-                    );
-                }
-                Some(_) => {}
+            if self.signer.is_none() {
+                return e(
+                    "signer",
+                    "certificate = \"self-managed\" needs a signer (e.g. signer = { type = \"local-ca\", ca_cert = …, ca_key = … })".into(),
+                );
             }
         } else if self.signer.is_some() {
             return e(

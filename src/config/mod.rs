@@ -516,6 +516,7 @@ impl Config {
             ));
             match &c.issuer {
                 None => out.push_str("  issuer: none (import only)\n"),
+                Some(Issuer::Csr(_)) => {}
                 Some(Issuer::ServiceManager(i)) => {
                     let keys = match i.certificate {
                         CertificateMode::ServiceManaged => {
@@ -535,6 +536,18 @@ impl Config {
                         i.service_manager, i.instance_id, i.validity_days, i.binding_prefix
                     ));
                 }
+            }
+            if let Some(Issuer::Csr(i)) = &c.issuer {
+                out.push_str(&format!(
+                    "  issuer: csr, subject {:?}, {} key ({:?}), signer {:?}\n",
+                    i.subject,
+                    serde_json::to_value(i.key_type)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    i.rotate_key,
+                    i.signer.type_
+                ));
             }
             if !c.hooks.is_empty() {
                 out.push_str(&format!("  {} hook(s)\n", c.hooks.len()));

@@ -28,6 +28,10 @@ impl Signer {
     pub fn load(cfg: &SignerConfig) -> Result<Signer, SignError> {
         match cfg.type_ {
             SignerType::LocalCa => Ok(Signer::LocalCa(LocalCaSigner::load(cfg)?)),
+            SignerType::Vault | SignerType::Command => Err(SignError {
+                signer: format!("{:?}", cfg.type_).to_lowercase(),
+                message: "not available in this build yet".into(),
+            }),
         }
     }
 
