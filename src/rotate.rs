@@ -239,7 +239,7 @@ pub enum Outcome {
         #[serde(with = "time::serde::rfc3339")]
         new_not_after: OffsetDateTime,
         old_binding: Option<String>,
-        new_binding: String,
+        new_binding: Option<String>,
         generation: String,
         hook_failures: Vec<String>,
     },
@@ -291,13 +291,19 @@ impl Summary {
                 ..
             } => {
                 let mut s = format!(
-                    "{}: rotated ({}): not_after {} -> {}, binding {} -> {new_binding}",
+                    "{}: rotated ({}): not_after {} -> {}",
                     self.credential,
                     reason.label(),
                     old_not_after.map_or("-".to_string(), short_time),
                     short_time(*new_not_after),
-                    old_binding.as_deref().unwrap_or("-"),
                 );
+                if old_binding.is_some() || new_binding.is_some() {
+                    s.push_str(&format!(
+                        ", binding {} -> {}",
+                        old_binding.as_deref().unwrap_or("-"),
+                        new_binding.as_deref().unwrap_or("-")
+                    ));
+                }
                 if !hook_failures.is_empty() {
                     s.push_str(&format!(
                         "; {} hook(s) failed: {}",
@@ -521,7 +527,7 @@ impl Rotator {
         let outcome = self.pipeline(&mut w, opts).await;
         match &outcome {
             Outcome::Rotated { new_binding, .. } => {
-                tracing::info!(credential = %cred.name, binding = %new_binding, "rotated")
+                tracing::info!(credential = %cred.name, binding = ?new_binding, "rotated")
             }
             Outcome::Failed(f) => {
                 tracing::warn!(credential = %cred.name, step = f.step.label(), label = %f.label, "rotation failed: {}", f.message)
@@ -569,6 +575,11 @@ impl Rotator {
         tracing::info!(credential = %cred.name, reason = reason.label(), event = "decided", "renewal decided");
         if let CurrentView::Unusable(why) = &view {
             tracing::warn!(credential = %cred.name, "current generation unusable: {why}");
+        }
+        if let Some(Issuer::Csr(iss)) = &cred.issuer {
+            return self
+                .pipeline_csr(w, opts, iss, reason, current, critical_at)
+                .await;
         }
         let Some(Issuer::ServiceManager(iss)) = &cred.issuer else {
             return Outcome::Failed(failure(
@@ -741,12 +752,129 @@ impl Rotator {
             }
         };
         tracing::info!(credential = %cred.name, generation = %dir, not_after = %short_time(g.leaf().not_after), event = "committed", "committed");
+        let new_binding = Some((binding.id.clone(), iss.service_manager.clone()));
+        self.after_commit(w, reason, &g, dir, new_binding, opts, now)
+            .await
+    }
+
+    /// The pipeline for a `csr` issuer: no Service Manager — a new key (or the current one
+    /// with `rotate_key = "never"`) and a CSR for the configured subject, signed; verified
+    /// (subject as requested; issuer unchanged unless forced), checked, committed.
+    async fn pipeline_csr(
+        &self,
+        w: &mut Work<'_>,
+        opts: Options,
+        iss: &crate::config::CsrIssuer,
+        reason: Reason,
+        current: Option<Generation>,
+        critical_at: Option<OffsetDateTime>,
+    ) -> Outcome {
+        let cred = w.cred;
+        if opts.dry_run {
+            return Outcome::DryRun {
+                decision: format!("would rotate ({})", reason.label()),
+                binding_name: None,
+                parameters: Some(json!({
+                    "subject": iss.subject, "sans": iss.sans, "key_type": iss.key_type,
+                    "rotate_key": iss.rotate_key, "signer": iss.signer.type_,
+                })),
+            };
+        }
+        // 4. issue
+        let issue = async {
+            let subject = crate::issuer::csr::parse_dn(&iss.subject)
+                .map_err(|m| failure(Step::Issue, "subject", m))?;
+            let existing = match iss.rotate_key {
+                crate::config::RotateKey::Never => current.as_ref().map(|g| g.key_pem()),
+                crate::config::RotateKey::Always => None,
+            };
+            let (key_type, sans) = (iss.key_type, iss.sans.clone());
+            let made = tokio::task::spawn_blocking(move || {
+                crate::issuer::csr::key_and_csr_with(
+                    key_type,
+                    existing.as_ref().map(|k| k.as_str()),
+                    subject,
+                    &sans,
+                )
+            })
+            .await
+            .map_err(|e| failure(Step::Issue, "keygen", e.to_string()))?
+            .map_err(|e| failure(Step::Issue, "keygen", e.to_string()))?;
+            let signer = crate::issuer::signer::Signer::load(&iss.signer)
+                .map_err(|e| failure(Step::Issue, "signer", e.to_string()))?;
+            let started = std::time::Instant::now();
+            let chain = signer
+                .sign(&crate::issuer::signer::SignRequest {
+                    csr_pem: &made.csr_pem,
+                    credential: &cred.name,
+                    subject: &iss.subject,
+                })
+                .await
+                .map_err(|e| failure(Step::Issue, "sign-failed", e.to_string()))?;
+            tracing::info!(credential = %cred.name, ms = started.elapsed().as_millis() as u64, event = "issued", "certificate signed");
+            Ok::<_, Failure>((made, chain))
+        };
+        let (made, chain) = match issue.await {
+            Ok(x) => x,
+            Err(f) => return self.record_failure(w, f, None, critical_at).await,
+        };
+        // 5. verify
+        let g = match verify_signed(
+            cred,
+            &made.csr_pem,
+            &chain,
+            &made.key_pem,
+            current.as_ref(),
+            opts.force,
+            OffsetDateTime::now_utc(),
+        ) {
+            Ok(g) => g,
+            Err(f) => return self.record_failure(w, f, None, critical_at).await,
+        };
+        // 6. check
+        if let Err(f) = check_with_retries(cred, &g).await {
+            return self.record_failure(w, f, None, critical_at).await;
+        }
+        // 7. commit
+        let now = OffsetDateTime::now_utc();
+        let dir = match target_of(cred).commit(&g, now) {
+            Ok(d) => d,
+            Err(e) => {
+                let f = failure(Step::Commit, "write-failed", e.to_string());
+                return self.record_failure(w, f, None, critical_at).await;
+            }
+        };
+        tracing::info!(credential = %cred.name, generation = %dir, not_after = %short_time(g.leaf().not_after), event = "committed", "committed");
+        self.after_commit(w, reason, &g, dir, None, opts, now).await
+    }
+
+    /// Steps 7 (state) to 9 after the target commit: the new current record, the replaced
+    /// binding queued for retirement (or due now with `--revoke-previous`), hooks, retirement.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_commit(
+        &self,
+        w: &mut Work<'_>,
+        reason: Reason,
+        g: &Generation,
+        dir: String,
+        new_binding: Option<(String, String)>,
+        opts: Options,
+        now: OffsetDateTime,
+    ) -> Outcome {
+        let cred = w.cred;
         let old = w.state.current.take();
         let old_binding = old.as_ref().and_then(|c| c.binding_id.clone());
         if let Some(id) = &old_binding {
+            // The replaced binding belongs to the Service Manager of the new one, or, when
+            // the issuer changed to one without bindings, to the one that made it.
+            let sm = new_binding
+                .as_ref()
+                .map(|(_, sm)| sm.clone())
+                .or_else(|| self.config.service_managers.keys().next().cloned())
+                .unwrap_or_default();
             w.state.retiring.push(RetiringRecord {
                 binding_id: id.clone(),
-                service_manager: iss.service_manager.clone(),
+                service_manager: sm,
                 fingerprint_sha256: old.as_ref().map(|c| c.fingerprint_sha256.clone()),
                 retire_at: if opts.revoke_previous {
                     now
@@ -758,10 +886,10 @@ impl Rotator {
         }
         w.state.current = Some(CurrentRecord {
             serial: g.leaf().serial.clone(),
-            fingerprint_sha256: new_fp,
+            fingerprint_sha256: g.leaf().fingerprint_sha256.clone(),
             not_after: g.leaf().not_after,
             generation: Some(dir.clone()),
-            binding_id: Some(binding.id.clone()),
+            binding_id: new_binding.as_ref().map(|(id, _)| id.clone()),
             committed_at: now,
             source: "rotate".into(),
         });
@@ -778,14 +906,14 @@ impl Rotator {
         w.state.next_attempt = None;
         if let Err(e) = w.store.save(&w.state) {
             // The new generation is live and works; the binding ids are in the log.
-            tracing::error!(credential = %cred.name, binding = %binding.id, old_binding = ?old_binding, "state not saved after commit: {e}");
+            tracing::error!(credential = %cred.name, binding = ?new_binding, old_binding = ?old_binding, "state not saved after commit: {e}");
         }
         // A rotated Service Manager access: later calls use the new generation.
         self.forget_clients_of(&cred.name).await;
         // 8. hooks
         let env = crate::hooks::HookEnv {
             credential: cred.name.clone(),
-            target: target.path().to_path_buf(),
+            target: target_of(cred).path().to_path_buf(),
             not_after: short_time(g.leaf().not_after),
             result: "success",
         };
@@ -797,7 +925,7 @@ impl Rotator {
             old_not_after: old.map(|c| c.not_after),
             new_not_after: g.leaf().not_after,
             old_binding,
-            new_binding: binding.id,
+            new_binding: new_binding.map(|(id, _)| id),
             generation: dir,
             hook_failures,
         }
@@ -1107,6 +1235,7 @@ async fn self_made(iss: &SmIssuer) -> Result<(String, zeroize::Zeroizing<String>
         .app_identifier
         .clone()
         .unwrap_or_else(|| iss.binding_prefix.clone());
+    let cn_for_log = cn.clone();
     let made = tokio::task::spawn_blocking(move || {
         crate::issuer::csr::key_and_csr(key_type, crate::issuer::csr::subject(&cn, None))
     })
@@ -1114,7 +1243,11 @@ async fn self_made(iss: &SmIssuer) -> Result<(String, zeroize::Zeroizing<String>
     .map_err(|e| failure(Step::Issue, "keygen", e.to_string()))?
     .map_err(|e| failure(Step::Issue, "keygen", e.to_string()))?;
     let chain = signer
-        .sign(&made.csr_pem)
+        .sign(&crate::issuer::signer::SignRequest {
+            csr_pem: &made.csr_pem,
+            credential: &iss.binding_prefix,
+            subject: &format!("CN={}", cn_for_log),
+        })
         .await
         .map_err(|e| failure(Step::Issue, "sign-failed", e.to_string()))?;
     Ok((chain, made.key_pem))
@@ -1155,30 +1288,7 @@ fn verify(
     )
     .map_err(|e| bad(e.to_string()))?
     .with_credentials(creds.clone());
-    let leaf = g.leaf();
-    if leaf.not_before > now + NOT_BEFORE_SKEW {
-        return Err(failure(
-            Step::Verify,
-            "not-yet-valid",
-            format!(
-                "binding {}: the certificate is valid only from {}",
-                b.id,
-                short_time(leaf.not_before)
-            ),
-        ));
-    }
-    let lifetime = leaf.not_after - leaf.not_before;
-    if leaf.not_after - now < lifetime / 2 {
-        return Err(failure(
-            Step::Verify,
-            "short-lifetime",
-            format!(
-                "binding {}: the new certificate has less than half its lifetime left (not_after {})",
-                b.id,
-                short_time(leaf.not_after)
-            ),
-        ));
-    }
+    check_lifetime(&g, &format!("binding {}: the new certificate", b.id), now)?;
     match (g.client_id(), previous_client) {
         (None, _) => {
             return Err(bad(format!(
@@ -1199,6 +1309,99 @@ fn verify(
         _ => {}
     }
     Ok(g)
+}
+
+/// Step 5 for a `csr` issuer: the signed chain with the new key; the leaf's subject is the
+/// one requested; its issuer is the previous generation's unless the rotation was forced (a
+/// scheduled rotation never switches CA silently).
+fn verify_signed(
+    cred: &Credential,
+    csr_pem: &str,
+    chain: &str,
+    key_pem: &str,
+    previous: Option<&Generation>,
+    force: bool,
+    now: OffsetDateTime,
+) -> Result<Generation, Failure> {
+    let bad = |label: &str, m: String| failure(Step::Verify, label, m);
+    let mut creds = Map::new();
+    if let Some(id) = &cred.check.client_id {
+        creds.insert("clientid".into(), json!(id));
+    }
+    creds.insert("certificate".into(), json!(chain));
+    creds.insert("key".into(), json!(key_pem));
+    creds.insert("credential-type".into(), json!("x509"));
+    if let Some(u) = &cred.check.token_url {
+        creds.insert("token_url".into(), json!(u));
+    }
+    let g = Generation::from_pem(
+        chain.as_bytes(),
+        "the signer's certificate chain",
+        key_pem.as_bytes(),
+        "the new key",
+    )
+    .map_err(|e| bad("bad-certificate", e.to_string()))?
+    .with_credentials(creds);
+    check_lifetime(&g, "the signed certificate", now)?;
+    let requested = pem::parse(csr_pem)
+        .ok()
+        .and_then(|p| {
+            use x509_parser::prelude::FromDer;
+            x509_parser::certification_request::X509CertificationRequest::from_der(p.contents())
+                .ok()
+                .map(|(_, c)| c.certification_request_info.subject.to_string())
+        })
+        .unwrap_or_default();
+    let leaf = g.leaf();
+    if leaf.subject != requested {
+        return Err(bad(
+            "subject-changed",
+            format!(
+                "the signer issued {:?} for the requested {requested:?} (a Vault role without sign-verbatim drops parts of the subject)",
+                leaf.subject
+            ),
+        ));
+    }
+    if let Some(p) = previous
+        && p.leaf().subject == requested
+        && p.leaf().issuer != leaf.issuer
+        && !force
+    {
+        return Err(bad(
+            "issuer-changed",
+            format!(
+                "the issuer changed from {:?} to {:?}; if the CA change is intended, run `certrot rotate --now {}`",
+                p.leaf().issuer,
+                leaf.issuer,
+                cred.name
+            ),
+        ));
+    }
+    Ok(g)
+}
+
+/// `not_before` within the clock-skew allowance, at least half the lifetime left.
+fn check_lifetime(g: &Generation, what: &str, now: OffsetDateTime) -> Result<(), Failure> {
+    let leaf = g.leaf();
+    if leaf.not_before > now + NOT_BEFORE_SKEW {
+        return Err(failure(
+            Step::Verify,
+            "not-yet-valid",
+            format!("{what} is valid only from {}", short_time(leaf.not_before)),
+        ));
+    }
+    let lifetime = leaf.not_after - leaf.not_before;
+    if leaf.not_after - now < lifetime / 2 {
+        return Err(failure(
+            Step::Verify,
+            "short-lifetime",
+            format!(
+                "{what} has less than half its lifetime left (not_after {})",
+                short_time(leaf.not_after)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Step 6: the token check with the new generation, retried for propagation delay

@@ -10,8 +10,8 @@ mod issuer;
 
 pub use hook::{Hook, HookAction, HookOn};
 pub use issuer::{
-    CertificateMode, Issuer, KeyType, ServiceManagerConfig, SignerConfig, SignerType, SmIssuer,
-    SmMode,
+    AppRole, CertificateMode, CsrIssuer, Issuer, KeyType, RotateKey, ServiceManagerConfig,
+    SignerConfig, SignerType, SmIssuer, SmMode,
 };
 
 use crate::units::{FileMode, Jitter, RenewBefore, Span};
@@ -760,6 +760,23 @@ impl RawConfig {
                         .map_err(|(f, m)| err(Some(i), at(&f), m))?,
                 ),
             };
+            if matches!(issuer, Some(Issuer::Csr(_))) {
+                // Without a binding, nothing supplies the client id or the token URL.
+                if raw.check.client_id.is_none() {
+                    return Err(err(
+                        Some(i),
+                        at("check.client_id"),
+                        "a csr issuer needs check.client_id (the OAuth client registered for the subject)".into(),
+                    ));
+                }
+                if raw.check.token_url.is_none() && raw.check.discovery_url.is_none() {
+                    return Err(err(
+                        Some(i),
+                        at("check.token_url"),
+                        "a csr issuer needs check.token_url or check.discovery_url".into(),
+                    ));
+                }
+            }
             let mut hooks = Vec::with_capacity(raw.hook.len());
             for (h, rh) in raw.hook.into_iter().enumerate() {
                 hooks.push(

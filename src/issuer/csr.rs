@@ -163,8 +163,36 @@ pub fn subject(common_name: &str, organization: Option<&str>) -> DistinguishedNa
 
 /// A new key of `key_type` and a CSR for `subject` asking for `clientAuth`.
 pub fn key_and_csr(key_type: KeyType, subject: DistinguishedName) -> Result<KeyAndCsr, CsrError> {
-    let key = generate_key(key_type)?;
-    let mut params = CertificateParams::default();
+    csr_for(generate_key(key_type)?, subject, &[])
+}
+
+/// A CSR for `subject` (and `sans`: DNS names or IP addresses) with `key`, which is an
+/// existing key (PEM, for `rotate_key = "never"`) or a new one of `key_type`.
+pub fn key_and_csr_with(
+    key_type: KeyType,
+    existing_key_pem: Option<&str>,
+    subject: DistinguishedName,
+    sans: &[String],
+) -> Result<KeyAndCsr, CsrError> {
+    let key = match existing_key_pem {
+        Some(pem) => KeyPair::from_pem(pem).map_err(|e| CsrError {
+            what: "the current key".into(),
+            message: e.to_string(),
+        })?,
+        None => generate_key(key_type)?,
+    };
+    csr_for(key, subject, sans)
+}
+
+fn csr_for(
+    key: KeyPair,
+    subject: DistinguishedName,
+    sans: &[String],
+) -> Result<KeyAndCsr, CsrError> {
+    let mut params = CertificateParams::new(sans.to_vec()).map_err(|e| CsrError {
+        what: "subjectAltName".into(),
+        message: e.to_string(),
+    })?;
     params.distinguished_name = subject;
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let csr = params.serialize_request(&key).map_err(|e| CsrError {

@@ -1,6 +1,7 @@
 //! Signers: turn a CSR into a certificate chain for self-managed credentials. `local-ca`
-//! signs with a CA certificate and key on disk (rcgen); further signers (Vault/OpenBao PKI,
-//! an external command) slot in beside it.
+//! signs with a CA certificate and key on disk (rcgen); `vault` asks a Vault / OpenBao PKI
+//! secrets engine over HTTPS; `command` runs a program (CSR on stdin, chain on stdout), which
+//! covers step-ca, cfssl, openssl and in-house CAs.
 
 use crate::config::{SignerConfig, SignerType};
 use rcgen::{
@@ -21,6 +22,17 @@ pub struct SignError {
 /// A configured signer.
 pub enum Signer {
     LocalCa(LocalCaSigner),
+    Vault(super::vault::VaultSigner),
+    Command(super::command::CommandSigner),
+}
+
+/// What a signer may tell the outside about the request.
+#[derive(Clone, Debug)]
+pub struct SignRequest<'a> {
+    pub csr_pem: &'a str,
+    pub credential: &'a str,
+    /// The requested subject (RFC 4514, as configured).
+    pub subject: &'a str,
 }
 
 impl Signer {
@@ -28,17 +40,17 @@ impl Signer {
     pub fn load(cfg: &SignerConfig) -> Result<Signer, SignError> {
         match cfg.type_ {
             SignerType::LocalCa => Ok(Signer::LocalCa(LocalCaSigner::load(cfg)?)),
-            SignerType::Vault | SignerType::Command => Err(SignError {
-                signer: format!("{:?}", cfg.type_).to_lowercase(),
-                message: "not available in this build yet".into(),
-            }),
+            SignerType::Vault => Ok(Signer::Vault(super::vault::VaultSigner::load(cfg)?)),
+            SignerType::Command => Ok(Signer::Command(super::command::CommandSigner::load(cfg)?)),
         }
     }
 
-    /// Signs `csr_pem`; returns the chain (leaf first) as PEM.
-    pub async fn sign(&self, csr_pem: &str) -> Result<String, SignError> {
+    /// Signs the CSR; returns the chain (leaf first) as PEM.
+    pub async fn sign(&self, req: &SignRequest<'_>) -> Result<String, SignError> {
         match self {
-            Signer::LocalCa(s) => s.sign(csr_pem, OffsetDateTime::now_utc()),
+            Signer::LocalCa(s) => s.sign(req.csr_pem, OffsetDateTime::now_utc()),
+            Signer::Vault(s) => s.sign(req).await,
+            Signer::Command(s) => s.sign(req).await,
         }
     }
 }
@@ -115,9 +127,10 @@ impl LocalCaSigner {
         let issuer =
             Issuer::from_ca_cert_pem(&self.ca_pem, &self.key).map_err(|x| e(x.to_string()))?;
         let p = &mut csr.params;
-        p.not_before = now - time::Duration::minutes(1);
-        p.not_after =
-            now + time::Duration::try_from(self.validity).unwrap_or(time::Duration::days(7));
+        let validity = time::Duration::try_from(self.validity).unwrap_or(time::Duration::days(7));
+        // Clock-skew allowance: a minute, never a noticeable share of a short lifetime.
+        p.not_before = now - (validity / 10_i32).min(time::Duration::minutes(1));
+        p.not_after = now + validity;
         p.serial_number = Some(crate::sandbox::ca::random_serial());
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];

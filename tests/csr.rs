@@ -1,0 +1,171 @@
+//! The `csr` issuer (no Service Manager): key and CSR made here, signed by `local-ca`,
+//! `command` (Debian's cfssl behind a small script) or `vault` (OpenBao, see
+//! tests/openbao.rs); the subject DN and issuer stay identical across rotations and the
+//! sandbox token endpoint, which registered the client by subject + issuer DN, accepts each
+//! new certificate without re-registration.
+
+mod common;
+use certrot::sandbox::sm::SmOptions;
+use common::world::World;
+use std::path::{Path, PathBuf};
+
+/// A CA on disk: (certificate PEM, cert path, key path).
+pub fn ca_files(dir: &Path, cn: &str) -> (String, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = p.self_signed(&key).unwrap();
+    let (c, k) = (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (cert.pem(), c, k)
+}
+
+/// The subject as certificates show it (x509-parser's rendering, as `CertInfo::subject`).
+pub fn display_of(rfc4514: &str) -> String {
+    use x509_parser::prelude::FromDer;
+    let k = certrot::issuer::csr::key_and_csr(
+        certrot::config::KeyType::EcdsaP256,
+        certrot::issuer::csr::parse_dn(rfc4514).unwrap(),
+    )
+    .unwrap();
+    let der = pem::parse(&k.csr_pem).unwrap();
+    let (_, c) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(der.contents())
+            .unwrap();
+    c.certification_request_info.subject.to_string()
+}
+
+fn leaf(w: &World, name: &str) -> certrot::generation::Generation {
+    let t = w.target(name);
+    certrot::generation::Generation::from_pem(
+        &std::fs::read(t.join("cert.pem")).unwrap(),
+        "cert",
+        &std::fs::read(t.join("key.pem")).unwrap(),
+        "key",
+    )
+    .unwrap()
+}
+
+/// TOML for a csr-issued credential checked against the sandbox token endpoint.
+pub fn csr_credential(w: &World, name: &str, subject: &str, signer: &str, extra: &str) -> String {
+    format!(
+        "[[credential]]\nname = {name:?}\ncritical_before = \"1s\"\ntarget.path = {:?}\ncheck.ca_file = {:?}\ncheck.system_roots = false\n\
+         check.client_id = \"sb-{name}\"\ncheck.token_url = {:?}\ncheck.attempts = 1\n\
+         issuer.type = \"csr\"\nissuer.subject = {subject:?}\nissuer.signer = {signer}\n{extra}\n",
+        w.target(name).display().to_string(),
+        w.ca_file.display().to_string(),
+        w.stack.tokens.url,
+    )
+}
+
+#[test]
+fn local_ca_keeps_subject_and_issuer_and_refuses_a_silent_ca_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca1, c1, k1) = ca_files(tmp.path(), "ACME Issuing CA 1");
+    let (ca2, c2, k2) = ca_files(tmp.path(), "ACME Issuing CA 2");
+    let w = World::trusting(SmOptions::default(), &[ca1, ca2]);
+    let subject = "CN=orders,OU=apps,O=ACME\\, Inc.,C=DE";
+    let dn = display_of(subject);
+    let dn = dn.as_str();
+    w.stack
+        .tokens
+        .register_dn("sb-orders", dn, "CN=ACME Issuing CA 1");
+    w.stack
+        .tokens
+        .register_dn("sb-orders", dn, "CN=ACME Issuing CA 2");
+    w.stack
+        .tokens
+        .register_dn("sb-static", "CN=static", "CN=ACME Issuing CA 1");
+    let signer = |c: &PathBuf, k: &PathBuf, validity: &str| {
+        format!(
+            "{{ type = \"local-ca\", ca_cert = {:?}, ca_key = {:?}, validity = {validity:?} }}",
+            c.display().to_string(),
+            k.display().to_string()
+        )
+    };
+    let config = |c: &PathBuf, k: &PathBuf| {
+        w.config(
+            None,
+            &[
+                csr_credential(
+                    &w,
+                    "orders",
+                    subject,
+                    &signer(c, k, "3s"),
+                    "issuer.sans = [\"orders.internal\"]",
+                ),
+                csr_credential(
+                    &w,
+                    "static",
+                    "CN=static",
+                    &signer(&c1, &k1, "1d"),
+                    "issuer.rotate_key = \"never\"",
+                ),
+            ],
+        )
+    };
+    let cfg = config(&c1, &k1);
+    let mut fps = Vec::new();
+    for _ in 0..3 {
+        let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(
+            out.contains("orders: rotated (") && !out.contains("binding"),
+            "{out}"
+        );
+        let g = leaf(&w, "orders");
+        assert_eq!(g.leaf().subject, dn);
+        assert_eq!(g.leaf().issuer, "CN=ACME Issuing CA 1");
+        fps.push(g.leaf().fingerprint_sha256.clone());
+    }
+    fps.dedup();
+    assert_eq!(fps.len(), 3, "three different certificates");
+    assert!(w.stack.sm.calls().is_empty(), "no Service Manager involved");
+    let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "{out}");
+    // rotate_key = "never": a new certificate for the same key.
+    let before = leaf(&w, "static");
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--now", "static"]);
+    assert_eq!(code, 0, "{out}");
+    let after = leaf(&w, "static");
+    assert_ne!(
+        before.leaf().fingerprint_sha256,
+        after.leaf().fingerprint_sha256
+    );
+    assert_eq!(*before.key_pem(), *after.key_pem());
+
+    // A scheduled rotation that would switch CA is refused; a forced one does it.
+    let cfg = config(&c2, &k2);
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--if-due", "orders"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("failed at verify: issuer-changed"), "{out}");
+    assert_eq!(leaf(&w, "orders").leaf().issuer, "CN=ACME Issuing CA 1");
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--now", "orders"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(leaf(&w, "orders").leaf().issuer, "CN=ACME Issuing CA 2");
+    // A subject the sandbox does not know: the check fails, the old generation stays.
+    let cfg = w.config(
+        None,
+        &[csr_credential(
+            &w,
+            "orders",
+            "CN=someone-else",
+            &signer(&c2, &k2, "1d"),
+            "",
+        )],
+    );
+    let fp = leaf(&w, "orders").leaf().fingerprint_sha256.clone();
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--now", "orders"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("failed at check: unauthorized"), "{out}");
+    assert_eq!(leaf(&w, "orders").leaf().fingerprint_sha256, fp);
+}
