@@ -169,3 +169,144 @@ fn local_ca_keeps_subject_and_issuer_and_refuses_a_silent_ca_change() {
     assert!(out.contains("failed at check: unauthorized"), "{out}");
     assert_eq!(leaf(&w, "orders").leaf().fingerprint_sha256, fp);
 }
+
+/// A free port on 127.0.0.1 (released for the server to bind).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "port {port} never opened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Kills the child when dropped.
+struct Server(std::process::Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `command` signer against a real cfssl server (`cfssl serve`, Debian's golang-cfssl,
+/// installed by scripts/test-deps.sh), through `tests/cfssl-sign.py`; plus the command's failure modes:
+/// non-zero exit (stderr shown), garbage output, timeout — the old generation stays each time.
+#[test]
+fn command_signer_with_cfssl_and_its_failures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, c, k) = ca_files(tmp.path(), "cfssl CA");
+    let cfg_json = tmp.path().join("cfssl.json");
+    std::fs::write(
+        &cfg_json,
+        r#"{"signing":{"default":{"expiry":"24h","usages":["digital signature","client auth"]}}}"#,
+    )
+    .unwrap();
+    let port = free_port();
+    let _cfssl = Server(
+        std::process::Command::new("cfssl")
+            .args(["serve", "-address", "127.0.0.1", "-port", &port.to_string()])
+            .arg(format!("-ca={}", c.display()))
+            .arg(format!("-ca-key={}", k.display()))
+            .arg(format!("-config={}", cfg_json.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("cfssl (Debian package golang-cfssl; scripts/test-deps.sh installs it)"),
+    );
+    wait_port(port);
+    let w = World::trusting(SmOptions::default(), &[ca]);
+    let subject = "CN=billing,O=ACME";
+    w.stack
+        .tokens
+        .register_dn("sb-billing", &display_of(subject), "CN=cfssl CA");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cfssl-sign.py");
+    let argv = |v: &[&str]| {
+        format!(
+            "{{ type = \"command\", argv = [{}], timeout = \"1s\" }}",
+            v.iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let good = argv(&[
+        "python3",
+        script,
+        &format!("http://127.0.0.1:{port}"),
+        c.to_str().unwrap(),
+    ]);
+    let cfg = w.config(
+        None,
+        &[csr_credential(
+            &w,
+            "billing",
+            subject,
+            &good,
+            "issuer.key_type = \"rsa-2048\"",
+        )],
+    );
+    for _ in 0..2 {
+        let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let g = leaf(&w, "billing");
+        assert_eq!(g.leaf().issuer, "CN=cfssl CA");
+        assert_eq!(g.leaf().subject, display_of(subject));
+        assert_eq!(g.key_type(), "RSA 2048");
+    }
+    let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "{out}");
+    for (signer, want) in [
+        (
+            argv(&[
+                "sh",
+                "-c",
+                "cat >/dev/null; echo 'CA is on fire' >&2; exit 3",
+            ]),
+            "exited with code 3; stderr: CA is on fire",
+        ),
+        (
+            argv(&["sh", "-c", "cat >/dev/null; echo garbage"]),
+            "no certificate chain on stdout",
+        ),
+        (
+            argv(&["sh", "-c", "sleep 5"]),
+            "no answer within 1s (killed)",
+        ),
+        (argv(&["/nonexistent/signer"]), "cannot start"),
+        (
+            argv(&[
+                "sh",
+                "-c",
+                "test \"$CERTROT_CREDENTIAL\" = billing && test \"$CERTROT_SUBJECT\" = 'CN=billing,O=ACME' && exit 7",
+            ]),
+            "exited with code 7",
+        ),
+    ] {
+        let before = leaf(&w, "billing").leaf().fingerprint_sha256.clone();
+        let cfg = w.config(None, &[csr_credential(&w, "billing", subject, &signer, "")]);
+        let t = std::time::Instant::now();
+        let (code, out, _) = w.certrot(&cfg, &["rotate", "--now"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains("failed at issue: sign-failed") && out.contains(want),
+            "{want}: {out}"
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(4),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(leaf(&w, "billing").leaf().fingerprint_sha256, before);
+    }
+}

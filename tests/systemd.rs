@@ -1,7 +1,7 @@
 //! The systemd units in `systemd/` pass `systemd-analyze verify` (with ExecStart pointed at
 //! the built binary), and the daemon's exposure score from `systemd-analyze security` stays
-//! at or below the figure recorded in docs/systemd.md. `.ci/run` installs Debian's `systemd`
-//! package when `systemd-analyze` is missing.
+//! at or below the figure recorded in docs/systemd.md. `scripts/test-deps.sh` installs Debian's
+//! `systemd` package when `systemd-analyze` is missing.
 
 use std::path::Path;
 use std::process::Command;
@@ -31,7 +31,7 @@ fn units_verify() {
         .arg("--man=no")
         .args(UNITS.iter().map(|u| dir.path().join(u)))
         .output()
-        .expect("systemd-analyze (Debian package systemd; .ci/run installs it)");
+        .expect("systemd-analyze (Debian package systemd; scripts/test-deps.sh installs it)");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.trim().is_empty(), "warnings: {err}");

