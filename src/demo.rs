@@ -38,11 +38,7 @@ pub fn run(settings: DemoSettings) -> i32 {
             }
         },
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::rt::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("certrot demo: {e}");

@@ -15,6 +15,7 @@ pub mod issuer;
 pub mod lock;
 pub mod policy;
 pub mod rotate;
+pub mod rt;
 pub mod sandbox;
 pub mod servicekey;
 pub mod state;

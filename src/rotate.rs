@@ -394,6 +394,19 @@ struct Work<'a> {
     retire_errors: Vec<String>,
 }
 
+impl<'a> Work<'a> {
+    fn new(cred: &'a Credential, store: StateStore, state: State) -> Work<'a> {
+        Work {
+            cred,
+            store,
+            state,
+            reconciled: Vec::new(),
+            retired: Vec::new(),
+            retire_errors: Vec::new(),
+        }
+    }
+}
+
 impl Rotator {
     pub fn new(config: Arc<Config>) -> Rotator {
         Rotator {
@@ -516,14 +529,7 @@ impl Rotator {
                 );
             }
         };
-        let mut w = Work {
-            cred,
-            store,
-            state,
-            reconciled: Vec::new(),
-            retired: Vec::new(),
-            retire_errors: Vec::new(),
-        };
+        let mut w = Work::new(cred, store, state);
         let outcome = self.pipeline(&mut w, opts).await;
         match &outcome {
             Outcome::Rotated { new_binding, .. } => {
@@ -953,14 +959,7 @@ impl Rotator {
             .client(&iss.service_manager)
             .await
             .map_err(|f| f.message)?;
-        let mut w = Work {
-            cred,
-            store,
-            state,
-            reconciled: Vec::new(),
-            retired: Vec::new(),
-            retire_errors: Vec::new(),
-        };
+        let mut w = Work::new(cred, store, state);
         self.reconcile(&mut w, iss, &client)
             .await
             .map_err(|f| f.message)?;

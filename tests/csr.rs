@@ -43,17 +43,6 @@ pub fn display_of(rfc4514: &str) -> String {
     c.certification_request_info.subject.to_string()
 }
 
-fn leaf(w: &World, name: &str) -> certrot::generation::Generation {
-    let t = w.target(name);
-    certrot::generation::Generation::from_pem(
-        &std::fs::read(t.join("cert.pem")).unwrap(),
-        "cert",
-        &std::fs::read(t.join("key.pem")).unwrap(),
-        "key",
-    )
-    .unwrap()
-}
-
 /// TOML for a csr-issued credential checked against the sandbox token endpoint.
 pub fn csr_credential(w: &World, name: &str, subject: &str, signer: &str, extra: &str) -> String {
     format!(
@@ -121,7 +110,7 @@ fn local_ca_keeps_subject_and_issuer_and_refuses_a_silent_ca_change() {
             out.contains("orders: rotated (") && !out.contains("binding"),
             "{out}"
         );
-        let g = leaf(&w, "orders");
+        let g = w.generation("orders");
         assert_eq!(g.leaf().subject, dn);
         assert_eq!(g.leaf().issuer, "CN=ACME Issuing CA 1");
         fps.push(g.leaf().fingerprint_sha256.clone());
@@ -132,10 +121,10 @@ fn local_ca_keeps_subject_and_issuer_and_refuses_a_silent_ca_change() {
     let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
     assert_eq!(code, 0, "{out}");
     // rotate_key = "never": a new certificate for the same key.
-    let before = leaf(&w, "static");
+    let before = w.generation("static");
     let (code, out, _) = w.certrot(&cfg, &["rotate", "--now", "static"]);
     assert_eq!(code, 0, "{out}");
-    let after = leaf(&w, "static");
+    let after = w.generation("static");
     assert_ne!(
         before.leaf().fingerprint_sha256,
         after.leaf().fingerprint_sha256
@@ -148,10 +137,10 @@ fn local_ca_keeps_subject_and_issuer_and_refuses_a_silent_ca_change() {
     let (code, out, _) = w.certrot(&cfg, &["rotate", "--if-due", "orders"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("failed at verify: issuer-changed"), "{out}");
-    assert_eq!(leaf(&w, "orders").leaf().issuer, "CN=ACME Issuing CA 1");
+    assert_eq!(w.generation("orders").leaf().issuer, "CN=ACME Issuing CA 1");
     let (code, out, _) = w.certrot(&cfg, &["rotate", "--now", "orders"]);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(leaf(&w, "orders").leaf().issuer, "CN=ACME Issuing CA 2");
+    assert_eq!(w.generation("orders").leaf().issuer, "CN=ACME Issuing CA 2");
     // A subject the sandbox does not know: the check fails, the old generation stays.
     let cfg = w.config(
         None,
@@ -163,11 +152,11 @@ fn local_ca_keeps_subject_and_issuer_and_refuses_a_silent_ca_change() {
             "",
         )],
     );
-    let fp = leaf(&w, "orders").leaf().fingerprint_sha256.clone();
+    let fp = w.generation("orders").leaf().fingerprint_sha256.clone();
     let (code, out, _) = w.certrot(&cfg, &["rotate", "--now", "orders"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("failed at check: unauthorized"), "{out}");
-    assert_eq!(leaf(&w, "orders").leaf().fingerprint_sha256, fp);
+    assert_eq!(w.generation("orders").leaf().fingerprint_sha256, fp);
 }
 
 /// A free port on 127.0.0.1 (released for the server to bind).
@@ -259,7 +248,7 @@ fn command_signer_with_cfssl_and_its_failures() {
     for _ in 0..2 {
         let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
         assert_eq!(code, 0, "{out}{err}");
-        let g = leaf(&w, "billing");
+        let g = w.generation("billing");
         assert_eq!(g.leaf().issuer, "CN=cfssl CA");
         assert_eq!(g.leaf().subject, display_of(subject));
         assert_eq!(g.key_type(), "RSA 2048");
@@ -293,7 +282,7 @@ fn command_signer_with_cfssl_and_its_failures() {
             "exited with code 7",
         ),
     ] {
-        let before = leaf(&w, "billing").leaf().fingerprint_sha256.clone();
+        let before = w.generation("billing").leaf().fingerprint_sha256.clone();
         let cfg = w.config(None, &[csr_credential(&w, "billing", subject, &signer, "")]);
         let t = std::time::Instant::now();
         let (code, out, _) = w.certrot(&cfg, &["rotate", "--now"]);
@@ -307,6 +296,6 @@ fn command_signer_with_cfssl_and_its_failures() {
             "{:?}",
             t.elapsed()
         );
-        assert_eq!(leaf(&w, "billing").leaf().fingerprint_sha256, before);
+        assert_eq!(w.generation("billing").leaf().fingerprint_sha256, before);
     }
 }

@@ -177,7 +177,7 @@ fn daemon_rotates_serves_health_reloads_and_stops_cleanly() {
     let (status, body) = get(&addr, "/metrics");
     assert_eq!(status, 200);
     for name in ["orders", "login"] {
-        let on_disk = old_generation(&w, name).leaf().not_after.unix_timestamp() as f64;
+        let on_disk = w.generation(name).leaf().not_after.unix_timestamp() as f64;
         let reported = metric(
             &body,
             "certrot_certificate_not_after_timestamp_seconds",
@@ -258,7 +258,7 @@ fn daemon_rotates_serves_health_reloads_and_stops_cleanly() {
             .filter(|e| e.file_name().to_string_lossy().starts_with("..staging"))
             .collect();
         assert!(staging.is_empty(), "{name}: {staging:?}");
-        old_generation(&w, name);
+        w.generation(name);
     }
     reader.join().unwrap();
     let notes = notes.lock().unwrap().join("\n");
@@ -271,15 +271,4 @@ fn daemon_rotates_serves_health_reloads_and_stops_cleanly() {
     ] {
         assert!(notes.contains(want), "{want} missing from:\n{notes}");
     }
-}
-
-fn old_generation(w: &World, name: &str) -> certrot::generation::Generation {
-    let t = w.target(name);
-    certrot::generation::Generation::from_pem(
-        &std::fs::read(t.join("cert.pem")).unwrap(),
-        "cert",
-        &std::fs::read(t.join("key.pem")).unwrap(),
-        "key",
-    )
-    .unwrap()
 }

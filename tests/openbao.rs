@@ -90,17 +90,6 @@ impl Bao {
     }
 }
 
-fn leaf(w: &World, name: &str) -> certrot::generation::Generation {
-    let t = w.target(name);
-    certrot::generation::Generation::from_pem(
-        &std::fs::read(t.join("cert.pem")).unwrap(),
-        "cert",
-        &std::fs::read(t.join("key.pem")).unwrap(),
-        "key",
-    )
-    .unwrap()
-}
-
 #[test]
 fn vault_signer_against_openbao() {
     let tmp = tempfile::tempdir().unwrap();
@@ -185,7 +174,7 @@ fn vault_signer_against_openbao() {
             ("inventory", "CN=inventory", "ECDSA P-256"),
             ("stock", "O=ACME, CN=stock", "RSA 2048"),
         ] {
-            let g = leaf(&w, name);
+            let g = w.generation(name);
             assert_eq!(g.leaf().subject, dn);
             assert_eq!(g.leaf().issuer, "CN=OpenBao Root");
             assert_eq!(g.key_type(), key);
@@ -199,7 +188,7 @@ fn vault_signer_against_openbao() {
     assert_eq!(code, 0, "{out}");
 
     let failing = |name: &str, subject: &str, signer: &str, key: &str, want: &[&str]| {
-        let before = leaf(&w, name).leaf().fingerprint_sha256.clone();
+        let before = w.generation(name).leaf().fingerprint_sha256.clone();
         let cfg = w.config(None, &[cred(name, subject, signer, key)]);
         let (code, out, _) = w.certrot(&cfg, &["rotate", "--now", name]);
         assert_eq!(code, 1, "{out}");
@@ -207,7 +196,7 @@ fn vault_signer_against_openbao() {
             assert!(out.contains(s), "{s:?} missing: {out}");
         }
         assert!(!out.contains("root\n"), "{out}");
-        assert_eq!(leaf(&w, name).leaf().fingerprint_sha256, before);
+        assert_eq!(w.generation(name).leaf().fingerprint_sha256, before);
     };
     // A wrong token: OpenBao's "permission denied", the token itself never shown.
     let bad_token = tmp.path().join("bad-token");

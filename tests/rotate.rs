@@ -51,7 +51,7 @@ fn rotates_sync_and_async_xsuaa_and_identity() {
         assert!(rotated(&out, "orders") && rotated(&out, "login"), "{out}");
         assert!(out.contains("(missing)"), "{out}");
         let first = w.current_fingerprint("orders");
-        let leaf = old_generation(&w, "orders");
+        let leaf = w.generation("orders");
         let life = leaf.leaf().not_after - leaf.leaf().not_before;
         assert!(
             (life - time::Duration::hours(28)).abs() < time::Duration::seconds(10),
@@ -236,17 +236,6 @@ fn failure_at_each_step_keeps_the_old_generation_and_deletes_the_new_binding() {
     }
 }
 
-fn old_generation(w: &World, name: &str) -> certrot::generation::Generation {
-    let t = w.target(name);
-    certrot::generation::Generation::from_pem(
-        &std::fs::read(t.join("cert.pem")).unwrap(),
-        "cert",
-        &std::fs::read(t.join("key.pem")).unwrap(),
-        "key",
-    )
-    .unwrap()
-}
-
 /// A token request with `g` against the sandbox (true = accepted).
 fn accepted(w: &World, g: &certrot::generation::Generation, client: &str) -> bool {
     let trust = certrot::check::ServerTrust {
@@ -381,7 +370,7 @@ fn retirement_at_the_deadline_and_revoke_previous() {
         &[w.credential("orders", "xsuaa", &xs, "retire_after = \"1s\"")],
     );
     assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
-    let g1 = old_generation(&w, "orders");
+    let g1 = w.generation("orders");
     let b1 = w.state("orders").current.unwrap().binding_id.unwrap();
     let (code, out, _) = w.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 0, "{out}");
@@ -397,13 +386,13 @@ fn retirement_at_the_deadline_and_revoke_previous() {
     assert!(!accepted(&w, &g1, "sb-t!t1"), "retired = revoked");
     assert!(w.state("orders").retiring.is_empty());
 
-    let g2 = old_generation(&w, "orders");
+    let g2 = w.generation("orders");
     let b2 = w.state("orders").current.unwrap().binding_id.unwrap();
     let (code, out, _) = w.certrot(&cfg, &["rotate", "--now", "--revoke-previous"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("retired binding(s) {b2}")), "{out}");
     assert!(!accepted(&w, &g2, "sb-t!t1"));
-    assert!(accepted(&w, &old_generation(&w, "orders"), "sb-t!t1"));
+    assert!(accepted(&w, &w.generation("orders"), "sb-t!t1"));
     assert_eq!(w.binding_ids().len(), 1);
 }
 
@@ -550,14 +539,14 @@ fn service_manager_access_rotates_itself_first() {
     );
     assert_eq!(code, 0, "{out}{err}");
     for round in 0..2 {
-        let g_old = old_generation(&w, "sm-access");
+        let g_old = w.generation("sm-access");
         let (code, out, err) = w.certrot(&cfg, &["rotate", "--now", "--revoke-previous"]);
         assert_eq!(code, 0, "round {round}: {out}{err}");
         assert!(
             rotated(&out, "sm-access") && rotated(&out, "orders"),
             "{out}"
         );
-        let g_new = old_generation(&w, "sm-access");
+        let g_new = w.generation("sm-access");
         let new_fp = g_new.leaf().fingerprint_sha256.clone();
         // The new access was checked and then used for Service Manager tokens.
         let uses = w
@@ -635,11 +624,11 @@ fn self_managed_xsuaa_and_identity_with_local_ca() {
     }
     let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
     assert_eq!(code, 0, "{out}");
-    let g = old_generation(&w, "own");
+    let g = w.generation("own");
     assert_eq!(g.leaf().issuer, "CN=customer CA");
     assert_eq!(g.leaf().subject, "CN=own");
     assert_eq!(g.key_type(), "RSA 2048");
-    assert_eq!(old_generation(&w, "own-ias").leaf().subject, "CN=ownapp");
+    assert_eq!(w.generation("own-ias").leaf().subject, "CN=ownapp");
     for b in w.stack.sm.bindings() {
         let p = b.parameters.to_string();
         assert!(p.contains("BEGIN CERTIFICATE"), "{p}");

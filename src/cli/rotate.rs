@@ -81,14 +81,10 @@ pub fn run(
     let parallel = parallel
         .unwrap_or(config.daemon.max_parallel as usize)
         .max(1);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::rt::runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("certrot: cannot start the runtime: {e}");
+            eprintln!("certrot: {e}");
             return 1;
         }
     };

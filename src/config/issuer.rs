@@ -107,6 +107,19 @@ pub enum KeyType {
     Rsa4096,
 }
 
+impl KeyType {
+    /// The configuration spelling (`ecdsa-p256`, `rsa-2048`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Rsa2048 => "rsa-2048",
+            KeyType::Rsa3072 => "rsa-3072",
+            KeyType::Rsa4096 => "rsa-4096",
+        }
+    }
+}
+
 /// `signer.type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]

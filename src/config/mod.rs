@@ -524,10 +524,7 @@ impl Config {
                         }
                         CertificateMode::SelfManaged => format!(
                             "self-managed {} key signed by {:?}",
-                            serde_json::to_value(i.key_type)
-                                .ok()
-                                .and_then(|v| v.as_str().map(str::to_string))
-                                .unwrap_or_default(),
+                            i.key_type.name(),
                             i.signer.as_ref().map(|s| s.type_)
                         ),
                     };
@@ -541,10 +538,7 @@ impl Config {
                 out.push_str(&format!(
                     "  issuer: csr, subject {:?}, {} key ({:?}), signer {:?}\n",
                     i.subject,
-                    serde_json::to_value(i.key_type)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
+                    i.key_type.name(),
                     i.rotate_key,
                     i.signer.type_
                 ));

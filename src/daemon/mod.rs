@@ -411,14 +411,10 @@ pub fn run(config_path: &Path) -> i32 {
             return crate::cli::EXIT_USAGE;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::rt::runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("certrot run: cannot start the runtime: {e}");
+            eprintln!("certrot run: {e}");
             return 1;
         }
     };

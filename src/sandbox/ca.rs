@@ -122,6 +122,26 @@ impl LocalCa {
         })
     }
 
+    /// A server certificate for 127.0.0.1 and localhost as rustls wants it: chain and key.
+    pub fn loopback_identity(
+        &self,
+    ) -> Result<
+        (
+            Vec<rustls_pki_types::CertificateDer<'static>>,
+            rustls_pki_types::PrivateKeyDer<'static>,
+        ),
+        CaError,
+    > {
+        use rustls_pki_types::pem::PemObject;
+        let server = self.issue_server(&["127.0.0.1", "localhost"])?;
+        let chain = rustls_pki_types::CertificateDer::pem_slice_iter(server.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| CaError(e.to_string()))?;
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes())
+            .map_err(|e| CaError(e.to_string()))?;
+        Ok((chain, key))
+    }
+
     /// Issues a client certificate for `cn`, valid from `not_before` to `not_after`.
     pub fn issue(
         &self,

@@ -26,7 +26,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, UnixTime};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -238,14 +238,7 @@ impl SmServer {
         opts: SmOptions,
     ) -> Result<SmServer, SmError> {
         let e = |m: &dyn std::fmt::Display| SmError(m.to_string());
-        let server = server_ca
-            .issue_server(&["127.0.0.1", "localhost"])
-            .map_err(|x| e(&x))?;
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(server.chain_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(|x| e(&x))?;
-        let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).map_err(|x| e(&x))?;
+        let (chain, key) = server_ca.loopback_identity().map_err(|x| e(&x))?;
         let mut cfg = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(chain, key)

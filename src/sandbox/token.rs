@@ -22,8 +22,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -237,14 +237,7 @@ impl TokenServer {
         port: u16,
     ) -> Result<TokenServer, SandboxError> {
         let e = |m: &dyn std::fmt::Display| SandboxError(m.to_string());
-        let server = server_ca
-            .issue_server(&["127.0.0.1", "localhost"])
-            .map_err(|x| e(&x))?;
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(server.chain_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(|x| e(&x))?;
-        let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).map_err(|x| e(&x))?;
+        let (chain, key) = server_ca.loopback_identity().map_err(|x| e(&x))?;
         let mut roots = rustls::RootCertStore::empty();
         for pem in client_roots_pem {
             for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {

@@ -98,17 +98,21 @@ impl World {
         serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
     }
 
-    /// Fingerprint of the current certificate in the target of `name`.
-    pub fn current_fingerprint(&self, name: &str) -> String {
-        let pem = std::fs::read(self.target(name).join("cert.pem")).unwrap();
-        let g = certrot::generation::Generation::from_pem(
-            &pem,
+    /// The current generation in the target of `name`, read through its visible files.
+    pub fn generation(&self, name: &str) -> certrot::generation::Generation {
+        let t = self.target(name);
+        certrot::generation::Generation::from_pem(
+            &std::fs::read(t.join("cert.pem")).unwrap(),
             "cert",
-            &std::fs::read(self.target(name).join("key.pem")).unwrap(),
+            &std::fs::read(t.join("key.pem")).unwrap(),
             "key",
         )
-        .unwrap();
-        g.leaf().fingerprint_sha256.clone()
+        .unwrap()
+    }
+
+    /// Fingerprint of the current certificate in the target of `name`.
+    pub fn current_fingerprint(&self, name: &str) -> String {
+        self.generation(name).leaf().fingerprint_sha256.clone()
     }
 
     /// Ids of the bindings the sandbox Service Manager holds.
