@@ -187,6 +187,51 @@ fn vault_signer_against_openbao() {
     let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
     assert_eq!(code, 0, "{out}");
 
+    // AppRole instead of a token file: a role limited to signing.
+    let policy = tmp.path().join("pki-sign.hcl");
+    std::fs::write(
+        &policy,
+        "path \"pki/sign/*\" { capabilities = [\"update\"] }\n",
+    )
+    .unwrap();
+    bao.ok(&["policy", "write", "pki-sign", policy.to_str().unwrap()]);
+    bao.ok(&["auth", "enable", "approle"]);
+    bao.ok(&[
+        "write",
+        "auth/approle/role/certrot",
+        "token_policies=pki-sign",
+        "token_ttl=5m",
+    ]);
+    let role_id = bao.ok(&[
+        "read",
+        "-field=role_id",
+        "auth/approle/role/certrot/role-id",
+    ]);
+    let secret_id = bao.ok(&[
+        "write",
+        "-f",
+        "-field=secret_id",
+        "auth/approle/role/certrot/secret-id",
+    ]);
+    let secret_file = tmp.path().join("secret-id");
+    std::fs::write(&secret_file, secret_id.trim()).unwrap();
+    let approle = format!(
+        "{{ type = \"vault\", url = {:?}, role = \"certrot\", ca_file = {:?}, approle = {{ role_id = {:?}, secret_id_file = {:?} }} }}",
+        bao.addr,
+        bao.ca.display().to_string(),
+        role_id.trim(),
+        secret_file.display().to_string()
+    );
+    let before = w.generation("inventory").leaf().fingerprint_sha256.clone();
+    let approle_cfg = w.config(
+        None,
+        &[cred("inventory", "CN=inventory", &approle, "ecdsa-p256")],
+    );
+    let (code, out, err) = w.certrot(&approle_cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains(secret_id.trim()) && !err.contains(secret_id.trim()));
+    assert_ne!(w.generation("inventory").leaf().fingerprint_sha256, before);
+
     let failing = |name: &str, subject: &str, signer: &str, key: &str, want: &[&str]| {
         let before = w.generation(name).leaf().fingerprint_sha256.clone();
         let cfg = w.config(None, &[cred(name, subject, signer, key)]);
