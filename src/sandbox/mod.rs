@@ -3,6 +3,7 @@
 
 pub mod ca;
 pub mod fixtures;
+pub mod kube;
 pub mod run;
 pub mod sm;
 pub mod stack;
