@@ -185,3 +185,115 @@ async fn renewals_backoff_retirements_and_ticks_fire_on_time() {
     assert!(m.inspections >= 96 + 72, "{}", m.inspections);
     assert_eq!(m.reloads, 2);
 }
+
+/// A credential whose Service Manager access is being rotated waits for it.
+struct Dependent {
+    clock: Arc<TokioClock>,
+    log: Arc<Mutex<Vec<(String, f64, f64)>>>,
+    times: Arc<Mutex<Vec<CredTimes>>>,
+}
+
+impl Executor for Dependent {
+    fn inspect_all(&self, _: OffsetDateTime) -> Vec<CredTimes> {
+        self.times.lock().unwrap().clone()
+    }
+    fn rotate(&self, names: Vec<String>) -> Task {
+        let (clock, log, times) = (self.clock.clone(), self.log.clone(), self.times.clone());
+        Box::pin(async move {
+            let start = secs(clock.now());
+            // Rotating the access takes 30 s (a slow asynchronous binding).
+            let took = if names.iter().any(|n| n == "sm-access") {
+                30
+            } else {
+                1
+            };
+            tokio::time::sleep(Duration::from_secs(took)).await;
+            let end = secs(clock.now());
+            let mut t = times.lock().unwrap();
+            for n in names {
+                log.lock().unwrap().push((n.clone(), start, end));
+                let c = t.iter_mut().find(|c| c.name == n).unwrap();
+                c.rotate_at = Some(clock.now() + time::Duration::days(1));
+            }
+        })
+    }
+    fn probe(&self) -> Task {
+        Box::pin(async {})
+    }
+    fn schedules(&self) -> (cron::Schedule, cron::Schedule) {
+        (
+            "0 0 0 * * *".parse().unwrap(),
+            "0 0 0 * * *".parse().unwrap(),
+        )
+    }
+    fn reload(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn status_line(&self, _: &[CredTimes], _: OffsetDateTime) -> String {
+        String::new()
+    }
+    fn waits_for(&self, name: &str) -> Option<String> {
+        (name == "orders").then(|| "sm-access".to_string())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_credential_waits_for_its_service_manager_access() {
+    let clock = Arc::new(TokioClock::starting_at(T0));
+    let at = |s: i64| Some(T0 + time::Duration::seconds(s));
+    let times = Arc::new(Mutex::new(vec![
+        CredTimes {
+            name: "sm-access".into(),
+            rotate_at: at(10),
+            retire_at: None,
+        },
+        CredTimes {
+            name: "orders".into(),
+            rotate_at: at(20),
+            retire_at: None,
+        },
+        CredTimes {
+            name: "other".into(),
+            rotate_at: at(20),
+            retire_at: None,
+        },
+    ]));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let run = tokio::spawn(
+        Scheduler {
+            exec: Arc::new(Dependent {
+                clock: clock.clone(),
+                log: log.clone(),
+                times,
+            }),
+            clock,
+            settings: LoopSettings::default(),
+            beat: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+        }
+        .run(rx),
+    );
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    tx.send(Control::Stop).await.unwrap();
+    run.await.unwrap();
+    let log = log.lock().unwrap();
+    let started = |n: &str| {
+        log.iter()
+            .find(|(m, _, _)| m == n)
+            .map(|(_, s, _)| *s)
+            .unwrap()
+    };
+    let ended = |n: &str| {
+        log.iter()
+            .find(|(m, _, _)| m == n)
+            .map(|(_, _, e)| *e)
+            .unwrap()
+    };
+    assert!((started("sm-access") - 10.0).abs() < 0.01);
+    assert!(
+        (started("other") - 20.0).abs() < 0.01,
+        "unrelated credentials do not wait"
+    );
+    assert!(started("orders") >= ended("sm-access"), "{log:?}");
+    assert!((started("orders") - 40.0).abs() < 0.01, "{log:?}");
+}

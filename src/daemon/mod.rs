@@ -82,6 +82,10 @@ pub trait Executor: Send + Sync + 'static {
     fn reload(&self) -> Result<(), String>;
     /// One line for systemd's `STATUS=`.
     fn status_line(&self, times: &[CredTimes], now: OffsetDateTime) -> String;
+    /// The credential `name` must wait for (its Service Manager access), if any.
+    fn waits_for(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Requests from outside the loop (signals, tests).
@@ -165,11 +169,13 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 last_ping = tokio::time::Instant::now();
             }
             // Rotations (and retirements) that are due.
-            let batch: Vec<String> =
-                due(&times, now, |n| busy.contains(n), |n| rest.get(n).copied())
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect();
+            // A credential waits while its Service Manager access is being rotated.
+            let blocked =
+                |n: &str| busy.contains(n) || exec.waits_for(n).is_some_and(|d| busy.contains(&d));
+            let batch: Vec<String> = due(&times, now, blocked, |n| rest.get(n).copied())
+                .into_iter()
+                .map(str::to_string)
+                .collect();
             if !batch.is_empty() {
                 tracing::info!(credentials = ?batch, "pipeline due");
                 busy.extend(batch.iter().cloned());
@@ -195,7 +201,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             let ticks: Vec<OffsetDateTime> = next_check.into_iter().chain(next_probe).collect();
             let wake = next_wake(
                 &times,
-                |n| busy.contains(n),
+                |n| busy.contains(n) || exec.waits_for(n).is_some_and(|d| busy.contains(&d)),
                 |n| rest.get(n).copied(),
                 &ticks,
                 now + heartbeat,
@@ -381,6 +387,20 @@ impl Executor for Live {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *g = (new.clone(), Arc::new(Rotator::new(new)));
         Ok(())
+    }
+
+    fn waits_for(&self, name: &str) -> Option<String> {
+        let (config, _) = self.current();
+        let cred = config.credentials.iter().find(|c| c.name == name)?;
+        let Some(crate::config::Issuer::ServiceManager(iss)) = &cred.issuer else {
+            return None;
+        };
+        config
+            .service_managers
+            .get(&iss.service_manager)?
+            .credential
+            .clone()
+            .filter(|access| access != name)
     }
 
     fn status_line(&self, times: &[CredTimes], now: OffsetDateTime) -> String {
