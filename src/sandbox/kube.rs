@@ -15,7 +15,6 @@ use base64::Engine as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -141,28 +140,15 @@ impl KubeServer {
             listener.local_addr().map_err(|x| e(&x))?.port()
         );
         let state = Arc::new(Mutex::new(State::default()));
-        let (st, token) = (state.clone(), Arc::new(token.to_string()));
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let _ = tcp.set_nodelay(true);
-                let (acceptor, st, token) = (acceptor.clone(), st.clone(), token.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (st, token) = (st.clone(), token.clone());
-                        async move { Ok::<_, hyper::Error>(handle(req, &st, &token).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
+        let ctx = Arc::new((state.clone(), token.to_string()));
+        let task = tokio::spawn(super::serve_https(
+            listener,
+            acceptor,
+            ctx,
+            |req, ctx: Arc<(Arc<Mutex<State>>, String)>| async move {
+                handle(req, &ctx.0, &ctx.1).await
+            },
+        ));
         Ok(KubeServer { url, state, task })
     }
 

@@ -24,7 +24,6 @@ use super::token::TokenHandle;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde_json::{Map, Value, json};
@@ -274,28 +273,12 @@ impl SmServer {
             url: url.clone(),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-        let sh = shared.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let _ = tcp.set_nodelay(true);
-                let (acceptor, sh) = (acceptor.clone(), sh.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let sh = sh.clone();
-                        async move { Ok::<_, hyper::Error>(handle(req, &sh).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
+        let task = tokio::spawn(super::serve_https(
+            listener,
+            acceptor,
+            shared.clone(),
+            |req, sh: Arc<Shared>| async move { handle(req, &sh).await },
+        ));
         Ok(SmServer { url, shared, task })
     }
 
