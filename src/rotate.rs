@@ -638,6 +638,7 @@ impl Rotator {
             service_manager: iss.service_manager.clone(),
             instance_id: iss.instance_id.clone(),
             started_at: now,
+            fingerprint_sha256: None,
         });
         if let Err(e) = w.store.save(&w.state) {
             w.state.pending = None;
@@ -746,7 +747,18 @@ impl Rotator {
                 .record_failure(w, f, Some((binding.id.clone(), Some(new_fp))), critical_at)
                 .await;
         }
-        // 7. commit: the target first, then the state.
+        // 7. commit: first record which certificate is about to go live, so that a crash
+        // between the commit and the state write is recognised (and adopted, not deleted).
+        if let Some(p) = w.state.pending.as_mut() {
+            p.fingerprint_sha256 = Some(new_fp.clone());
+        }
+        if let Err(e) = w.store.save(&w.state) {
+            let f = failure(Step::Commit, "state", e.to_string());
+            return self
+                .record_failure(w, f, Some((binding.id.clone(), Some(new_fp))), critical_at)
+                .await;
+        }
+        // Then the target, then the state.
         let now = OffsetDateTime::now_utc();
         let dir = match target.commit(&g, now) {
             Ok(d) => d,
@@ -1062,6 +1074,7 @@ impl Rotator {
         iss: &SmIssuer,
         client: &SmClient,
     ) -> Result<(), Failure> {
+        self.adopt_committed(w);
         let labels = format!(
             "{} eq {} and {LABEL_CREDENTIAL} eq {}",
             LABEL_MANAGED_BY.0,
@@ -1093,6 +1106,52 @@ impl Rotator {
             tracing::warn!(credential = %w.cred.name, "state not saved after reconcile: {e}");
         }
         Ok(())
+    }
+
+    /// After a crash between the target commit and the state write, the target already
+    /// shows the pending certificate: its binding is the current one. Adopt it (the
+    /// previous binding goes to retirement) instead of letting reconcile delete it.
+    fn adopt_committed(&self, w: &mut Work<'_>) {
+        let Some(p) = w.state.pending.clone() else {
+            return;
+        };
+        let (Some(id), Some(fp)) = (p.binding_id.clone(), p.fingerprint_sha256.clone()) else {
+            return;
+        };
+        let Ok(Some(cur)) = target_of(w.cred).read_current() else {
+            return;
+        };
+        let g = &cur.generation;
+        if g.leaf().fingerprint_sha256 != fp {
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        let old = w.state.current.take();
+        if let Some(old_id) = old.as_ref().and_then(|c| c.binding_id.clone())
+            && old_id != id
+        {
+            w.state.retiring.push(RetiringRecord {
+                binding_id: old_id,
+                service_manager: p.service_manager.clone(),
+                fingerprint_sha256: old.as_ref().map(|c| c.fingerprint_sha256.clone()),
+                retire_at: now + w.cred.policy.retire_after.to_time(),
+                reason: "replaced".into(),
+            });
+        }
+        w.state.current = Some(CurrentRecord {
+            serial: g.leaf().serial.clone(),
+            fingerprint_sha256: fp,
+            not_after: g.leaf().not_after,
+            generation: Some(cur.dir_name.clone()),
+            binding_id: Some(id.clone()),
+            committed_at: now,
+            source: "rotate (recovered after an interrupted commit)".into(),
+        });
+        w.state.pending = None;
+        tracing::warn!(credential = %w.cred.name, binding = %id, "adopted the binding of a commit whose state write was interrupted");
+        if let Err(e) = w.store.save(&w.state) {
+            tracing::warn!(credential = %w.cred.name, "state not saved after adoption: {e}");
+        }
     }
 
     /// Deletes queued bindings whose deadline passed (all of them with `now_all`).

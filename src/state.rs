@@ -45,6 +45,10 @@ pub struct PendingRecord {
     pub instance_id: String,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
+    /// Fingerprint of the new certificate, recorded just before the commit: if the target
+    /// shows it afterwards, the commit happened (even if the state write after it did not).
+    #[serde(default)]
+    pub fingerprint_sha256: Option<String>,
 }
 
 /// A binding queued for deletion.

@@ -814,3 +814,63 @@ fn one_shot_metrics_file_and_push_gateway() {
         "{err}"
     );
 }
+
+/// A crash after the target commit but before the state write: the state still names the
+/// old binding, the target already serves the new certificate. The next run must adopt the
+/// new binding (recorded with its fingerprint just before the commit), not delete it as an
+/// orphan — that would revoke the live credential.
+#[test]
+fn interrupted_state_write_after_commit_is_adopted_not_deleted() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-a!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
+    let state_file = w.root().join("state/orders.json");
+    let before: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let b1 = before["current"]["binding_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
+    let after: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let b2 = after["current"]["binding_id"].as_str().unwrap().to_string();
+    // Rewind the state to the instant after the commit: old current, new binding pending.
+    let mut crashed = before.clone();
+    crashed["pending"] = serde_json::json!({
+        "binding_name": "orders-x", "binding_id": b2, "service_manager": "main",
+        "instance_id": xs, "started_at": after["current"]["committed_at"],
+        "fingerprint_sha256": after["current"]["fingerprint_sha256"],
+    });
+    std::fs::write(&state_file, crashed.to_string()).unwrap();
+    let live = w.generation("orders");
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("deleted orphan"), "{out}");
+    assert!(err.contains("adopted the binding"), "{err}");
+    let st = w.state("orders");
+    let retiring: Vec<&str> = st.retiring.iter().map(|r| r.binding_id.as_str()).collect();
+    assert!(
+        retiring.contains(&b1.as_str()) && retiring.contains(&b2.as_str()),
+        "{retiring:?}"
+    );
+    assert_eq!(w.binding_ids().len(), 3);
+    // The certificate that was live stays valid until its retirement.
+    let trust = certrot::check::ServerTrust {
+        system_roots: false,
+        extra_ca_pem: Some(w.stack.ca_pem.as_bytes()),
+    };
+    let ok = w.rt.block_on(certrot::check::request_token(
+        &live,
+        &w.stack.tokens.url,
+        "sb-a!t1",
+        &[],
+        trust,
+        certrot::check::Limits::default(),
+    ));
+    assert!(ok.is_ok(), "{ok:?}");
+}
