@@ -387,6 +387,9 @@ pub struct Rotator {
 /// What a run of the pipeline carries between steps.
 struct Work<'a> {
     cred: &'a Credential,
+    /// The state file was unreadable and set aside: what certrot tracked is unknown, so
+    /// reconcile must not delete anything.
+    state_lost: bool,
     store: StateStore,
     state: State,
     reconciled: Vec<String>,
@@ -398,6 +401,7 @@ impl<'a> Work<'a> {
     fn new(cred: &'a Credential, store: StateStore, state: State) -> Work<'a> {
         Work {
             cred,
+            state_lost: false,
             store,
             state,
             reconciled: Vec::new(),
@@ -515,10 +519,12 @@ impl Rotator {
                 );
             }
         };
+        let mut state_lost = false;
         let state = match store.load(&cred.name, true) {
             Ok(l) => {
                 if let Some((p, why)) = l.set_aside {
                     tracing::warn!(credential = %cred.name, path = %p.display(), "state file set aside: {why}");
+                    state_lost = true;
                 }
                 l.state
             }
@@ -530,6 +536,7 @@ impl Rotator {
             }
         };
         let mut w = Work::new(cred, store, state);
+        w.state_lost = state_lost;
         let outcome = self.pipeline(&mut w, opts).await;
         match &outcome {
             Outcome::Rotated { new_binding, .. } => {
@@ -671,6 +678,28 @@ impl Rotator {
                 Ok(b) => break b,
                 // The name is taken (two rotations within one second): the next free suffix.
                 Err(e) if e.kind == SmErrorKind::Conflict && suffix < 100 => {
+                    // Our own earlier attempt may hold the name (a retried POST whose first
+                    // answer was lost): queue it for deletion so it is never forgotten.
+                    // (Not when the state was lost: then every binding looks untracked.)
+                    let lost = if w.state_lost {
+                        None
+                    } else {
+                        self.find_by_name(&client, iss, &request.name, &w.state)
+                            .await
+                            .ok()
+                            .flatten()
+                    };
+                    if let Some(lost) = lost {
+                        tracing::warn!(credential = %cred.name, binding = %lost, "a binding from a lost answer holds the name; queued for deletion");
+                        w.state.retiring.push(RetiringRecord {
+                            binding_id: lost,
+                            service_manager: iss.service_manager.clone(),
+                            fingerprint_sha256: None,
+                            retire_at: OffsetDateTime::now_utc(),
+                            reason: "orphan".into(),
+                            attempts: 0,
+                        });
+                    }
                     suffix += 1;
                     request.name = format!("{name}-{suffix}");
                     if let Some(p) = w.state.pending.as_mut() {
@@ -693,6 +722,9 @@ impl Rotator {
                     // find it by name and delete it now; reconcile catches anything left.
                     let found = if e.kind == SmErrorKind::Conflict {
                         Ok(None)
+                    } else if w.state_lost {
+                        // Unknown: keep the intent; reconcile is up to the operator.
+                        Err(())
                     } else {
                         self.find_by_name(&client, iss, &request.name, &w.state)
                             .await
@@ -900,6 +932,7 @@ impl Rotator {
                     now + cred.policy.retire_after.to_time()
                 },
                 reason: "replaced".into(),
+                attempts: 0,
             });
         }
         w.state.current = Some(CurrentRecord {
@@ -963,15 +996,13 @@ impl Rotator {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-        let state = store
-            .load(&cred.name, true)
-            .map_err(|e| e.to_string())?
-            .state;
+        let loaded = store.load(&cred.name, true).map_err(|e| e.to_string())?;
         let client = self
             .client(&iss.service_manager)
             .await
             .map_err(|f| f.message)?;
-        let mut w = Work::new(cred, store, state);
+        let mut w = Work::new(cred, store, loaded.state);
+        w.state_lost = loaded.set_aside.is_some();
         self.reconcile(&mut w, iss, &client)
             .await
             .map_err(|f| f.message)?;
@@ -1007,6 +1038,7 @@ impl Rotator {
                         fingerprint_sha256: fp,
                         retire_at: now,
                         reason: "failed-rotation".into(),
+                        attempts: 0,
                     });
                 }
             }
@@ -1058,7 +1090,14 @@ impl Rotator {
             quote(&iss.instance_id),
             quote(name)
         );
-        let found = client.list_bindings("", &field).await.map_err(|e| {
+        // Only bindings this credential made (a name clash with a foreign binding is not ours).
+        let labels = format!(
+            "{} eq {} and {LABEL_CREDENTIAL} eq {}",
+            LABEL_MANAGED_BY.0,
+            quote(LABEL_MANAGED_BY.1),
+            quote(&state.credential)
+        );
+        let found = client.list_bindings(&labels, &field).await.map_err(|e| {
             tracing::warn!(binding = %name, "could not look for the binding of the failed attempt: {e}");
         })?;
         Ok(found.into_iter().map(|b| b.id).find(|id| {
@@ -1075,6 +1114,10 @@ impl Rotator {
         client: &SmClient,
     ) -> Result<(), Failure> {
         self.adopt_committed(w);
+        if w.state_lost {
+            tracing::warn!(credential = %w.cred.name, "reconcile skipped: the state file was unreadable, so which bindings are current or retiring is unknown; delete orphans by hand (label certrot_credential)");
+            return Ok(());
+        }
         let labels = format!(
             "{} eq {} and {LABEL_CREDENTIAL} eq {}",
             LABEL_MANAGED_BY.0,
@@ -1136,6 +1179,7 @@ impl Rotator {
                 fingerprint_sha256: old.as_ref().map(|c| c.fingerprint_sha256.clone()),
                 retire_at: now + w.cred.policy.retire_after.to_time(),
                 reason: "replaced".into(),
+                attempts: 0,
             });
         }
         w.state.current = Some(CurrentRecord {
@@ -1181,7 +1225,21 @@ impl Rotator {
                     tracing::info!(credential = %w.cred.name, binding = %r.binding_id, reason = %r.reason, event = "retired", "retired binding");
                     w.retired.push(r.binding_id);
                 }
-                Err(e) => w.retire_errors.push(format!("{}: {e}", r.binding_id)),
+                Err(e) => {
+                    // Try again later, further out each time (1 min, 2, 4, … at most 1 h).
+                    if let Some(q) = w
+                        .state
+                        .retiring
+                        .iter_mut()
+                        .find(|x| x.binding_id == r.binding_id)
+                    {
+                        q.attempts = q.attempts.saturating_add(1);
+                        let wait = time::Duration::minutes(1 << (q.attempts - 1).min(6))
+                            .min(time::Duration::hours(1));
+                        q.retire_at = now + wait;
+                    }
+                    w.retire_errors.push(format!("{}: {e}", r.binding_id));
+                }
             }
         }
         if let Err(e) = w.store.save(&w.state) {

@@ -62,6 +62,9 @@ pub struct RetiringRecord {
     pub retire_at: OffsetDateTime,
     /// Why: `replaced`, `failed-rotation`, `orphan`.
     pub reason: String,
+    /// Failed deletion attempts so far (each pushes `retire_at` further out).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// The generation made current by certrot.

@@ -874,3 +874,93 @@ fn interrupted_state_write_after_commit_is_adopted_not_deleted() {
     ));
     assert!(ok.is_ok(), "{ok:?}");
 }
+
+/// A create whose answer is lost (the binding exists, the client sees 503 and retries into
+/// 409): the lost binding is found, queued and deleted in the same run — never forgotten.
+#[test]
+fn a_lost_create_answer_leaves_no_binding_behind() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-lost!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    w.stack
+        .sm
+        .inject(SmCall::Create, SmFault::CreatedThenStatus(503), 1);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("a binding from a lost answer holds the name"),
+        "{err}"
+    );
+    assert!(out.contains("retired binding(s)"), "{out}");
+    let current = w.state("orders").current.unwrap().binding_id.unwrap();
+    assert_eq!(w.binding_ids(), vec![current]);
+}
+
+/// A corrupt state file is set aside; reconcile then does not know what is current or
+/// retiring, so it deletes nothing (the operator is told), and the rotation goes on.
+#[test]
+fn a_corrupt_state_file_never_leads_to_deleting_bindings() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let xs = w
+        .stack
+        .sm
+        .add_instance(InstanceKind::Xsuaa, "sb-corrupt!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
+    assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
+    let before = w.binding_ids();
+    assert_eq!(before.len(), 2, "current and retiring");
+    std::fs::write(w.root().join("state/orders.json"), "{ not json").unwrap();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("deleted orphan"), "{out}");
+    assert!(err.contains("reconcile skipped"), "{err}");
+    let after = w.binding_ids();
+    assert!(
+        before.iter().all(|b| after.contains(b)),
+        "{before:?} {after:?} {out} {err}"
+    );
+    assert_eq!(after.len(), 3);
+}
+
+/// A retirement that fails is postponed with growing delays, not retried on every run.
+#[test]
+fn failed_retirement_is_postponed() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-pp!t1");
+    let cfg = w.config(
+        None,
+        &[w.credential("orders", "xsuaa", &xs, "retire_after = \"1s\"")],
+    );
+    assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
+    assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
+    std::thread::sleep(Duration::from_millis(1100));
+    w.stack.sm.inject(SmCall::Delete, SmFault::Status(500), 10);
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--if-due"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("retirement postponed"), "{out}");
+    let r = &w.state("orders").retiring[0];
+    assert_eq!(r.attempts, 1);
+    assert!(r.retire_at > time::OffsetDateTime::now_utc() + time::Duration::seconds(50));
+    let deletes = || {
+        w.stack
+            .sm
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("DELETE"))
+            .count()
+    };
+    let before = deletes();
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--if-due"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(deletes(), before, "not retried before its new deadline");
+}

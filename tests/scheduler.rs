@@ -297,3 +297,114 @@ async fn a_credential_waits_for_its_service_manager_access() {
     assert!(started("orders") >= ended("sm-access"), "{log:?}");
     assert!((started("orders") - 40.0).abs() < 0.01, "{log:?}");
 }
+
+/// A credential the pipeline leaves due (e.g. locked elsewhere) is retried with a rest that
+/// doubles up to 10 minutes — the loop never spins; a task that panics frees its credential.
+struct Stubborn {
+    clock: Arc<TokioClock>,
+    log: Arc<Mutex<Vec<(String, f64)>>>,
+    times: Arc<Mutex<Vec<CredTimes>>>,
+    panicked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Executor for Stubborn {
+    fn inspect_all(&self, _: OffsetDateTime) -> Vec<CredTimes> {
+        self.times.lock().unwrap().clone()
+    }
+    fn rotate(&self, names: Vec<String>) -> Task {
+        let (clock, log, times, panicked) = (
+            self.clock.clone(),
+            self.log.clone(),
+            self.times.clone(),
+            self.panicked.clone(),
+        );
+        Box::pin(async move {
+            for n in &names {
+                log.lock().unwrap().push((n.clone(), secs(clock.now())));
+            }
+            if names.iter().any(|n| n == "crashy")
+                && !panicked.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                panic!("a bug in a rotation task");
+            }
+            let mut t = times.lock().unwrap();
+            for n in names.iter().filter(|n| *n != "stuck") {
+                t.iter_mut().find(|c| &c.name == n).unwrap().rotate_at =
+                    Some(clock.now() + time::Duration::days(1));
+            }
+        })
+    }
+    fn probe(&self) -> Task {
+        Box::pin(async {})
+    }
+    fn schedules(&self) -> (cron::Schedule, cron::Schedule) {
+        (
+            "0 0 0 * * *".parse().unwrap(),
+            "0 0 0 * * *".parse().unwrap(),
+        )
+    }
+    fn reload(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn status_line(&self, _: &[CredTimes], _: OffsetDateTime) -> String {
+        String::new()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_spinning_on_a_stuck_credential_and_panics_free_their_credential() {
+    let clock = Arc::new(TokioClock::starting_at(T0));
+    let times = Arc::new(Mutex::new(vec![
+        CredTimes {
+            name: "stuck".into(),
+            rotate_at: Some(T0),
+            retire_at: None,
+        },
+        CredTimes {
+            name: "crashy".into(),
+            rotate_at: Some(T0 + time::Duration::seconds(1)),
+            retire_at: None,
+        },
+    ]));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let run = tokio::spawn(
+        Scheduler {
+            exec: Arc::new(Stubborn {
+                clock: clock.clone(),
+                log: log.clone(),
+                times,
+                panicked: Arc::default(),
+            }),
+            clock,
+            settings: LoopSettings::default(),
+            beat: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+        }
+        .run(rx),
+    );
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    tx.send(Control::Stop).await.unwrap();
+    run.await.unwrap();
+    let log = log.lock().unwrap();
+    let stuck: Vec<f64> = log
+        .iter()
+        .filter(|(n, _)| n == "stuck")
+        .map(|(_, t)| t.round())
+        .collect();
+    // 0, then rests of 5, 10, 20, … 600 s.
+    assert_eq!(
+        &stuck[..8],
+        &[0.0, 5.0, 15.0, 35.0, 75.0, 155.0, 315.0, 635.0],
+        "{stuck:?}"
+    );
+    let gaps: Vec<f64> = stuck.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[7..].iter().all(|g| *g == 600.0), "{gaps:?}");
+    assert!(stuck.len() < 15, "{} runs in an hour", stuck.len());
+    // crashy: panicked on its first run, ran again after its rest and then succeeded.
+    let crashy: Vec<f64> = log
+        .iter()
+        .filter(|(n, _)| n == "crashy")
+        .map(|(_, t)| t.round())
+        .collect();
+    assert_eq!(crashy, vec![1.0, 6.0], "{crashy:?}");
+}

@@ -152,7 +152,13 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         let mut next_probe = Some(now);
         let mut busy: HashSet<String> = HashSet::new();
         let mut rest: HashMap<String, OffsetDateTime> = HashMap::new();
-        let mut tasks: tokio::task::JoinSet<Vec<String>> = tokio::task::JoinSet::new();
+        let mut tasks: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+        // Which credentials each task carries (also known when a task panics).
+        let mut carried: HashMap<tokio::task::Id, Vec<String>> = HashMap::new();
+        // How long each credential rests after being handled: doubles (to 10 min) while the
+        // pipeline leaves it due — a lock held elsewhere, a state that cannot be saved —
+        // so the loop never spins on it.
+        let mut rest_for: HashMap<String, std::time::Duration> = HashMap::new();
         let mut probing: Option<tokio::task::JoinHandle<()>> = None;
         let mut last_ping = tokio::time::Instant::now();
         let heartbeat = match self.settings.watchdog {
@@ -179,11 +185,8 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             if !batch.is_empty() {
                 tracing::info!(credentials = ?batch, "pipeline due");
                 busy.extend(batch.iter().cloned());
-                let run = exec.rotate(batch.clone());
-                tasks.spawn(async move {
-                    run.await;
-                    batch
-                });
+                let handle = tasks.spawn(exec.rotate(batch.clone()));
+                carried.insert(handle.id(), batch);
             }
             if next_check.is_some_and(|t| t <= now) {
                 times = exec.inspect_all(now);
@@ -210,16 +213,32 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             let sleep = tokio::time::sleep(sleep_for.try_into().unwrap_or_default());
             tokio::select! {
                 _ = sleep => {}
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Ok(names) = done {
-                        let now = self.clock.now();
-                        for n in &names {
-                            busy.remove(n);
-                            rest.insert(n.clone(), now + self.settings.rest);
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let id = match &done {
+                        Ok((id, ())) => *id,
+                        Err(e) => {
+                            tracing::error!("a rotation task ended abnormally: {e}");
+                            e.id()
                         }
-                        times = exec.inspect_all(now);
-                        notify(&[sd_notify::NotifyState::Status(&exec.status_line(&times, now))]);
+                    };
+                    let names = carried.remove(&id).unwrap_or_default();
+                    let now = self.clock.now();
+                    times = exec.inspect_all(now);
+                    for n in &names {
+                        busy.remove(n);
+                        let still_due = times
+                            .iter()
+                            .find(|t| &t.name == n)
+                            .and_then(CredTimes::due_at)
+                            .is_some_and(|t| t <= now);
+                        let r = match rest_for.get(n) {
+                            Some(r) if still_due => (*r * 2).min(std::time::Duration::from_secs(600)),
+                            _ => self.settings.rest,
+                        };
+                        rest_for.insert(n.clone(), r);
+                        rest.insert(n.clone(), now + r);
                     }
+                    notify(&[sd_notify::NotifyState::Status(&exec.status_line(&times, now))]);
                 }
                 c = control.recv() => match c {
                     Some(Control::Reload) => {

@@ -133,6 +133,7 @@ mod tests {
             fingerprint_sha256: None,
             retire_at: now + time::Duration::hours(1),
             reason: "replaced".into(),
+            attempts: 0,
         });
         let t = times_for(&report(Some(renew)), Some(&st), true, now);
         assert_eq!(

@@ -96,6 +96,8 @@ pub enum SmFault {
     OperationFails,
     /// The binding's `certificate` is not PEM (Create only).
     MalformedCredentials,
+    /// The binding is created, but the answer is this status (a lost answer; Create only).
+    CreatedThenStatus(u16),
     /// Wait this long before answering.
     Latency(Duration),
 }
@@ -500,7 +502,12 @@ async fn handle(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
         }
         // Faults about the created binding apply to the next creation that gets that far.
         let fault = take_fault(&mut s, call, |f| {
-            !matches!(f, SmFault::OperationFails | SmFault::MalformedCredentials)
+            !matches!(
+                f,
+                SmFault::OperationFails
+                    | SmFault::MalformedCredentials
+                    | SmFault::CreatedThenStatus(_)
+            )
         });
         (fault, limited)
     };
@@ -530,7 +537,10 @@ async fn handle(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
             );
         }
         Some(SmFault::Latency(d)) => tokio::time::sleep(d).await,
-        Some(SmFault::OperationFails | SmFault::MalformedCredentials) | None => {}
+        Some(
+            SmFault::OperationFails | SmFault::MalformedCredentials | SmFault::CreatedThenStatus(_),
+        )
+        | None => {}
     }
     let params = query_params(&req);
     let async_mode = params
@@ -798,7 +808,10 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
         Err(m) => return sm_error(400, "BadRequest", &format!("invalid parameters: {m}")),
     };
     let fault = take_fault(&mut s, SmCall::Create, |f| {
-        matches!(f, SmFault::OperationFails | SmFault::MalformedCredentials)
+        matches!(
+            f,
+            SmFault::OperationFails | SmFault::MalformedCredentials | SmFault::CreatedThenStatus(_)
+        )
     });
     let id = random_id();
     let (mut credentials, fingerprint, registration) = match want {
@@ -953,6 +966,9 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
         };
         let body = binding_json(&b, true).to_string();
         s.bindings.push(b);
+        if let Some(SmFault::CreatedThenStatus(code)) = fault {
+            return sm_error(code, "InjectedFault", "created, but the answer was lost");
+        }
         reply(201, body)
     }
 }

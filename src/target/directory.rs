@@ -380,8 +380,16 @@ impl DirectoryTarget {
         rustix::fs::fsync(&fd).map_err(|e| io(&staging, "syncing")(e.into()))?;
         let final_path = root.join(&final_name);
         std::fs::rename(&staging, &final_path).map_err(io(&final_path, "renaming into place"))?;
-        fsync_dir(root).map_err(io(root, "syncing"))?;
-        self.switch_data(&final_name)?;
+        // Until `..data` points at it, a failure must not leave a complete generation behind
+        // (rollback would take it for the previous one).
+        let unswitched = |e: TargetError| {
+            let _ = std::fs::remove_dir_all(&final_path);
+            e
+        };
+        fsync_dir(root)
+            .map_err(io(root, "syncing"))
+            .map_err(unswitched)?;
+        self.switch_data(&final_name).map_err(unswitched)?;
         // From here on the new generation is current: what follows is housekeeping, and a
         // failure of it must not be mistaken for a failed commit.
         if let Err(e) = self.ensure_visible_links(&names) {
@@ -424,7 +432,11 @@ impl DirectoryTarget {
         std::os::unix::fs::symlink(dir_name, &tmp).map_err(io(&tmp, "creating the link"))?;
         let data = root.join(DATA_LINK);
         std::fs::rename(&tmp, &data).map_err(io(&data, "switching the current generation"))?;
-        fsync_dir(root).map_err(io(root, "syncing"))
+        // The rename happened: the new generation is live whatever the sync says.
+        if let Err(e) = fsync_dir(root) {
+            tracing::warn!(target = %root.display(), "after switching the current generation: syncing: {e}");
+        }
+        Ok(())
     }
 
     /// Makes `<path>/<name>` a symlink to `..data/<name>` for each name, replacing planted
