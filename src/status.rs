@@ -69,6 +69,15 @@ pub fn target_of(cred: &Credential) -> DirectoryTarget {
 
 /// Inspects `cred` at `now`. Never fails: problems become CRITICAL with the reason.
 pub fn inspect(cred: &Credential, store: &StateStore, now: OffsetDateTime) -> Report {
+    inspect_with_state(cred, store, now).0
+}
+
+/// [`inspect`], also returning the state it read (the daemon and the metrics need both).
+pub fn inspect_with_state(
+    cred: &Credential,
+    store: &StateStore,
+    now: OffsetDateTime,
+) -> (Report, Option<crate::state::State>) {
     let target = target_of(cred);
     let mut warnings = Vec::new();
     let state = match store.load(&cred.name, false) {
@@ -83,7 +92,7 @@ pub fn inspect(cred: &Credential, store: &StateStore, now: OffsetDateTime) -> Re
             None
         }
     };
-    let last_rotation = state.and_then(|s| s.last_rotation);
+    let last_rotation = state.as_ref().and_then(|s| s.last_rotation.clone());
     let mut report = match target.read_current() {
         Ok(None) => Report::bare(
             &cred.name,
@@ -133,7 +142,7 @@ pub fn inspect(cred: &Credential, store: &StateStore, now: OffsetDateTime) -> Re
     };
     report.last_rotation = last_rotation;
     report.warnings = warnings;
-    report
+    (report, state)
 }
 
 /// RFC 3339 without sub-seconds, for tables.

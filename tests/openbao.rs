@@ -149,23 +149,27 @@ fn vault_signer_against_openbao() {
             w.stack.tokens.url,
         )
     };
-    let cfg = w.config(
-        None,
-        &[
-            cred(
-                "inventory",
-                "CN=inventory",
-                &signer("certrot", false, &token),
-                "ecdsa-p256",
-            ),
-            cred(
-                "stock",
-                "CN=stock,O=ACME",
-                &signer("certrot", true, &token),
-                "rsa-2048",
-            ),
-        ],
-    );
+    // Both credentials: inventory via `sign` with ECDSA, stock via `sign-verbatim` with RSA.
+    let both = || {
+        w.config(
+            None,
+            &[
+                cred(
+                    "inventory",
+                    "CN=inventory",
+                    &signer("certrot", false, &token),
+                    "ecdsa-p256",
+                ),
+                cred(
+                    "stock",
+                    "CN=stock,O=ACME",
+                    &signer("certrot", true, &token),
+                    "rsa-2048",
+                ),
+            ],
+        )
+    };
+    let cfg = both();
     let mut seen = Vec::new();
     for _ in 0..3 {
         let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
@@ -279,23 +283,7 @@ fn vault_signer_against_openbao() {
         &["failed at verify: subject-changed", "\"CN=stock\""],
     );
     // The server is gone.
-    let cfg = w.config(
-        None,
-        &[
-            cred(
-                "inventory",
-                "CN=inventory",
-                &signer("certrot", false, &token),
-                "ecdsa-p256",
-            ),
-            cred(
-                "stock",
-                "CN=stock,O=ACME",
-                &signer("certrot", true, &token),
-                "rsa-2048",
-            ),
-        ],
-    );
+    let cfg = both();
     drop(bao);
     let (code, out, _) = w.certrot(&cfg, &["rotate", "--now", "inventory"]);
     assert_eq!(code, 1, "{out}");

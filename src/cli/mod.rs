@@ -482,6 +482,25 @@ pub fn render_status(reports: &[Report], now: OffsetDateTime) -> String {
     out
 }
 
+/// Loads the configuration, selects credential `name` and takes its lock; `Err` is the exit
+/// code, the message already printed.
+fn locked_credential(
+    config_path: &std::path::Path,
+    name: &str,
+    wait: bool,
+) -> Result<(Config, crate::config::Credential, CredentialLock), i32> {
+    let config = Config::load(config_path).map_err(|e| fail_config(&e))?;
+    let cred = match config.select(&[name.to_string()]) {
+        Ok(v) => v[0].clone(),
+        Err(e) => {
+            eprintln!("certrot: {e}");
+            return Err(EXIT_USAGE);
+        }
+    };
+    let lock = lock_or_report(&config, name, wait)?;
+    Ok((config, cred, lock))
+}
+
 fn lock_or_report(config: &Config, name: &str, wait: bool) -> Result<CredentialLock, i32> {
     let store = StateStore::new(&config.state_dir);
     if let Err(e) = store.ensure_dir() {
@@ -504,19 +523,8 @@ fn cmd_import(
     wait: bool,
     validate: bool,
 ) -> i32 {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
-        Err(e) => return fail_config(&e),
-    };
-    let cred = match config.select(&[name.to_string()]) {
-        Ok(v) => v[0].clone(),
-        Err(e) => {
-            eprintln!("certrot: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let _lock = match lock_or_report(&config, name, wait) {
-        Ok(l) => l,
+    let (config, cred, _lock) = match locked_credential(config_path, name, wait) {
+        Ok(x) => x,
         Err(code) => return code,
     };
     match import(&config, &cred, key_file, validate) {
@@ -590,19 +598,8 @@ pub fn read_input(path: &std::path::Path) -> Result<Vec<u8>, String> {
 }
 
 fn cmd_rollback(config_path: &std::path::Path, name: &str, wait: bool) -> i32 {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
-        Err(e) => return fail_config(&e),
-    };
-    let cred = match config.select(&[name.to_string()]) {
-        Ok(v) => v[0].clone(),
-        Err(e) => {
-            eprintln!("certrot: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let _lock = match lock_or_report(&config, name, wait) {
-        Ok(l) => l,
+    let (config, cred, _lock) = match locked_credential(config_path, name, wait) {
+        Ok(x) => x,
         Err(code) => return code,
     };
     let target = status::target_of(&cred);

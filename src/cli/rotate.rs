@@ -39,8 +39,7 @@ pub(super) async fn emit_metrics(
     let now = time::OffsetDateTime::now_utc();
     let store = crate::state::StateStore::new(&config.state_dir);
     for c in &config.credentials {
-        let r = crate::status::inspect(c, &store, now);
-        let st = store.load(&c.name, false).ok().map(|l| l.state);
+        let (r, st) = crate::status::inspect_with_state(c, &store, now);
         m.observe_report(&r, now, st.as_ref());
     }
     for s in summaries {

@@ -324,8 +324,7 @@ impl Executor for Live {
             .credentials
             .iter()
             .map(|c| {
-                let report = crate::status::inspect(c, &store, now);
-                let state = store.load(&c.name, false).ok().map(|l| l.state);
+                let (report, state) = crate::status::inspect_with_state(c, &store, now);
                 self.metrics.observe_report(&report, now, state.as_ref());
                 times_for(&report, state.as_ref(), c.issuer.is_some(), now)
             })

@@ -4,7 +4,7 @@
 //! credentials to rotate, and a configuration. `certrot check --validate` and
 //! `certrot rotate --now` work against it at once.
 
-use super::ca::{KeyAlg, LocalCa};
+use super::ca::KeyAlg;
 use super::sm::{InstanceKind, SmOptions};
 use super::stack::Stack;
 use super::token::Fault;
@@ -65,9 +65,10 @@ fn write(path: &Path, data: impl AsRef<[u8]>) -> Result<(), String> {
 
 /// The first credential: issued directly by the sandbox CA and registered, so that it works
 /// before any rotation.
-fn first_service_key(stack: &Stack, ca: &LocalCa) -> Result<serde_json::Value, String> {
+fn first_service_key(stack: &Stack) -> Result<serde_json::Value, String> {
     let now = OffsetDateTime::now_utc();
-    let issued = ca
+    let issued = stack
+        .ca
         .issue(
             "sandbox client",
             KeyAlg::EcdsaP256,
@@ -103,7 +104,7 @@ async fn serve(settings: Settings, root: &Path) -> Result<(), String> {
     let sm_key_file = root.join("sm-key.json");
     write(&sm_key_file, stack.sm_secret_key().to_string())?;
     let instance = stack.sm.add_instance(InstanceKind::Xsuaa, CLIENT_ID);
-    let key = first_service_key(&stack, &stack.ca)?;
+    let key = first_service_key(&stack)?;
     let key_file = root.join("sandbox-key.json");
     write(
         &key_file,

@@ -522,13 +522,7 @@ async fn handle(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
         Some(SmFault::Status(code)) => {
             return sm_error(code, "InjectedFault", &format!("injected HTTP {code}"));
         }
-        Some(SmFault::Concurrent) => {
-            return sm_error(
-                422,
-                "ConcurrentOperation",
-                "another operation for this service instance is in progress",
-            );
-        }
+        Some(SmFault::Concurrent) => return concurrent_operation(),
         Some(SmFault::RateLimited(v)) => {
             return with_header(
                 sm_error(429, "TooManyRequests", "injected rate limit"),
@@ -778,15 +772,8 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
         );
     };
     let (kind, client_id) = (inst.kind, inst.client_id.clone());
-    if s.operations
-        .iter()
-        .any(|o| o.instance_id == instance_id && o.settled.is_none())
-    {
-        return sm_error(
-            422,
-            "ConcurrentOperation",
-            "another operation for this service instance is in progress",
-        );
+    if let Some(busy) = operation_running(&s, &instance_id) {
+        return busy;
     }
     let on_instance = s.bindings.iter().filter(|b| b.instance_id == instance_id);
     if on_instance.clone().any(|b| b.name == name) {
@@ -973,6 +960,22 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
     }
 }
 
+/// 422 `ConcurrentOperation` while an operation on the instance is unfinished.
+fn operation_running(s: &State, instance_id: &str) -> Option<Response<Full<Bytes>>> {
+    s.operations
+        .iter()
+        .any(|o| o.instance_id == instance_id && o.settled.is_none())
+        .then(concurrent_operation)
+}
+
+fn concurrent_operation() -> Response<Full<Bytes>> {
+    sm_error(
+        422,
+        "ConcurrentOperation",
+        "another operation for this service instance is in progress",
+    )
+}
+
 fn merge(into: &mut Value, extra: Value) {
     if let (Some(a), Value::Object(b)) = (into.as_object_mut(), extra) {
         for (k, v) in b {
@@ -995,15 +998,8 @@ fn delete(sh: &Shared, id: &str, async_mode: bool) -> Response<Full<Bytes>> {
         return sm_error(404, "NotFound", &format!("binding {id} not found"));
     };
     let instance_id = s.bindings[i].instance_id.clone();
-    if s.operations
-        .iter()
-        .any(|o| o.instance_id == instance_id && o.settled.is_none())
-    {
-        return sm_error(
-            422,
-            "ConcurrentOperation",
-            "another operation for this service instance is in progress",
-        );
+    if let Some(busy) = operation_running(&s, &instance_id) {
+        return busy;
     }
     // Revocation is immediate: the token endpoint stops accepting the certificate now.
     if let Some(fp) = &s.bindings[i].fingerprint {
