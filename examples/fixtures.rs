@@ -24,9 +24,15 @@ fn main() -> Result<(), String> {
         .collect();
     let cfg = write_workspace(&dir, &specs)?;
     let config = Config::load(&cfg).map_err(|e| e.to_string())?;
+    let rt = certrot::rt::runtime()?;
     for cred in &config.credentials {
         let key = dir.join("keys").join(format!("{}.json", cred.name));
-        certrot::cli::import(&config, cred, &key, false)?;
+        rt.block_on(async {
+            let backend = certrot::target::Backend::open(cred, &config.state_dir)
+                .await
+                .map_err(|e| e.to_string())?;
+            certrot::cli::import(cred, &backend, &key, false).await
+        })?;
     }
     println!("{}", cfg.display());
     Ok(())

@@ -138,7 +138,7 @@ async fn demo(settings: &DemoSettings, root: &Path) -> Result<(), String> {
             return Err("the first rotation failed".into());
         }
     }
-    print_status(&config);
+    print_status(&config).await;
 
     let exe = std::env::current_exe().map_err(|e| format!("cannot find certrot itself: {e}"))?;
     let mut child = std::process::Command::new(exe)
@@ -192,7 +192,7 @@ async fn demo(settings: &DemoSettings, root: &Path) -> Result<(), String> {
                     } else if let Some((name, _)) = l.split_once(": rotated") {
                         *done.entry(name.to_string()).or_default() += 1;
                         println!("[{t:6.1}s] {l}");
-                        print_status(&config);
+                        print_status(&config).await;
                         if finished(&done) {
                             break Ok(());
                         }
@@ -250,8 +250,8 @@ fn event(json_line: &str) -> Option<String> {
     })
 }
 
-fn print_status(config: &Config) {
-    if let Ok(r) = reports(config, &[]) {
+async fn print_status(config: &Config) {
+    if let Ok(r) = reports(config, &[]).await {
         let table = render_status(&r, time::OffsetDateTime::now_utc());
         for l in table.lines() {
             println!("    {l}");

@@ -4,25 +4,23 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Exit code for "locked by another process" (EX_TEMPFAIL).
 pub const EXIT_LOCKED: i32 = 75;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("credential {credential:?} is locked by {holder} ({path}); retry later or pass --wait")]
+    #[error(
+        "credential {credential:?} is locked by {holder} ({place}); retry later or pass --wait"
+    )]
     Locked {
         credential: String,
         holder: String,
-        path: PathBuf,
+        place: String,
     },
-    #[error("{path}: cannot lock: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{place}: cannot lock: {message}")]
+    Io { place: String, message: String },
 }
 
 /// A held lock; released when dropped.
@@ -35,9 +33,9 @@ impl CredentialLock {
     /// Takes the lock of `credential`; with `wait`, blocks until it is free.
     pub fn acquire(state_dir: &Path, credential: &str, wait: bool) -> Result<Self, LockError> {
         let path = state_dir.join(format!("{credential}.lock"));
-        let ioerr = |source| LockError::Io {
-            path: path.clone(),
-            source,
+        let ioerr = |e: std::io::Error| LockError::Io {
+            place: path.display().to_string(),
+            message: e.to_string(),
         };
         let mut file = OpenOptions::new()
             .read(true)
@@ -60,7 +58,7 @@ impl CredentialLock {
                 return Err(LockError::Locked {
                     credential: credential.to_string(),
                     holder,
-                    path,
+                    place: path.display().to_string(),
                 });
             }
             Err(TryLockError::Error(e)) => return Err(ioerr(e)),

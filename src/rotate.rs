@@ -15,12 +15,11 @@ use crate::generation::Generation;
 use crate::issuer::service_manager::{
     Binding, BindingRequest, Mode, RetryPolicy, SmAccess, SmClient, SmError, SmErrorKind, quote,
 };
-use crate::lock::{CredentialLock, LockError};
+use crate::lock::LockError;
 use crate::policy::{self, Validity};
-use crate::state::{
-    CurrentRecord, PendingRecord, RetiringRecord, RotationRecord, State, StateStore,
-};
-use crate::status::{short_time, target_of};
+use crate::state::{CurrentRecord, PendingRecord, RetiringRecord, RotationRecord, State};
+use crate::status::short_time;
+use crate::target::Backend;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -390,20 +389,23 @@ struct Work<'a> {
     /// The state file was unreadable and set aside: what certrot tracked is unknown, so
     /// reconcile must not delete anything.
     state_lost: bool,
-    store: StateStore,
+    backend: &'a Backend,
     state: State,
+    /// Another run changed the state before this one created anything: decide again.
+    redecide: bool,
     reconciled: Vec<String>,
     retired: Vec<String>,
     retire_errors: Vec<String>,
 }
 
 impl<'a> Work<'a> {
-    fn new(cred: &'a Credential, store: StateStore, state: State) -> Work<'a> {
+    fn new(cred: &'a Credential, backend: &'a Backend, state: State) -> Work<'a> {
         Work {
             cred,
             state_lost: false,
-            store,
+            backend,
             state,
+            redecide: false,
             reconciled: Vec::new(),
             retired: Vec::new(),
             retire_errors: Vec::new(),
@@ -468,14 +470,9 @@ impl Rotator {
     /// Runs the pipeline for one credential.
     pub async fn rotate(&self, cred: &Credential, opts: Options) -> Summary {
         let started = std::time::Instant::now();
-        let state_dir = self.config.state_dir.clone();
-        let name = cred.name.clone();
-        let store = StateStore::new(&state_dir);
-        let summary = |outcome, w: Option<Work>| {
-            let (reconciled, retired, retire_errors) = match w {
-                Some(w) => (w.reconciled, w.retired, w.retire_errors),
-                None => (Vec::new(), Vec::new(), Vec::new()),
-            };
+        type Lists = (Vec<String>, Vec<String>, Vec<String>);
+        let summary = |outcome, lists: Option<Lists>| {
+            let (reconciled, retired, retire_errors) = lists.unwrap_or_default();
             Summary {
                 credential: cred.name.clone(),
                 outcome,
@@ -485,59 +482,42 @@ impl Rotator {
                 duration_ms: started.elapsed().as_millis() as u64,
             }
         };
+        let failed = |step, label, e: String| Outcome::Failed(failure(step, label, e));
         // 1. lock
-        if let Err(e) = store.ensure_dir() {
-            return summary(
-                Outcome::Failed(failure(Step::Lock, "state-dir", e.to_string())),
-                None,
-            );
-        }
-        let wait = opts.wait;
-        let lock =
-            tokio::task::spawn_blocking(move || CredentialLock::acquire(&state_dir, &name, wait))
-                .await;
-        let _lock = match lock {
-            Ok(Ok(l)) => l,
-            Ok(Err(e @ LockError::Locked { .. })) => {
-                return summary(
-                    Outcome::Locked {
-                        message: e.to_string(),
-                    },
-                    None,
-                );
-            }
-            Ok(Err(e)) => {
-                return summary(
-                    Outcome::Failed(failure(Step::Lock, "lock", e.to_string())),
-                    None,
-                );
-            }
-            Err(e) => {
-                return summary(
-                    Outcome::Failed(failure(Step::Lock, "lock", e.to_string())),
-                    None,
-                );
-            }
+        let backend = match Backend::open(cred, &self.config.state_dir).await {
+            Ok(b) => b,
+            Err(e) => return summary(failed(Step::Lock, "target", e.to_string()), None),
         };
-        let mut state_lost = false;
-        let state = match store.load(&cred.name, true) {
-            Ok(l) => {
-                if let Some((p, why)) = l.set_aside {
-                    tracing::warn!(credential = %cred.name, path = %p.display(), "state file set aside: {why}");
-                    state_lost = true;
-                }
-                l.state
+        let guard = match backend.lock(&cred.name, opts.wait).await {
+            Ok(g) => g,
+            Err(e @ LockError::Locked { .. }) => {
+                let message = e.to_string();
+                return summary(Outcome::Locked { message }, None);
             }
-            Err(e) => {
-                return summary(
-                    Outcome::Failed(failure(Step::Inspect, "state", e.to_string())),
-                    None,
-                );
-            }
+            Err(e) => return summary(failed(Step::Lock, "lock", e.to_string()), None),
         };
-        let mut w = Work::new(cred, store, state);
-        w.state_lost = state_lost;
-        let outcome = self.pipeline(&mut w, opts).await;
+        // Without an exclusive lock (a Secret without a Lease) a write can meet another
+        // run's: then the state is read again and the decision taken again.
+        let mut attempt = 0;
+        let (outcome, lists) = loop {
+            attempt += 1;
+            let loaded = match backend.load_state(&cred.name, true).await {
+                Ok(l) => l,
+                Err(e) => break (failed(Step::Inspect, "state", e.to_string()), None),
+            };
+            let mut w = Work::new(cred, &backend, loaded.state);
+            if let Some((p, why)) = loaded.set_aside {
+                tracing::warn!(credential = %cred.name, path = %p.display(), "state set aside: {why}");
+                w.state_lost = true;
+            }
+            let outcome = self.pipeline(&mut w, opts).await;
+            if w.redecide && attempt < 3 {
+                tracing::info!(credential = %cred.name, "another run changed the state before this one created anything; deciding again");
+                continue;
+            }
+            break (outcome, Some((w.reconciled, w.retired, w.retire_errors)));
+        };
+        backend.release(guard).await;
         match &outcome {
             Outcome::Rotated { new_binding, .. } => {
                 tracing::info!(credential = %cred.name, binding = ?new_binding, "rotated")
@@ -547,15 +527,14 @@ impl Rotator {
             }
             _ => {}
         }
-        summary(outcome, Some(w))
+        summary(outcome, lists)
     }
 
     async fn pipeline(&self, w: &mut Work<'_>, opts: Options) -> Outcome {
         let cred = w.cred;
         let now = OffsetDateTime::now_utc();
         // 2. inspect
-        let target = target_of(cred);
-        let (current, view, critical_at) = match target.read_current() {
+        let (current, view, critical_at) = match w.backend.read_current().await {
             Ok(None) => (None, CurrentView::Missing, None),
             Err(e) => (None, CurrentView::Unusable(e.to_string()), None),
             Ok(Some(c)) => {
@@ -634,6 +613,20 @@ impl Rotator {
             Ok(c) => c,
             Err(f) => return self.record_failure(w, f, None, critical_at).await,
         };
+        // Without an exclusive lock, an intent may be another run's, still at work.
+        if let Some(p) = &w.state.pending
+            && w.backend.pending_in_flight(p, now)
+        {
+            return Outcome::Locked {
+                message: format!(
+                    "credential {:?} is being rotated by another run (binding {} since {}, {}); retry later",
+                    cred.name,
+                    p.binding_name,
+                    short_time(p.started_at),
+                    w.backend.describe()
+                ),
+            };
+        }
         // reconcile
         if let Err(f) = self.reconcile(w, iss, &client).await {
             return self.record_failure(w, f, None, critical_at).await;
@@ -647,8 +640,9 @@ impl Rotator {
             started_at: now,
             fingerprint_sha256: None,
         });
-        if let Err(e) = w.store.save(&w.state) {
+        if let Err(e) = w.backend.save_state(&w.state).await {
             w.state.pending = None;
+            w.redecide = crate::target::is_conflict(&e);
             return Outcome::Failed(failure(Step::Issue, "state", e.to_string()));
         }
         let request = BindingRequest {
@@ -705,7 +699,7 @@ impl Rotator {
                     if let Some(p) = w.state.pending.as_mut() {
                         p.binding_name = request.name.clone();
                     }
-                    if let Err(e) = w.store.save(&w.state) {
+                    if let Err(e) = w.backend.save_state(&w.state).await {
                         return self
                             .record_failure(
                                 w,
@@ -751,7 +745,7 @@ impl Rotator {
         if let Some(p) = w.state.pending.as_mut() {
             p.binding_id = Some(binding.id.clone());
         }
-        if let Err(e) = w.store.save(&w.state) {
+        if let Err(e) = w.backend.save_state(&w.state).await {
             tracing::warn!(credential = %cred.name, "state not saved after binding creation: {e}");
         }
         // 5. verify
@@ -784,7 +778,7 @@ impl Rotator {
         if let Some(p) = w.state.pending.as_mut() {
             p.fingerprint_sha256 = Some(new_fp.clone());
         }
-        if let Err(e) = w.store.save(&w.state) {
+        if let Err(e) = w.backend.save_state(&w.state).await {
             let f = failure(Step::Commit, "state", e.to_string());
             return self
                 .record_failure(w, f, Some((binding.id.clone(), Some(new_fp))), critical_at)
@@ -792,7 +786,7 @@ impl Rotator {
         }
         // Then the target, then the state.
         let now = OffsetDateTime::now_utc();
-        let dir = match target.commit(&g, now) {
+        let dir = match w.backend.commit(&g, now).await {
             Ok(d) => d,
             Err(e) => {
                 let f = failure(Step::Commit, "write-failed", e.to_string());
@@ -887,7 +881,7 @@ impl Rotator {
         }
         // 7. commit
         let now = OffsetDateTime::now_utc();
-        let dir = match target_of(cred).commit(&g, now) {
+        let dir = match w.backend.commit(&g, now).await {
             Ok(d) => d,
             Err(e) => {
                 let f = failure(Step::Commit, "write-failed", e.to_string());
@@ -955,7 +949,7 @@ impl Rotator {
         w.state.last_success = Some(now);
         w.state.consecutive_failures = 0;
         w.state.next_attempt = None;
-        if let Err(e) = w.store.save(&w.state) {
+        if let Err(e) = w.backend.save_state(&w.state).await {
             // The new generation is live and works; the binding ids are in the log.
             tracing::error!(credential = %cred.name, binding = ?new_binding, old_binding = ?old_binding, "state not saved after commit: {e}");
         }
@@ -964,7 +958,7 @@ impl Rotator {
         // 8. hooks
         let env = crate::hooks::HookEnv {
             credential: cred.name.clone(),
-            target: target_of(cred).path().to_path_buf(),
+            target: w.backend.hook_target(),
             not_after: short_time(g.leaf().not_after),
             result: "success",
         };
@@ -988,25 +982,38 @@ impl Rotator {
         let Some(Issuer::ServiceManager(iss)) = &cred.issuer else {
             return Ok(Vec::new());
         };
-        let store = StateStore::new(&self.config.state_dir);
-        store.ensure_dir().map_err(|e| e.to_string())?;
-        let (dir, name) = (self.config.state_dir.clone(), cred.name.clone());
-        let _lock =
-            tokio::task::spawn_blocking(move || CredentialLock::acquire(&dir, &name, false))
+        let backend = Backend::open(cred, &self.config.state_dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        let guard = backend
+            .lock(&cred.name, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        let result = async {
+            let loaded = backend
+                .load_state(&cred.name, true)
                 .await
-                .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-        let loaded = store.load(&cred.name, true).map_err(|e| e.to_string())?;
-        let client = self
-            .client(&iss.service_manager)
-            .await
-            .map_err(|f| f.message)?;
-        let mut w = Work::new(cred, store, loaded.state);
-        w.state_lost = loaded.set_aside.is_some();
-        self.reconcile(&mut w, iss, &client)
-            .await
-            .map_err(|f| f.message)?;
-        Ok(w.reconciled)
+            let client = self
+                .client(&iss.service_manager)
+                .await
+                .map_err(|f| f.message)?;
+            let mut w = Work::new(cred, &backend, loaded.state);
+            w.state_lost = loaded.set_aside.is_some();
+            // Another run's intent is not an orphan's.
+            if let Some(p) = &w.state.pending
+                && backend.pending_in_flight(p, OffsetDateTime::now_utc())
+            {
+                return Ok(Vec::new());
+            }
+            self.reconcile(&mut w, iss, &client)
+                .await
+                .map_err(|f| f.message)?;
+            Ok(w.reconciled)
+        }
+        .await;
+        backend.release(guard).await;
+        result
     }
 
     /// Records a failure: deletes the attempt's binding (or queues it), clears the intent,
@@ -1064,12 +1071,12 @@ impl Rotator {
             label: Some(f.label.clone()),
             message: Some(f.message.clone()),
         });
-        if let Err(e) = w.store.save(&w.state) {
+        if let Err(e) = w.backend.save_state(&w.state).await {
             tracing::error!(credential = %w.cred.name, "state not saved after a failed rotation: {e}");
         }
         let env = crate::hooks::HookEnv {
             credential: w.cred.name.clone(),
-            target: target_of(w.cred).path().to_path_buf(),
+            target: w.backend.hook_target(),
             not_after: String::new(),
             result: "failure",
         };
@@ -1113,7 +1120,7 @@ impl Rotator {
         iss: &SmIssuer,
         client: &SmClient,
     ) -> Result<(), Failure> {
-        self.adopt_committed(w);
+        self.adopt_committed(w).await;
         if w.state_lost {
             tracing::warn!(credential = %w.cred.name, "reconcile skipped: the state file was unreadable, so which bindings are current or retiring is unknown; delete orphans by hand (label certrot_credential)");
             return Ok(());
@@ -1144,7 +1151,7 @@ impl Rotator {
             w.reconciled.push(b.id);
         }
         if (w.state.pending.take().is_some() || !w.reconciled.is_empty())
-            && let Err(e) = w.store.save(&w.state)
+            && let Err(e) = w.backend.save_state(&w.state).await
         {
             tracing::warn!(credential = %w.cred.name, "state not saved after reconcile: {e}");
         }
@@ -1154,14 +1161,14 @@ impl Rotator {
     /// After a crash between the target commit and the state write, the target already
     /// shows the pending certificate: its binding is the current one. Adopt it (the
     /// previous binding goes to retirement) instead of letting reconcile delete it.
-    fn adopt_committed(&self, w: &mut Work<'_>) {
+    async fn adopt_committed(&self, w: &mut Work<'_>) {
         let Some(p) = w.state.pending.clone() else {
             return;
         };
         let (Some(id), Some(fp)) = (p.binding_id.clone(), p.fingerprint_sha256.clone()) else {
             return;
         };
-        let Ok(Some(cur)) = target_of(w.cred).read_current() else {
+        let Ok(Some(cur)) = w.backend.read_current().await else {
             return;
         };
         let g = &cur.generation;
@@ -1193,7 +1200,7 @@ impl Rotator {
         });
         w.state.pending = None;
         tracing::warn!(credential = %w.cred.name, binding = %id, "adopted the binding of a commit whose state write was interrupted");
-        if let Err(e) = w.store.save(&w.state) {
+        if let Err(e) = w.backend.save_state(&w.state).await {
             tracing::warn!(credential = %w.cred.name, "state not saved after adoption: {e}");
         }
     }
@@ -1211,6 +1218,7 @@ impl Rotator {
         if due.is_empty() {
             return;
         }
+        let mut retired_fps = Vec::new();
         for r in due {
             let result = match self.client(&r.service_manager).await {
                 Ok(c) => c
@@ -1223,6 +1231,7 @@ impl Rotator {
                 Ok(_) => {
                     w.state.retiring.retain(|x| x.binding_id != r.binding_id);
                     tracing::info!(credential = %w.cred.name, binding = %r.binding_id, reason = %r.reason, event = "retired", "retired binding");
+                    retired_fps.extend(r.fingerprint_sha256.clone());
                     w.retired.push(r.binding_id);
                 }
                 Err(e) => {
@@ -1242,8 +1251,11 @@ impl Rotator {
                 }
             }
         }
-        if let Err(e) = w.store.save(&w.state) {
+        if let Err(e) = w.backend.save_state(&w.state).await {
             tracing::warn!(credential = %w.cred.name, "state not saved after retirement: {e}");
+        }
+        if !retired_fps.is_empty() {
+            w.backend.retired(&retired_fps).await;
         }
     }
 
@@ -1272,8 +1284,12 @@ impl Rotator {
                     .iter()
                     .find(|c| &c.name == cred_name)
                     .ok_or_else(|| f(format!("no credential named {cred_name:?}")))?;
-                let current = target_of(cred)
+                let backend = Backend::open(cred, &self.config.state_dir)
+                    .await
+                    .map_err(|e| f(format!("Service Manager access {cred_name:?}: {e}")))?;
+                let current = backend
                     .read_current()
+                    .await
                     .map_err(|e| f(format!("Service Manager access {cred_name:?}: {e}")))?
                     .ok_or_else(|| {
                         f(format!(

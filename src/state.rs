@@ -108,6 +108,8 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Kube(#[from] crate::target::KubeError),
 }
 
 /// State as loaded, with a note when a corrupt file was set aside.

@@ -1,11 +1,12 @@
 //! Inspection of each credential's current generation and its health at an instant: the
 //! imperative shell around [`crate::policy`], shared by `check`, `status` and `demo`.
 
-use crate::config::{Credential, Target};
+use crate::config::Credential;
 use crate::policy::{self, Health, Validity};
-use crate::state::{RotationRecord, StateStore};
-use crate::target::DirectoryTarget;
+use crate::state::RotationRecord;
+use crate::target::Backend;
 use serde::Serialize;
+use std::path::Path;
 use time::OffsetDateTime;
 
 /// What `check` and `status` say about one credential.
@@ -60,30 +61,27 @@ impl Report {
     }
 }
 
-/// The target object for a credential's configuration.
-pub fn target_of(cred: &Credential) -> DirectoryTarget {
-    match &cred.target {
-        Target::Directory(d) => DirectoryTarget::new(d.clone(), cred.policy.keep_generations),
-    }
-}
-
-/// Inspects `cred` at `now`. Never fails: problems become CRITICAL with the reason.
-pub fn inspect(cred: &Credential, store: &StateStore, now: OffsetDateTime) -> Report {
-    inspect_with_state(cred, store, now).0
-}
-
-/// [`inspect`], also returning the state it read (the daemon and the metrics need both).
-pub fn inspect_with_state(
+/// Inspects `cred` at `now`, also returning the state it read (the daemon and the metrics
+/// need both). Never fails: problems become CRITICAL with the reason.
+pub async fn inspect(
     cred: &Credential,
-    store: &StateStore,
+    state_dir: &Path,
     now: OffsetDateTime,
 ) -> (Report, Option<crate::state::State>) {
-    let target = target_of(cred);
+    let backend = match Backend::open(cred, state_dir).await {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                Report::bare(&cred.name, Health::Critical, e.to_string()),
+                None,
+            );
+        }
+    };
     let mut warnings = Vec::new();
-    let state = match store.load(&cred.name, false) {
+    let state = match backend.load_state(&cred.name, false).await {
         Ok(l) => {
             if let Some((p, why)) = l.set_aside {
-                warnings.push(format!("state file {} is unusable: {why}", p.display()));
+                warnings.push(format!("state in {} is unusable: {why}", p.display()));
             }
             Some(l.state)
         }
@@ -93,13 +91,13 @@ pub fn inspect_with_state(
         }
     };
     let last_rotation = state.as_ref().and_then(|s| s.last_rotation.clone());
-    let mut report = match target.read_current() {
+    let mut report = match backend.read_current().await {
         Ok(None) => Report::bare(
             &cred.name,
             Health::Critical,
             format!(
                 "no current generation in {} (bootstrap it with `certrot import {} --service-key FILE`)",
-                target.path().display(),
+                backend.describe(),
                 cred.name
             ),
         ),

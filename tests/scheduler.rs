@@ -4,7 +4,9 @@
 //! their schedule, reloads and stops are obeyed, and the loop never spins.
 
 use certrot::daemon::schedule::CredTimes;
-use certrot::daemon::{Clock, Control, Executor, LoopSettings, Scheduler, Task, TokioClock};
+use certrot::daemon::{
+    Clock, Control, Executor, Inspection, LoopSettings, Scheduler, Task, TokioClock,
+};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -28,10 +30,10 @@ struct Fake {
 }
 
 impl Executor for Fake {
-    fn inspect_all(&self, _now: OffsetDateTime) -> Vec<CredTimes> {
+    fn inspect_all(&self, _now: OffsetDateTime) -> Inspection {
         let mut m = self.model.lock().unwrap();
         m.inspections += 1;
-        m.times.clone()
+        Box::pin(std::future::ready(m.times.clone()))
     }
     fn rotate(&self, names: Vec<String>) -> Task {
         let (clock, model) = (self.clock.clone(), self.model.clone());
@@ -194,8 +196,8 @@ struct Dependent {
 }
 
 impl Executor for Dependent {
-    fn inspect_all(&self, _: OffsetDateTime) -> Vec<CredTimes> {
-        self.times.lock().unwrap().clone()
+    fn inspect_all(&self, _: OffsetDateTime) -> Inspection {
+        Box::pin(std::future::ready(self.times.lock().unwrap().clone()))
     }
     fn rotate(&self, names: Vec<String>) -> Task {
         let (clock, log, times) = (self.clock.clone(), self.log.clone(), self.times.clone());
@@ -308,8 +310,8 @@ struct Stubborn {
 }
 
 impl Executor for Stubborn {
-    fn inspect_all(&self, _: OffsetDateTime) -> Vec<CredTimes> {
-        self.times.lock().unwrap().clone()
+    fn inspect_all(&self, _: OffsetDateTime) -> Inspection {
+        Box::pin(std::future::ready(self.times.lock().unwrap().clone()))
     }
     fn rotate(&self, names: Vec<String>) -> Task {
         let (clock, log, times, panicked) = (

@@ -3,10 +3,11 @@
 mod rotate;
 
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
-use crate::lock::{CredentialLock, EXIT_LOCKED, LockError};
+use crate::lock::{EXIT_LOCKED, LockError};
 use crate::policy::Health;
-use crate::state::{CurrentRecord, StateStore};
+use crate::state::CurrentRecord;
 use crate::status::{self, Report, short_time};
+use crate::target::{Backend, Current, Guard};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use time::OffsetDateTime;
@@ -306,14 +307,29 @@ fn fail_config(e: &ConfigError) -> i32 {
 }
 
 /// Inspects the selected credentials.
-pub fn reports(config: &Config, names: &[String]) -> Result<Vec<Report>, String> {
+pub async fn reports(config: &Config, names: &[String]) -> Result<Vec<Report>, String> {
     let selected = config.select(names)?;
-    let store = StateStore::new(&config.state_dir);
     let now = OffsetDateTime::now_utc();
-    Ok(selected
-        .into_iter()
-        .map(|c| status::inspect(c, &store, now))
-        .collect())
+    let mut out = Vec::with_capacity(selected.len());
+    for c in selected {
+        out.push(status::inspect(c, &config.state_dir, now).await.0);
+    }
+    Ok(out)
+}
+
+/// Runs `f` to completion on a fresh runtime (for the synchronous commands).
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
+    Ok(crate::rt::runtime()?.block_on(f))
+}
+
+/// The current generation of `cred`, if it can be read.
+fn current_of(cred: &crate::config::Credential, state_dir: &std::path::Path) -> Option<Current> {
+    block_on(async {
+        let backend = Backend::open(cred, state_dir).await.ok()?;
+        backend.read_current().await.ok().flatten()
+    })
+    .ok()
+    .flatten()
 }
 
 fn cmd_check(
@@ -330,7 +346,7 @@ fn cmd_check(
             return Health::Unknown.exit_code();
         }
     };
-    let mut reports = match reports(&config, names) {
+    let mut reports = match block_on(reports(&config, names)).and_then(|r| r) {
         Ok(r) => r,
         Err(e) => {
             println!("UNKNOWN - {e}");
@@ -343,7 +359,7 @@ fn cmd_check(
             let Some(cred) = config.credentials.iter().find(|c| c.name == r.credential) else {
                 continue;
             };
-            if let Ok(Some(current)) = status::target_of(cred).read_current() {
+            if let Some(current) = current_of(cred, &config.state_dir) {
                 let result = crate::check::validate_blocking(cred, &current.generation);
                 checks.push((cred.name.clone(), result.clone()));
                 match result {
@@ -408,7 +424,7 @@ fn cmd_status(config_path: &std::path::Path, json: bool) -> i32 {
         Ok(c) => c,
         Err(e) => return fail_config(&e),
     };
-    let reports = match reports(&config, &[]) {
+    let reports = match block_on(reports(&config, &[])).and_then(|r| r) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("certrot: {e}");
@@ -482,37 +498,67 @@ pub fn render_status(reports: &[Report], now: OffsetDateTime) -> String {
     out
 }
 
-/// Loads the configuration, selects credential `name` and takes its lock; `Err` is the exit
-/// code, the message already printed.
-fn locked_credential(
+/// Loads the configuration and selects credential `name`; `Err` is the exit code, the
+/// message already printed.
+fn load_one(
     config_path: &std::path::Path,
     name: &str,
-    wait: bool,
-) -> Result<(Config, crate::config::Credential, CredentialLock), i32> {
+) -> Result<(Config, crate::config::Credential), i32> {
     let config = Config::load(config_path).map_err(|e| fail_config(&e))?;
-    let cred = match config.select(&[name.to_string()]) {
-        Ok(v) => v[0].clone(),
+    match config.select(&[name.to_string()]) {
+        Ok(v) => {
+            let cred = v[0].clone();
+            Ok((config, cred))
+        }
         Err(e) => {
             eprintln!("certrot: {e}");
-            return Err(EXIT_USAGE);
+            Err(EXIT_USAGE)
         }
-    };
-    let lock = lock_or_report(&config, name, wait)?;
-    Ok((config, cred, lock))
+    }
 }
 
-fn lock_or_report(config: &Config, name: &str, wait: bool) -> Result<CredentialLock, i32> {
-    let store = StateStore::new(&config.state_dir);
-    if let Err(e) = store.ensure_dir() {
+/// Opens the credential's target and takes its lock; `Err` is the exit code, the message
+/// already printed.
+async fn open_locked(
+    config: &Config,
+    cred: &crate::config::Credential,
+    wait: bool,
+) -> Result<(Backend, Guard), i32> {
+    let backend = Backend::open(cred, &config.state_dir).await.map_err(|e| {
         eprintln!("certrot: {e}");
-        return Err(1);
-    }
-    CredentialLock::acquire(&config.state_dir, name, wait).map_err(|e| {
+        1
+    })?;
+    let guard = backend.lock(&cred.name, wait).await.map_err(|e| {
         eprintln!("certrot: {e}");
         match e {
             LockError::Locked { .. } => EXIT_LOCKED,
             LockError::Io { .. } => 1,
         }
+    })?;
+    Ok((backend, guard))
+}
+
+/// Runs `body` with the credential `name` opened and locked; returns its exit code.
+fn with_locked<F>(config_path: &std::path::Path, name: &str, wait: bool, body: F) -> i32
+where
+    F: AsyncFnOnce(&crate::config::Credential, &Backend) -> i32,
+{
+    let (config, cred) = match load_one(config_path, name) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let run = async {
+        let (backend, guard) = match open_locked(&config, &cred, wait).await {
+            Ok(x) => x,
+            Err(code) => return code,
+        };
+        let code = body(&cred, &backend).await;
+        backend.release(guard).await;
+        code
+    };
+    block_on(run).unwrap_or_else(|e| {
+        eprintln!("certrot: {e}");
+        1
     })
 }
 
@@ -523,26 +569,26 @@ fn cmd_import(
     wait: bool,
     validate: bool,
 ) -> i32 {
-    let (config, cred, _lock) = match locked_credential(config_path, name, wait) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    match import(&config, &cred, key_file, validate) {
+    with_locked(config_path, name, wait, async |cred, backend| match import(
+        cred, backend, key_file, validate,
+    )
+    .await
+    {
         Ok(msg) => {
             println!("{msg}");
             0
         }
         Err(e) => {
-            eprintln!("certrot: import {name}: {e}");
+            eprintln!("certrot: import {}: {e}", cred.name);
             1
         }
-    }
+    })
 }
 
 /// Reads a service key, verifies it and commits it as the credential's new generation.
-pub fn import(
-    config: &Config,
+pub async fn import(
     cred: &crate::config::Credential,
+    backend: &Backend,
     key_file: &std::path::Path,
     validate: bool,
 ) -> Result<String, String> {
@@ -558,17 +604,16 @@ pub fn import(
         ));
     }
     if validate {
-        crate::check::validate_blocking(cred, &g).map_err(|e| {
+        crate::check::validate(cred, &g).await.map_err(|e| {
             format!("{label}: the token check failed, nothing was written: {e} (use --no-validate to write it anyway)")
         })?;
     }
-    let target = status::target_of(cred);
-    let dir = target.commit(&g, now).map_err(|e| e.to_string())?;
-    let store = StateStore::new(&config.state_dir);
-    let mut state = store
-        .load(&cred.name, true)
+    let mut state = backend
+        .load_state(&cred.name, true)
+        .await
         .map_err(|e| e.to_string())?
         .state;
+    let dir = backend.commit(&g, now).await.map_err(|e| e.to_string())?;
     state.current = Some(CurrentRecord {
         serial: g.leaf().serial.clone(),
         fingerprint_sha256: g.leaf().fingerprint_sha256.clone(),
@@ -578,15 +623,18 @@ pub fn import(
         committed_at: now,
         source: "import".into(),
     });
-    store.save(&state).map_err(|e| e.to_string())?;
+    backend
+        .save_state(&state)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(credential = %cred.name, generation = %dir, serial = %g.leaf().serial, "imported");
     Ok(format!(
-        "imported {}: {} (client id {}), valid until {}, into {}",
+        "imported {}: {} (client id {}), valid until {}, into {} ({dir})",
         cred.name,
         g.leaf().subject,
         g.client_id().unwrap_or("-"),
         short_time(g.leaf().not_after),
-        target.path().join(&dir).display()
+        backend.describe()
     ))
 }
 
@@ -598,13 +646,15 @@ pub fn read_input(path: &std::path::Path) -> Result<Vec<u8>, String> {
 }
 
 fn cmd_rollback(config_path: &std::path::Path, name: &str, wait: bool) -> i32 {
-    let (config, cred, _lock) = match locked_credential(config_path, name, wait) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let target = status::target_of(&cred);
+    with_locked(config_path, name, wait, async |cred, backend| {
+        rollback(cred, backend).await
+    })
+}
+
+async fn rollback(cred: &crate::config::Credential, backend: &Backend) -> i32 {
+    let name = &cred.name;
     let now = OffsetDateTime::now_utc();
-    let (from, to, g) = match target.rollback() {
+    let (from, to, g) = match backend.rollback().await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("certrot: rollback {name}: {e}");
@@ -613,24 +663,26 @@ fn cmd_rollback(config_path: &std::path::Path, name: &str, wait: bool) -> i32 {
     };
     if g.leaf().not_after <= now {
         tracing::warn!(
-            credential = name,
+            credential = %name,
             "the generation rolled back to has expired"
         );
     }
-    let store = StateStore::new(&config.state_dir);
-    let saved = store.load(name, true).and_then(|l| {
-        let mut state = l.state;
-        state.current = Some(CurrentRecord {
-            serial: g.leaf().serial.clone(),
-            fingerprint_sha256: g.leaf().fingerprint_sha256.clone(),
-            not_after: g.leaf().not_after,
-            generation: Some(to.clone()),
-            binding_id: None,
-            committed_at: now,
-            source: "rollback".into(),
-        });
-        store.save(&state)
-    });
+    let saved = match backend.load_state(name, true).await {
+        Ok(l) => {
+            let mut state = l.state;
+            state.current = Some(CurrentRecord {
+                serial: g.leaf().serial.clone(),
+                fingerprint_sha256: g.leaf().fingerprint_sha256.clone(),
+                not_after: g.leaf().not_after,
+                generation: Some(to.clone()),
+                binding_id: None,
+                committed_at: now,
+                source: "rollback".into(),
+            });
+            backend.save_state(&state).await
+        }
+        Err(e) => Err(e),
+    };
     if let Err(e) = saved {
         eprintln!("certrot: rollback {name}: switched, but the state was not saved: {e}");
         return 1;

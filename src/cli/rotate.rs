@@ -37,9 +37,8 @@ pub(super) async fn emit_metrics(
     let names: Vec<&str> = config.credentials.iter().map(|c| c.name.as_str()).collect();
     let m = crate::health::Metrics::new(&names);
     let now = time::OffsetDateTime::now_utc();
-    let store = crate::state::StateStore::new(&config.state_dir);
     for c in &config.credentials {
-        let (r, st) = crate::status::inspect_with_state(c, &store, now);
+        let (r, st) = crate::status::inspect(c, &config.state_dir, now).await;
         m.observe_report(&r, now, st.as_ref());
     }
     for s in summaries {

@@ -272,6 +272,7 @@ impl Policy {
 pub enum TargetType {
     #[default]
     Directory,
+    KubernetesSecret,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -284,6 +285,27 @@ struct RawTarget {
     owner: Option<String>,
     group: Option<String>,
     layout: Option<Layout>,
+    namespace: Option<String>,
+    name: Option<String>,
+    kubeconfig: Option<PathBuf>,
+    lease: Option<bool>,
+    lease_duration: Option<Span>,
+}
+
+/// A Kubernetes Secret target (`type = "kubernetes-secret"`): the generation in one Secret,
+/// certrot's state in its annotations, the previous generation in `<name>-previous`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KubernetesSecretTarget {
+    /// `None`: the namespace of the service account (in-cluster) or of the kubeconfig context.
+    pub namespace: Option<String>,
+    pub name: String,
+    /// Kubeconfig file; `None`: `KUBECONFIG`, else the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    pub layout: Layout,
+    /// Take a `coordination.k8s.io` Lease named `certrot-<name>` for each run.
+    pub lease: bool,
+    /// How long a Lease holds if its holder dies without releasing it.
+    pub lease_duration: Span,
 }
 
 /// A directory target (`type = "directory"`), laid out as in `docs/architecture.md`.
@@ -303,6 +325,21 @@ pub struct DirectoryTarget {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Target {
     Directory(DirectoryTarget),
+    KubernetesSecret(KubernetesSecretTarget),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Directory(d) => write!(f, "{}", d.path.display()),
+            Target::KubernetesSecret(k) => write!(
+                f,
+                "secret {}/{}",
+                k.namespace.as_deref().unwrap_or("<default namespace>"),
+                k.name
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -498,10 +535,22 @@ impl Config {
         );
         for c in &self.credentials {
             let p = &c.policy;
-            let Target::Directory(t) = &c.target;
+            let target = match &c.target {
+                Target::Directory(t) => format!(
+                    "target directory {} (mode {}, layout {:?}, keep {} generations)",
+                    t.path.display(),
+                    t.mode,
+                    t.layout,
+                    p.keep_generations
+                ),
+                Target::KubernetesSecret(k) => format!(
+                    "target {} (layout {:?}, lease {})",
+                    c.target, k.layout, k.lease
+                ),
+            };
             out.push_str(&format!(
                 "- {} ({}): renew_before {}, critical_before {}, jitter {}, retire_after {}, \
-                 {} window(s); target directory {} (mode {}, layout {:?}, keep {} generations)\n",
+                 {} window(s); {target}\n",
                 c.name,
                 c.kind,
                 p.renew_before,
@@ -509,10 +558,6 @@ impl Config {
                 p.jitter.0,
                 p.retire_after,
                 p.windows.len(),
-                t.path.display(),
-                t.mode,
-                t.layout,
-                p.keep_generations
             ));
             match &c.issuer {
                 None => out.push_str("  issuer: none (import only)\n"),
@@ -589,6 +634,77 @@ fn is_valid_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
+/// The settings of a `kubernetes-secret` target; `Err((field, message))`.
+fn kubernetes_target(t: RawTarget) -> Result<KubernetesSecretTarget, (&'static str, String)> {
+    for (field, set) in [
+        ("path", t.path.is_some()),
+        ("mode", t.mode.is_some()),
+        ("owner", t.owner.is_some()),
+        ("group", t.group.is_some()),
+    ] {
+        if set {
+            return Err((
+                field,
+                format!(
+                    "`{field}` is for directory targets; a kubernetes-secret target has `namespace` and `name`"
+                ),
+            ));
+        }
+    }
+    let Some(name) = t.name else {
+        return Err((
+            "name",
+            "a kubernetes-secret target needs `name` (the Secret's name)".into(),
+        ));
+    };
+    // `<name>-previous` must be a valid name, too.
+    let previous = format!("{name}{}", crate::target::kubernetes::PREVIOUS_SUFFIX);
+    if !crate::target::kubernetes::is_dns_subdomain(&previous) {
+        return Err((
+            "name",
+            format!(
+                "{name:?} is not a valid Secret name (lower-case a-z 0-9 - ., starting and ending alphanumeric, at most {} characters)",
+                253 - crate::target::kubernetes::PREVIOUS_SUFFIX.len()
+            ),
+        ));
+    }
+    if let Some(ns) = &t.namespace
+        && !crate::target::kubernetes::is_dns_label(ns)
+    {
+        return Err((
+            "namespace",
+            format!(
+                "{ns:?} is not a valid namespace (lower-case a-z 0-9 -, at most 63 characters)"
+            ),
+        ));
+    }
+    if let Some(k) = &t.kubeconfig
+        && !k.is_absolute()
+    {
+        return Err((
+            "kubeconfig",
+            format!("{:?} must be an absolute path", k.display().to_string()),
+        ));
+    }
+    let lease_duration = t.lease_duration.unwrap_or(Span::secs(15 * 60));
+    if lease_duration.0 < std::time::Duration::from_secs(10)
+        || lease_duration.0.as_secs() > i32::MAX as u64
+    {
+        return Err((
+            "lease_duration",
+            format!("{lease_duration} is out of range (10s to years)"),
+        ));
+    }
+    Ok(KubernetesSecretTarget {
+        namespace: t.namespace,
+        name,
+        kubeconfig: t.kubeconfig,
+        layout: t.layout.unwrap_or_default(),
+        lease: t.lease.unwrap_or(false),
+        lease_duration,
+    })
+}
+
 fn resolve_id(text: &str, lookup: impl Fn(&str) -> Option<u32>) -> Option<u32> {
     text.parse::<u32>().ok().or_else(|| lookup(text))
 }
@@ -655,6 +771,23 @@ impl RawConfig {
             let t = raw.target;
             let target = match t.type_ {
                 TargetType::Directory => {
+                    for (field, set) in [
+                        ("namespace", t.namespace.is_some()),
+                        ("name", t.name.is_some()),
+                        ("kubeconfig", t.kubeconfig.is_some()),
+                        ("lease", t.lease.is_some()),
+                        ("lease_duration", t.lease_duration.is_some()),
+                    ] {
+                        if set {
+                            return Err(err(
+                                Some(i),
+                                at(&format!("target.{field}")),
+                                format!(
+                                    "`{field}` is for kubernetes-secret targets; set type = \"kubernetes-secret\" or remove it"
+                                ),
+                            ));
+                        }
+                    }
                     let Some(dir) = t.path else {
                         return Err(err(
                             Some(i),
@@ -714,6 +847,10 @@ impl RawConfig {
                         layout: t.layout.unwrap_or_default(),
                     })
                 }
+                TargetType::KubernetesSecret => Target::KubernetesSecret(
+                    kubernetes_target(t)
+                        .map_err(|(f, m)| err(Some(i), at(&format!("target.{f}")), m))?,
+                ),
             };
             if let Some(u) = &raw.check.token_url
                 && !u.starts_with("https://")
@@ -788,21 +925,28 @@ impl RawConfig {
                 hooks,
             });
         }
-        // Two credentials writing into one directory would overwrite each other.
+        // Two credentials writing into one directory or Secret would overwrite each other.
         for (i, a) in credentials.iter().enumerate() {
             for b in &credentials[..i] {
-                let (Target::Directory(ta), Target::Directory(tb)) = (&a.target, &b.target);
-                if ta.path == tb.path {
-                    return Err(err(
-                        Some(i),
-                        format!("credential[{i}].target.path"),
-                        format!(
-                            "{} is already the target of credential {:?}",
-                            ta.path.display(),
-                            b.name
-                        ),
-                    ));
-                }
+                let field = match (&a.target, &b.target) {
+                    (Target::Directory(ta), Target::Directory(tb)) if ta.path == tb.path => "path",
+                    (Target::KubernetesSecret(ka), Target::KubernetesSecret(kb))
+                        if ka.name == kb.name
+                            && ka.namespace == kb.namespace
+                            && ka.kubeconfig == kb.kubeconfig =>
+                    {
+                        "name"
+                    }
+                    _ => continue,
+                };
+                return Err(err(
+                    Some(i),
+                    format!("credential[{i}].target.{field}"),
+                    format!(
+                        "{} is already the target of credential {:?}",
+                        a.target, b.name
+                    ),
+                ));
             }
         }
         let names: Vec<&str> = credentials.iter().map(|c| c.name.as_str()).collect();

@@ -20,7 +20,6 @@ pub mod schedule;
 use crate::config::Config;
 use crate::health::Metrics;
 use crate::rotate::{Options, Rotator};
-use crate::state::StateStore;
 use schedule::{CredTimes, cron_after, due, next_wake, times_for};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -32,6 +31,8 @@ use time::OffsetDateTime;
 
 /// A future the scheduler can spawn.
 pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A re-inspection of every credential, giving their times.
+pub type Inspection = Pin<Box<dyn Future<Output = Vec<CredTimes>> + Send>>;
 
 /// Wall-clock time as the scheduler sees it.
 pub trait Clock: Send + Sync + 'static {
@@ -71,7 +72,7 @@ impl Clock for TokioClock {
 /// What the loop asks of the world.
 pub trait Executor: Send + Sync + 'static {
     /// Re-inspects every credential (refreshing metrics) and returns their times.
-    fn inspect_all(&self, now: OffsetDateTime) -> Vec<CredTimes>;
+    fn inspect_all(&self, now: OffsetDateTime) -> Inspection;
     /// Runs the pipeline (if due) for these credentials.
     fn rotate(&self, names: Vec<String>) -> Task;
     /// Token-checks every current generation.
@@ -139,7 +140,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
     /// Runs until [`Control::Stop`] (or the control channel closes).
     pub async fn run(self, mut control: tokio::sync::mpsc::Receiver<Control>) {
         let exec = self.exec.clone();
-        let mut times = exec.inspect_all(self.clock.now());
+        let mut times = exec.inspect_all(self.clock.now()).await;
         notify(&[
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status(&exec.status_line(&times, self.clock.now())),
@@ -189,7 +190,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 carried.insert(handle.id(), batch);
             }
             if next_check.is_some_and(|t| t <= now) {
-                times = exec.inspect_all(now);
+                times = exec.inspect_all(now).await;
                 notify(&[sd_notify::NotifyState::Status(
                     &exec.status_line(&times, now),
                 )]);
@@ -223,7 +224,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                     };
                     let names = carried.remove(&id).unwrap_or_default();
                     let now = self.clock.now();
-                    times = exec.inspect_all(now);
+                    times = exec.inspect_all(now).await;
                     for n in &names {
                         busy.remove(n);
                         let still_due = times
@@ -253,7 +254,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                                 let now = self.clock.now();
                                 next_check = cron_after(&check_s, now);
                                 next_probe = Some(now);
-                                times = exec.inspect_all(now);
+                                times = exec.inspect_all(now).await;
                                 rest.clear();
                             }
                             Err(e) => tracing::error!("configuration not reloaded, the previous one stays in force: {e}"),
@@ -317,18 +318,18 @@ impl Live {
 }
 
 impl Executor for Live {
-    fn inspect_all(&self, now: OffsetDateTime) -> Vec<CredTimes> {
+    fn inspect_all(&self, now: OffsetDateTime) -> Inspection {
         let (config, _) = self.current();
-        let store = StateStore::new(&config.state_dir);
-        config
-            .credentials
-            .iter()
-            .map(|c| {
-                let (report, state) = crate::status::inspect_with_state(c, &store, now);
-                self.metrics.observe_report(&report, now, state.as_ref());
-                times_for(&report, state.as_ref(), c.issuer.is_some(), now)
-            })
-            .collect()
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let mut times = Vec::with_capacity(config.credentials.len());
+            for c in &config.credentials {
+                let (report, state) = crate::status::inspect(c, &config.state_dir, now).await;
+                metrics.observe_report(&report, now, state.as_ref());
+                times.push(times_for(&report, state.as_ref(), c.issuer.is_some(), now));
+            }
+            times
+        })
     }
 
     fn rotate(&self, names: Vec<String>) -> Task {
@@ -367,7 +368,10 @@ impl Executor for Live {
         let metrics = self.metrics.clone();
         Box::pin(async move {
             for c in &config.credentials {
-                let Ok(Some(cur)) = crate::status::target_of(c).read_current() else {
+                let Ok(backend) = crate::target::Backend::open(c, &config.state_dir).await else {
+                    continue;
+                };
+                let Ok(Some(cur)) = backend.read_current().await else {
                     continue;
                 };
                 let r = crate::check::validate(c, &cur.generation).await;

@@ -79,17 +79,6 @@ fn reply(code: u16, body: Value) -> Response<Full<Bytes>> {
     r
 }
 
-/// RFC 1123 subdomain: lower-case alphanumerics, '-', '.', ≤ 253, alphanumeric at both ends.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
-}
-
 fn random_uid() -> String {
     let mut b = [0u8; 16];
     let _ = aws_lc_rs::rand::fill(&mut b);
@@ -438,7 +427,7 @@ fn now() -> String {
 
 /// Name and (for Secrets) base64 data, as the API server validates them.
 fn validate(kind: &str, name: &str, o: &Value) -> Result<(), Box<Response<Full<Bytes>>>> {
-    if !valid_name(name) {
+    if !crate::target::kubernetes::is_dns_subdomain(name) {
         return Err(Box::new(status(
             422,
             "Invalid",
@@ -478,10 +467,10 @@ mod tests {
 
     #[test]
     fn names_and_merge_patch() {
-        assert!(valid_name("orders-cert"));
-        assert!(valid_name("a.b-c"));
+        assert!(crate::target::kubernetes::is_dns_subdomain("orders-cert"));
+        assert!(crate::target::kubernetes::is_dns_subdomain("a.b-c"));
         for bad in ["", "Orders", "-a", "a-", "a_b", &"a".repeat(254)] {
-            assert!(!valid_name(bad), "{bad}");
+            assert!(!crate::target::kubernetes::is_dns_subdomain(bad), "{bad}");
         }
         let mut o = json!({"metadata": {"name": "x", "annotations": {"a": "1", "b": "2"}}, "data": {"k": "dg=="}});
         merge_patch(

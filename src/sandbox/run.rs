@@ -138,12 +138,10 @@ async fn serve(settings: Settings, root: &Path) -> Result<(), String> {
     write(&cfg_path, cfg_text)?;
     let config = Config::load(&cfg_path).map_err(|e| e.to_string())?;
     let cred = config.credentials[0].clone();
-    let imported = {
-        let (config, key_file) = (config.clone(), key_file.clone());
-        tokio::task::spawn_blocking(move || crate::cli::import(&config, &cred, &key_file, true))
-            .await
-            .map_err(|e| e.to_string())??
-    };
+    let backend = crate::target::Backend::open(&cred, &config.state_dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    let imported = crate::cli::import(&cred, &backend, &key_file, true).await?;
     println!("certrot sandbox: listening on 127.0.0.1 only");
     println!("  token endpoint (mTLS): {}", stack.tokens.url);
     println!("  plain host:            {}", stack.tokens.plain_base);

@@ -48,6 +48,8 @@ pub enum TargetError {
     BadCredentials { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     NoPrevious { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Kube(#[from] super::kubernetes::KubeError),
 }
 
 fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> TargetError + use<> {
@@ -302,46 +304,6 @@ impl DirectoryTarget {
         Ok(())
     }
 
-    /// The files of a generation: name → content.
-    fn files_of(&self, g: &Generation) -> Vec<(String, zeroize::Zeroizing<Vec<u8>>)> {
-        let z = |s: String| zeroize::Zeroizing::new(s.into_bytes());
-        let mut files = vec![
-            ("cert.pem".to_string(), z(g.chain_pem())),
-            ("key.pem".to_string(), z(g.key_pem().to_string())),
-            ("bundle.pem".to_string(), z(g.bundle_pem().to_string())),
-            (
-                "credentials.json".to_string(),
-                z(g.credentials_json().to_string()),
-            ),
-        ];
-        if self.cfg.layout == Layout::Servicebinding {
-            let mut have_type = false;
-            for (k, v) in g.credentials() {
-                if !is_safe_field_name(k) || FILES.contains(&k.as_str()) {
-                    continue;
-                }
-                have_type |= k == "type";
-                let text = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                files.push((k.clone(), z(text)));
-            }
-            for (k, v) in [
-                ("certificate", g.chain_pem()),
-                ("key", g.key_pem().to_string()),
-            ] {
-                if !g.credentials().contains_key(k) {
-                    files.push((k.to_string(), z(v)));
-                }
-            }
-            if !have_type {
-                files.push(("type".to_string(), z("xsuaa".to_string())));
-            }
-        }
-        files
-    }
-
     /// Writes `g` as a new generation and makes it current in one rename. Returns the name of
     /// the new generation directory. Old generations beyond `keep_generations` are pruned.
     pub fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, TargetError> {
@@ -349,7 +311,7 @@ impl DirectoryTarget {
         let root = self.path();
         // A planted non-symlink `..data` must stop us before anything is written.
         let previous = self.current_dir_name()?;
-        let files = self.files_of(g);
+        let files = generation_files(g, self.cfg.layout);
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         // A real file at a visible name must stop us before anything is written, too.
         self.refuse_real_files(&names)?;
@@ -537,6 +499,49 @@ impl DirectoryTarget {
         self.switch_data(&previous)?;
         Ok((current, previous, g))
     }
+}
+
+/// The files of a generation in `layout`: name → content (the Secret target uses the same).
+pub fn generation_files(
+    g: &Generation,
+    layout: Layout,
+) -> Vec<(String, zeroize::Zeroizing<Vec<u8>>)> {
+    let z = |s: String| zeroize::Zeroizing::new(s.into_bytes());
+    let mut files = vec![
+        ("cert.pem".to_string(), z(g.chain_pem())),
+        ("key.pem".to_string(), z(g.key_pem().to_string())),
+        ("bundle.pem".to_string(), z(g.bundle_pem().to_string())),
+        (
+            "credentials.json".to_string(),
+            z(g.credentials_json().to_string()),
+        ),
+    ];
+    if layout == Layout::Servicebinding {
+        let mut have_type = false;
+        for (k, v) in g.credentials() {
+            if !is_safe_field_name(k) || FILES.contains(&k.as_str()) {
+                continue;
+            }
+            have_type |= k == "type";
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            files.push((k.clone(), z(text)));
+        }
+        for (k, v) in [
+            ("certificate", g.chain_pem()),
+            ("key", g.key_pem().to_string()),
+        ] {
+            if !g.credentials().contains_key(k) {
+                files.push((k.to_string(), z(v)));
+            }
+        }
+        if !have_type {
+            files.push(("type".to_string(), z("xsuaa".to_string())));
+        }
+    }
+    files
 }
 
 fn open_dir(path: &Path) -> Result<rustix::fd::OwnedFd, TargetError> {

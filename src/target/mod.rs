@@ -1,8 +1,186 @@
-//! Targets: where the current generation lives for its consumers.
+//! Targets: where the current generation lives for its consumers, and with it where
+//! certrot keeps the credential's state and how it locks the credential.
 //!
-//! Only the directory target exists so far; it is the reference for the others (a
-//! consumer never sees a certificate of one generation with the key of another).
+//! [`Backend`] is what the pipeline, `status`, `import` and `rollback` talk to:
+//! - `directory`: the generation directory layout, the state file under `state_dir`, `flock`;
+//! - `kubernetes-secret`: one Secret (state in its annotations), `<name>-previous`, and the
+//!   resourceVersion discipline plus an optional Lease.
+//!
+//! Both keep the same promise: a consumer never sees a certificate of one generation with
+//! the key of another.
 
 pub mod directory;
+pub mod kubernetes;
 
-pub use directory::{DirectoryTarget, TargetError};
+pub use directory::{Current, DirectoryTarget, TargetError};
+pub use kubernetes::{KubeError, SecretTarget};
+
+use crate::config::{Credential, Target};
+use crate::generation::Generation;
+use crate::lock::{CredentialLock, LockError};
+use crate::state::{Loaded, PendingRecord, State, StateError, StateStore};
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+/// Without a Lease, an intent younger than this is taken for another run still at work.
+pub const IN_FLIGHT: time::Duration = time::Duration::minutes(15);
+
+/// A credential's target, state and lock.
+#[derive(Debug)]
+pub enum Backend {
+    Directory {
+        target: DirectoryTarget,
+        store: StateStore,
+    },
+    Kubernetes(Box<SecretTarget>),
+}
+
+/// A held lock; give it back with [`Backend::release`] (a file lock also goes when dropped,
+/// a Lease expires).
+#[derive(Debug)]
+pub enum Guard {
+    File(CredentialLock),
+    Lease(kubernetes::LeaseGuard),
+    /// The resourceVersion discipline alone.
+    Optimistic,
+}
+
+impl Backend {
+    /// The backend of `cred`; connecting to the Kubernetes API when its target is a Secret.
+    pub async fn open(cred: &Credential, state_dir: &Path) -> Result<Backend, TargetError> {
+        Ok(match &cred.target {
+            Target::Directory(d) => Backend::Directory {
+                target: DirectoryTarget::new(d.clone(), cred.policy.keep_generations),
+                store: StateStore::new(state_dir),
+            },
+            Target::KubernetesSecret(k) => {
+                Backend::Kubernetes(Box::new(SecretTarget::connect(k, &cred.name).await?))
+            }
+        })
+    }
+
+    /// The target for messages: a path or `secret <namespace>/<name>`.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Directory { target, .. } => target.path().display().to_string(),
+            Backend::Kubernetes(k) => k.place(),
+        }
+    }
+
+    /// `CERTROT_TARGET` for hooks.
+    pub fn hook_target(&self) -> PathBuf {
+        PathBuf::from(self.describe())
+    }
+
+    /// Takes the credential's lock (`wait`: until it is free).
+    pub async fn lock(&self, credential: &str, wait: bool) -> Result<Guard, LockError> {
+        match self {
+            Backend::Directory { store, .. } => {
+                store.ensure_dir().map_err(|e| LockError::Io {
+                    place: store.dir().display().to_string(),
+                    message: e.to_string(),
+                })?;
+                let (dir, name) = (store.dir().to_path_buf(), credential.to_string());
+                tokio::task::spawn_blocking(move || CredentialLock::acquire(&dir, &name, wait))
+                    .await
+                    .map_err(|e| LockError::Io {
+                        place: credential.to_string(),
+                        message: e.to_string(),
+                    })?
+                    .map(Guard::File)
+            }
+            Backend::Kubernetes(k) if k.lease_enabled() => match k.acquire_lease(wait).await {
+                Ok(Ok(g)) => Ok(Guard::Lease(g)),
+                Ok(Err(holder)) => Err(LockError::Locked {
+                    credential: credential.to_string(),
+                    holder,
+                    place: k.place(),
+                }),
+                Err(e) => Err(LockError::Io {
+                    place: k.place(),
+                    message: e.to_string(),
+                }),
+            },
+            Backend::Kubernetes(_) => Ok(Guard::Optimistic),
+        }
+    }
+
+    /// Gives a lock back.
+    pub async fn release(&self, guard: Guard) {
+        if let (Backend::Kubernetes(k), Guard::Lease(g)) = (self, guard) {
+            k.release(g).await;
+        }
+    }
+
+    /// Reads the state (`repair`: set an unreadable state file aside).
+    pub async fn load_state(&self, credential: &str, repair: bool) -> Result<Loaded, StateError> {
+        match self {
+            Backend::Directory { store, .. } => store.load(credential, repair),
+            Backend::Kubernetes(k) => {
+                let (state, problem) = k.load_state().await?;
+                if let Some(p) = &problem {
+                    tracing::warn!(credential, secret = %k.place(), "state annotations are unusable and will be replaced: {p}");
+                }
+                Ok(Loaded {
+                    state,
+                    set_aside: problem.map(|p| (PathBuf::from(k.place()), p)),
+                })
+            }
+        }
+    }
+
+    /// Writes the state.
+    pub async fn save_state(&self, state: &State) -> Result<(), StateError> {
+        match self {
+            Backend::Directory { store, .. } => store.save(state),
+            Backend::Kubernetes(k) => Ok(k.save_state(state).await?),
+        }
+    }
+
+    /// The current generation, `None` when there is none yet.
+    pub async fn read_current(&self) -> Result<Option<Current>, TargetError> {
+        match self {
+            Backend::Directory { target, .. } => target.read_current(),
+            Backend::Kubernetes(k) => k.read_current().await,
+        }
+    }
+
+    /// Makes `g` current in one step; returns the new generation's name.
+    pub async fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, TargetError> {
+        match self {
+            Backend::Directory { target, .. } => target.commit(g, now),
+            Backend::Kubernetes(k) => Ok(k.commit(g, now).await?),
+        }
+    }
+
+    /// Switches back to the previous generation: (from, to, generation).
+    pub async fn rollback(&self) -> Result<(String, String, Generation), TargetError> {
+        match self {
+            Backend::Directory { target, .. } => target.rollback(),
+            Backend::Kubernetes(k) => k.rollback().await,
+        }
+    }
+
+    /// Told which certificates' bindings were just retired (the Secret target drops its
+    /// `-previous` copy then; directories keep `keep_generations`).
+    pub async fn retired(&self, fingerprints: &[String]) {
+        if let Backend::Kubernetes(k) = self
+            && let Err(e) = k.retired(fingerprints).await
+        {
+            tracing::warn!(secret = %k.place(), "after retirement: {e}");
+        }
+    }
+
+    /// True when `pending` may belong to another run still at work (no lock excludes it).
+    pub fn pending_in_flight(&self, pending: &PendingRecord, now: OffsetDateTime) -> bool {
+        match self {
+            Backend::Kubernetes(k) if !k.lease_enabled() => now - pending.started_at < IN_FLIGHT,
+            _ => false,
+        }
+    }
+}
+
+/// True when a state write failed because another run changed the state meanwhile.
+pub fn is_conflict(e: &StateError) -> bool {
+    matches!(e, StateError::Kube(KubeError::Conflict { .. }))
+}

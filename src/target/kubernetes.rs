@@ -1,0 +1,869 @@
+//! The Kubernetes Secret target (`type = "kubernetes-secret"`).
+//!
+//! One Secret per credential holds the current generation (`tls.crt` chain, `tls.key`,
+//! `bundle.pem`, `credentials.json`, plus one key per field with `layout = "servicebinding"`),
+//! written in one replace so that cert and key always change together; the kubelet projects it
+//! into pods with the same `..data` swap the directory target uses. certrot's state for the
+//! credential lives in the Secret's `certrot.io/…` annotations, so a CronJob needs no volume.
+//! Every write carries the `resourceVersion` last read: on 409 Conflict the Secret is read
+//! again; if only foreign fields changed (a label, someone else's annotation) the change is
+//! applied on top of them, if certrot's state changed (another run) the write fails with
+//! [`KubeError::Conflict`] and the caller re-decides. The generation replaced last is kept in
+//! `<name>-previous` for `certrot rollback` until its binding is retired. An optional
+//! `coordination.k8s.io` Lease (`certrot-<name>`) serialises runs.
+
+use crate::config::{KubernetesSecretTarget, Layout};
+use crate::generation::Generation;
+use crate::state::State;
+use crate::target::directory::{Current, generation_dir_name};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+/// Suffix of the Secret that keeps the previous generation.
+pub const PREVIOUS_SUFFIX: &str = "-previous";
+/// Prefix of certrot's annotations.
+pub const ANNOTATION_PREFIX: &str = "certrot.io/";
+/// The annotation naming the generation a Secret holds (a timestamp, like a directory name).
+pub const GENERATION_ANNOTATION: &str = "certrot.io/generation";
+const TLS_TYPE: &str = "kubernetes.io/tls";
+/// Largest API response read (a Secret is at most 1 MiB).
+const MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// Writes retried after conflicts caused by foreign changes.
+const WRITE_ATTEMPTS: usize = 5;
+
+/// True for a DNS-1123 subdomain (Secret and Lease names).
+pub fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+}
+
+/// True for a DNS-1123 label (namespace names).
+pub fn is_dns_label(name: &str) -> bool {
+    name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name)
+}
+
+/// Why the Kubernetes API could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("{place}: {message}")]
+    Client { place: String, message: String },
+    #[error("{place}: {action}: the API server answered {code} {reason}: {message}")]
+    Api {
+        place: String,
+        action: &'static str,
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    #[error("{place}: {action}: {message}")]
+    Transport {
+        place: String,
+        action: &'static str,
+        message: String,
+    },
+    #[error(
+        "{place}: changed by another certrot run while this one was {action}; re-read and decide again"
+    )]
+    Conflict { place: String, action: &'static str },
+    #[error("{place}: {reason}")]
+    Invalid { place: String, reason: String },
+}
+
+impl KubeError {
+    fn of(place: &str, action: &'static str, e: kube::Error) -> KubeError {
+        match e {
+            kube::Error::Api(s) => KubeError::Api {
+                place: place.to_string(),
+                action,
+                code: s.code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
+            other => KubeError::Transport {
+                place: place.to_string(),
+                action,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// The API server's HTTP status, when it answered.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            KubeError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Builds an API client: `kubeconfig` from the target, else `KUBECONFIG`, else the
+/// in-cluster service account. Returns the client and the namespace to use.
+async fn connect(cfg: &KubernetesSecretTarget) -> Result<(kube::Client, String), KubeError> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let client_err = |place: String, message: String| KubeError::Client { place, message };
+    let config = match (&cfg.kubeconfig, std::env::var_os("KUBECONFIG")) {
+        (Some(path), _) => {
+            let place = path.display().to_string();
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| client_err(place.clone(), e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| client_err(place, e.to_string()))?
+        }
+        (None, Some(env)) => {
+            let place = format!("KUBECONFIG={}", env.to_string_lossy());
+            kube::Config::from_kubeconfig(&KubeConfigOptions::default())
+                .await
+                .map_err(|e| client_err(place, e.to_string()))?
+        }
+        (None, None) => kube::Config::incluster().map_err(|e| {
+            client_err(
+                "in-cluster service account".into(),
+                format!("{e} (outside a cluster, set `kubeconfig` in the target or KUBECONFIG)"),
+            )
+        })?,
+    };
+    let mut config = config;
+    if config.accept_invalid_certs {
+        return Err(client_err(
+            config.cluster_url.to_string(),
+            "the kubeconfig turns off server certificate verification (insecure-skip-tls-verify); certrot always verifies: give the cluster's CA instead".into(),
+        ));
+    }
+    config.connect_timeout = Some(std::time::Duration::from_secs(10));
+    config.read_timeout = Some(std::time::Duration::from_secs(30));
+    config.write_timeout = Some(std::time::Duration::from_secs(30));
+    let namespace = cfg
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let url = config.cluster_url.to_string();
+    let limit =
+        tower::util::MapResponseLayer::new(|r: http::Response<Box<kube::client::DynBody>>| {
+            r.map(|b| http_body_util::Limited::new(b, MAX_RESPONSE_BYTES))
+        });
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| client_err(url, e.to_string()))?
+        .with_layer(&limit)
+        .build();
+    Ok((client, namespace))
+}
+
+/// The Secret as last read or written, with certrot's state parsed from it.
+#[derive(Clone)]
+struct Seen {
+    obj: Option<Secret>,
+    state: State,
+    /// Why the state annotations could not be used, if so.
+    problem: Option<String>,
+}
+
+/// A credential's Secret.
+pub struct SecretTarget {
+    cfg: KubernetesSecretTarget,
+    credential: String,
+    namespace: String,
+    secrets: Api<Secret>,
+    leases: Api<Lease>,
+    seen: tokio::sync::Mutex<Option<Seen>>,
+}
+
+// No derive: the cached Secret holds the private key.
+impl std::fmt::Debug for SecretTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretTarget")
+            .field("namespace", &self.namespace)
+            .field("name", &self.cfg.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A held Lease; give it back with [`SecretTarget::release`].
+#[derive(Debug)]
+pub struct LeaseGuard {
+    name: String,
+    holder: String,
+}
+
+fn micro_now() -> MicroTime {
+    let now = OffsetDateTime::now_utc();
+    let ts = k8s_openapi::jiff::Timestamp::new(now.unix_timestamp(), now.nanosecond() as i32)
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    MicroTime(ts)
+}
+
+fn to_offset(t: &MicroTime) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(t.0.as_nanosecond()).ok()
+}
+
+/// The state as annotations: one per field, `certrot.io/<field-name>`; strings as they are,
+/// everything else as JSON; empty fields are removed (`None`).
+fn state_annotations(state: &State) -> Vec<(String, Option<String>)> {
+    let Ok(Value::Object(map)) = serde_json::to_value(state) else {
+        return Vec::new();
+    };
+    map.into_iter()
+        .map(|(k, v)| {
+            let key = format!("{ANNOTATION_PREFIX}{}", k.replace('_', "-"));
+            let value = match v {
+                Value::Null => None,
+                Value::Array(a) if a.is_empty() => None,
+                Value::Number(n) if n.as_u64() == Some(0) && k != "version" => None,
+                Value::String(s) => Some(s),
+                other => Some(other.to_string()),
+            };
+            (key, value)
+        })
+        .collect()
+}
+
+/// State fields kept as plain strings (never parsed as JSON: a credential may be named `123`).
+const STRING_FIELDS: [&str; 3] = ["credential", "last-success", "next-attempt"];
+
+/// The state read back from annotations; `Err` names the annotation.
+fn parse_state(
+    annotations: Option<&BTreeMap<String, String>>,
+    credential: &str,
+) -> Result<State, String> {
+    let mut map = Map::new();
+    for (k, v) in annotations.into_iter().flatten() {
+        let Some(field) = k.strip_prefix(ANNOTATION_PREFIX) else {
+            continue;
+        };
+        if k == GENERATION_ANNOTATION || field.starts_with("previous") {
+            continue;
+        }
+        let value = if STRING_FIELDS.contains(&field) {
+            Value::String(v.clone())
+        } else {
+            serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.clone()))
+        };
+        map.insert(field.replace('-', "_"), value);
+    }
+    if map.is_empty() {
+        return Ok(State {
+            version: 1,
+            credential: credential.to_string(),
+            ..State::default()
+        });
+    }
+    let state: State = serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
+        let path = e.path().to_string();
+        let (field, rest) = path.split_once('.').unwrap_or((&path, ""));
+        let at = format!("{ANNOTATION_PREFIX}{}", field.replace('_', "-"));
+        let at = if rest.is_empty() {
+            at
+        } else {
+            format!("{at} ({rest})")
+        };
+        format!("annotation {at}: {}", e.inner())
+    })?;
+    if state.credential != credential {
+        return Err(format!(
+            "annotation {ANNOTATION_PREFIX}credential says it belongs to credential {:?}, not {credential:?}",
+            state.credential
+        ));
+    }
+    if state.version != 1 {
+        return Err(format!(
+            "annotation {ANNOTATION_PREFIX}version: unsupported state version {}",
+            state.version
+        ));
+    }
+    Ok(state)
+}
+
+fn has_generation(obj: &Secret) -> bool {
+    obj.data
+        .as_ref()
+        .and_then(|d| d.get("tls.crt"))
+        .is_some_and(|v| !v.0.is_empty())
+}
+
+fn generation_name(obj: &Secret) -> String {
+    obj.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(GENERATION_ANNOTATION))
+        .cloned()
+        .unwrap_or_else(|| {
+            format!(
+                "resourceVersion {}",
+                obj.metadata.resource_version.clone().unwrap_or_default()
+            )
+        })
+}
+
+fn set_annotation(obj: &mut Secret, key: &str, value: Option<&str>) {
+    let a = obj.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    match value {
+        Some(v) => {
+            a.insert(key.to_string(), v.to_string());
+        }
+        None => {
+            a.remove(key);
+        }
+    }
+}
+
+/// The Secret data of a generation: the directory target's files under the Secret's keys.
+fn data_of(g: &Generation, layout: Layout) -> BTreeMap<String, ByteString> {
+    crate::target::directory::generation_files(g, layout)
+        .into_iter()
+        .map(|(name, bytes)| {
+            let key = match name.as_str() {
+                "cert.pem" => "tls.crt".to_string(),
+                "key.pem" => "tls.key".to_string(),
+                _ => name,
+            };
+            (key, ByteString(bytes.to_vec()))
+        })
+        .collect()
+}
+
+impl SecretTarget {
+    /// Connects to the API server for `cfg`.
+    pub async fn connect(
+        cfg: &KubernetesSecretTarget,
+        credential: &str,
+    ) -> Result<SecretTarget, KubeError> {
+        let (client, namespace) = connect(cfg).await?;
+        Ok(SecretTarget {
+            cfg: cfg.clone(),
+            credential: credential.to_string(),
+            secrets: Api::namespaced(client.clone(), &namespace),
+            leases: Api::namespaced(client, &namespace),
+            namespace,
+            seen: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// `secret <namespace>/<name>`, for messages.
+    pub fn place(&self) -> String {
+        format!("secret {}/{}", self.namespace, self.cfg.name)
+    }
+
+    fn previous_name(&self) -> String {
+        format!("{}{PREVIOUS_SUFFIX}", self.cfg.name)
+    }
+
+    pub fn lease_enabled(&self) -> bool {
+        self.cfg.lease
+    }
+
+    async fn fetch(&self) -> Result<Seen, KubeError> {
+        let obj = self
+            .secrets
+            .get_opt(&self.cfg.name)
+            .await
+            .map_err(|e| KubeError::of(&self.place(), "reading", e))?;
+        let parsed = parse_state(
+            obj.as_ref().and_then(|o| o.metadata.annotations.as_ref()),
+            &self.credential,
+        );
+        let (state, problem) = match parsed {
+            Ok(s) => (s, None),
+            Err(p) => (
+                State {
+                    version: 1,
+                    credential: self.credential.clone(),
+                    ..State::default()
+                },
+                Some(p),
+            ),
+        };
+        Ok(Seen {
+            obj,
+            state,
+            problem,
+        })
+    }
+
+    /// Reads the Secret afresh; returns the state and, when the annotations were unusable, why.
+    pub async fn load_state(&self) -> Result<(State, Option<String>), KubeError> {
+        let seen = self.fetch().await?;
+        let out = (seen.state.clone(), seen.problem.clone());
+        *self.seen.lock().await = Some(seen);
+        Ok(out)
+    }
+
+    /// Replaces the state annotations with `state`.
+    pub async fn save_state(&self, state: &State) -> Result<(), KubeError> {
+        let ann = state_annotations(state);
+        self.write("saving state", |o| {
+            for (k, v) in &ann {
+                set_annotation(o, k, v.as_deref());
+            }
+        })
+        .await
+    }
+
+    /// Writes the Secret with `modify` applied, under the resourceVersion discipline.
+    async fn write(
+        &self,
+        action: &'static str,
+        modify: impl Fn(&mut Secret),
+    ) -> Result<(), KubeError> {
+        let mut seen = self.seen.lock().await;
+        let mut base = match seen.take() {
+            Some(s) => s,
+            None => self.fetch().await?,
+        };
+        let pp = PostParams::default();
+        for _ in 0..WRITE_ATTEMPTS {
+            let result = match &base.obj {
+                Some(obj) => {
+                    let mut o = obj.clone();
+                    modify(&mut o);
+                    self.secrets.replace(&self.cfg.name, &pp, &o).await
+                }
+                None => {
+                    let mut o = Secret {
+                        metadata: ObjectMeta {
+                            name: Some(self.cfg.name.clone()),
+                            namespace: Some(self.namespace.clone()),
+                            labels: Some(BTreeMap::from([(
+                                "app.kubernetes.io/managed-by".to_string(),
+                                "certrot".to_string(),
+                            )])),
+                            ..ObjectMeta::default()
+                        },
+                        type_: Some(TLS_TYPE.into()),
+                        // A TLS Secret must have both keys; empty until the first commit.
+                        data: Some(BTreeMap::from([
+                            ("tls.crt".to_string(), ByteString(Vec::new())),
+                            ("tls.key".to_string(), ByteString(Vec::new())),
+                        ])),
+                        ..Secret::default()
+                    };
+                    modify(&mut o);
+                    self.secrets.create(&pp, &o).await
+                }
+            };
+            match result {
+                Ok(o) => {
+                    let state = parse_state(o.metadata.annotations.as_ref(), &self.credential);
+                    let (state, problem) = match state {
+                        Ok(s) => (s, None),
+                        Err(p) => (base.state.clone(), Some(p)),
+                    };
+                    *seen = Some(Seen {
+                        obj: Some(o),
+                        state,
+                        problem,
+                    });
+                    return Ok(());
+                }
+                // 409: a stale resourceVersion (replace) or a Secret created meanwhile (create).
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    let fresh = self.fetch().await?;
+                    if fresh.state != base.state {
+                        *seen = Some(fresh);
+                        return Err(KubeError::Conflict {
+                            place: self.place(),
+                            action,
+                        });
+                    }
+                    tracing::debug!(secret = %self.place(), "changed by someone else meanwhile; writing on top of it");
+                    base = fresh;
+                }
+                Err(e) => {
+                    *seen = Some(base);
+                    return Err(KubeError::of(&self.place(), action, e));
+                }
+            }
+        }
+        *seen = Some(base);
+        Err(KubeError::Conflict {
+            place: self.place(),
+            action,
+        })
+    }
+
+    fn generation_of(
+        &self,
+        obj: &Secret,
+        place: &str,
+    ) -> Result<Generation, crate::target::TargetError> {
+        let data = obj.data.as_ref();
+        let get = |k: &str| data.and_then(|d| d.get(k)).map(|v| v.0.as_slice());
+        let invalid = |reason: String| KubeError::Invalid {
+            place: place.to_string(),
+            reason,
+        };
+        let cert = get("tls.crt").ok_or_else(|| invalid("has no tls.crt".into()))?;
+        let key = zeroize::Zeroizing::new(
+            get("tls.key")
+                .ok_or_else(|| invalid("has tls.crt but no tls.key".into()))?
+                .to_vec(),
+        );
+        let mut g = Generation::from_pem(
+            cert,
+            &format!("{place} key tls.crt"),
+            &key,
+            &format!("{place} key tls.key"),
+        )?;
+        if let Some(json) = get("credentials.json") {
+            let map: Map<String, Value> = serde_json::from_slice(json)
+                .map_err(|e| invalid(format!("key credentials.json is not a JSON object: {e}")))?;
+            g = g.with_credentials(map);
+        }
+        Ok(g)
+    }
+
+    /// The current generation (from the Secret as last read; read now if not yet).
+    pub async fn read_current(&self) -> Result<Option<Current>, crate::target::TargetError> {
+        let mut seen = self.seen.lock().await;
+        if seen.is_none() {
+            *seen = Some(self.fetch().await?);
+        }
+        let Some(Some(obj)) = seen.as_ref().map(|s| &s.obj) else {
+            return Ok(None);
+        };
+        if !has_generation(obj) {
+            return Ok(None);
+        }
+        let generation = self.generation_of(obj, &self.place())?;
+        Ok(Some(Current {
+            generation,
+            dir_name: generation_name(obj),
+        }))
+    }
+
+    /// Makes `g` current: the generation it replaces goes to `<name>-previous` first, then
+    /// one replace of the Secret writes cert, key and bundle together.
+    pub async fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, KubeError> {
+        let before = {
+            let mut seen = self.seen.lock().await;
+            if seen.is_none() {
+                *seen = Some(self.fetch().await?);
+            }
+            seen.as_ref().and_then(|s| s.obj.clone())
+        };
+        let mut name = generation_dir_name(now);
+        if let Some(old) = before.as_ref().filter(|o| has_generation(o)) {
+            let old_name = generation_name(old);
+            if old_name == name {
+                name = generation_dir_name(now + time::Duration::nanoseconds(1));
+            }
+            self.put_previous(old.data.clone().unwrap_or_default(), &old_name)
+                .await?;
+        }
+        let data = data_of(g, self.cfg.layout);
+        self.write("committing the new generation", |o| {
+            o.data = Some(data.clone());
+            o.string_data = None;
+            set_annotation(o, GENERATION_ANNOTATION, Some(&name));
+        })
+        .await?;
+        Ok(name)
+    }
+
+    /// Creates or replaces `<name>-previous` with `data`.
+    async fn put_previous(
+        &self,
+        data: BTreeMap<String, ByteString>,
+        generation: &str,
+    ) -> Result<(), KubeError> {
+        let name = self.previous_name();
+        let place = format!("secret {}/{name}", self.namespace);
+        let pp = PostParams::default();
+        for _ in 0..WRITE_ATTEMPTS {
+            let existing = self
+                .secrets
+                .get_opt(&name)
+                .await
+                .map_err(|e| KubeError::of(&place, "reading", e))?;
+            let mut o = existing.clone().unwrap_or_else(|| Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(self.namespace.clone()),
+                    labels: Some(BTreeMap::from([(
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "certrot".to_string(),
+                    )])),
+                    ..ObjectMeta::default()
+                },
+                type_: Some(TLS_TYPE.into()),
+                ..Secret::default()
+            });
+            o.data = Some(data.clone());
+            let ann = o.metadata.annotations.get_or_insert_with(BTreeMap::new);
+            ann.insert(GENERATION_ANNOTATION.into(), generation.to_string());
+            ann.insert(
+                format!("{ANNOTATION_PREFIX}previous-of"),
+                self.cfg.name.clone(),
+            );
+            let r = match existing {
+                Some(_) => self.secrets.replace(&name, &pp, &o).await,
+                None => self.secrets.create(&pp, &o).await,
+            };
+            match r {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(KubeError::of(&place, "keeping the previous generation", e)),
+            }
+        }
+        Err(KubeError::Conflict {
+            place,
+            action: "keeping the previous generation",
+        })
+    }
+
+    /// Swaps the Secret and `<name>-previous`. Returns (from, to) generation names and the
+    /// generation switched to.
+    pub async fn rollback(
+        &self,
+    ) -> Result<(String, String, Generation), crate::target::TargetError> {
+        let name = self.previous_name();
+        let place = format!("secret {}/{name}", self.namespace);
+        let no_previous = |reason: String| KubeError::Invalid {
+            place: place.clone(),
+            reason,
+        };
+        let previous = self
+            .secrets
+            .get_opt(&name)
+            .await
+            .map_err(|e| KubeError::of(&place, "reading", e))?
+            .filter(has_generation)
+            .ok_or_else(|| {
+                no_previous(
+                    "no previous generation is kept (it is removed once its binding is retired)"
+                        .into(),
+                )
+            })?;
+        let g = self.generation_of(&previous, &place)?;
+        let current = {
+            let mut seen = self.seen.lock().await;
+            *seen = Some(self.fetch().await?);
+            seen.as_ref()
+                .and_then(|s| s.obj.clone())
+                .filter(has_generation)
+                .ok_or_else(|| {
+                    no_previous("there is no current generation to roll back from".into())
+                })?
+        };
+        let (from, to) = (generation_name(&current), generation_name(&previous));
+        let data = previous.data.clone().unwrap_or_default();
+        self.write("rolling back", |o| {
+            o.data = Some(data.clone());
+            set_annotation(o, GENERATION_ANNOTATION, Some(&to));
+        })
+        .await?;
+        self.put_previous(current.data.clone().unwrap_or_default(), &from)
+            .await?;
+        Ok((from, to, g))
+    }
+
+    /// After retirements: `<name>-previous` goes once the binding of its certificate is gone.
+    pub async fn retired(&self, fingerprints: &[String]) -> Result<(), KubeError> {
+        let name = self.previous_name();
+        let place = format!("secret {}/{name}", self.namespace);
+        let Some(previous) = self
+            .secrets
+            .get_opt(&name)
+            .await
+            .map_err(|e| KubeError::of(&place, "reading", e))?
+        else {
+            return Ok(());
+        };
+        let fp = self
+            .generation_of(&previous, &place)
+            .ok()
+            .map(|g| g.leaf().fingerprint_sha256.clone());
+        if fp.is_some_and(|f| fingerprints.contains(&f)) {
+            match self.secrets.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(KubeError::of(&place, "deleting", e)),
+            }
+            tracing::info!(secret = %place, "removed the previous generation: its binding is retired");
+        }
+        Ok(())
+    }
+
+    fn lease_name(&self) -> String {
+        let mut n = format!("certrot-{}", self.cfg.name);
+        n.truncate(253);
+        n.trim_end_matches(['-', '.']).to_string()
+    }
+
+    /// Takes the Lease `certrot-<name>` (creating it); `Ok(Err(holder))` while another holder
+    /// has it and it has not expired. With `wait`, polls until it is free.
+    pub async fn acquire_lease(&self, wait: bool) -> Result<Result<LeaseGuard, String>, KubeError> {
+        let name = self.lease_name();
+        let place = format!("lease {}/{name}", self.namespace);
+        let host = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        let holder = format!("{host}/{}", std::process::id());
+        let pp = PostParams::default();
+        let duration = i32::try_from(self.cfg.lease_duration.0.as_secs()).unwrap_or(i32::MAX);
+        loop {
+            let existing = self
+                .leases
+                .get_opt(&name)
+                .await
+                .map_err(|e| KubeError::of(&place, "reading", e))?;
+            let now = OffsetDateTime::now_utc();
+            let busy = existing.as_ref().and_then(|l| {
+                let spec = l.spec.as_ref()?;
+                let who = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
+                let renewed = spec.renew_time.as_ref().and_then(to_offset)?;
+                let until = renewed
+                    + time::Duration::seconds(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
+                (until > now && who != holder).then(|| {
+                    format!(
+                        "{who} (lease {name} until {})",
+                        crate::status::short_time(until)
+                    )
+                })
+            });
+            if let Some(who) = busy {
+                if !wait {
+                    return Ok(Err(who));
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                continue;
+            }
+            let spec = LeaseSpec {
+                holder_identity: Some(holder.clone()),
+                lease_duration_seconds: Some(duration),
+                acquire_time: Some(micro_now()),
+                renew_time: Some(micro_now()),
+                lease_transitions: Some(
+                    existing
+                        .as_ref()
+                        .and_then(|l| l.spec.as_ref()?.lease_transitions)
+                        .unwrap_or(0)
+                        .saturating_add(i32::from(existing.is_some())),
+                ),
+                ..LeaseSpec::default()
+            };
+            let r = match existing {
+                Some(mut l) => {
+                    l.spec = Some(spec);
+                    self.leases.replace(&name, &pp, &l).await
+                }
+                None => {
+                    let l = Lease {
+                        metadata: ObjectMeta {
+                            name: Some(name.clone()),
+                            namespace: Some(self.namespace.clone()),
+                            ..ObjectMeta::default()
+                        },
+                        spec: Some(spec),
+                    };
+                    self.leases.create(&pp, &l).await
+                }
+            };
+            match r {
+                Ok(_) => return Ok(Ok(LeaseGuard { name, holder })),
+                // Someone took it between our read and write: look again.
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(KubeError::of(&place, "taking the lease", e)),
+            }
+        }
+    }
+
+    /// Gives the Lease back (clears the holder); it would expire anyway.
+    pub async fn release(&self, guard: LeaseGuard) {
+        let place = format!("lease {}/{}", self.namespace, guard.name);
+        let result = async {
+            let Some(mut l) = self.leases.get_opt(&guard.name).await? else {
+                return Ok(());
+            };
+            let spec = l.spec.get_or_insert_with(LeaseSpec::default);
+            if spec.holder_identity.as_deref() != Some(&guard.holder) {
+                return Ok(());
+            }
+            spec.holder_identity = None;
+            spec.renew_time = None;
+            spec.acquire_time = None;
+            self.leases
+                .replace(&guard.name, &PostParams::default(), &l)
+                .await
+                .map(|_| ())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(lease = %place, "could not release the lease (it expires by itself): {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{PendingRecord, RetiringRecord};
+
+    #[test]
+    fn names() {
+        assert!(is_dns_subdomain("orders-credentials"));
+        assert!(is_dns_subdomain("a.b-c"));
+        assert!(!is_dns_subdomain("Orders"));
+        assert!(!is_dns_subdomain("-a"));
+        assert!(!is_dns_subdomain("a_b"));
+        assert!(!is_dns_subdomain(""));
+        assert!(is_dns_label("apps"));
+        assert!(!is_dns_label("a.b"));
+    }
+
+    #[test]
+    fn state_round_trips_through_annotations() {
+        let t = time::macros::datetime!(2026-11-23 12:00:00.123456789 UTC);
+        let st = State {
+            version: 1,
+            credential: "orders".into(),
+            consecutive_failures: 2,
+            next_attempt: Some(t),
+            pending: Some(PendingRecord {
+                binding_name: "certrot-orders-1".into(),
+                binding_id: Some("b1".into()),
+                service_manager: "default".into(),
+                instance_id: "i1".into(),
+                started_at: t,
+                fingerprint_sha256: None,
+            }),
+            retiring: vec![RetiringRecord {
+                binding_id: "b0".into(),
+                service_manager: "default".into(),
+                fingerprint_sha256: Some("ab".into()),
+                retire_at: t,
+                reason: "replaced".into(),
+                attempts: 0,
+            }],
+            ..State::default()
+        };
+        let ann: BTreeMap<String, String> = state_annotations(&st)
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
+        assert_eq!(ann["certrot.io/credential"], "orders");
+        assert_eq!(ann["certrot.io/consecutive-failures"], "2");
+        assert!(!ann.contains_key("certrot.io/current"));
+        assert_eq!(parse_state(Some(&ann), "orders").unwrap(), st);
+        // Someone else's credential, or a broken value, is reported with the annotation.
+        let e = parse_state(Some(&ann), "billing").unwrap_err();
+        assert!(e.contains("belongs to credential \"orders\""), "{e}");
+        let mut bad = ann.clone();
+        bad.insert("certrot.io/next-attempt".into(), "yesterday".into());
+        let e = parse_state(Some(&bad), "orders").unwrap_err();
+        assert!(e.starts_with("annotation certrot.io/next-attempt"), "{e}");
+        // No annotations: a fresh state.
+        assert_eq!(parse_state(None, "x").unwrap().credential, "x");
+    }
+}
