@@ -627,11 +627,11 @@ impl Rotator {
                 ),
             };
         }
-        // reconcile
-        if let Err(f) = self.reconcile(w, iss, &client).await {
-            return self.record_failure(w, f, None, critical_at).await;
-        }
-        // 4. issue: the intent first, then the binding.
+        // A commit whose state write was interrupted is adopted before anything else.
+        self.adopt_committed(w).await;
+        // 4. issue: the intent first (it also claims the credential where no lock excludes
+        // other runs: a second run's write of its intent conflicts), then reconcile, then
+        // the binding.
         w.state.pending = Some(PendingRecord {
             binding_name: name.clone(),
             binding_id: None,
@@ -644,6 +644,12 @@ impl Rotator {
             w.state.pending = None;
             w.redecide = crate::target::is_conflict(&e);
             return Outcome::Failed(failure(Step::Issue, "state", e.to_string()));
+        }
+        // reconcile: labelled bindings of earlier runs that are neither current nor queued.
+        if let Err(f) = self.reconcile(w, iss, &client, false).await {
+            // Nothing was created for this intent.
+            w.state.pending = None;
+            return self.record_failure(w, f, None, critical_at).await;
         }
         let request = BindingRequest {
             name: name.clone(),
@@ -1006,7 +1012,8 @@ impl Rotator {
             {
                 return Ok(Vec::new());
             }
-            self.reconcile(&mut w, iss, &client)
+            self.adopt_committed(&mut w).await;
+            self.reconcile(&mut w, iss, &client, true)
                 .await
                 .map_err(|f| f.message)?;
             Ok(w.reconciled)
@@ -1114,13 +1121,15 @@ impl Rotator {
     }
 
     /// Deletes labelled bindings of this credential that are neither current nor queued.
+    /// With `clear_pending`, a leftover intent is settled too (its binding, if any, was
+    /// among the orphans).
     async fn reconcile(
         &self,
         w: &mut Work<'_>,
         iss: &SmIssuer,
         client: &SmClient,
+        clear_pending: bool,
     ) -> Result<(), Failure> {
-        self.adopt_committed(w).await;
         if w.state_lost {
             tracing::warn!(credential = %w.cred.name, "reconcile skipped: the state file was unreadable, so which bindings are current or retiring is unknown; delete orphans by hand (label certrot_credential)");
             return Ok(());
@@ -1150,7 +1159,8 @@ impl Rotator {
             tracing::info!(credential = %w.cred.name, binding = %b.id, name = %b.name, "deleted orphan binding");
             w.reconciled.push(b.id);
         }
-        if (w.state.pending.take().is_some() || !w.reconciled.is_empty())
+        let cleared = clear_pending && w.state.pending.take().is_some();
+        if (cleared || !w.reconciled.is_empty())
             && let Err(e) = w.backend.save_state(&w.state).await
         {
             tracing::warn!(credential = %w.cred.name, "state not saved after reconcile: {e}");

@@ -155,6 +155,20 @@ impl KubeServer {
             .cloned()
     }
 
+    /// Merge-patches an object directly, as another writer would (a new resourceVersion).
+    pub fn patch_object(&self, kind: &str, namespace: &str, name: &str, patch: &Value) -> bool {
+        let mut s = lock(&self.state);
+        s.resource_version += 1;
+        let rv = s.resource_version.to_string();
+        let key = (kind.to_string(), namespace.to_string(), name.to_string());
+        let Some(o) = s.objects.get_mut(&key) else {
+            return false;
+        };
+        merge_patch(o, patch);
+        o["metadata"]["resourceVersion"] = json!(rv);
+        true
+    }
+
     /// `METHOD path` of every request so far.
     pub fn calls(&self) -> Vec<String> {
         lock(&self.state).calls.clone()

@@ -1,0 +1,459 @@
+//! The `kubernetes-secret` target end to end: the real `certrot` binary against the
+//! sandbox token endpoint and Service Manager, with the Kubernetes API stand-in
+//! (`src/sandbox/kube.rs`: Secrets and Leases over TLS, resourceVersion, 409 on stale
+//! writes) reached through a kubeconfig file. Covers: the first rotation creates the Secret;
+//! a run that is not due writes nothing; a concurrent foreign write during the commit is
+//! re-read and kept; two overlapping runs rotate once; the state lives in annotations
+//! (no state file); retirement on a later run removes `<name>-previous`; rollback swaps the
+//! two Secrets; the Secret never holds a key for another certificate; the Lease.
+
+mod common;
+
+use base64::Engine as _;
+use certrot::generation::Generation;
+use certrot::sandbox::kube::KubeServer;
+use certrot::sandbox::sm::{InstanceKind, SmOptions};
+use certrot::sandbox::token::Fault;
+use common::bin;
+use common::world::World;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const NS: &str = "apps";
+const SECRET: &str = "orders-credentials";
+
+struct KubeWorld {
+    w: World,
+    kube: KubeServer,
+    kubeconfig: PathBuf,
+    instance: String,
+}
+
+impl KubeWorld {
+    fn new() -> KubeWorld {
+        let w = World::new(SmOptions {
+            rsa_pool: 2,
+            ..SmOptions::default()
+        });
+        let kube =
+            w.rt.block_on(KubeServer::start(&w.stack.ca, "kube-token"))
+                .unwrap();
+        let kubeconfig = w.root().join("kubeconfig");
+        let ca = base64::engine::general_purpose::STANDARD.encode(&w.stack.ca_pem);
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: sandbox\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n\
+                 users:\n- name: certrot\n  user:\n    token: kube-token\n\
+                 contexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n    user: certrot\n    namespace: {NS}\n\
+                 current-context: sandbox\n",
+                kube.url
+            ),
+        )
+        .unwrap();
+        let instance = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-orders!t1");
+        KubeWorld {
+            w,
+            kube,
+            kubeconfig,
+            instance,
+        }
+    }
+
+    /// A configuration with one credential `orders` kept in Secret `apps/orders-credentials`.
+    fn config(&self, target_extra: &str, extra: &str) -> PathBuf {
+        let cred = format!(
+            "[[credential]]\nname = \"orders\"\nkind = \"xsuaa\"\n{extra}\n\
+             check.ca_file = {:?}\ncheck.system_roots = false\ncheck.attempts = 2\ncheck.retry_for = \"200ms\"\n\
+             issuer.instance_id = {:?}\n\
+             [credential.target]\ntype = \"kubernetes-secret\"\nname = \"{SECRET}\"\nkubeconfig = {:?}\n{target_extra}\n",
+            self.w.ca_file.display().to_string(),
+            self.instance,
+            self.kubeconfig.display().to_string(),
+        );
+        self.w.config(None, &[cred])
+    }
+
+    fn certrot(&self, cfg: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+        self.w.certrot(cfg, args)
+    }
+
+    fn secret(&self, name: &str) -> Option<Value> {
+        self.kube.object("secrets", NS, name)
+    }
+
+    fn annotation(&self, name: &str, key: &str) -> Option<String> {
+        self.secret(name)?["metadata"]["annotations"][key]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// The generation a Secret object holds, checked key ↔ certificate.
+    fn generation_of(obj: &Value) -> Result<Generation, String> {
+        let get = |k: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(obj["data"][k].as_str().unwrap_or_default())
+                .unwrap()
+        };
+        Generation::from_pem(&get("tls.crt"), "tls.crt", &get("tls.key"), "tls.key")
+            .map_err(|e| e.to_string())
+    }
+
+    fn fingerprint(&self, name: &str) -> String {
+        Self::generation_of(&self.secret(name).unwrap())
+            .unwrap()
+            .leaf()
+            .fingerprint_sha256
+            .clone()
+    }
+
+    fn writes(&self) -> Vec<String> {
+        self.kube
+            .calls()
+            .into_iter()
+            .filter(|c| !c.starts_with("GET "))
+            .collect()
+    }
+
+    fn current_record(&self) -> Value {
+        serde_json::from_str(&self.annotation(SECRET, "certrot.io/current").unwrap()).unwrap()
+    }
+}
+
+fn rotated(out: &str) -> bool {
+    out.lines()
+        .any(|l| l.starts_with("orders: rotated") || l.starts_with("orders: renewed"))
+}
+
+#[test]
+fn first_rotation_creates_the_secret_and_a_run_not_due_writes_nothing() {
+    let k = KubeWorld::new();
+    let cfg = k.config("", "");
+    let (code, out, err) = k.certrot(&cfg, &["rotate", "--if-due"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(rotated(&out) && out.contains("(missing)"), "{out}");
+    let s = k.secret(SECRET).expect("the Secret was created");
+    assert_eq!(s["type"], "kubernetes.io/tls");
+    let keys: Vec<&str> = s["data"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for want in ["tls.crt", "tls.key", "bundle.pem", "credentials.json"] {
+        assert!(keys.contains(&want), "{keys:?}");
+    }
+    let g = KubeWorld::generation_of(&s).unwrap();
+    // The state is in the annotations, not in a state file.
+    let current = k.current_record();
+    assert_eq!(current["fingerprint_sha256"], g.leaf().fingerprint_sha256);
+    let binding = current["binding_id"].as_str().unwrap().to_string();
+    assert_eq!(k.w.binding_ids(), vec![binding.clone()]);
+    assert_eq!(
+        k.annotation(SECRET, "certrot.io/credential").unwrap(),
+        "orders"
+    );
+    assert!(k.annotation(SECRET, "certrot.io/pending").is_none());
+    assert!(!k.w.root().join("state").join("orders.json").exists());
+    // check and status read the Secret; the token check passes with it.
+    let (code, out, _) = k.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("token check passed"), "{out}");
+    let (code, out, _) = k.certrot(&cfg, &["status", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let st: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st[0]["fingerprint_sha256"], g.leaf().fingerprint_sha256);
+    // Not due: no write at all, nothing created.
+    let writes = k.writes().len();
+    let (code, out, err) = k.certrot(&cfg, &["rotate", "--if-due"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("orders: not due"), "{out}");
+    assert_eq!(k.writes().len(), writes, "{:?}", k.writes());
+    assert_eq!(k.w.binding_ids(), vec![binding]);
+}
+
+#[test]
+fn retirement_on_a_later_run_removes_the_previous_secret() {
+    let k = KubeWorld::new();
+    let cfg = k.config("", "retire_after = \"1s\"");
+    assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
+    let first = k.fingerprint(SECRET);
+    let first_binding = k.current_record()["binding_id"].clone();
+    let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The replaced generation is kept in <name>-previous; its binding is queued.
+    assert_eq!(k.fingerprint("orders-credentials-previous"), first);
+    let retiring: Value =
+        serde_json::from_str(&k.annotation(SECRET, "certrot.io/retiring").unwrap()).unwrap();
+    assert_eq!(retiring[0]["binding_id"], first_binding);
+    assert_eq!(k.w.binding_ids().len(), 2);
+    std::thread::sleep(Duration::from_millis(1300));
+    let (code, out, err) = k.certrot(&cfg, &["rotate", "--if-due"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("retired"), "{out}");
+    assert_eq!(k.w.binding_ids().len(), 1);
+    assert!(k.annotation(SECRET, "certrot.io/retiring").is_none());
+    assert!(k.secret("orders-credentials-previous").is_none());
+}
+
+#[test]
+fn rollback_swaps_the_secret_and_its_previous() {
+    let k = KubeWorld::new();
+    let cfg = k.config("", "");
+    let (code, out, err) = k.certrot(&cfg, &["rollback", "orders"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("no previous generation"), "{err}");
+    assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
+    let first = k.fingerprint(SECRET);
+    assert_eq!(k.certrot(&cfg, &["rotate", "--now"]).0, 0);
+    let second = k.fingerprint(SECRET);
+    assert_ne!(first, second);
+    let (code, out, err) = k.certrot(&cfg, &["rollback", "orders"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("rolled back orders"), "{out}");
+    assert_eq!(k.fingerprint(SECRET), first);
+    assert_eq!(k.fingerprint("orders-credentials-previous"), second);
+    let current = k.current_record();
+    assert_eq!(current["source"], "rollback");
+    assert_eq!(current["fingerprint_sha256"], first);
+    // The rolled-back generation still works.
+    let (code, out, _) = k.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Someone annotates the Secret while certrot checks the new generation: the commit meets
+/// 409, reads the Secret again, and writes on top (their annotation stays; one rotation).
+#[test]
+fn a_conflict_during_the_commit_is_reread_and_nothing_is_lost() {
+    let k = KubeWorld::new();
+    let cfg = k.config("", "");
+    assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
+    let first = k.fingerprint(SECRET);
+    k.w.stack
+        .tokens
+        .inject(Fault::Latency(Duration::from_millis(1500)), 1);
+    let run = bin()
+        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the run's binding", || k.w.binding_ids().len() == 2);
+    assert!(k.kube.patch_object(
+        "secrets",
+        NS,
+        SECRET,
+        &json!({"metadata": {"annotations": {"example.com/owner": "team-a"}}})
+    ));
+    let o = run.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(rotated(&out), "{out}");
+    assert_ne!(k.fingerprint(SECRET), first);
+    assert_eq!(
+        k.annotation(SECRET, "example.com/owner").as_deref(),
+        Some("team-a")
+    );
+    assert_eq!(
+        k.current_record()["fingerprint_sha256"],
+        k.fingerprint(SECRET)
+    );
+    assert!(k.annotation(SECRET, "certrot.io/pending").is_none());
+    assert_eq!(k.w.binding_ids().len(), 2, "one rotation: replaced + new");
+}
+
+/// Two one-shot runs at once on an empty Secret: exactly one rotation and one binding.
+#[test]
+fn two_concurrent_runs_rotate_once() {
+    let k = KubeWorld::new();
+    let cfg = k.config("", "");
+    k.w.stack
+        .tokens
+        .inject(Fault::Latency(Duration::from_millis(800)), 2);
+    let spawn = || {
+        bin()
+            .args(["--config", cfg.to_str().unwrap(), "rotate", "--if-due"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let outs: Vec<(Option<i32>, String)> = [a, b]
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            (
+                o.status.code(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+            )
+        })
+        .collect();
+    let rotations = outs.iter().filter(|(_, o)| rotated(o)).count();
+    assert_eq!(rotations, 1, "{outs:?}");
+    for (code, o) in &outs {
+        if !rotated(o) {
+            // Turned away while the other was at work, or came after it: not due.
+            assert!(
+                (*code == Some(75) && o.contains("being rotated by another run"))
+                    || (*code == Some(0) && o.contains("not due")),
+                "{outs:?}"
+            );
+        }
+    }
+    let current = k.current_record();
+    assert_eq!(
+        k.w.binding_ids(),
+        vec![current["binding_id"].as_str().unwrap().to_string()]
+    );
+    assert_eq!(current["fingerprint_sha256"], k.fingerprint(SECRET));
+    // A run turned away by an intent in flight, deterministically: the intent stays fresh
+    // while the first run waits for its token check.
+    k.w.stack
+        .tokens
+        .inject(Fault::Latency(Duration::from_millis(1500)), 1);
+    let first = bin()
+        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the first run's binding", || k.w.binding_ids().len() == 2);
+    let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 75, "{out}{err}");
+    assert!(out.contains("being rotated by another run"), "{out}");
+    let o = first.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(k.w.binding_ids().len(), 2, "one rotation: replaced + new");
+}
+
+/// With `lease = true` a second run finds the Lease held; the Lease is given back at the end.
+#[test]
+fn the_lease_excludes_a_second_run_and_is_released() {
+    let k = KubeWorld::new();
+    let cfg = k.config("lease = true\nlease_duration = \"2m\"", "");
+    assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
+    let lease = k
+        .kube
+        .object("leases", NS, "certrot-orders-credentials")
+        .unwrap();
+    assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 120);
+    k.w.stack
+        .tokens
+        .inject(Fault::Latency(Duration::from_millis(1500)), 1);
+    let first = bin()
+        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the first run's binding", || k.w.binding_ids().len() == 2);
+    let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 75, "{out}{err}");
+    assert!(
+        out.contains("lease certrot-orders-credentials until"),
+        "{out}"
+    );
+    assert_eq!(first.wait_with_output().unwrap().status.code(), Some(0));
+    let lease = k
+        .kube
+        .object("leases", NS, "certrot-orders-credentials")
+        .unwrap();
+    assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
+}
+
+/// Many rotations while a reader polls the Secret: every version it sees holds a key that
+/// matches its certificate, and a bundle with that same certificate.
+#[test]
+fn the_secret_never_holds_a_key_for_another_certificate() {
+    let k = KubeWorld::new();
+    let cfg = k.config("", "");
+    assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut versions = std::collections::HashSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let obj = k.secret(SECRET).unwrap();
+                let g = KubeWorld::generation_of(&obj).expect("key matches certificate");
+                let bundle = base64::engine::general_purpose::STANDARD
+                    .decode(obj["data"]["bundle.pem"].as_str().unwrap())
+                    .unwrap();
+                let chain = base64::engine::general_purpose::STANDARD
+                    .decode(obj["data"]["tls.crt"].as_str().unwrap())
+                    .unwrap();
+                assert!(
+                    String::from_utf8_lossy(&bundle)
+                        .contains(String::from_utf8_lossy(&chain).trim()),
+                    "bundle.pem holds another certificate"
+                );
+                versions.insert(g.leaf().fingerprint_sha256.clone());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            versions.len()
+        });
+        for _ in 0..4 {
+            let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
+            assert_eq!(code, 0, "{out}{err}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().unwrap()
+    });
+    assert!(seen >= 2, "the reader saw {seen} generations");
+}
+
+/// Broken state annotations are reported, and reconcile then deletes nothing.
+#[test]
+fn unusable_state_annotations_are_reported_and_no_binding_is_deleted() {
+    let k = KubeWorld::new();
+    let cfg = k.config("", "");
+    assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
+    assert!(k.kube.patch_object(
+        "secrets",
+        NS,
+        SECRET,
+        &json!({"metadata": {"annotations": {"certrot.io/current": "{broken"}}})
+    ));
+    let (code, out, _) = k.certrot(&cfg, &["status", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let st: Value = serde_json::from_str(&out).unwrap();
+    let warning = st[0]["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("annotation certrot.io/current")
+            && warning.contains("secret apps/orders-credentials"),
+        "{out}"
+    );
+    let before = k.w.binding_ids();
+    let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The old binding was not deleted as an orphan (certrot no longer knew it was current).
+    for id in &before {
+        assert!(k.w.binding_ids().contains(id), "{id} deleted");
+    }
+    assert_eq!(
+        k.current_record()["fingerprint_sha256"],
+        k.fingerprint(SECRET)
+    );
+}
+
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
