@@ -447,6 +447,81 @@ fn unusable_state_annotations_are_reported_and_no_binding_is_deleted() {
     );
 }
 
+/// In a pod (KUBERNETES_SERVICE_HOST set) with stderr not a terminal, logs are JSON lines by
+/// default; `--log-format text` overrides; outside a pod they are text.
+#[test]
+fn logs_are_json_in_a_pod_by_default() {
+    let k = KubeWorld::new();
+    let cfg = k.config("", "");
+    let run = |pod: bool, extra: &[&str]| {
+        let mut c = bin();
+        c.args(["--config", cfg.to_str().unwrap()]).args(extra);
+        c.args(["rotate", "--now"]);
+        if pod {
+            c.env("KUBERNETES_SERVICE_HOST", "10.96.0.1");
+        }
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(0));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let json_lines = |err: &str| {
+        err.lines()
+            .filter(|l| !l.trim().is_empty())
+            .all(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["level"].is_string()))
+    };
+    let err = run(true, &[]);
+    assert!(err.contains("renewal decided") && json_lines(&err), "{err}");
+    let err = run(true, &["--log-format", "text"]);
+    assert!(
+        err.contains("renewal decided") && !json_lines(&err),
+        "{err}"
+    );
+    let err = run(false, &[]);
+    assert!(
+        err.contains("renewal decided") && !json_lines(&err),
+        "{err}"
+    );
+}
+
+/// Neither the private key nor the API token appears in the output, even with every
+/// crate's log at TRACE.
+#[test]
+fn no_key_or_token_in_logs_at_trace() {
+    let k = KubeWorld::new();
+    let cfg = k.config("", "");
+    for env in [None, Some("trace")] {
+        let mut c = bin();
+        c.args(["--config", cfg.to_str().unwrap(), "-vvv", "rotate", "--now"]);
+        if let Some(f) = env {
+            c.env("CERTROT_LOG", f);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(0));
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(
+                k.secret(SECRET).unwrap()["data"]["tls.key"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+        let key = String::from_utf8(key).unwrap();
+        let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(!all.contains("PRIVATE KEY"), "{all}");
+        assert!(!all.contains(&body[..40]), "key material in the log");
+        assert!(!all.contains("kube-token"), "API token in the log");
+        assert!(!all.contains("LS0tLS1CRUdJTi"), "base64 PEM in the log");
+        if env.is_some() {
+            // The other crates did log at TRACE (the check above saw their output).
+            assert!(all.contains("sending request to buffer worker"), "{all}");
+        }
+    }
+}
+
 fn wait_until(what: &str, f: impl Fn() -> bool) {
     let start = std::time::Instant::now();
     while !f() {

@@ -25,9 +25,10 @@ pub struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "CERTROT_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Log format on stderr [default: json in a Kubernetes pod when stderr is not a
+    /// terminal, else text].
+    #[arg(long, global = true, value_enum, env = "CERTROT_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// More log output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -179,6 +180,18 @@ pub enum ConfigAction {
     Check,
 }
 
+impl LogFormat {
+    /// JSON where logs go to a collector (a pod: `KUBERNETES_SERVICE_HOST` is set, and
+    /// stderr is not a terminal); text otherwise.
+    pub fn default_for(in_pod: bool, terminal: bool) -> LogFormat {
+        if in_pod && !terminal {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        }
+    }
+}
+
 /// Sets up `tracing` on stderr.
 pub fn init_logging(format: LogFormat, verbose: u8, quiet: u8) {
     let level = match (verbose as i32) - (quiet as i32) {
@@ -204,7 +217,14 @@ pub fn init_logging(format: LogFormat, verbose: u8, quiet: u8) {
 pub fn run(cli: Cli) -> i32 {
     // The demo narrates its own events; its log shows only warnings unless asked.
     let quiet = cli.quiet + u8::from(matches!(cli.command, Command::Demo { .. }));
-    init_logging(cli.log_format, cli.verbose, quiet);
+    let format = cli.log_format.unwrap_or_else(|| {
+        use std::io::IsTerminal;
+        LogFormat::default_for(
+            std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+            std::io::stderr().is_terminal(),
+        )
+    });
+    init_logging(format, cli.verbose, quiet);
     match cli.command {
         Command::Check {
             names,
