@@ -522,6 +522,61 @@ fn no_key_or_token_in_logs_at_trace() {
     }
 }
 
+/// One clear error naming the file or the server, and nothing written: a missing or
+/// garbage kubeconfig, one that turns verification off, a wrong token, a server that is
+/// gone, an oversized answer.
+#[test]
+fn bad_kubeconfig_and_unreachable_or_misbehaving_api_server() {
+    let k = KubeWorld::new();
+    let cfg = k.config("", "");
+    assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
+    let good = std::fs::read_to_string(&k.kubeconfig).unwrap();
+    let secret_before = k.secret(SECRET);
+    let path = k.kubeconfig.display().to_string();
+    let cases: Vec<(String, &str)> = vec![
+        ("not: [yaml".into(), "kubeconfig"),
+        (
+            good.replace(
+                "certificate-authority-data:",
+                "insecure-skip-tls-verify: true\n    x-was:",
+            ),
+            "turns off server certificate verification",
+        ),
+        (good.replace("token: kube-token", "token: wrong"), "401"),
+        (
+            good.replace(&k.kube.url, "https://127.0.0.1:9"),
+            "API server https://127.0.0.1:9",
+        ),
+    ];
+    for (text, want) in cases {
+        std::fs::write(&k.kubeconfig, &text).unwrap();
+        let (code, out, err) = k.certrot(&cfg, &["check"]);
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(out.contains(want), "want {want:?}: {out}");
+        let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            out.contains(want) || err.contains(want),
+            "want {want:?}: {out}{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    std::fs::remove_file(&k.kubeconfig).unwrap();
+    let (code, out, _) = k.certrot(&cfg, &["check"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains(&path), "{out}");
+    // An answer beyond the size limit is refused, not read into memory.
+    std::fs::write(&k.kubeconfig, &good).unwrap();
+    k.kube.oversize_next_reads(1);
+    let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("secret apps/orders-credentials"), "{out}{err}");
+    // Nothing was written meanwhile, and the Secret still works.
+    assert_eq!(k.secret(SECRET), secret_before);
+    let (code, out, _) = k.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "{out}");
+}
+
 fn wait_until(what: &str, f: impl Fn() -> bool) {
     let start = std::time::Instant::now();
     while !f() {

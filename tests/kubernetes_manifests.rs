@@ -52,7 +52,10 @@ fn manifests_are_valid_and_hardened() {
     let o = common::run(&["config", "check", "--config", toml.to_str().unwrap()]);
     let (out, err) = common::text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
-    assert!(out.contains("target secret <default namespace>/orders-credentials"), "{out}");
+    assert!(
+        out.contains("target secret <default namespace>/orders-credentials"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -67,7 +70,10 @@ fn a_broken_manifest_is_caught() {
     // A misspelt field (strict schema), a lost hardening setting, an unlisted manifest.
     let broken = text
         .replace("concurrencyPolicy: Forbid", "concurrencyPolicyy: Forbid")
-        .replace("readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false");
+        .replace(
+            "readOnlyRootFilesystem: true",
+            "readOnlyRootFilesystem: false",
+        );
     std::fs::write(&cronjob, broken).unwrap();
     std::fs::write(
         tmp.path().join("extra.yaml"),

@@ -26,6 +26,8 @@ struct State {
     resource_version: u64,
     /// Writes still to be answered with 409 Conflict.
     conflicts: usize,
+    /// Reads still to be answered with an oversized body.
+    oversized: usize,
     /// `METHOD path` of every request, in order.
     calls: Vec<String>,
 }
@@ -169,6 +171,11 @@ impl KubeServer {
         true
     }
 
+    /// Answers the next `n` reads with a 5 MiB object (a misbehaving server or proxy).
+    pub fn oversize_next_reads(&self, n: usize) {
+        lock(&self.state).oversized = n;
+    }
+
     /// `METHOD path` of every request so far.
     pub fn calls(&self) -> Vec<String> {
         lock(&self.state).calls.clone()
@@ -187,6 +194,17 @@ async fn handle(req: Request<Incoming>, st: &Mutex<State>, token: &str) -> Respo
         .is_some_and(|t| t == token);
     if !authorized {
         return status(401, "Unauthorized", "Unauthorized".into(), "", "");
+    }
+    if method == Method::GET {
+        let mut s = lock(st);
+        if s.oversized > 0 {
+            s.oversized -= 1;
+            let filler = "x".repeat(5 << 20);
+            return reply(
+                200,
+                json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "big"}, "data": {"filler": filler}}),
+            );
+        }
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (kind, ns, name) = match parts.as_slice() {

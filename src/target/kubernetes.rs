@@ -81,7 +81,7 @@ pub enum KubeError {
 }
 
 impl KubeError {
-    fn of(place: &str, action: &'static str, e: kube::Error) -> KubeError {
+    fn of(place: &str, server: &str, action: &'static str, e: kube::Error) -> KubeError {
         match e {
             kube::Error::Api(s) => KubeError::Api {
                 place: place.to_string(),
@@ -90,11 +90,23 @@ impl KubeError {
                 reason: s.reason.clone(),
                 message: s.message.clone(),
             },
-            other => KubeError::Transport {
-                place: place.to_string(),
-                action,
-                message: other.to_string(),
-            },
+            other => {
+                // kube's message is terse ("client error (Connect)"): add the causes.
+                let mut message = other.to_string();
+                let mut cause = std::error::Error::source(&other);
+                while let Some(c) = cause {
+                    let text = c.to_string();
+                    if !message.contains(&text) {
+                        message = format!("{message}: {text}");
+                    }
+                    cause = c.source();
+                }
+                KubeError::Transport {
+                    place: format!("{place} (API server {server})"),
+                    action,
+                    message,
+                }
+            }
         }
     }
 
@@ -109,35 +121,45 @@ impl KubeError {
 
 /// Builds an API client: `kubeconfig` from the target, else `KUBECONFIG`, else the
 /// in-cluster service account. Returns the client and the namespace to use.
-async fn connect(cfg: &KubernetesSecretTarget) -> Result<(kube::Client, String), KubeError> {
+async fn connect(
+    cfg: &KubernetesSecretTarget,
+) -> Result<(kube::Client, String, String), KubeError> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let client_err = |place: String, message: String| KubeError::Client { place, message };
-    let config = match (&cfg.kubeconfig, std::env::var_os("KUBECONFIG")) {
+    let (config, source) = match (&cfg.kubeconfig, std::env::var_os("KUBECONFIG")) {
         (Some(path), _) => {
             let place = path.display().to_string();
             let kc = Kubeconfig::read_from(path)
                 .map_err(|e| client_err(place.clone(), e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            let c = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| client_err(place, e.to_string()))?
+                .map_err(|e| client_err(place.clone(), e.to_string()))?;
+            (c, place)
         }
         (None, Some(env)) => {
             let place = format!("KUBECONFIG={}", env.to_string_lossy());
-            kube::Config::from_kubeconfig(&KubeConfigOptions::default())
+            let c = kube::Config::from_kubeconfig(&KubeConfigOptions::default())
                 .await
-                .map_err(|e| client_err(place, e.to_string()))?
+                .map_err(|e| client_err(place.clone(), e.to_string()))?;
+            (c, place)
         }
-        (None, None) => kube::Config::incluster().map_err(|e| {
-            client_err(
-                "in-cluster service account".into(),
-                format!("{e} (outside a cluster, set `kubeconfig` in the target or KUBECONFIG)"),
-            )
-        })?,
+        (None, None) => {
+            let place = "in-cluster service account".to_string();
+            let c = kube::Config::incluster().map_err(|e| {
+                client_err(
+                    place.clone(),
+                    format!(
+                        "{e} (outside a cluster, set `kubeconfig` in the target or KUBECONFIG)"
+                    ),
+                )
+            })?;
+            (c, place)
+        }
     };
     let mut config = config;
     if config.accept_invalid_certs {
         return Err(client_err(
-            config.cluster_url.to_string(),
+            source,
             "the kubeconfig turns off server certificate verification (insecure-skip-tls-verify); certrot always verifies: give the cluster's CA instead".into(),
         ));
     }
@@ -154,10 +176,10 @@ async fn connect(cfg: &KubernetesSecretTarget) -> Result<(kube::Client, String),
             r.map(|b| http_body_util::Limited::new(b, MAX_RESPONSE_BYTES))
         });
     let client = kube::client::ClientBuilder::try_from(config)
-        .map_err(|e| client_err(url, e.to_string()))?
+        .map_err(|e| client_err(url.clone(), e.to_string()))?
         .with_layer(&limit)
         .build();
-    Ok((client, namespace))
+    Ok((client, namespace, url))
 }
 
 /// The Secret as last read or written, with certrot's state parsed from it.
@@ -172,6 +194,8 @@ struct Seen {
 /// A credential's Secret.
 pub struct SecretTarget {
     cfg: KubernetesSecretTarget,
+    /// The API server's URL, for messages.
+    server: String,
     credential: String,
     namespace: String,
     secrets: Api<Secret>,
@@ -338,15 +362,20 @@ impl SecretTarget {
         cfg: &KubernetesSecretTarget,
         credential: &str,
     ) -> Result<SecretTarget, KubeError> {
-        let (client, namespace) = connect(cfg).await?;
+        let (client, namespace, server) = connect(cfg).await?;
         Ok(SecretTarget {
             cfg: cfg.clone(),
+            server,
             credential: credential.to_string(),
             secrets: Api::namespaced(client.clone(), &namespace),
             leases: Api::namespaced(client, &namespace),
             namespace,
             seen: tokio::sync::Mutex::new(None),
         })
+    }
+
+    fn fail(&self, place: &str, action: &'static str, e: kube::Error) -> KubeError {
+        KubeError::of(place, &self.server, action, e)
     }
 
     /// `secret <namespace>/<name>`, for messages.
@@ -367,7 +396,7 @@ impl SecretTarget {
             .secrets
             .get_opt(&self.cfg.name)
             .await
-            .map_err(|e| KubeError::of(&self.place(), "reading", e))?;
+            .map_err(|e| self.fail(&self.place(), "reading", e))?;
         let parsed = parse_state(
             obj.as_ref().and_then(|o| o.metadata.annotations.as_ref()),
             &self.credential,
@@ -469,7 +498,9 @@ impl SecretTarget {
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     let fresh = self.fetch().await?;
                     if fresh.state != base.state {
-                        *seen = Some(fresh);
+                        // Keep the old view: every later write of this run meets the same
+                        // conflict, so its stale state never overwrites the other run's.
+                        *seen = Some(base);
                         return Err(KubeError::Conflict {
                             place: self.place(),
                             action,
@@ -480,7 +511,7 @@ impl SecretTarget {
                 }
                 Err(e) => {
                     *seen = Some(base);
-                    return Err(KubeError::of(&self.place(), action, e));
+                    return Err(self.fail(&self.place(), action, e));
                 }
             }
         }
@@ -584,7 +615,7 @@ impl SecretTarget {
                 .secrets
                 .get_opt(&name)
                 .await
-                .map_err(|e| KubeError::of(&place, "reading", e))?;
+                .map_err(|e| self.fail(&place, "reading", e))?;
             let mut o = existing.clone().unwrap_or_else(|| Secret {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
@@ -612,7 +643,7 @@ impl SecretTarget {
             match r {
                 Ok(_) => return Ok(()),
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(e) => return Err(KubeError::of(&place, "keeping the previous generation", e)),
+                Err(e) => return Err(self.fail(&place, "keeping the previous generation", e)),
             }
         }
         Err(KubeError::Conflict {
@@ -636,7 +667,7 @@ impl SecretTarget {
             .secrets
             .get_opt(&name)
             .await
-            .map_err(|e| KubeError::of(&place, "reading", e))?
+            .map_err(|e| self.fail(&place, "reading", e))?
             .filter(has_generation)
             .ok_or_else(|| {
                 no_previous(
@@ -675,7 +706,7 @@ impl SecretTarget {
             .secrets
             .get_opt(&name)
             .await
-            .map_err(|e| KubeError::of(&place, "reading", e))?
+            .map_err(|e| self.fail(&place, "reading", e))?
         else {
             return Ok(());
         };
@@ -687,7 +718,7 @@ impl SecretTarget {
             match self.secrets.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(KubeError::of(&place, "deleting", e)),
+                Err(e) => return Err(self.fail(&place, "deleting", e)),
             }
             tracing::info!(secret = %place, "removed the previous generation: its binding is retired");
         }
@@ -717,7 +748,7 @@ impl SecretTarget {
                 .leases
                 .get_opt(&name)
                 .await
-                .map_err(|e| KubeError::of(&place, "reading", e))?;
+                .map_err(|e| self.fail(&place, "reading", e))?;
             let now = OffsetDateTime::now_utc();
             let busy = existing.as_ref().and_then(|l| {
                 let spec = l.spec.as_ref()?;
@@ -774,7 +805,7 @@ impl SecretTarget {
                 Ok(_) => return Ok(Ok(LeaseGuard { name, holder })),
                 // Someone took it between our read and write: look again.
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(e) => return Err(KubeError::of(&place, "taking the lease", e)),
+                Err(e) => return Err(self.fail(&place, "taking the lease", e)),
             }
         }
     }
