@@ -404,18 +404,35 @@ pub fn write_textfile(path: &std::path::Path, m: &Metrics) -> Result<(), String>
 }
 
 /// Pushes the metrics to a Pushgateway: `PUT <url>/metrics/job/certrot/instance/<host>`.
-pub async fn push(url: &str, m: &Metrics) -> Result<(), String> {
+pub async fn push(url: &str, instance: Option<&str>, m: &Metrics) -> Result<(), String> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(format!("--push-gateway {url:?}: not an http(s) URL"));
     }
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
+    let host = match instance {
+        Some(i) => i.to_string(),
+        None => rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned(),
+    };
+    // Plain when safe in a path; else the Pushgateway's base64 form (URL-safe alphabet).
+    let instance = if !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+    {
+        format!("instance/{host}")
+    } else {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(host.as_bytes());
+        format!(
+            "instance@base64/{}",
+            if b64.is_empty() { "=".into() } else { b64 }
+        )
+    };
     let target = format!(
-        "{}/metrics/job/certrot/instance/{}",
-        url.trim_end_matches('/'),
-        form_urlencoded::byte_serialize(host.as_bytes()).collect::<String>()
+        "{}/metrics/job/certrot/{instance}",
+        url.trim_end_matches('/')
     );
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))

@@ -759,6 +759,8 @@ fn one_shot_metrics_file_and_push_gateway() {
             file.to_str().unwrap(),
             "--push-gateway",
             &gw_url,
+            "--push-instance",
+            "cron job/apps",
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
@@ -779,7 +781,7 @@ fn one_shot_metrics_file_and_push_gateway() {
     assert!(!text.contains("# EOF"));
     let (line, body) = pushed.join().unwrap();
     assert!(
-        line.starts_with("PUT /metrics/job/certrot/instance/"),
+        line.starts_with("PUT /metrics/job/certrot/instance@base64/Y3JvbiBqb2IvYXBwcw "),
         "{line}"
     );
     assert_eq!(body, text);

@@ -63,6 +63,10 @@ pub enum Command {
         /// Push the metrics to this Pushgateway afterwards (job "certrot", instance = host).
         #[arg(long)]
         push_gateway: Option<String>,
+        /// The Pushgateway `instance` label instead of the host name (a CronJob's pods are
+        /// named anew for every run).
+        #[arg(long, env = "CERTROT_PUSH_INSTANCE")]
+        push_instance: Option<String>,
     },
     /// Table of every credential: client id, expiry, renewal time, last rotation, health.
     Status {
@@ -115,6 +119,10 @@ pub enum Command {
         /// Push the metrics to this Pushgateway afterwards (job "certrot", instance = host).
         #[arg(long)]
         push_gateway: Option<String>,
+        /// The Pushgateway `instance` label instead of the host name (a CronJob's pods are
+        /// named anew for every run).
+        #[arg(long, env = "CERTROT_PUSH_INSTANCE")]
+        push_instance: Option<String>,
     },
     /// The daemon: renew on schedule, serve /metrics, /healthz, /readyz (systemd Type=notify).
     Run,
@@ -232,6 +240,7 @@ pub fn run(cli: Cli) -> i32 {
             validate,
             metrics_file,
             push_gateway,
+            push_instance,
         } => cmd_check(
             &cli.config,
             &names,
@@ -240,6 +249,7 @@ pub fn run(cli: Cli) -> i32 {
             &rotate::MetricsOut {
                 file: metrics_file,
                 push_gateway,
+                push_instance,
             },
         ),
         Command::Status { json } => cmd_status(&cli.config, json),
@@ -261,6 +271,7 @@ pub fn run(cli: Cli) -> i32 {
             parallel,
             metrics_file,
             push_gateway,
+            push_instance,
         } => rotate::run(
             &cli.config,
             &names,
@@ -275,6 +286,7 @@ pub fn run(cli: Cli) -> i32 {
             &rotate::MetricsOut {
                 file: metrics_file,
                 push_gateway,
+                push_instance,
             },
         ),
         Command::Run => crate::daemon::run(&cli.config),

@@ -16,6 +16,8 @@ pub struct MetricsOut {
     pub file: Option<std::path::PathBuf>,
     /// Pushgateway base URL.
     pub push_gateway: Option<String>,
+    /// Its `instance` label (default: the host name).
+    pub push_instance: Option<String>,
 }
 
 impl MetricsOut {
@@ -51,7 +53,7 @@ pub(super) async fn emit_metrics(
         crate::health::write_textfile(f, &m)?;
     }
     if let Some(u) = &out.push_gateway {
-        crate::health::push(u, &m).await?;
+        crate::health::push(u, out.push_instance.as_deref(), &m).await?;
     }
     Ok(())
 }
