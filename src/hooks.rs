@@ -17,6 +17,8 @@ const MAX_HOOK_OUTPUT: u64 = 64 * 1024;
 pub struct HookEnv {
     pub credential: String,
     pub target: PathBuf,
+    /// The target is a directory: `CERTROT_CERT`, `CERTROT_KEY`, `CERTROT_BUNDLE` name files.
+    pub files: bool,
     pub not_after: String,
     /// `success` or `failure`.
     pub result: &'static str,
@@ -25,15 +27,20 @@ pub struct HookEnv {
 impl HookEnv {
     fn vars(&self) -> Vec<(&'static str, String)> {
         let file = |n: &str| self.target.join(n).display().to_string();
-        vec![
+        let mut vars = vec![
             ("CERTROT_CREDENTIAL", self.credential.clone()),
             ("CERTROT_TARGET", self.target.display().to_string()),
-            ("CERTROT_CERT", file("cert.pem")),
-            ("CERTROT_KEY", file("key.pem")),
-            ("CERTROT_BUNDLE", file("bundle.pem")),
             ("CERTROT_NOT_AFTER", self.not_after.clone()),
             ("CERTROT_RESULT", self.result.to_string()),
-        ]
+        ];
+        if self.files {
+            vars.extend([
+                ("CERTROT_CERT", file("cert.pem")),
+                ("CERTROT_KEY", file("key.pem")),
+                ("CERTROT_BUNDLE", file("bundle.pem")),
+            ]);
+        }
+        vars
     }
 }
 

@@ -965,6 +965,7 @@ impl Rotator {
         let env = crate::hooks::HookEnv {
             credential: cred.name.clone(),
             target: w.backend.hook_target(),
+            files: w.backend.has_files(),
             not_after: short_time(g.leaf().not_after),
             result: "success",
         };
@@ -1084,6 +1085,7 @@ impl Rotator {
         let env = crate::hooks::HookEnv {
             credential: w.cred.name.clone(),
             target: w.backend.hook_target(),
+            files: w.backend.has_files(),
             not_after: String::new(),
             result: "failure",
         };

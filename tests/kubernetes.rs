@@ -176,8 +176,21 @@ fn first_rotation_creates_the_secret_and_a_run_not_due_writes_nothing() {
 #[test]
 fn retirement_on_a_later_run_removes_the_previous_secret() {
     let k = KubeWorld::new();
-    let cfg = k.config("", "retire_after = \"1s\"");
+    let env_file = k.w.root().join("hook-env");
+    let hook = format!(
+        "[[credential.hook]]\nexec = [\"/bin/sh\", \"-c\", \"env | grep ^CERTROT_ | sort > {}\"]",
+        env_file.display()
+    );
+    let cfg = k.config(&hook, "retire_after = \"1s\"");
     assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
+    // Hooks learn the Secret, and no file names (there are none).
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(
+        env.contains("CERTROT_TARGET=secret apps/orders-credentials\n"),
+        "{env}"
+    );
+    assert!(env.contains("CERTROT_RESULT=success"), "{env}");
+    assert!(!env.contains("CERTROT_CERT="), "{env}");
     let first = k.fingerprint(SECRET);
     let first_binding = k.current_record()["binding_id"].clone();
     let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);

@@ -72,6 +72,11 @@ impl Backend {
         PathBuf::from(self.describe())
     }
 
+    /// True for a directory target (its files can be named to hooks).
+    pub fn has_files(&self) -> bool {
+        matches!(self, Backend::Directory { .. })
+    }
+
     /// Takes the credential's lock (`wait`: until it is free).
     pub async fn lock(&self, credential: &str, wait: bool) -> Result<Guard, LockError> {
         match self {
