@@ -26,6 +26,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
+/// Whether certrot still lacks track of the credential's bindings after its state was
+/// lost (`unknown_since`): until a generation committed since then has been current for
+/// `retire_after`, an unknown binding may be the one a consumer still uses. Clears the mark
+/// once that has passed.
+pub fn settle_tracking(state: &mut State, cred: &Credential, now: OffsetDateTime) -> bool {
+    let Some(since) = state.unknown_since else {
+        return false;
+    };
+    let settled = state.current.as_ref().is_some_and(|c| {
+        c.committed_at >= since && now >= c.committed_at + cred.policy.retire_after.to_time()
+    });
+    if settled {
+        state.unknown_since = None;
+    }
+    !settled
+}
+
 /// Labels every binding certrot creates carries.
 pub const LABEL_MANAGED_BY: (&str, &str) = ("managed_by", "certrot");
 /// Label naming the credential a binding belongs to.
@@ -383,6 +400,12 @@ pub struct Rotator {
     pub retry_base: std::time::Duration,
 }
 
+/// Whether a failed commit may have landed after all.
+enum CommitUnknown {
+    No,
+    Yes,
+}
+
 /// What a run of the pipeline carries between steps.
 struct Work<'a> {
     cred: &'a Credential,
@@ -393,6 +416,8 @@ struct Work<'a> {
     state: State,
     /// Another run changed the state before this one created anything: decide again.
     redecide: bool,
+    /// The commit's outcome is unknown: the intent must outlive this run.
+    keep_pending: bool,
     reconciled: Vec<String>,
     retired: Vec<String>,
     retire_errors: Vec<String>,
@@ -406,6 +431,7 @@ impl<'a> Work<'a> {
             backend,
             state,
             redecide: false,
+            keep_pending: false,
             reconciled: Vec::new(),
             retired: Vec::new(),
             retire_errors: Vec::new(),
@@ -508,8 +534,8 @@ impl Rotator {
             let mut w = Work::new(cred, &backend, loaded.state);
             if let Some((p, why)) = loaded.set_aside {
                 tracing::warn!(credential = %cred.name, path = %p.display(), "state set aside: {why}");
-                w.state_lost = true;
             }
+            w.state_lost = settle_tracking(&mut w.state, cred, OffsetDateTime::now_utc());
             let outcome = self.pipeline(&mut w, opts).await;
             if w.redecide && attempt < 3 {
                 tracing::info!(credential = %cred.name, "another run changed the state before this one created anything; deciding again");
@@ -792,13 +818,18 @@ impl Rotator {
         }
         // Then the target, then the state.
         let now = OffsetDateTime::now_utc();
-        let dir = match w.backend.commit(&g, now).await {
+        let dir = match self.commit_outcome(w, &g, &new_fp, now).await {
             Ok(d) => d,
-            Err(e) => {
-                let f = failure(Step::Commit, "write-failed", e.to_string());
+            Err((f, CommitUnknown::No)) => {
                 return self
                     .record_failure(w, f, Some((binding.id.clone(), Some(new_fp))), critical_at)
                     .await;
+            }
+            Err((f, CommitUnknown::Yes)) => {
+                // Maybe live: the binding stays, and the intent (binding id + fingerprint)
+                // stays for the next run to adopt or reconcile.
+                w.keep_pending = true;
+                return self.record_failure(w, f, None, critical_at).await;
             }
         };
         tracing::info!(credential = %cred.name, generation = %dir, not_after = %short_time(g.leaf().not_after), event = "committed", "committed");
@@ -887,15 +918,49 @@ impl Rotator {
         }
         // 7. commit
         let now = OffsetDateTime::now_utc();
-        let dir = match w.backend.commit(&g, now).await {
+        let fp = g.leaf().fingerprint_sha256.clone();
+        let dir = match self.commit_outcome(w, &g, &fp, now).await {
             Ok(d) => d,
-            Err(e) => {
-                let f = failure(Step::Commit, "write-failed", e.to_string());
-                return self.record_failure(w, f, None, critical_at).await;
-            }
+            Err((f, _)) => return self.record_failure(w, f, None, critical_at).await,
         };
         tracing::info!(credential = %cred.name, generation = %dir, not_after = %short_time(g.leaf().not_after), event = "committed", "committed");
         self.after_commit(w, reason, &g, dir, None, opts, now).await
+    }
+
+    /// Commits `g`; when the target answers an error, looks again: a write that landed
+    /// anyway (a lost answer) is a commit, and when even that cannot be read the outcome is
+    /// unknown (the caller must not delete the binding of a generation that may be live).
+    async fn commit_outcome(
+        &self,
+        w: &Work<'_>,
+        g: &Generation,
+        fingerprint: &str,
+        now: OffsetDateTime,
+    ) -> Result<String, (Failure, CommitUnknown)> {
+        let e = match w.backend.commit(g, now).await {
+            Ok(d) => return Ok(d),
+            Err(e) => e,
+        };
+        match w.backend.shows(fingerprint).await {
+            Ok(Some(d)) => {
+                tracing::warn!(credential = %w.cred.name, "the commit answered an error ({e}), but the target holds the new generation: it is committed");
+                Ok(d)
+            }
+            Ok(None) => Err((
+                failure(Step::Commit, "write-failed", e.to_string()),
+                CommitUnknown::No,
+            )),
+            Err(again) => Err((
+                failure(
+                    Step::Commit,
+                    "write-unknown",
+                    format!(
+                        "{e}; whether it landed is unknown ({again}): the next run adopts or removes it"
+                    ),
+                ),
+                CommitUnknown::Yes,
+            )),
+        }
     }
 
     /// Steps 7 (state) to 9 after the target commit: the new current record, the replaced
@@ -1006,7 +1071,11 @@ impl Rotator {
                 .await
                 .map_err(|f| f.message)?;
             let mut w = Work::new(cred, &backend, loaded.state);
-            w.state_lost = loaded.set_aside.is_some();
+            w.state_lost = settle_tracking(&mut w.state, cred, OffsetDateTime::now_utc());
+            // Without an exclusive lock, a one-shot run may be creating a binding right now.
+            if !backend.exclusive() {
+                return Ok(Vec::new());
+            }
             // Another run's intent is not an orphan's.
             if let Some(p) = &w.state.pending
                 && backend.pending_in_flight(p, OffsetDateTime::now_utc())
@@ -1059,10 +1128,11 @@ impl Rotator {
             }
         }
         // An intent whose binding is unknown stays for reconcile; otherwise it is done.
-        if w.state
-            .pending
-            .as_ref()
-            .is_some_and(|p| p.binding_id.is_some())
+        if !w.keep_pending
+            && w.state
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.binding_id.is_some())
         {
             w.state.pending = None;
         }
@@ -1133,7 +1203,7 @@ impl Rotator {
         clear_pending: bool,
     ) -> Result<(), Failure> {
         if w.state_lost {
-            tracing::warn!(credential = %w.cred.name, "reconcile skipped: the state file was unreadable, so which bindings are current or retiring is unknown; delete orphans by hand (label certrot_credential)");
+            tracing::warn!(credential = %w.cred.name, "reconcile skipped: the state was unusable and set aside, so which bindings are current or retiring is unknown (until a new generation has been current for retire_after); delete orphans by hand (label certrot_credential)");
             return Ok(());
         }
         let labels = format!(

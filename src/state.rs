@@ -32,6 +32,11 @@ pub struct State {
     pub pending: Option<PendingRecord>,
     /// Bindings of replaced (or failed) generations, deleted at their deadline.
     pub retiring: Vec<RetiringRecord>,
+    /// When certrot lost track of this credential (its state was unusable and set aside):
+    /// until a generation committed since then has been current for `retire_after`, which
+    /// bindings are live is unknown, and reconcile deletes nothing.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub unknown_since: Option<OffsetDateTime>,
 }
 
 /// The intent of a rotation in flight.
@@ -197,7 +202,8 @@ impl StateStore {
                 set_aside: Some((path, problem)),
             });
         }
-        let stamp = OffsetDateTime::now_utc().unix_timestamp();
+        let now = OffsetDateTime::now_utc();
+        let stamp = now.unix_timestamp();
         let aside = self.dir.join(format!("{credential}.json.corrupt-{stamp}"));
         std::fs::rename(&path, &aside).map_err(|source| StateError::Io {
             path: path.clone(),
@@ -212,7 +218,10 @@ impl StateStore {
             "state file was unusable and has been set aside"
         );
         Ok(Loaded {
-            state: fresh,
+            state: State {
+                unknown_since: Some(now),
+                ..fresh
+            },
             set_aside: Some((aside, problem)),
         })
     }

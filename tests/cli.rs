@@ -166,7 +166,18 @@ fn import_round_trip_status_and_rollback() {
     );
     assert!(out.contains("orders      sb-orders!t7"), "{out}");
 
+    // Checked first: this credential's token endpoint does not answer, so nothing switches.
     let o = run(&["--config", &w.config, "rollback", "orders"]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("the previous generation fails its token check, nothing was switched"),
+        "{err}"
+    );
+    let o = run(&["--config", &w.config, "check", "orders", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["credentials"][0]["serial"], serial(&i2).as_str());
+    let o = run(&["--config", &w.config, "rollback", "orders", "--no-validate"]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let o = run(&["--config", &w.config, "check", "orders", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -245,6 +256,7 @@ fn no_secret_reaches_output_at_trace_level() {
             &w.config,
             "rollback",
             "orders",
+            "--no-validate",
         ],
     ] {
         let o = run(&args);

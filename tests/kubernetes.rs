@@ -219,8 +219,10 @@ fn rollback_swaps_the_secret_and_its_previous() {
     assert!(err.contains("no previous generation"), "{err}");
     assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
     let first = k.fingerprint(SECRET);
+    let first_binding = k.current_record()["binding_id"].clone();
     assert_eq!(k.certrot(&cfg, &["rotate", "--now"]).0, 0);
     let second = k.fingerprint(SECRET);
+    let second_binding = k.current_record()["binding_id"].clone();
     assert_ne!(first, second);
     let (code, out, err) = k.certrot(&cfg, &["rollback", "orders"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -230,6 +232,15 @@ fn rollback_swaps_the_secret_and_its_previous() {
     let current = k.current_record();
     assert_eq!(current["source"], "rollback");
     assert_eq!(current["fingerprint_sha256"], first);
+    // The restored generation's binding is current again (no longer due for deletion); the
+    // one rolled away from waits for retirement.
+    assert_eq!(current["binding_id"], first_binding);
+    let retiring: Value =
+        serde_json::from_str(&k.annotation(SECRET, "certrot.io/retiring").unwrap()).unwrap();
+    let queued: Vec<&Value> = retiring.as_array().unwrap().iter().collect();
+    assert_eq!(queued.len(), 1, "{retiring}");
+    assert_eq!(queued[0]["binding_id"], second_binding);
+    assert_eq!(queued[0]["reason"], "rolled-back");
     // The rolled-back generation still works.
     let (code, out, _) = k.certrot(&cfg, &["check", "--validate"]);
     assert_eq!(code, 0, "{out}");
@@ -279,6 +290,30 @@ fn a_conflict_during_the_commit_is_reread_and_nothing_is_lost() {
     );
     assert!(k.annotation(SECRET, "certrot.io/pending").is_none());
     assert_eq!(k.w.binding_ids().len(), 2, "one rotation: replaced + new");
+}
+
+/// The API server stores the commit but the answer is lost (500): certrot reads the Secret
+/// again, finds its certificate there, and completes the rotation instead of deleting the
+/// binding of the credential that is now live.
+#[test]
+fn a_commit_whose_answer_is_lost_is_recognised() {
+    let k = KubeWorld::new();
+    let cfg = k.config("", "");
+    assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
+    let old_binding = k.current_record()["binding_id"].clone();
+    k.kube.lose_answer_to_data_write(SECRET);
+    let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(rotated(&out), "{out}");
+    let current = k.current_record();
+    assert_eq!(current["fingerprint_sha256"], k.fingerprint(SECRET));
+    assert_ne!(current["binding_id"], old_binding);
+    assert!(
+        k.w.binding_ids()
+            .contains(&current["binding_id"].as_str().unwrap().to_string())
+    );
+    let (code, out, _) = k.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "the live credential works: {out}");
 }
 
 /// Two one-shot runs at once on an empty Secret: exactly one rotation and one binding.
@@ -450,14 +485,25 @@ fn unusable_state_annotations_are_reported_and_no_binding_is_deleted() {
     let before = k.w.binding_ids();
     let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 0, "{out}{err}");
-    // The old binding was not deleted as an orphan (certrot no longer knew it was current).
-    for id in &before {
-        assert!(k.w.binding_ids().contains(id), "{id} deleted");
+    // The broken values are kept aside, not lost.
+    let aside: Value =
+        serde_json::from_str(&k.annotation(SECRET, "certrot.io/unusable-state").unwrap()).unwrap();
+    assert_eq!(aside["certrot.io/current"], "{broken");
+    assert!(k.annotation(SECRET, "certrot.io/unknown-since").is_some());
+    // The old binding was not deleted as an orphan (certrot no longer knew it was current),
+    // neither by this run nor by the next ones: which bindings consumers use stays unknown
+    // until a generation committed since has been current for retire_after.
+    for _ in 0..2 {
+        for id in &before {
+            assert!(k.w.binding_ids().contains(id), "{id} deleted");
+        }
+        assert_eq!(
+            k.current_record()["fingerprint_sha256"],
+            k.fingerprint(SECRET)
+        );
+        let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
+        assert_eq!(code, 0, "{out}{err}");
     }
-    assert_eq!(
-        k.current_record()["fingerprint_sha256"],
-        k.fingerprint(SECRET)
-    );
 }
 
 /// In a pod (KUBERNETES_SERVICE_HOST set) with stderr not a terminal, logs are JSON lines by
@@ -580,10 +626,29 @@ fn bad_kubeconfig_and_unreachable_or_misbehaving_api_server() {
     assert!(out.contains(&path), "{out}");
     // An answer beyond the size limit is refused, not read into memory.
     std::fs::write(&k.kubeconfig, &good).unwrap();
-    k.kube.oversize_next_reads(1);
+    let big =
+        json!({"kind": "Secret", "metadata": {"name": "big"}, "data": {"x": "x".repeat(5 << 20)}});
+    k.kube.answer_next_reads(1, &big.to_string());
     let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("secret apps/orders-credentials"), "{out}{err}");
+    // An answer that is not JSON is an error too, and its body (which could hold a key)
+    // is not logged, even at TRACE.
+    let marker = "-----BEGIN PRIVATE KEY----- not-json-marker";
+    k.kube.answer_next_reads(1, marker);
+    let o = bin()
+        .args(["--config", cfg.to_str().unwrap(), "-vvv", "rotate", "--now"])
+        .env("CERTROT_LOG", "trace")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(1), "{all}");
+    assert!(all.contains("secret apps/orders-credentials"), "{all}");
+    assert!(!all.contains("not-json-marker"), "{all}");
     // Nothing was written meanwhile, and the Secret still works.
     assert_eq!(k.secret(SECRET), secret_before);
     let (code, out, _) = k.certrot(&cfg, &["check", "--validate"]);

@@ -11,6 +11,8 @@ use crate::target::{Backend, Current, Guard};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use time::OffsetDateTime;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Exit code for usage and configuration errors.
 pub const EXIT_USAGE: i32 = 2;
@@ -126,11 +128,15 @@ pub enum Command {
     },
     /// The daemon: renew on schedule, serve /metrics, /healthz, /readyz (systemd Type=notify).
     Run,
-    /// Switch a credential back to its previous generation (inspected first).
+    /// Switch a credential back to its previous generation (inspected and token-checked
+    /// first; its binding becomes current again, the one rolled away from is retired later).
     Rollback {
         name: String,
         #[arg(long)]
         wait: bool,
+        /// Switch without the token check.
+        #[arg(long)]
+        no_validate: bool,
     },
     /// Configuration commands.
     Config {
@@ -211,13 +217,18 @@ pub fn init_logging(format: LogFormat, verbose: u8, quiet: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CERTROT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("certrot={level},warn")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // kube-client logs whole response bodies (a Secret's private key) at WARN when it cannot
+    // parse them: only its errors pass, whatever CERTROT_LOG says.
+    let cap = tracing_subscriber::filter::filter_fn(|m| {
+        !m.target().starts_with("kube_client") || *m.level() <= tracing::Level::ERROR
+    });
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter).with(cap);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => registry.with(layer).try_init(),
+        LogFormat::Json => registry.with(layer.json()).try_init(),
     };
 }
 
@@ -259,7 +270,11 @@ pub fn run(cli: Cli) -> i32 {
             wait,
             no_validate,
         } => cmd_import(&cli.config, &name, &service_key, wait, !no_validate),
-        Command::Rollback { name, wait } => cmd_rollback(&cli.config, &name, wait),
+        Command::Rollback {
+            name,
+            wait,
+            no_validate,
+        } => cmd_rollback(&cli.config, &name, wait, !no_validate),
         Command::Rotate {
             names,
             if_due: _,
@@ -677,14 +692,27 @@ pub fn read_input(path: &std::path::Path) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn cmd_rollback(config_path: &std::path::Path, name: &str, wait: bool) -> i32 {
+fn cmd_rollback(config_path: &std::path::Path, name: &str, wait: bool, validate: bool) -> i32 {
     with_locked(config_path, name, wait, async |cred, backend| {
-        rollback(cred, backend).await
+        rollback(cred, backend, validate).await
     })
 }
 
-async fn rollback(cred: &crate::config::Credential, backend: &Backend) -> i32 {
+async fn rollback(cred: &crate::config::Credential, backend: &Backend, validate: bool) -> i32 {
     let name = &cred.name;
+    if validate {
+        let checked = match backend.previous().await {
+            Ok(g) => crate::check::validate(cred, &g)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("the previous generation fails its token check, nothing was switched: {e} (--no-validate switches anyway)")),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = checked {
+            eprintln!("certrot: rollback {name}: {e}");
+            return 1;
+        }
+    }
     let now = OffsetDateTime::now_utc();
     let (from, to, g) = match backend.rollback().await {
         Ok(x) => x,
@@ -702,15 +730,7 @@ async fn rollback(cred: &crate::config::Credential, backend: &Backend) -> i32 {
     let saved = match backend.load_state(name, true).await {
         Ok(l) => {
             let mut state = l.state;
-            state.current = Some(CurrentRecord {
-                serial: g.leaf().serial.clone(),
-                fingerprint_sha256: g.leaf().fingerprint_sha256.clone(),
-                not_after: g.leaf().not_after,
-                generation: Some(to.clone()),
-                binding_id: None,
-                committed_at: now,
-                source: "rollback".into(),
-            });
+            rolled_back(&mut state, cred, &g, &to, now);
             backend.save_state(&state).await
         }
         Err(e) => Err(e),
@@ -725,4 +745,52 @@ async fn rollback(cred: &crate::config::Credential, backend: &Backend) -> i32 {
         short_time(g.leaf().not_after)
     );
     0
+}
+
+/// The state after a rollback to `g`: its binding leaves the retirement queue and is current
+/// again; the binding rolled away from is queued for retirement after `retire_after`.
+pub fn rolled_back(
+    state: &mut crate::state::State,
+    cred: &crate::config::Credential,
+    g: &crate::generation::Generation,
+    generation: &str,
+    now: OffsetDateTime,
+) {
+    let fp = &g.leaf().fingerprint_sha256;
+    let restored = state
+        .retiring
+        .iter()
+        .position(|r| r.fingerprint_sha256.as_ref() == Some(fp))
+        .map(|i| state.retiring.remove(i));
+    let manager = match &cred.issuer {
+        Some(crate::config::Issuer::ServiceManager(i)) => Some(i.service_manager.clone()),
+        _ => restored.as_ref().map(|r| r.service_manager.clone()),
+    };
+    if let Some(old) = state.current.take()
+        && let Some(id) = old.binding_id
+        && restored.as_ref().map(|r| &r.binding_id) != Some(&id)
+    {
+        match &manager {
+            Some(sm) => state.retiring.push(crate::state::RetiringRecord {
+                binding_id: id,
+                service_manager: sm.clone(),
+                fingerprint_sha256: Some(old.fingerprint_sha256),
+                retire_at: now + cred.policy.retire_after.to_time(),
+                reason: "rolled-back".into(),
+                attempts: 0,
+            }),
+            None => {
+                tracing::warn!(credential = %cred.name, binding = %id, "the binding rolled away from is not queued for retirement (no Service Manager is known for it); delete it by hand")
+            }
+        }
+    }
+    state.current = Some(CurrentRecord {
+        serial: g.leaf().serial.clone(),
+        fingerprint_sha256: fp.clone(),
+        not_after: g.leaf().not_after,
+        generation: Some(generation.to_string()),
+        binding_id: restored.map(|r| r.binding_id),
+        committed_at: now,
+        source: "rollback".into(),
+    });
 }

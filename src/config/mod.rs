@@ -930,10 +930,15 @@ impl RawConfig {
             for b in &credentials[..i] {
                 let field = match (&a.target, &b.target) {
                     (Target::Directory(ta), Target::Directory(tb)) if ta.path == tb.path => "path",
+                    // Each uses <name> and <name>-previous; no Secret may be both's.
                     (Target::KubernetesSecret(ka), Target::KubernetesSecret(kb))
-                        if ka.name == kb.name
-                            && ka.namespace == kb.namespace
-                            && ka.kubeconfig == kb.kubeconfig =>
+                        if ka.namespace == kb.namespace
+                            && ka.kubeconfig == kb.kubeconfig
+                            && crate::target::kubernetes::secret_names(&ka.name)
+                                .iter()
+                                .any(|n| {
+                                    crate::target::kubernetes::secret_names(&kb.name).contains(n)
+                                }) =>
                     {
                         "name"
                     }

@@ -26,8 +26,11 @@ struct State {
     resource_version: u64,
     /// Writes still to be answered with 409 Conflict.
     conflicts: usize,
-    /// Reads still to be answered with an oversized body.
-    oversized: usize,
+    /// Reads still to be answered with this body (status 200) instead of the object.
+    odd_reads: (usize, String),
+    /// Object whose next replace that changes its `data` is applied, then answered with 500
+    /// (an answer lost on the way back).
+    lose_answer: Option<String>,
     /// `METHOD path` of every request, in order.
     calls: Vec<String>,
 }
@@ -171,9 +174,16 @@ impl KubeServer {
         true
     }
 
-    /// Answers the next `n` reads with a 5 MiB object (a misbehaving server or proxy).
-    pub fn oversize_next_reads(&self, n: usize) {
-        lock(&self.state).oversized = n;
+    /// Applies the next replace of object `name` that changes its `data` but answers it
+    /// with 500 Internal Error, as when the answer is lost after etcd stored the write.
+    pub fn lose_answer_to_data_write(&self, name: &str) {
+        lock(&self.state).lose_answer = Some(name.to_string());
+    }
+
+    /// Answers the next `n` reads with `body` and status 200 (a misbehaving server or
+    /// proxy: an oversized object, text that is not JSON).
+    pub fn answer_next_reads(&self, n: usize, body: &str) {
+        lock(&self.state).odd_reads = (n, body.to_string());
     }
 
     /// `METHOD path` of every request so far.
@@ -197,13 +207,14 @@ async fn handle(req: Request<Incoming>, st: &Mutex<State>, token: &str) -> Respo
     }
     if method == Method::GET {
         let mut s = lock(st);
-        if s.oversized > 0 {
-            s.oversized -= 1;
-            let filler = "x".repeat(5 << 20);
-            return reply(
-                200,
-                json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "big"}, "data": {"filler": filler}}),
+        if s.odd_reads.0 > 0 {
+            s.odd_reads.0 -= 1;
+            let mut r = Response::new(Full::new(Bytes::from(s.odd_reads.1.clone())));
+            r.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("application/json"),
             );
+            return r;
         }
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -415,6 +426,16 @@ async fn handle(req: Request<Incoming>, st: &Mutex<State>, token: &str) -> Respo
             }
             o["metadata"]["resourceVersion"] = json!(s.resource_version.to_string());
             s.objects.insert(key(n), o.clone());
+            if s.lose_answer.as_deref() == Some(n) && o["data"] != current["data"] {
+                s.lose_answer = None;
+                return status(
+                    500,
+                    "InternalError",
+                    "Internal error occurred: etcdserver: request timed out".into(),
+                    kind,
+                    n,
+                );
+            }
             reply(200, o)
         }
         (&Method::DELETE, Some(n)) => match s.objects.remove(&key(n)) {

@@ -475,9 +475,9 @@ impl DirectoryTarget {
         fsync_dir(self.path()).map_err(io(self.path(), "syncing"))
     }
 
-    /// Switches `..data` back to the newest generation older than the current one, after
-    /// inspecting it. Returns (from, to) directory names and the generation switched to.
-    pub fn rollback(&self) -> Result<(String, String, Generation), TargetError> {
+    /// The generation `rollback` would switch to: (current, previous directory names, its
+    /// generation, inspected).
+    pub fn previous(&self) -> Result<(String, String, Generation), TargetError> {
         self.ensure_safe_dir(false)?;
         let Some(current) = self.current_dir_name()? else {
             return Err(TargetError::NoPrevious {
@@ -496,6 +496,13 @@ impl DirectoryTarget {
             });
         };
         let g = self.read_generation(&previous)?;
+        Ok((current, previous, g))
+    }
+
+    /// Switches `..data` back to the newest generation older than the current one, after
+    /// inspecting it. Returns (from, to) directory names and the generation switched to.
+    pub fn rollback(&self) -> Result<(String, String, Generation), TargetError> {
+        let (current, previous, g) = self.previous()?;
         self.switch_data(&previous)?;
         Ok((current, previous, g))
     }

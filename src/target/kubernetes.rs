@@ -48,6 +48,11 @@ pub fn is_dns_subdomain(name: &str) -> bool {
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
 
+/// The Secrets a target named `name` uses: itself and its `-previous` copy.
+pub fn secret_names(name: &str) -> [String; 2] {
+    [name.to_string(), format!("{name}{PREVIOUS_SUFFIX}")]
+}
+
 /// True for a DNS-1123 label (namespace names).
 pub fn is_dns_label(name: &str) -> bool {
     name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name)
@@ -231,6 +236,32 @@ fn to_offset(t: &MicroTime) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(t.0.as_nanosecond()).ok()
 }
 
+/// Where unusable state annotations are kept (as a JSON object) when certrot's are rewritten.
+pub const UNUSABLE_ANNOTATION: &str = "certrot.io/unusable-state";
+
+/// certrot's part of a Secret: its `certrot.io/` annotations and the certificate. A change
+/// in it between a read and a write means another certrot run (or an operator's rollback).
+fn ours(obj: &Option<Secret>) -> (BTreeMap<String, String>, Vec<u8>) {
+    let Some(o) = obj else {
+        return (BTreeMap::new(), Vec::new());
+    };
+    let ann = o
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX) && k.as_str() != UNUSABLE_ANNOTATION)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let crt = o
+        .data
+        .as_ref()
+        .and_then(|d| d.get("tls.crt"))
+        .map(|v| v.0.clone())
+        .unwrap_or_default();
+    (ann, crt)
+}
+
 /// The state as annotations: one per field, `certrot.io/<field-name>`; strings as they are,
 /// everything else as JSON; empty fields are removed (`None`).
 fn state_annotations(state: &State) -> Vec<(String, Option<String>)> {
@@ -265,7 +296,7 @@ fn parse_state(
         let Some(field) = k.strip_prefix(ANNOTATION_PREFIX) else {
             continue;
         };
-        if k == GENERATION_ANNOTATION || field.starts_with("previous") {
+        if k == GENERATION_ANNOTATION || k == UNUSABLE_ANNOTATION || field.starts_with("previous") {
             continue;
         }
         let value = if STRING_FIELDS.contains(&field) {
@@ -391,6 +422,11 @@ impl SecretTarget {
         self.cfg.lease
     }
 
+    /// How long the Lease holds.
+    pub fn lease_duration(&self) -> time::Duration {
+        self.cfg.lease_duration.to_time()
+    }
+
     async fn fetch(&self) -> Result<Seen, KubeError> {
         let obj = self
             .secrets
@@ -449,6 +485,22 @@ impl SecretTarget {
             Some(s) => s,
             None => self.fetch().await?,
         };
+        // Unusable state annotations are kept aside (once) before certrot's are rewritten.
+        let keep_aside = base.problem.is_some()
+            && base.obj.as_ref().is_some_and(|o| {
+                o.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| !a.contains_key(UNUSABLE_ANNOTATION))
+            });
+        let aside =
+            keep_aside.then(|| serde_json::to_string(&ours(&base.obj).0).unwrap_or_default());
+        let modify = |o: &mut Secret| {
+            if let Some(a) = &aside {
+                set_annotation(o, UNUSABLE_ANNOTATION, Some(a));
+            }
+            modify(o);
+        };
         let pp = PostParams::default();
         for _ in 0..WRITE_ATTEMPTS {
             let result = match &base.obj {
@@ -496,8 +548,15 @@ impl SecretTarget {
                 }
                 // 409: a stale resourceVersion (replace) or a Secret created meanwhile (create).
                 Err(kube::Error::Api(s)) if s.code == 409 => {
-                    let fresh = self.fetch().await?;
-                    if fresh.state != base.state {
+                    let fresh = match self.fetch().await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            *seen = Some(base);
+                            return Err(e);
+                        }
+                    };
+                    // certrot's part (state, generation, certificate) changed: another run.
+                    if ours(&fresh.obj) != ours(&base.obj) {
                         // Keep the old view: every later write of this run meets the same
                         // conflict, so its stale state never overwrites the other run's.
                         *seen = Some(base);
@@ -572,6 +631,55 @@ impl SecretTarget {
         }))
     }
 
+    /// After a commit whose answer was an error: reads the Secret afresh and says whether it
+    /// holds the certificate `fingerprint` (the write landed), with its generation name.
+    pub async fn shows(&self, fingerprint: &str) -> Result<Option<String>, KubeError> {
+        let fresh = self.fetch().await?;
+        let Some(obj) = fresh.obj.as_ref().filter(|o| has_generation(o)) else {
+            return Ok(None);
+        };
+        let landed = self
+            .generation_of(obj, &self.place())
+            .is_ok_and(|g| g.leaf().fingerprint_sha256 == fingerprint);
+        if !landed {
+            return Ok(None);
+        }
+        let name = generation_name(obj);
+        // Only our own commit changed certrot's part: later writes may build on it.
+        let mut seen = self.seen.lock().await;
+        let same_state = |o: &Option<Secret>| {
+            let mut a = ours(o).0;
+            a.remove(GENERATION_ANNOTATION);
+            a
+        };
+        if seen
+            .as_ref()
+            .is_some_and(|b| same_state(&b.obj) == same_state(&fresh.obj))
+        {
+            *seen = Some(fresh);
+        }
+        Ok(Some(name))
+    }
+
+    /// The generation a rollback would switch to (read from `<name>-previous`).
+    pub async fn previous(&self) -> Result<Generation, crate::target::TargetError> {
+        let name = self.previous_name();
+        let place = format!("secret {}/{name}", self.namespace);
+        let previous = self
+            .secrets
+            .get_opt(&name)
+            .await
+            .map_err(|e| self.fail(&place, "reading", e))?
+            .filter(has_generation)
+            .ok_or_else(|| KubeError::Invalid {
+                place: place.clone(),
+                reason:
+                    "no previous generation is kept (it is removed once its binding is retired)"
+                        .into(),
+            })?;
+        self.generation_of(&previous, &place)
+    }
+
     /// Makes `g` current: the generation it replaces goes to `<name>-previous` first, then
     /// one replace of the Secret writes cert, key and bundle together.
     pub async fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, KubeError> {
@@ -616,6 +724,22 @@ impl SecretTarget {
                 .get_opt(&name)
                 .await
                 .map_err(|e| self.fail(&place, "reading", e))?;
+            if let Some(e) = &existing {
+                let of = e
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(&format!("{ANNOTATION_PREFIX}previous-of")));
+                if has_generation(e) && of != Some(&self.cfg.name) {
+                    return Err(KubeError::Invalid {
+                        place,
+                        reason: format!(
+                            "holds a certificate but is not certrot's copy of {} (no certrot.io/previous-of = {0:?}); refusing to overwrite it",
+                            self.cfg.name
+                        ),
+                    });
+                }
+            }
             let mut o = existing.clone().unwrap_or_else(|| Secret {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
@@ -693,8 +817,14 @@ impl SecretTarget {
             set_annotation(o, GENERATION_ANNOTATION, Some(&to));
         })
         .await?;
-        self.put_previous(current.data.clone().unwrap_or_default(), &from)
-            .await?;
+        // The switch is done; a lost copy of the generation rolled away from must not make
+        // the rollback look failed (its state would then not be recorded).
+        if let Err(e) = self
+            .put_previous(current.data.clone().unwrap_or_default(), &from)
+            .await
+        {
+            tracing::warn!(secret = %self.place(), "rolled back, but the generation rolled away from was not kept: {e}");
+        }
         Ok((from, to, g))
     }
 
@@ -715,9 +845,17 @@ impl SecretTarget {
             .ok()
             .map(|g| g.leaf().fingerprint_sha256.clone());
         if fp.is_some_and(|f| fingerprints.contains(&f)) {
-            match self.secrets.delete(&name, &DeleteParams::default()).await {
+            // Only the object just read: not a newer copy written meanwhile.
+            let dp = DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    resource_version: previous.metadata.resource_version.clone(),
+                    uid: previous.metadata.uid.clone(),
+                }),
+                ..DeleteParams::default()
+            };
+            match self.secrets.delete(&name, &dp).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                 Err(e) => return Err(self.fail(&place, "deleting", e)),
             }
             tracing::info!(secret = %place, "removed the previous generation: its binding is retired");
@@ -755,7 +893,10 @@ impl SecretTarget {
                 let who = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
                 let renewed = spec.renew_time.as_ref().and_then(to_offset)?;
                 let until = renewed
-                    + time::Duration::seconds(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
+                    .checked_add(time::Duration::seconds(i64::from(
+                        spec.lease_duration_seconds.unwrap_or(0),
+                    )))
+                    .unwrap_or(renewed);
                 (until > now && who != holder).then(|| {
                     format!(
                         "{who} (lease {name} until {})",

@@ -122,9 +122,14 @@ impl Backend {
         match self {
             Backend::Directory { store, .. } => store.load(credential, repair),
             Backend::Kubernetes(k) => {
-                let (state, problem) = k.load_state().await?;
+                let (mut state, problem) = k.load_state().await?;
                 if let Some(p) = &problem {
-                    tracing::warn!(credential, secret = %k.place(), "state annotations are unusable and will be replaced: {p}");
+                    if repair {
+                        tracing::warn!(credential, secret = %k.place(), "state annotations are unusable; they are kept in {} and replaced: {p}", kubernetes::UNUSABLE_ANNOTATION);
+                        state.unknown_since = Some(OffsetDateTime::now_utc());
+                    } else {
+                        tracing::warn!(credential, secret = %k.place(), "state annotations are unusable: {p}");
+                    }
                 }
                 Ok(Loaded {
                     state,
@@ -158,6 +163,34 @@ impl Backend {
         }
     }
 
+    /// The generation `rollback` would switch to, for checking it first.
+    pub async fn previous(&self) -> Result<Generation, TargetError> {
+        match self {
+            Backend::Directory { target, .. } => target.previous().map(|(_, _, g)| g),
+            Backend::Kubernetes(k) => k.previous().await,
+        }
+    }
+
+    /// After `commit` answered an error: whether the target shows the certificate
+    /// `fingerprint` anyway (`Some(generation)`: the write landed). `Err`: unknown.
+    pub async fn shows(&self, fingerprint: &str) -> Result<Option<String>, TargetError> {
+        match self {
+            Backend::Directory { target, .. } => Ok(target
+                .read_current()?
+                .filter(|c| c.generation.leaf().fingerprint_sha256 == fingerprint)
+                .map(|c| c.dir_name)),
+            Backend::Kubernetes(k) => Ok(k.shows(fingerprint).await?),
+        }
+    }
+
+    /// True when no other run can work on the credential while the lock is held.
+    pub fn exclusive(&self) -> bool {
+        match self {
+            Backend::Directory { .. } => true,
+            Backend::Kubernetes(k) => k.lease_enabled(),
+        }
+    }
+
     /// Switches back to the previous generation: (from, to, generation).
     pub async fn rollback(&self) -> Result<(String, String, Generation), TargetError> {
         match self {
@@ -176,11 +209,17 @@ impl Backend {
         }
     }
 
-    /// True when `pending` may belong to another run still at work (no lock excludes it).
+    /// True when `pending` may belong to another run still at work: a Secret's intent that
+    /// is younger than [`IN_FLIGHT`] (or than the Lease, which a slow run may outlive).
+    /// Under `flock` an intent is always an interrupted run's.
     pub fn pending_in_flight(&self, pending: &PendingRecord, now: OffsetDateTime) -> bool {
         match self {
-            Backend::Kubernetes(k) if !k.lease_enabled() => now - pending.started_at < IN_FLIGHT,
-            _ => false,
+            Backend::Kubernetes(k) => {
+                let window = IN_FLIGHT.max(k.lease_duration());
+                // A start in the future (a clock that was ahead) counts only within the window.
+                pending.started_at > now - window && pending.started_at < now + window
+            }
+            Backend::Directory { .. } => false,
         }
     }
 }
