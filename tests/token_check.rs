@@ -340,6 +340,45 @@ fn stop(mut child: std::process::Child) -> Option<i32> {
     child.wait().unwrap().code()
 }
 
+/// `certrot sandbox --kube`: the further credentials live in Secrets of the Kubernetes API
+/// stand-in, reached through the kubeconfig the sandbox writes; they rotate and check.
+#[test]
+fn sandbox_command_with_kube_keeps_credentials_in_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sbk");
+    let (child, seen, _lines) =
+        spawn_sandbox(&dir, &["--kube", "--credentials", "2", "--rsa-pool", "1"]);
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("kubernetes API:        https://127.0.0.1:")),
+        "{seen:?}"
+    );
+    assert!(dir.join("kubeconfig").exists());
+    let cfg = dir.join("certrot.toml");
+    let o = run(&["--config", cfg.to_str().unwrap(), "rotate", "--if-due"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out} {err}");
+    assert!(out.contains("app-0002: rotated (missing)"), "{out}");
+    let o = run(&["--config", cfg.to_str().unwrap(), "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[1]["credential"], "app-0002");
+    assert_eq!(v[1]["client_id"], "sb-app-0002!t1");
+    let o = run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "check",
+        "--validate",
+        "app-0002",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out} {err}");
+    assert!(
+        !dir.join("targets").join("app-0002").exists(),
+        "a Secret, not a directory"
+    );
+    assert_eq!(stop(child), Some(0));
+}
+
 /// `certrot sandbox --fault`: the injected faults hit `check --validate` in order, then the
 /// credential works again; a bad fault spec is refused before anything starts.
 #[test]

@@ -173,6 +173,10 @@ pub enum Command {
         /// Give new bindings ECDSA P-256 keys instead of RSA (a deviation, for benchmarks).
         #[arg(long)]
         ecdsa_bindings: bool,
+        /// Also run a Kubernetes API stand-in (Secrets, Leases) and keep `app-0002`… in
+        /// Secrets there (writes a kubeconfig).
+        #[arg(long)]
+        kube: bool,
     },
     /// The whole product on loopback: sandbox + daemon with short-lived certificates (no SAP account needed).
     Demo {
@@ -332,7 +336,9 @@ pub fn run(cli: Cli) -> i32 {
             seconds_per_day,
             rsa_pool,
             ecdsa_bindings,
+            kube,
         } => crate::sandbox::run::run(crate::sandbox::run::Settings {
+            kube,
             port,
             dir,
             faults,

@@ -26,6 +26,8 @@ pub struct Settings {
     /// Credentials in the configuration: `sandbox` (imported) plus `app-0002`… (to create).
     pub credentials: usize,
     pub sm: SmOptions,
+    /// Also run the Kubernetes API stand-in; `app-0002`… then live in Secrets.
+    pub kube: bool,
 }
 
 /// Runs until SIGINT or SIGTERM; returns the exit code.
@@ -110,15 +112,49 @@ async fn serve(settings: Settings, root: &Path) -> Result<(), String> {
         &key_file,
         serde_json::to_vec_pretty(&key).unwrap_or_default(),
     )?;
-    let credential = |name: &str, instance: &str| {
+    // With --kube: the Kubernetes API stand-in and a kubeconfig for it.
+    let kube = if settings.kube {
+        let mut raw = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut raw).map_err(|_| "no random bytes".to_string())?;
+        let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let server = super::kube::KubeServer::start(&stack.ca, &token)
+            .await
+            .map_err(|e| e.to_string())?;
+        let kubeconfig = root.join("kubeconfig");
+        use base64::Engine as _;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&stack.ca_pem);
+        write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: sandbox\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n\
+                 users:\n- name: certrot\n  user:\n    token: {token}\n\
+                 contexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n    user: certrot\n    namespace: sandbox\n\
+                 current-context: sandbox\n",
+                server.url
+            ),
+        )?;
+        Some((server, kubeconfig))
+    } else {
+        None
+    };
+    let credential = |name: &str, instance: &str, secret: bool| {
+        let target = match (&kube, secret) {
+            (Some((_, kc)), true) => format!(
+                "target = {{ type = \"kubernetes-secret\", name = {name:?}, kubeconfig = {:?} }}",
+                kc.display().to_string()
+            ),
+            _ => format!(
+                "target.path = {:?}",
+                root.join("targets").join(name).display().to_string()
+            ),
+        };
         format!(
-            "[[credential]]\nname = {name:?}\nkind = \"xsuaa\"\ntarget.path = {:?}\n\
+            "[[credential]]\nname = {name:?}\nkind = \"xsuaa\"\n{target}\n\
              check.ca_file = {:?}\ncheck.system_roots = false\nissuer.instance_id = {instance:?}\n",
-            root.join("targets").join(name).display().to_string(),
             ca_file.display().to_string()
         )
     };
-    let snippet = credential("sandbox", &instance);
+    let snippet = credential("sandbox", &instance, false);
     let mut cfg_text = format!(
         "state_dir = {:?}\n[daemon]\nlisten = \"\"\n\n[service_manager.sandbox]\nservice_key = {:?}\n\
          ca_file = {:?}\nsystem_roots = false\n\n{snippet}",
@@ -132,7 +168,7 @@ async fn serve(settings: Settings, root: &Path) -> Result<(), String> {
         let client = format!("sb-app-{i:04}!t1");
         let inst = stack.sm.add_instance(InstanceKind::Xsuaa, &client);
         cfg_text.push('\n');
-        cfg_text.push_str(&credential(&format!("app-{i:04}"), &inst));
+        cfg_text.push_str(&credential(&format!("app-{i:04}"), &inst, true));
     }
     let cfg_path = root.join("certrot.toml");
     write(&cfg_path, cfg_text)?;
@@ -151,6 +187,13 @@ async fn serve(settings: Settings, root: &Path) -> Result<(), String> {
         stack.tokens.plain_base
     );
     println!("  service manager:       {}", stack.sm.url);
+    if let Some((server, kubeconfig)) = &kube {
+        println!(
+            "  kubernetes API:        {} (kubeconfig {}; app-0002… live in Secrets of namespace sandbox)",
+            server.url,
+            kubeconfig.display()
+        );
+    }
     println!("  service instance:      {instance} (xsuaa, client {CLIENT_ID})");
     println!("  CA file to trust:      {}", ca_file.display());
     println!("  registered client:     {CLIENT_ID}");
@@ -178,6 +221,7 @@ async fn serve(settings: Settings, root: &Path) -> Result<(), String> {
     println!("ready");
     wait_for_stop().await;
     println!("certrot sandbox: stopping");
+    drop(kube);
     drop(stack);
     Ok(())
 }
