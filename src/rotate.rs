@@ -34,13 +34,82 @@ pub fn settle_tracking(state: &mut State, cred: &Credential, now: OffsetDateTime
     let Some(since) = state.unknown_since else {
         return false;
     };
+    // Only a generation certrot rotated in since: its binding is the one it knows for sure.
     let settled = state.current.as_ref().is_some_and(|c| {
-        c.committed_at >= since && now >= c.committed_at + cred.policy.retire_after.to_time()
+        c.source.starts_with("rotate")
+            && c.binding_id.is_some() == matches!(cred.issuer, Some(Issuer::ServiceManager(_)))
+            && c.committed_at >= since
+            && c.committed_at
+                .checked_add(cred.policy.retire_after.to_time())
+                .is_some_and(|t| now >= t)
     });
     if settled {
         state.unknown_since = None;
     }
     !settled
+}
+
+/// The state after a rollback to `g`: its binding leaves the retirement queue and is current
+/// again; the binding rolled away from is queued for retirement after `retire_after`.
+pub fn rolled_back(
+    state: &mut State,
+    cred: &Credential,
+    g: &Generation,
+    generation: &str,
+    now: OffsetDateTime,
+) {
+    let fp = &g.leaf().fingerprint_sha256;
+    // The state may name the generation switched to as current already (a commit it never
+    // recorded): its binding stays current.
+    let same = state
+        .current
+        .as_ref()
+        .filter(|c| &c.fingerprint_sha256 == fp)
+        .and_then(|c| c.binding_id.clone());
+    let restored = state
+        .retiring
+        .iter()
+        .position(|r| r.fingerprint_sha256.as_ref() == Some(fp))
+        .map(|i| state.retiring.remove(i));
+    let service_managed = matches!(cred.issuer, Some(Issuer::ServiceManager(_)));
+    if restored.is_none() && same.is_none() && service_managed {
+        // Which binding this generation has is unknown: it may still exist and be used,
+        // so nothing is deleted as an orphan until a rotation settles it.
+        tracing::warn!(credential = %cred.name, "the binding of the generation rolled back to is not known; reconcile deletes nothing until the next rotation has been current for retire_after");
+        state.unknown_since = Some(now);
+    }
+    let manager = match &cred.issuer {
+        Some(Issuer::ServiceManager(i)) => Some(i.service_manager.clone()),
+        _ => restored.as_ref().map(|r| r.service_manager.clone()),
+    };
+    if let Some(old) = state.current.take()
+        && &old.fingerprint_sha256 != fp
+        && let Some(id) = old.binding_id
+        && restored.as_ref().map(|r| &r.binding_id) != Some(&id)
+    {
+        match &manager {
+            Some(sm) => state.retiring.push(RetiringRecord {
+                binding_id: id,
+                service_manager: sm.clone(),
+                fingerprint_sha256: Some(old.fingerprint_sha256),
+                retire_at: now + cred.policy.retire_after.to_time(),
+                reason: "rolled-back".into(),
+                attempts: 0,
+            }),
+            None => {
+                tracing::warn!(credential = %cred.name, binding = %id, "the binding rolled away from is not queued for retirement (no Service Manager is known for it); delete it by hand")
+            }
+        }
+    }
+    state.current = Some(CurrentRecord {
+        serial: g.leaf().serial.clone(),
+        fingerprint_sha256: fp.clone(),
+        not_after: g.leaf().not_after,
+        generation: Some(generation.to_string()),
+        binding_id: restored.map(|r| r.binding_id).or(same),
+        committed_at: now,
+        source: "rollback".into(),
+    });
 }
 
 /// Labels every binding certrot creates carries.
@@ -577,6 +646,16 @@ impl Rotator {
                 (Some(c.generation), view, Some(r.critical_at))
             }
         };
+        // A commit whose state write was interrupted (or whose answer was lost) is adopted
+        // first, whatever the decision: the state then names the live binding.
+        if !w
+            .state
+            .pending
+            .as_ref()
+            .is_some_and(|p| w.backend.pending_in_flight(p, now))
+        {
+            self.adopt_committed(w).await;
+        }
         // 3. decide
         let decision = decide(opts.force, &view, w.state.next_attempt, now);
         let reason = match decision {
@@ -653,8 +732,6 @@ impl Rotator {
                 ),
             };
         }
-        // A commit whose state write was interrupted is adopted before anything else.
-        self.adopt_committed(w).await;
         // 4. issue: the intent first (it also claims the credential where no lock excludes
         // other runs: a second run's write of its intent conflicts), then reconcile, then
         // the binding.
@@ -1657,6 +1734,140 @@ async fn check_with_retries(cred: &Credential, g: &Generation) -> Result<(), Fai
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    fn sm_credential() -> Credential {
+        let text = "[service_manager.main]\nservice_key = \"/k.json\"\n[[credential]]\nname = \"orders\"\n\
+                    retire_after = \"1h\"\ntarget.path = \"/srv/orders\"\nissuer.instance_id = \"i\"\n";
+        Config::parse(text, std::path::Path::new("t.toml"))
+            .unwrap()
+            .credentials
+            .remove(0)
+    }
+
+    fn generation(cn: &str) -> Generation {
+        let ca = crate::sandbox::ca::LocalCa::new("rollback CA").unwrap();
+        let now = OffsetDateTime::now_utc();
+        let i = ca
+            .issue(
+                cn,
+                crate::sandbox::ca::KeyAlg::EcdsaP256,
+                now - time::Duration::hours(1),
+                now + time::Duration::days(7),
+            )
+            .unwrap();
+        Generation::from_pem(i.chain_pem.as_bytes(), "c", i.key_pem.as_bytes(), "k").unwrap()
+    }
+
+    fn current(
+        g: &Generation,
+        binding: Option<&str>,
+        at: OffsetDateTime,
+        source: &str,
+    ) -> CurrentRecord {
+        CurrentRecord {
+            serial: g.leaf().serial.clone(),
+            fingerprint_sha256: g.leaf().fingerprint_sha256.clone(),
+            not_after: g.leaf().not_after,
+            generation: None,
+            binding_id: binding.map(str::to_string),
+            committed_at: at,
+            source: source.into(),
+        }
+    }
+
+    fn queued(g: &Generation, binding: &str) -> RetiringRecord {
+        RetiringRecord {
+            binding_id: binding.into(),
+            service_manager: "main".into(),
+            fingerprint_sha256: Some(g.leaf().fingerprint_sha256.clone()),
+            retire_at: OffsetDateTime::now_utc() + time::Duration::hours(1),
+            reason: "replaced".into(),
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn rollback_bookkeeping() {
+        let cred = sm_credential();
+        let now = datetime!(2026-11-23 12:00 UTC);
+        let (a, b) = (generation("a"), generation("b"));
+        // B current, A's binding waiting for retirement: back to A.
+        let mut st = State {
+            current: Some(current(&b, Some("bind-b"), now, "rotate")),
+            retiring: vec![queued(&a, "bind-a")],
+            ..State::default()
+        };
+        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        let cur = st.current.clone().unwrap();
+        assert_eq!(cur.binding_id.as_deref(), Some("bind-a"));
+        assert_eq!(cur.source, "rollback");
+        assert_eq!(st.retiring.len(), 1);
+        assert_eq!(st.retiring[0].binding_id, "bind-b");
+        assert_eq!(st.retiring[0].reason, "rolled-back");
+        assert_eq!(st.retiring[0].retire_at, now + time::Duration::hours(1));
+        assert!(st.unknown_since.is_none());
+        // Back to the generation the state already names (an unrecorded commit): its
+        // binding stays current and nothing is queued.
+        let mut st = State {
+            current: Some(current(&a, Some("bind-a"), now, "rotate")),
+            ..State::default()
+        };
+        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        assert_eq!(st.current.unwrap().binding_id.as_deref(), Some("bind-a"));
+        assert!(st.retiring.is_empty());
+        // A generation whose binding is unknown: reconcile must not take it for an orphan.
+        let mut st = State {
+            current: Some(current(&b, Some("bind-b"), now, "rotate")),
+            ..State::default()
+        };
+        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        assert_eq!(st.current.unwrap().binding_id, None);
+        assert_eq!(st.unknown_since, Some(now));
+        assert_eq!(st.retiring[0].binding_id, "bind-b");
+    }
+
+    #[test]
+    fn tracking_settles_only_after_a_rotation_has_been_current_for_retire_after() {
+        let cred = sm_credential();
+        let lost = datetime!(2026-11-23 12:00 UTC);
+        let g = generation("a");
+        let hour = time::Duration::hours(1);
+        let mut st = State {
+            unknown_since: Some(lost),
+            ..State::default()
+        };
+        assert!(
+            settle_tracking(&mut st, &cred, lost + hour * 5),
+            "no current at all"
+        );
+        st.current = Some(current(&g, Some("b1"), lost - hour, "rotate"));
+        assert!(
+            settle_tracking(&mut st, &cred, lost + hour * 5),
+            "committed before the loss"
+        );
+        st.current = Some(current(&g, Some("b1"), lost + hour, "rollback"));
+        assert!(
+            settle_tracking(&mut st, &cred, lost + hour * 5),
+            "a rollback settles nothing"
+        );
+        st.current = Some(current(&g, Some("b1"), lost + hour, "rotate"));
+        assert!(
+            settle_tracking(&mut st, &cred, lost + hour + hour / 2),
+            "not yet retire_after"
+        );
+        assert!(st.unknown_since.is_some());
+        assert!(!settle_tracking(&mut st, &cred, lost + hour * 2));
+        assert!(st.unknown_since.is_none(), "the mark is cleared");
+        // A date at the end of time cannot overflow.
+        st.unknown_since = Some(lost);
+        st.current = Some(current(
+            &g,
+            Some("b1"),
+            datetime!(9999-12-31 23:59 UTC),
+            "rotate",
+        ));
+        assert!(settle_tracking(&mut st, &cred, lost));
+    }
 
     #[test]
     fn decisions() {

@@ -217,11 +217,14 @@ impl StateStore {
             problem = %problem,
             "state file was unusable and has been set aside"
         );
+        // The mark must outlive this run even if it writes nothing else.
+        let state = State {
+            unknown_since: Some(now),
+            ..fresh
+        };
+        self.save(&state)?;
         Ok(Loaded {
-            state: State {
-                unknown_since: Some(now),
-                ..fresh
-            },
+            state,
             set_aside: Some((aside, problem)),
         })
     }
@@ -265,7 +268,11 @@ mod tests {
         let (aside, why) = l.set_aside.unwrap();
         assert!(why.contains("not valid state JSON"), "{why}");
         assert_eq!(std::fs::read(&aside).unwrap(), b"{not json");
-        assert!(!store.path_of("orders").exists());
         assert_eq!(l.state.consecutive_failures, 0);
+        // In its place, a fresh state that remembers certrot lost track.
+        let again = store.load("orders", true).unwrap();
+        assert!(again.set_aside.is_none());
+        assert!(again.state.unknown_since.is_some());
+        assert_eq!(again.state, l.state);
     }
 }

@@ -171,6 +171,18 @@ fn hex_colon(bytes: &[u8], upper: bool) -> String {
     out
 }
 
+/// A JSON parse error without the text it was parsing (serde_json quotes offending string
+/// values, which may hold a key): its category and position only.
+pub fn json_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "not a JSON object of the expected shape",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!("{what} (line {}, column {})", e.line(), e.column())
+}
+
 /// SHA-256 fingerprint of DER bytes, as certrot prints it.
 pub fn fingerprint(der: &[u8]) -> String {
     hex_colon(

@@ -3,7 +3,7 @@
 
 mod common;
 use certrot::config::Layout;
-use certrot::target::TargetError;
+use certrot::target::{DirectoryTarget, TargetError};
 use common::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use time::{Duration, OffsetDateTime};
@@ -201,7 +201,15 @@ fn keep_generations_prunes_and_rollback_switches_back() {
     }
     // current + 2 kept
     assert_eq!(t.generations().unwrap(), names[2..].to_vec());
-    let (from, to, g) = t.rollback().unwrap();
+    let fp = |t: &DirectoryTarget| t.previous().unwrap().2.leaf().fingerprint_sha256.clone();
+    // The generation switched to must be the one checked.
+    let e = t.rollback("another fingerprint").unwrap_err();
+    assert!(
+        e.to_string().contains("changed since it was checked"),
+        "{e}"
+    );
+    assert_eq!(t.current_dir_name().unwrap().as_ref(), Some(&names[4]));
+    let (from, to, g) = t.rollback(&fp(&t)).unwrap();
     assert_eq!(
         (from.as_str(), to.as_str()),
         (names[4].as_str(), names[3].as_str())
@@ -211,9 +219,9 @@ fn keep_generations_prunes_and_rollback_switches_back() {
         t.read_current().unwrap().unwrap().generation.leaf().serial,
         serials[3]
     );
-    let (_, to, _) = t.rollback().unwrap();
+    let (_, to, _) = t.rollback(&fp(&t)).unwrap();
     assert_eq!(to, names[2]);
-    let e = t.rollback().unwrap_err();
+    let e = t.rollback("any").unwrap_err();
     assert!(e.to_string().contains("no generation older than"), "{e}");
     // A damaged previous generation is not switched to.
     let t2 = dir_target(&tmp.path().join("dmg"), 3, Layout::Files);
@@ -230,7 +238,8 @@ fn keep_generations_prunes_and_rollback_switches_back() {
     .unwrap();
     std::fs::write(tmp.path().join("dmg").join(&a).join("key.pem"), "garbage").unwrap();
     let before = t2.current_dir_name().unwrap();
-    assert!(t2.rollback().is_err());
+    assert!(t2.rollback("any").is_err());
+    assert!(t2.previous().is_err());
     assert_eq!(t2.current_dir_name().unwrap(), before);
 }
 

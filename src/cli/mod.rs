@@ -706,21 +706,23 @@ fn cmd_rollback(config_path: &std::path::Path, name: &str, wait: bool, validate:
 
 async fn rollback(cred: &crate::config::Credential, backend: &Backend, validate: bool) -> i32 {
     let name = &cred.name;
-    if validate {
-        let checked = match backend.previous().await {
-            Ok(g) => crate::check::validate(cred, &g)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("the previous generation fails its token check, nothing was switched: {e} (--no-validate switches anyway)")),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = checked {
+    let previous = match backend.previous().await {
+        Ok(g) => g,
+        Err(e) => {
             eprintln!("certrot: rollback {name}: {e}");
             return 1;
         }
+    };
+    if validate && let Err(e) = crate::check::validate(cred, &previous).await {
+        eprintln!(
+            "certrot: rollback {name}: the previous generation fails its token check, nothing was switched: {e} (--no-validate switches anyway)"
+        );
+        return 1;
     }
     let now = OffsetDateTime::now_utc();
-    let (from, to, g) = match backend.rollback().await {
+    // The generation switched to must be the one checked (a Secret may change meanwhile).
+    let expected = previous.leaf().fingerprint_sha256.clone();
+    let (from, to, g) = match backend.rollback(&expected).await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("certrot: rollback {name}: {e}");
@@ -736,7 +738,7 @@ async fn rollback(cred: &crate::config::Credential, backend: &Backend, validate:
     let saved = match backend.load_state(name, true).await {
         Ok(l) => {
             let mut state = l.state;
-            rolled_back(&mut state, cred, &g, &to, now);
+            crate::rotate::rolled_back(&mut state, cred, &g, &to, now);
             backend.save_state(&state).await
         }
         Err(e) => Err(e),
@@ -751,52 +753,4 @@ async fn rollback(cred: &crate::config::Credential, backend: &Backend, validate:
         short_time(g.leaf().not_after)
     );
     0
-}
-
-/// The state after a rollback to `g`: its binding leaves the retirement queue and is current
-/// again; the binding rolled away from is queued for retirement after `retire_after`.
-pub fn rolled_back(
-    state: &mut crate::state::State,
-    cred: &crate::config::Credential,
-    g: &crate::generation::Generation,
-    generation: &str,
-    now: OffsetDateTime,
-) {
-    let fp = &g.leaf().fingerprint_sha256;
-    let restored = state
-        .retiring
-        .iter()
-        .position(|r| r.fingerprint_sha256.as_ref() == Some(fp))
-        .map(|i| state.retiring.remove(i));
-    let manager = match &cred.issuer {
-        Some(crate::config::Issuer::ServiceManager(i)) => Some(i.service_manager.clone()),
-        _ => restored.as_ref().map(|r| r.service_manager.clone()),
-    };
-    if let Some(old) = state.current.take()
-        && let Some(id) = old.binding_id
-        && restored.as_ref().map(|r| &r.binding_id) != Some(&id)
-    {
-        match &manager {
-            Some(sm) => state.retiring.push(crate::state::RetiringRecord {
-                binding_id: id,
-                service_manager: sm.clone(),
-                fingerprint_sha256: Some(old.fingerprint_sha256),
-                retire_at: now + cred.policy.retire_after.to_time(),
-                reason: "rolled-back".into(),
-                attempts: 0,
-            }),
-            None => {
-                tracing::warn!(credential = %cred.name, binding = %id, "the binding rolled away from is not queued for retirement (no Service Manager is known for it); delete it by hand")
-            }
-        }
-    }
-    state.current = Some(CurrentRecord {
-        serial: g.leaf().serial.clone(),
-        fingerprint_sha256: fp.clone(),
-        not_after: g.leaf().not_after,
-        generation: Some(generation.to_string()),
-        binding_id: restored.map(|r| r.binding_id),
-        committed_at: now,
-        source: "rollback".into(),
-    });
 }

@@ -768,6 +768,16 @@ impl RawConfig {
                 ));
             }
             let policy = defaults.overlay(&raw.policy());
+            if policy.retire_after.0 > std::time::Duration::from_secs(366 * 86_400) {
+                return Err(err(
+                    Some(i),
+                    at("retire_after"),
+                    format!(
+                        "{} is longer than a year; a replaced binding would outlive its certificate by far",
+                        policy.retire_after
+                    ),
+                ));
+            }
             let t = raw.target;
             let target = match t.type_ {
                 TargetType::Directory => {

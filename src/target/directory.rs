@@ -276,7 +276,7 @@ impl DirectoryTarget {
                 let map: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_slice(&bytes).map_err(|e| TargetError::BadCredentials {
                         path: self.path().join("credentials.json"),
-                        reason: format!("not a JSON object: {e}"),
+                        reason: crate::x509::json_error(&e),
                     })?;
                 generation = generation.with_credentials(map);
             }
@@ -501,8 +501,15 @@ impl DirectoryTarget {
 
     /// Switches `..data` back to the newest generation older than the current one, after
     /// inspecting it. Returns (from, to) directory names and the generation switched to.
-    pub fn rollback(&self) -> Result<(String, String, Generation), TargetError> {
+    /// `expected`: the fingerprint the previous generation must have (the one checked).
+    pub fn rollback(&self, expected: &str) -> Result<(String, String, Generation), TargetError> {
         let (current, previous, g) = self.previous()?;
+        if g.leaf().fingerprint_sha256 != expected {
+            return Err(TargetError::NoPrevious {
+                path: self.path().join(&previous),
+                reason: "changed since it was checked; nothing was switched".into(),
+            });
+        }
         self.switch_data(&previous)?;
         Ok((current, previous, g))
     }

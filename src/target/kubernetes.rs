@@ -194,6 +194,8 @@ struct Seen {
     state: State,
     /// Why the state annotations could not be used, if so.
     problem: Option<String>,
+    /// certrot's part of a write of this run whose answer was an error: it may have landed.
+    unconfirmed: Option<(BTreeMap<String, String>, Vec<u8>)>,
 }
 
 /// A credential's Secret.
@@ -452,6 +454,7 @@ impl SecretTarget {
             obj,
             state,
             problem,
+            unconfirmed: None,
         })
     }
 
@@ -503,11 +506,12 @@ impl SecretTarget {
         };
         let pp = PostParams::default();
         for _ in 0..WRITE_ATTEMPTS {
-            let result = match &base.obj {
+            let (attempt, result) = match &base.obj {
                 Some(obj) => {
                     let mut o = obj.clone();
                     modify(&mut o);
-                    self.secrets.replace(&self.cfg.name, &pp, &o).await
+                    let r = self.secrets.replace(&self.cfg.name, &pp, &o).await;
+                    (o, r)
                 }
                 None => {
                     let mut o = Secret {
@@ -529,7 +533,8 @@ impl SecretTarget {
                         ..Secret::default()
                     };
                     modify(&mut o);
-                    self.secrets.create(&pp, &o).await
+                    let r = self.secrets.create(&pp, &o).await;
+                    (o, r)
                 }
             };
             match result {
@@ -543,6 +548,7 @@ impl SecretTarget {
                         obj: Some(o),
                         state,
                         problem,
+                        unconfirmed: None,
                     });
                     return Ok(());
                 }
@@ -555,8 +561,10 @@ impl SecretTarget {
                             return Err(e);
                         }
                     };
-                    // certrot's part (state, generation, certificate) changed: another run.
-                    if ours(&fresh.obj) != ours(&base.obj) {
+                    // certrot's part (state, generation, certificate) changed: another run —
+                    // unless it is what an earlier write of ours, unanswered, wrote.
+                    let now_ours = ours(&fresh.obj);
+                    if now_ours != ours(&base.obj) && base.unconfirmed.as_ref() != Some(&now_ours) {
                         // Keep the old view: every later write of this run meets the same
                         // conflict, so its stale state never overwrites the other run's.
                         *seen = Some(base);
@@ -569,6 +577,7 @@ impl SecretTarget {
                     base = fresh;
                 }
                 Err(e) => {
+                    base.unconfirmed = Some(ours(&Some(attempt)));
                     *seen = Some(base);
                     return Err(self.fail(&self.place(), action, e));
                 }
@@ -605,8 +614,12 @@ impl SecretTarget {
             &format!("{place} key tls.key"),
         )?;
         if let Some(json) = get("credentials.json") {
-            let map: Map<String, Value> = serde_json::from_slice(json)
-                .map_err(|e| invalid(format!("key credentials.json is not a JSON object: {e}")))?;
+            let map: Map<String, Value> = serde_json::from_slice(json).map_err(|e| {
+                invalid(format!(
+                    "key credentials.json: {}",
+                    crate::x509::json_error(&e)
+                ))
+            })?;
             g = g.with_credentials(map);
         }
         Ok(g)
@@ -638,10 +651,18 @@ impl SecretTarget {
         let Some(obj) = fresh.obj.as_ref().filter(|o| has_generation(o)) else {
             return Ok(None);
         };
-        let landed = self
-            .generation_of(obj, &self.place())
-            .is_ok_and(|g| g.leaf().fingerprint_sha256 == fingerprint);
-        if !landed {
+        // The certificate alone (a key changed by someone else must not hide our commit);
+        // a chain that does not parse leaves the outcome unknown.
+        let crt = ours(&fresh.obj).1;
+        let chain =
+            crate::x509::parse_chain(&crt, &self.place()).map_err(|e| KubeError::Invalid {
+                place: self.place(),
+                reason: e.to_string(),
+            })?;
+        if !chain
+            .iter()
+            .any(|c| c.info.fingerprint_sha256 == fingerprint)
+        {
             return Ok(None);
         }
         let name = generation_name(obj);
@@ -780,6 +801,7 @@ impl SecretTarget {
     /// generation switched to.
     pub async fn rollback(
         &self,
+        expected: &str,
     ) -> Result<(String, String, Generation), crate::target::TargetError> {
         let name = self.previous_name();
         let place = format!("secret {}/{name}", self.namespace);
@@ -810,6 +832,17 @@ impl SecretTarget {
                     no_previous("there is no current generation to roll back from".into())
                 })?
         };
+        if g.leaf().fingerprint_sha256 != expected {
+            return Err(
+                no_previous("changed since it was checked; nothing was switched".into()).into(),
+            );
+        }
+        if ours(&Some(current.clone())).1 == ours(&Some(previous.clone())).1 {
+            return Err(no_previous(
+                "holds the certificate the Secret already has (an interrupted commit); nothing to roll back to".into(),
+            )
+            .into());
+        }
         let (from, to) = (generation_name(&current), generation_name(&previous));
         let data = previous.data.clone().unwrap_or_default();
         self.write("rolling back", |o| {

@@ -191,11 +191,15 @@ impl Backend {
         }
     }
 
-    /// Switches back to the previous generation: (from, to, generation).
-    pub async fn rollback(&self) -> Result<(String, String, Generation), TargetError> {
+    /// Switches back to the previous generation, which must hold the certificate
+    /// `expected` (the one checked): (from, to, generation).
+    pub async fn rollback(
+        &self,
+        expected: &str,
+    ) -> Result<(String, String, Generation), TargetError> {
         match self {
-            Backend::Directory { target, .. } => target.rollback(),
-            Backend::Kubernetes(k) => k.rollback().await,
+            Backend::Directory { target, .. } => target.rollback(expected),
+            Backend::Kubernetes(k) => k.rollback(expected).await,
         }
     }
 
