@@ -61,7 +61,7 @@ pub fn rolled_back(
     let fp = &g.leaf().fingerprint_sha256;
     // The state may name the generation switched to as current already (a commit it never
     // recorded): its binding stays current.
-    let same = state
+    let mut same = state
         .current
         .as_ref()
         .filter(|c| &c.fingerprint_sha256 == fp)
@@ -71,6 +71,25 @@ pub fn rolled_back(
         .iter()
         .position(|r| r.fingerprint_sha256.as_ref() == Some(fp))
         .map(|i| state.retiring.remove(i));
+    // An intent with a binding (a commit the state never recorded, or an attempt): if it is
+    // the generation switched to, that is its binding; otherwise its binding is retired
+    // after the grace period like the one rolled away from, not reconciled away at once.
+    if let Some(p) = state.pending.take_if(|p| p.binding_id.is_some())
+        && let Some(id) = p.binding_id
+    {
+        if p.fingerprint_sha256.as_ref() == Some(fp) {
+            same = same.or(Some(id));
+        } else {
+            state.retiring.push(RetiringRecord {
+                binding_id: id,
+                service_manager: p.service_manager,
+                fingerprint_sha256: p.fingerprint_sha256,
+                retire_at: now + cred.policy.retire_after.to_time(),
+                reason: "rolled-back".into(),
+                attempts: 0,
+            });
+        }
+    }
     let service_managed = matches!(cred.issuer, Some(Issuer::ServiceManager(_)));
     if restored.is_none() && same.is_none() && service_managed {
         // Which binding this generation has is unknown: it may still exist and be used,
@@ -596,7 +615,8 @@ impl Rotator {
         let mut attempt = 0;
         let (outcome, lists) = loop {
             attempt += 1;
-            let loaded = match backend.load_state(&cred.name, true).await {
+            // A dry run changes nothing, not even a corrupt state file.
+            let loaded = match backend.load_state(&cred.name, !opts.dry_run).await {
                 Ok(l) => l,
                 Err(e) => break (failed(Step::Inspect, "state", e.to_string()), None),
             };
@@ -648,11 +668,12 @@ impl Rotator {
         };
         // A commit whose state write was interrupted (or whose answer was lost) is adopted
         // first, whatever the decision: the state then names the live binding.
-        if !w
-            .state
-            .pending
-            .as_ref()
-            .is_some_and(|p| w.backend.pending_in_flight(p, now))
+        if !opts.dry_run
+            && !w
+                .state
+                .pending
+                .as_ref()
+                .is_some_and(|p| w.backend.pending_in_flight(p, now))
         {
             self.adopt_committed(w).await;
         }
@@ -661,11 +682,15 @@ impl Rotator {
         let reason = match decision {
             Decision::Rotate(r) => r,
             Decision::NotDue { renews_at } => {
-                self.retire(w, false).await;
+                if !opts.dry_run {
+                    self.retire(w, false).await;
+                }
                 return Outcome::NotDue { renews_at };
             }
             Decision::BackingOff { until } => {
-                self.retire(w, false).await;
+                if !opts.dry_run {
+                    self.retire(w, false).await;
+                }
                 return Outcome::BackingOff { until };
             }
         };
@@ -1815,6 +1840,42 @@ mod tests {
         rolled_back(&mut st, &cred, &a, "gen-a", now);
         assert_eq!(st.current.unwrap().binding_id.as_deref(), Some("bind-a"));
         assert!(st.retiring.is_empty());
+        assert!(st.unknown_since.is_none());
+        // A commit of B the state never recorded (its intent still names B's binding), then
+        // back to A: B's binding gets the grace period instead of being reconciled away.
+        let intent = |g: &Generation, id: &str| PendingRecord {
+            binding_name: "n".into(),
+            binding_id: Some(id.into()),
+            service_manager: "main".into(),
+            instance_id: "i".into(),
+            started_at: now,
+            fingerprint_sha256: Some(g.leaf().fingerprint_sha256.clone()),
+        };
+        let mut st = State {
+            current: Some(current(&a, Some("bind-a"), now, "rotate")),
+            pending: Some(intent(&b, "bind-b")),
+            ..State::default()
+        };
+        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        assert_eq!(
+            st.current.clone().unwrap().binding_id.as_deref(),
+            Some("bind-a")
+        );
+        assert!(st.pending.is_none());
+        assert_eq!(st.retiring.len(), 1);
+        assert_eq!(st.retiring[0].binding_id, "bind-b");
+        assert!(st.unknown_since.is_none());
+        // The intent's generation is the one switched to: its binding is current.
+        let mut st = State {
+            current: Some(current(&b, Some("bind-b"), now, "rotate")),
+            pending: Some(intent(&a, "bind-a")),
+            ..State::default()
+        };
+        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        assert_eq!(st.current.unwrap().binding_id.as_deref(), Some("bind-a"));
+        assert_eq!(st.retiring.len(), 1);
+        assert_eq!(st.retiring[0].binding_id, "bind-b");
+        assert!(st.unknown_since.is_none());
         // A generation whose binding is unknown: reconcile must not take it for an orphan.
         let mut st = State {
             current: Some(current(&b, Some("bind-b"), now, "rotate")),

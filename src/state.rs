@@ -205,11 +205,16 @@ impl StateStore {
         let now = OffsetDateTime::now_utc();
         let stamp = now.unix_timestamp();
         let aside = self.dir.join(format!("{credential}.json.corrupt-{stamp}"));
-        std::fs::rename(&path, &aside).map_err(|source| StateError::Io {
-            path: path.clone(),
-            action: "setting the corrupt state file aside",
-            source,
-        })?;
+        // A copy aside first; the fresh state then replaces the file in one rename, so that
+        // a failed write leaves the corrupt file in place (repaired again next time) rather
+        // than no file (which would look like a credential with no history).
+        std::fs::hard_link(&path, &aside)
+            .or_else(|_| std::fs::copy(&path, &aside).map(|_| ()))
+            .map_err(|source| StateError::Io {
+                path: path.clone(),
+                action: "setting the corrupt state file aside",
+                source,
+            })?;
         tracing::warn!(
             credential,
             state_file = %path.display(),

@@ -244,6 +244,23 @@ fn rollback_swaps_the_secret_and_its_previous() {
     // The rolled-back generation still works.
     let (code, out, _) = k.certrot(&cfg, &["check", "--validate"]);
     assert_eq!(code, 0, "{out}");
+    // A -previous holding the Secret's own certificate (an interrupted commit copies the
+    // current one there first) is not rolled back to.
+    let main = k.secret(SECRET).unwrap();
+    assert!(k.kube.patch_object(
+        "secrets",
+        NS,
+        "orders-credentials-previous",
+        &json!({"data": main["data"].clone()})
+    ));
+    let before = k.secret(SECRET);
+    let (code, out, err) = k.certrot(&cfg, &["rollback", "orders"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("holds the certificate the Secret already has"),
+        "{err}"
+    );
+    assert_eq!(k.secret(SECRET), before);
 }
 
 /// Someone annotates the Secret while certrot checks the new generation: the commit meets

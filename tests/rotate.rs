@@ -125,6 +125,18 @@ fn dry_run_creates_nothing_and_shows_parameters() {
     assert!(w.binding_ids().is_empty());
     assert!(w.stack.sm.calls().is_empty());
     assert!(!w.target("orders").exists());
+    // Not even a corrupt state file is touched by a dry run.
+    let state_file = w.root().join("state/orders.json");
+    std::fs::create_dir_all(state_file.parent().unwrap()).unwrap();
+    std::fs::write(&state_file, "{ not json").unwrap();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(std::fs::read(&state_file).unwrap(), b"{ not json");
+    assert_eq!(
+        std::fs::read_dir(w.root().join("state")).unwrap().count(),
+        2,
+        "state file + lock only"
+    );
 }
 
 /// Each failing step: exit 1, `failed at <step>: <label>`, the old generation byte for byte

@@ -634,6 +634,16 @@ fn is_valid_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
+/// Refuses a `retire_after` over a year (it would outlive any certificate, and time
+/// arithmetic on it must not overflow).
+fn too_long_retirement(span: Span) -> Option<String> {
+    (span.0 > std::time::Duration::from_secs(366 * 86_400)).then(|| {
+        format!(
+            "{span} is longer than a year; a replaced binding would outlive its certificate by far"
+        )
+    })
+}
+
 /// The settings of a `kubernetes-secret` target; `Err((field, message))`.
 fn kubernetes_target(t: RawTarget) -> Result<KubernetesSecretTarget, (&'static str, String)> {
     for (field, set) in [
@@ -718,6 +728,9 @@ impl RawConfig {
             message,
         };
         let defaults = Policy::default().overlay(&self.defaults);
+        if let Some(m) = too_long_retirement(defaults.retire_after) {
+            return Err(err(None, "defaults.retire_after".into(), m));
+        }
         if let Some(dir) = &self.state_dir
             && !dir.is_absolute()
         {
@@ -768,15 +781,8 @@ impl RawConfig {
                 ));
             }
             let policy = defaults.overlay(&raw.policy());
-            if policy.retire_after.0 > std::time::Duration::from_secs(366 * 86_400) {
-                return Err(err(
-                    Some(i),
-                    at("retire_after"),
-                    format!(
-                        "{} is longer than a year; a replaced binding would outlive its certificate by far",
-                        policy.retire_after
-                    ),
-                ));
+            if let Some(m) = too_long_retirement(policy.retire_after) {
+                return Err(err(Some(i), at("retire_after"), m));
             }
             let t = raw.target;
             let target = match t.type_ {

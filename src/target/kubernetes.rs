@@ -659,10 +659,8 @@ impl SecretTarget {
                 place: self.place(),
                 reason: e.to_string(),
             })?;
-        if !chain
-            .iter()
-            .any(|c| c.info.fingerprint_sha256 == fingerprint)
-        {
+        // certrot writes the leaf first.
+        if chain.first().map(|c| c.info.fingerprint_sha256.as_str()) != Some(fingerprint) {
             return Ok(None);
         }
         let name = generation_name(obj);
