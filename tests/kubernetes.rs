@@ -173,6 +173,35 @@ fn first_rotation_creates_the_secret_and_a_run_not_due_writes_nothing() {
     assert_eq!(k.w.binding_ids(), vec![binding]);
 }
 
+/// `layout = "servicebinding"`: one key per credential field plus `type` besides the TLS
+/// keys, as SAP's libraries read a binding mounted under `SERVICE_BINDING_ROOT`.
+#[test]
+fn servicebinding_layout_in_the_secret() {
+    let k = KubeWorld::new();
+    let cfg = k.config("layout = \"servicebinding\"", "");
+    let (code, out, err) = k.certrot(&cfg, &["rotate", "--if-due"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let s = k.secret(SECRET).unwrap();
+    let get = |key: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(
+                    s["data"][key]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("no key {key}: {s}")),
+                )
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(get("clientid"), "sb-orders!t1");
+    assert_eq!(get("type"), "xsuaa");
+    assert_eq!(get("certificate"), get("tls.crt"));
+    assert_eq!(get("key"), get("tls.key"));
+    assert!(get("certurl").starts_with("https://127.0.0.1:"));
+    assert_eq!(s["type"], "kubernetes.io/tls");
+}
+
 #[test]
 fn retirement_on_a_later_run_removes_the_previous_secret() {
     let k = KubeWorld::new();
