@@ -40,18 +40,7 @@ impl KubeWorld {
             w.rt.block_on(KubeServer::start(&w.stack.ca, "kube-token"))
                 .unwrap();
         let kubeconfig = w.root().join("kubeconfig");
-        let ca = base64::engine::general_purpose::STANDARD.encode(&w.stack.ca_pem);
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: sandbox\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n\
-                 users:\n- name: certrot\n  user:\n    token: kube-token\n\
-                 contexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n    user: certrot\n    namespace: {NS}\n\
-                 current-context: sandbox\n",
-                kube.url
-            ),
-        )
-        .unwrap();
+        std::fs::write(&kubeconfig, kube.kubeconfig(&w.stack.ca_pem, NS)).unwrap();
         let instance = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-orders!t1");
         KubeWorld {
             w,
@@ -300,16 +289,7 @@ fn a_conflict_during_the_commit_is_reread_and_nothing_is_lost() {
     let cfg = k.config("", "");
     assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
     let first = k.fingerprint(SECRET);
-    k.w.stack
-        .tokens
-        .inject(Fault::Latency(Duration::from_millis(1500)), 1);
-    let run = bin()
-        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the run's binding", || k.w.binding_ids().len() == 2);
+    let run = k.w.rotation_in_flight(&cfg, 2);
     assert!(k.kube.patch_object(
         "secrets",
         NS,
@@ -413,16 +393,7 @@ fn two_concurrent_runs_rotate_once() {
     assert_eq!(current["fingerprint_sha256"], k.fingerprint(SECRET));
     // A run turned away by an intent in flight, deterministically: the intent stays fresh
     // while the first run waits for its token check.
-    k.w.stack
-        .tokens
-        .inject(Fault::Latency(Duration::from_millis(1500)), 1);
-    let first = bin()
-        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("the first run's binding", || k.w.binding_ids().len() == 2);
+    let first = k.w.rotation_in_flight(&cfg, 2);
     let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 75, "{out}{err}");
     assert!(out.contains("being rotated by another run"), "{out}");
@@ -443,16 +414,7 @@ fn the_lease_excludes_a_second_run_and_is_released() {
         .unwrap();
     assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 120);
-    k.w.stack
-        .tokens
-        .inject(Fault::Latency(Duration::from_millis(1500)), 1);
-    let first = bin()
-        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("the first run's binding", || k.w.binding_ids().len() == 2);
+    let first = k.w.rotation_in_flight(&cfg, 2);
     let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 75, "{out}{err}");
     assert!(
@@ -699,15 +661,4 @@ fn bad_kubeconfig_and_unreachable_or_misbehaving_api_server() {
     assert_eq!(k.secret(SECRET), secret_before);
     let (code, out, _) = k.certrot(&cfg, &["check", "--validate"]);
     assert_eq!(code, 0, "{out}");
-}
-
-fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let start = std::time::Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -265,17 +265,6 @@ fn accepted(w: &World, g: &certrot::generation::Generation, client: &str) -> boo
     .is_ok()
 }
 
-fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let t = std::time::Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// SIGKILL of `certrot rotate --now` while it checks the new generation (binding created,
 /// nothing committed): the target is untouched, the intent is on record, and the next run
 /// deletes the orphan binding and rotates.
@@ -349,16 +338,7 @@ fn concurrent_rotations_exactly_one_wins() {
     let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-l!t1");
     let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
     assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
-    w.stack
-        .tokens
-        .inject(Fault::Latency(Duration::from_millis(1500)), 1);
-    let first = bin()
-        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("the first run's binding", || w.binding_ids().len() == 2);
+    let first = w.rotation_in_flight(&cfg, 2);
     let (code, out, _) = w.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 75, "{out}");
     assert!(out.contains("is locked by pid"), "{out}");

@@ -44,6 +44,7 @@ pub struct KubeError(String);
 pub struct KubeServer {
     /// `https://127.0.0.1:<port>`
     pub url: String,
+    token: String,
     state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -143,7 +144,25 @@ impl KubeServer {
                 handle(req, &ctx.0, &ctx.1).await
             },
         ));
-        Ok(KubeServer { url, state, task })
+        Ok(KubeServer {
+            url,
+            token: token.to_string(),
+            state,
+            task,
+        })
+    }
+
+    /// A kubeconfig for this server: its CA (`ca_pem`, the CA it was started with), its
+    /// token, and `namespace` as the context's default.
+    pub fn kubeconfig(&self, ca_pem: &str, namespace: &str) -> String {
+        let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: sandbox\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n\
+             users:\n- name: certrot\n  user:\n    token: {}\n\
+             contexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n    user: certrot\n    namespace: {namespace}\n\
+             current-context: sandbox\n",
+            self.url, self.token
+        )
     }
 
     /// Answers the next `n` writes with 409 Conflict (as if another writer got there first,

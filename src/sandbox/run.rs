@@ -121,18 +121,7 @@ async fn serve(settings: Settings, root: &Path) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         let kubeconfig = root.join("kubeconfig");
-        use base64::Engine as _;
-        let ca = base64::engine::general_purpose::STANDARD.encode(&stack.ca_pem);
-        write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: sandbox\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n\
-                 users:\n- name: certrot\n  user:\n    token: {token}\n\
-                 contexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n    user: certrot\n    namespace: sandbox\n\
-                 current-context: sandbox\n",
-                server.url
-            ),
-        )?;
+        write(&kubeconfig, server.kubeconfig(&stack.ca_pem, "sandbox"))?;
         Some((server, kubeconfig))
     } else {
         None

@@ -514,24 +514,7 @@ impl SecretTarget {
                     (o, r)
                 }
                 None => {
-                    let mut o = Secret {
-                        metadata: ObjectMeta {
-                            name: Some(self.cfg.name.clone()),
-                            namespace: Some(self.namespace.clone()),
-                            labels: Some(BTreeMap::from([(
-                                "app.kubernetes.io/managed-by".to_string(),
-                                "certrot".to_string(),
-                            )])),
-                            ..ObjectMeta::default()
-                        },
-                        type_: Some(TLS_TYPE.into()),
-                        // A TLS Secret must have both keys; empty until the first commit.
-                        data: Some(BTreeMap::from([
-                            ("tls.crt".to_string(), ByteString(Vec::new())),
-                            ("tls.key".to_string(), ByteString(Vec::new())),
-                        ])),
-                        ..Secret::default()
-                    };
+                    let mut o = self.new_secret(&self.cfg.name);
                     modify(&mut o);
                     let r = self.secrets.create(&pp, &o).await;
                     (o, r)
@@ -682,6 +665,12 @@ impl SecretTarget {
 
     /// The generation a rollback would switch to (read from `<name>-previous`).
     pub async fn previous(&self) -> Result<Generation, crate::target::TargetError> {
+        let (previous, place) = self.previous_secret().await?;
+        self.generation_of(&previous, &place)
+    }
+
+    /// `<name>-previous` holding a generation, with its place for messages.
+    async fn previous_secret(&self) -> Result<(Secret, String), KubeError> {
         let name = self.previous_name();
         let place = format!("secret {}/{name}", self.namespace);
         let previous = self
@@ -696,7 +685,29 @@ impl SecretTarget {
                     "no previous generation is kept (it is removed once its binding is retired)"
                         .into(),
             })?;
-        self.generation_of(&previous, &place)
+        Ok((previous, place))
+    }
+
+    /// A new `kubernetes.io/tls` Secret named `name`, labelled as certrot's, with the two
+    /// keys such a Secret must have (empty until a generation is written).
+    fn new_secret(&self, name: &str) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "certrot".to_string(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            type_: Some(TLS_TYPE.into()),
+            data: Some(BTreeMap::from([
+                ("tls.crt".to_string(), ByteString(Vec::new())),
+                ("tls.key".to_string(), ByteString(Vec::new())),
+            ])),
+            ..Secret::default()
+        }
     }
 
     /// Makes `g` current: the generation it replaces goes to `<name>-previous` first, then
@@ -759,19 +770,7 @@ impl SecretTarget {
                     });
                 }
             }
-            let mut o = existing.clone().unwrap_or_else(|| Secret {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: Some(self.namespace.clone()),
-                    labels: Some(BTreeMap::from([(
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "certrot".to_string(),
-                    )])),
-                    ..ObjectMeta::default()
-                },
-                type_: Some(TLS_TYPE.into()),
-                ..Secret::default()
-            });
+            let mut o = existing.clone().unwrap_or_else(|| self.new_secret(&name));
             o.data = Some(data.clone());
             let ann = o.metadata.annotations.get_or_insert_with(BTreeMap::new);
             ann.insert(GENERATION_ANNOTATION.into(), generation.to_string());
@@ -801,24 +800,11 @@ impl SecretTarget {
         &self,
         expected: &str,
     ) -> Result<(String, String, Generation), crate::target::TargetError> {
-        let name = self.previous_name();
-        let place = format!("secret {}/{name}", self.namespace);
+        let (previous, place) = self.previous_secret().await?;
         let no_previous = |reason: String| KubeError::Invalid {
             place: place.clone(),
             reason,
         };
-        let previous = self
-            .secrets
-            .get_opt(&name)
-            .await
-            .map_err(|e| self.fail(&place, "reading", e))?
-            .filter(has_generation)
-            .ok_or_else(|| {
-                no_previous(
-                    "no previous generation is kept (it is removed once its binding is retired)"
-                        .into(),
-                )
-            })?;
         let g = self.generation_of(&previous, &place)?;
         let current = {
             let mut seen = self.seen.lock().await;

@@ -124,3 +124,15 @@ pub fn snapshot(dir: &Path) -> Vec<(String, String)> {
     out.sort();
     out
 }
+
+/// Polls `f` every 20 ms until it holds; fails the test after 20 s naming `what`.
+pub fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

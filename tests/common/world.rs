@@ -115,6 +115,26 @@ impl World {
         self.generation(name).leaf().fingerprint_sha256.clone()
     }
 
+    /// Starts `certrot rotate --now` in the background with its token check held up 1.5 s
+    /// and returns once its new binding exists (`bindings` in all): a run caught in the
+    /// middle of a rotation. Its stdout and stderr are piped.
+    pub fn rotation_in_flight(&self, cfg: &Path, bindings: usize) -> std::process::Child {
+        self.stack.tokens.inject(
+            certrot::sandbox::token::Fault::Latency(std::time::Duration::from_millis(1500)),
+            1,
+        );
+        let child = super::bin()
+            .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        super::wait_until("the first run's binding", || {
+            self.binding_ids().len() == bindings
+        });
+        child
+    }
+
     /// Ids of the bindings the sandbox Service Manager holds.
     pub fn binding_ids(&self) -> Vec<String> {
         self.stack.sm.bindings().into_iter().map(|b| b.id).collect()
