@@ -59,16 +59,8 @@ pub enum Command {
         /// Also prove each current generation with a token request (CRITICAL on failure).
         #[arg(long)]
         validate: bool,
-        /// Write the metrics here afterwards (node_exporter textfile format, atomically).
-        #[arg(long)]
-        metrics_file: Option<PathBuf>,
-        /// Push the metrics to this Pushgateway afterwards (job "certrot", instance = host).
-        #[arg(long)]
-        push_gateway: Option<String>,
-        /// The Pushgateway `instance` label instead of the host name (a CronJob's pods are
-        /// named anew for every run).
-        #[arg(long, env = "CERTROT_PUSH_INSTANCE")]
-        push_instance: Option<String>,
+        #[command(flatten)]
+        metrics: rotate::MetricsOut,
     },
     /// Table of every credential: client id, expiry, renewal time, last rotation, health.
     Status {
@@ -115,16 +107,8 @@ pub enum Command {
         /// Rotations at once (default: [daemon] max_parallel).
         #[arg(long)]
         parallel: Option<usize>,
-        /// Write the metrics here afterwards (node_exporter textfile format, atomically).
-        #[arg(long)]
-        metrics_file: Option<PathBuf>,
-        /// Push the metrics to this Pushgateway afterwards (job "certrot", instance = host).
-        #[arg(long)]
-        push_gateway: Option<String>,
-        /// The Pushgateway `instance` label instead of the host name (a CronJob's pods are
-        /// named anew for every run).
-        #[arg(long, env = "CERTROT_PUSH_INSTANCE")]
-        push_instance: Option<String>,
+        #[command(flatten)]
+        metrics: rotate::MetricsOut,
     },
     /// The daemon: renew on schedule, serve /metrics, /healthz, /readyz (systemd Type=notify).
     Run,
@@ -253,20 +237,8 @@ pub fn run(cli: Cli) -> i32 {
             names,
             json,
             validate,
-            metrics_file,
-            push_gateway,
-            push_instance,
-        } => cmd_check(
-            &cli.config,
-            &names,
-            json,
-            validate,
-            &rotate::MetricsOut {
-                file: metrics_file,
-                push_gateway,
-                push_instance,
-            },
-        ),
+            metrics,
+        } => cmd_check(&cli.config, &names, json, validate, &metrics),
         Command::Status { json } => cmd_status(&cli.config, json),
         Command::Import {
             name,
@@ -288,9 +260,7 @@ pub fn run(cli: Cli) -> i32 {
             json,
             wait,
             parallel,
-            metrics_file,
-            push_gateway,
-            push_instance,
+            metrics,
         } => rotate::run(
             &cli.config,
             &names,
@@ -302,11 +272,7 @@ pub fn run(cli: Cli) -> i32 {
             },
             json,
             parallel,
-            &rotate::MetricsOut {
-                file: metrics_file,
-                push_gateway,
-                push_instance,
-            },
+            &metrics,
         ),
         Command::Run => crate::daemon::run(&cli.config),
         Command::Config {

@@ -9,14 +9,18 @@ use crate::rotate::{Options, Rotator};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Where a one-shot run's metrics go.
-#[derive(Clone, Debug, Default)]
+/// Where a one-shot run's metrics go (the options `check` and `rotate` share).
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct MetricsOut {
-    /// node_exporter textfile, written atomically.
+    /// Write the metrics here afterwards (node_exporter textfile format, atomically).
+    #[arg(long = "metrics-file", value_name = "METRICS_FILE")]
     pub file: Option<std::path::PathBuf>,
-    /// Pushgateway base URL.
+    /// Push the metrics to this Pushgateway afterwards (job "certrot", instance = host).
+    #[arg(long)]
     pub push_gateway: Option<String>,
-    /// Its `instance` label (default: the host name).
+    /// The Pushgateway `instance` label instead of the host name (a CronJob's pods are
+    /// named anew for every run).
+    #[arg(long, env = "CERTROT_PUSH_INSTANCE")]
     pub push_instance: Option<String>,
 }
 
