@@ -1,5 +1,6 @@
 //! Test helper for `tests/crash_consistency.rs`: commits the generations `g0..g3` found in
-//! DIR to the directory target `DIR/target`, round-robin, until killed.
+//! DIR to the directory target `DIR/target`, round-robin, until killed. Prints one line to
+//! stdout after each completed commit, so the test can time its kills to this machine.
 //!
 //! Usage: `commit_loop DIR`
 
@@ -34,6 +35,8 @@ fn main() -> Result<(), String> {
         target
             .commit(&gens[i % gens.len()], time::OffsetDateTime::now_utc())
             .map_err(|e| e.to_string())?;
+        // Line-buffered: the test sees each line as soon as the commit has returned.
+        println!("{i}");
     }
     Ok(())
 }
