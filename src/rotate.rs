@@ -613,25 +613,28 @@ impl Rotator {
         // Without an exclusive lock (a Secret without a Lease) a write can meet another
         // run's: then the state is read again and the decision taken again.
         let mut attempt = 0;
-        let (outcome, lists) = loop {
-            attempt += 1;
-            // A dry run changes nothing, not even a corrupt state file.
-            let loaded = match backend.load_state(&cred.name, !opts.dry_run).await {
-                Ok(l) => l,
-                Err(e) => break (failed(Step::Inspect, "state", e.to_string()), None),
-            };
-            let mut w = Work::new(cred, &backend, loaded.state);
-            if let Some((p, why)) = loaded.set_aside {
-                tracing::warn!(credential = %cred.name, path = %p.display(), "state set aside: {why}");
+        let run = async {
+            loop {
+                attempt += 1;
+                // A dry run changes nothing, not even a corrupt state file.
+                let loaded = match backend.load_state(&cred.name, !opts.dry_run).await {
+                    Ok(l) => l,
+                    Err(e) => break (failed(Step::Inspect, "state", e.to_string()), None),
+                };
+                let mut w = Work::new(cred, &backend, loaded.state);
+                if let Some((p, why)) = loaded.set_aside {
+                    tracing::warn!(credential = %cred.name, path = %p.display(), "state set aside: {why}");
+                }
+                w.state_lost = settle_tracking(&mut w.state, cred, OffsetDateTime::now_utc());
+                let outcome = self.pipeline(&mut w, opts).await;
+                if w.redecide && attempt < 3 {
+                    tracing::info!(credential = %cred.name, "another run changed the state before this one created anything; deciding again");
+                    continue;
+                }
+                break (outcome, Some((w.reconciled, w.retired, w.retire_errors)));
             }
-            w.state_lost = settle_tracking(&mut w.state, cred, OffsetDateTime::now_utc());
-            let outcome = self.pipeline(&mut w, opts).await;
-            if w.redecide && attempt < 3 {
-                tracing::info!(credential = %cred.name, "another run changed the state before this one created anything; deciding again");
-                continue;
-            }
-            break (outcome, Some((w.reconciled, w.retired, w.retire_errors)));
         };
+        let (outcome, lists) = backend.hold(&guard, run).await;
         backend.release(guard).await;
         match &outcome {
             Outcome::Rotated { new_binding, .. } => {
@@ -1189,8 +1192,8 @@ impl Rotator {
                 .await
                 .map_err(|f| f.message)?;
             Ok(w.reconciled)
-        }
-        .await;
+        };
+        let result = backend.hold(&guard, result).await;
         backend.release(guard).await;
         result
     }

@@ -5,7 +5,8 @@
 //! a run that is not due writes nothing; a concurrent foreign write during the commit is
 //! re-read and kept; two overlapping runs rotate once; the state lives in annotations
 //! (no state file); retirement on a later run removes `<name>-previous`; rollback swaps the
-//! two Secrets; the Secret never holds a key for another certificate; the Lease.
+//! two Secrets; the Secret never holds a key for another certificate; the Lease (held,
+//! released, renewed during a long run, lost to another holder).
 
 mod common;
 
@@ -427,6 +428,96 @@ fn the_lease_excludes_a_second_run_and_is_released() {
         .object("leases", NS, "certrot-orders-credentials")
         .unwrap();
     assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
+}
+
+/// A run that outlives a third of `lease_duration` renews its Lease meanwhile, so no other
+/// run can take it over; the Lease is still given back at the end.
+#[test]
+fn a_long_run_renews_its_lease() {
+    let k = KubeWorld::new();
+    let cfg = k.config("lease = true\nlease_duration = \"10s\"", "");
+    assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
+    // The next run's token check takes 5 s: longer than a third of the lease.
+    k.w.stack
+        .tokens
+        .inject(Fault::Latency(Duration::from_secs(5)), 1);
+    let run = bin()
+        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lease = || {
+        k.kube
+            .object("leases", NS, "certrot-orders-credentials")
+            .unwrap()["spec"]
+            .clone()
+    };
+    common::wait_until("the lease taken", || lease()["holderIdentity"].is_string());
+    let taken = lease();
+    common::wait_until("the lease renewed", || {
+        let now = lease();
+        now["holderIdentity"] == taken["holderIdentity"] && now["renewTime"] != taken["renewTime"]
+    });
+    assert_eq!(lease()["acquireTime"], taken["acquireTime"]);
+    let o = run.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(rotated(&out), "{out}");
+    assert!(lease()["holderIdentity"].is_null(), "released: {}", lease());
+}
+
+/// A run whose Lease another holder has taken writes nothing more: the new certificate is
+/// not committed, its binding is deleted, and the other holder's Lease is left alone.
+#[test]
+fn a_run_that_lost_its_lease_commits_nothing() {
+    let k = KubeWorld::new();
+    let cfg = k.config("lease = true\nlease_duration = \"10s\"", "");
+    assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
+    let before = k.fingerprint(SECRET);
+    k.w.stack
+        .tokens
+        .inject(Fault::Latency(Duration::from_secs(5)), 1);
+    let run = bin()
+        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the run has created its binding (and is waiting for its token check), another
+    // holder takes the Lease.
+    common::wait_until("the run's binding", || k.w.binding_ids().len() == 2);
+    assert!(k.kube.patch_object(
+        "leases",
+        NS,
+        "certrot-orders-credentials",
+        &json!({"spec": {"holderIdentity": "other-node/1"}}),
+    ));
+    let o = run.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(
+            "lease apps/certrot-orders-credentials: the lease is now held by other-node/1"
+        ),
+        "{out}"
+    );
+    assert_eq!(k.fingerprint(SECRET), before, "nothing committed");
+    assert_eq!(
+        k.w.binding_ids().len(),
+        1,
+        "the uncommitted binding is deleted"
+    );
+    assert_eq!(
+        k.current_record()["fingerprint_sha256"],
+        before,
+        "the state still names the certificate in place"
+    );
+    let lease = k
+        .kube
+        .object("leases", NS, "certrot-orders-credentials")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "other-node/1", "{lease}");
 }
 
 /// Many rotations while a reader polls the Secret: every version it sees holds a key that

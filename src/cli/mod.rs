@@ -571,7 +571,7 @@ where
             Ok(x) => x,
             Err(code) => return code,
         };
-        let code = body(&cred, &backend).await;
+        let code = backend.hold(&guard, body(&cred, &backend)).await;
         backend.release(guard).await;
         code
     };

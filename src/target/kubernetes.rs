@@ -83,6 +83,10 @@ pub enum KubeError {
     Conflict { place: String, action: &'static str },
     #[error("{place}: {reason}")]
     Invalid { place: String, reason: String },
+    #[error(
+        "{place}: the lease is now held by {holder}, so this run writes nothing more (it outlived lease_duration or another run took the lease)"
+    )]
+    LeaseLost { place: String, holder: String },
 }
 
 impl KubeError {
@@ -208,6 +212,18 @@ pub struct SecretTarget {
     secrets: Api<Secret>,
     leases: Api<Lease>,
     seen: tokio::sync::Mutex<Option<Seen>>,
+    /// The Lease this run holds, while it holds it.
+    held: tokio::sync::Mutex<Option<HeldLease>>,
+}
+
+/// This run's hold on its Lease: renewed every third of `lease_duration`; once another
+/// holder is seen, every further write is refused.
+#[derive(Debug)]
+struct HeldLease {
+    name: String,
+    holder: String,
+    renewed: tokio::time::Instant,
+    lost_to: Option<String>,
 }
 
 // No derive: the cached Secret holds the private key.
@@ -404,6 +420,7 @@ impl SecretTarget {
             leases: Api::namespaced(client, &namespace),
             namespace,
             seen: tokio::sync::Mutex::new(None),
+            held: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -483,6 +500,7 @@ impl SecretTarget {
         action: &'static str,
         modify: impl Fn(&mut Secret),
     ) -> Result<(), KubeError> {
+        self.hold_lease().await?;
         let mut seen = self.seen.lock().await;
         let mut base = match seen.take() {
             Some(s) => s,
@@ -745,6 +763,7 @@ impl SecretTarget {
         data: BTreeMap<String, ByteString>,
         generation: &str,
     ) -> Result<(), KubeError> {
+        self.hold_lease().await?;
         let name = self.previous_name();
         let place = format!("secret {}/{name}", self.namespace);
         let pp = PostParams::default();
@@ -862,6 +881,7 @@ impl SecretTarget {
             .ok()
             .map(|g| g.leaf().fingerprint_sha256.clone());
         if fp.is_some_and(|f| fingerprints.contains(&f)) {
+            self.hold_lease().await?;
             // Only the object just read: not a newer copy written meanwhile.
             let dp = DeleteParams {
                 preconditions: Some(kube::api::Preconditions {
@@ -960,7 +980,15 @@ impl SecretTarget {
                 }
             };
             match r {
-                Ok(_) => return Ok(Ok(LeaseGuard { name, holder })),
+                Ok(_) => {
+                    *self.held.lock().await = Some(HeldLease {
+                        name: name.clone(),
+                        holder: holder.clone(),
+                        renewed: tokio::time::Instant::now(),
+                        lost_to: None,
+                    });
+                    return Ok(Ok(LeaseGuard { name, holder }));
+                }
                 // Someone took it between our read and write: look again.
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
                 Err(e) => return Err(self.fail(&place, "taking the lease", e)),
@@ -968,8 +996,101 @@ impl SecretTarget {
         }
     }
 
+    /// Renews the held Lease every third of `lease_duration` for as long as it is polled;
+    /// never completes. A renewal that finds another holder marks the Lease lost.
+    pub async fn keep_lease(&self) -> std::convert::Infallible {
+        let every = self.cfg.lease_duration.0 / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            match self.renew_lease(every).await {
+                Ok(()) => {}
+                Err(e @ KubeError::LeaseLost { .. }) => {
+                    tracing::error!(secret = %self.place(), "{e}");
+                    return std::future::pending().await;
+                }
+                Err(e) => {
+                    tracing::warn!(secret = %self.place(), "could not renew the lease (trying again): {e}")
+                }
+            }
+        }
+    }
+
+    /// Before a write: the Lease, if this run holds one, must still be its own. Renewed
+    /// here when the last renewal is older than two thirds of `lease_duration` (no
+    /// other run can have taken it before then).
+    async fn hold_lease(&self) -> Result<(), KubeError> {
+        self.renew_lease(self.cfg.lease_duration.0 * 2 / 3).await
+    }
+
+    /// Renews the Lease when the last renewal is at least `older_than` ago; `LeaseLost`
+    /// when someone else holds it (remembered: later calls refuse without asking).
+    async fn renew_lease(&self, older_than: std::time::Duration) -> Result<(), KubeError> {
+        let mut held = self.held.lock().await;
+        let Some(h) = held.as_mut() else {
+            return Ok(());
+        };
+        let place = format!("lease {}/{}", self.namespace, h.name);
+        if let Some(holder) = &h.lost_to {
+            return Err(KubeError::LeaseLost {
+                place,
+                holder: holder.clone(),
+            });
+        }
+        if h.renewed.elapsed() < older_than {
+            return Ok(());
+        }
+        for _ in 0..WRITE_ATTEMPTS {
+            let asked = tokio::time::Instant::now();
+            let lease = self
+                .leases
+                .get_opt(&h.name)
+                .await
+                .map_err(|e| self.fail(&place, "reading", e))?;
+            let holder = lease
+                .as_ref()
+                .and_then(|l| l.spec.as_ref()?.holder_identity.clone())
+                .unwrap_or_default();
+            let Some(mut lease) = lease.filter(|_| holder == h.holder) else {
+                let holder = if holder.is_empty() {
+                    "nobody (released or deleted by someone else)".to_string()
+                } else {
+                    holder
+                };
+                h.lost_to = Some(holder.clone());
+                return Err(KubeError::LeaseLost { place, holder });
+            };
+            lease.spec.get_or_insert_with(LeaseSpec::default).renew_time = Some(micro_now());
+            match self
+                .leases
+                .replace(&h.name, &PostParams::default(), &lease)
+                .await
+            {
+                Ok(_) => {
+                    h.renewed = asked;
+                    tracing::debug!(lease = %place, "lease renewed");
+                    return Ok(());
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(self.fail(&place, "renewing the lease", e)),
+            }
+        }
+        Err(KubeError::Conflict {
+            place,
+            action: "renewing the lease",
+        })
+    }
+
     /// Gives the Lease back (clears the holder); it would expire anyway.
     pub async fn release(&self, guard: LeaseGuard) {
+        let lost = self
+            .held
+            .lock()
+            .await
+            .take()
+            .is_some_and(|h| h.lost_to.is_some());
+        if lost {
+            return;
+        }
         let place = format!("lease {}/{}", self.namespace, guard.name);
         let result = async {
             let Some(mut l) = self.leases.get_opt(&guard.name).await? else {

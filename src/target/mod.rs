@@ -110,6 +110,21 @@ impl Backend {
         }
     }
 
+    /// Runs `work` under `guard`: a held Lease is renewed meanwhile (every third of its
+    /// duration). Writes after the Lease was lost are refused by the target itself.
+    pub async fn hold<T>(&self, guard: &Guard, work: impl std::future::Future<Output = T>) -> T {
+        match (self, guard) {
+            (Backend::Kubernetes(k), Guard::Lease(_)) => {
+                tokio::select! {
+                    biased;
+                    out = work => out,
+                    never = k.keep_lease() => match never {},
+                }
+            }
+            _ => work.await,
+        }
+    }
+
     /// Gives a lock back.
     pub async fn release(&self, guard: Guard) {
         if let (Backend::Kubernetes(k), Guard::Lease(g)) = (self, guard) {
