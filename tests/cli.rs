@@ -297,7 +297,8 @@ fn demo_runs() {
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out} {err}");
     assert!(
-        t.elapsed() < std::time::Duration::from_secs(40),
+        // The demo's own deadline is near a minute; this only catches a hang.
+        t.elapsed() < std::time::Duration::from_secs(120),
         "{:?}",
         t.elapsed()
     );

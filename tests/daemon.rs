@@ -170,7 +170,7 @@ fn daemon_rotates_serves_health_reloads_and_stops_cleanly() {
     };
     wait_for(
         "three rotations of each credential",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || rotations("orders") >= 3 && rotations("login") >= 3,
     );
     // /metrics agrees with the files on disk.
@@ -240,7 +240,8 @@ fn daemon_rotates_serves_health_reloads_and_stops_cleanly() {
     assert_eq!(get(&addr, "/healthz").0, 200);
     std::fs::write(&cfg, &text).unwrap();
 
-    // SIGTERM: exit 0 within 5 s, nothing half-written.
+    // SIGTERM: exit 0 after at most the 3 s grace (plus a loaded machine's slack), nothing
+    // half-written.
     let t = Instant::now();
     rustix::process::kill_process(
         rustix::process::Pid::from_child(&child),
@@ -248,7 +249,7 @@ fn daemon_rotates_serves_health_reloads_and_stops_cleanly() {
     )
     .unwrap();
     let status = child.wait().unwrap();
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert_eq!(status.code(), Some(0));
     for name in ["orders", "login"] {
         let dir = w.target(name);

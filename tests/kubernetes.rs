@@ -200,7 +200,7 @@ fn retirement_on_a_later_run_removes_the_previous_secret() {
         "[[credential.hook]]\nexec = [\"/bin/sh\", \"-c\", \"env | grep ^CERTROT_ | sort > {}\"]",
         env_file.display()
     );
-    let cfg = k.config(&hook, "retire_after = \"1s\"");
+    let cfg = k.config(&hook, "retire_after = \"5s\"");
     assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
     // Hooks learn the Secret, and no file names (there are none).
     let env = std::fs::read_to_string(&env_file).unwrap();
@@ -220,7 +220,12 @@ fn retirement_on_a_later_run_removes_the_previous_secret() {
         serde_json::from_str(&k.annotation(SECRET, "certrot.io/retiring").unwrap()).unwrap();
     assert_eq!(retiring[0]["binding_id"], first_binding);
     assert_eq!(k.w.binding_ids().len(), 2);
-    std::thread::sleep(Duration::from_millis(1300));
+    let retire_at = time::OffsetDateTime::parse(
+        retiring[0]["retire_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    common::sleep_past(retire_at);
     let (code, out, err) = k.certrot(&cfg, &["rotate", "--if-due"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("retired"), "{out}");
@@ -297,7 +302,7 @@ fn a_conflict_during_the_commit_is_reread_and_nothing_is_lost() {
         SECRET,
         &json!({"metadata": {"annotations": {"example.com/owner": "team-a"}}})
     ));
-    let o = run.wait_with_output().unwrap();
+    let o = run.finish();
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
         o.status.code(),
@@ -398,7 +403,7 @@ fn two_concurrent_runs_rotate_once() {
     let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 75, "{out}{err}");
     assert!(out.contains("being rotated by another run"), "{out}");
-    let o = first.wait_with_output().unwrap();
+    let o = first.finish();
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(k.w.binding_ids().len(), 2, "one rotation: replaced + new");
 }
@@ -422,7 +427,7 @@ fn the_lease_excludes_a_second_run_and_is_released() {
         out.contains("lease certrot-orders-credentials until"),
         "{out}"
     );
-    assert_eq!(first.wait_with_output().unwrap().status.code(), Some(0));
+    assert_eq!(first.finish().status.code(), Some(0));
     let lease = k
         .kube
         .object("leases", NS, "certrot-orders-credentials")
@@ -437,10 +442,10 @@ fn a_long_run_renews_its_lease() {
     let k = KubeWorld::new();
     let cfg = k.config("lease = true\nlease_duration = \"10s\"", "");
     assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
-    // The next run's token check takes 5 s: longer than a third of the lease.
+    // The next run's token check takes 7 s: twice a third of the lease.
     k.w.stack
         .tokens
-        .inject(Fault::Latency(Duration::from_secs(5)), 1);
+        .inject(Fault::Latency(Duration::from_secs(7)), 1);
     let run = bin()
         .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
         .stdout(std::process::Stdio::piped())
@@ -477,7 +482,7 @@ fn a_run_that_lost_its_lease_commits_nothing() {
     let before = k.fingerprint(SECRET);
     k.w.stack
         .tokens
-        .inject(Fault::Latency(Duration::from_secs(5)), 1);
+        .inject(Fault::Latency(Duration::from_secs(7)), 1);
     let run = bin()
         .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
         .stdout(std::process::Stdio::piped())

@@ -342,7 +342,7 @@ fn concurrent_rotations_exactly_one_wins() {
     let (code, out, _) = w.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 75, "{out}");
     assert!(out.contains("is locked by pid"), "{out}");
-    let o = first.wait_with_output().unwrap();
+    let o = first.finish();
     assert_eq!(o.status.code(), Some(0));
     assert!(rotated(&String::from_utf8_lossy(&o.stdout), "orders"));
     assert_eq!(w.binding_ids().len(), 2, "one rotation: replaced + new");
@@ -359,7 +359,7 @@ fn retirement_at_the_deadline_and_revoke_previous() {
     let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-t!t1");
     let cfg = w.config(
         None,
-        &[w.credential("orders", "xsuaa", &xs, "retire_after = \"1s\"")],
+        &[w.credential("orders", "xsuaa", &xs, "retire_after = \"5s\"")],
     );
     assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
     let g1 = w.generation("orders");
@@ -371,7 +371,7 @@ fn retirement_at_the_deadline_and_revoke_previous() {
         accepted(&w, &g1, "sb-t!t1"),
         "the old certificate works during the grace period"
     );
-    std::thread::sleep(Duration::from_millis(1100));
+    common::sleep_past(w.state("orders").retiring[0].retire_at);
     let (code, out, _) = w.certrot(&cfg, &["rotate", "--if-due"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("retired binding(s) {b1}")), "{out}");
@@ -944,11 +944,11 @@ fn failed_retirement_is_postponed() {
     let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-pp!t1");
     let cfg = w.config(
         None,
-        &[w.credential("orders", "xsuaa", &xs, "retire_after = \"1s\"")],
+        &[w.credential("orders", "xsuaa", &xs, "retire_after = \"5s\"")],
     );
     assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
     assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
-    std::thread::sleep(Duration::from_millis(1100));
+    common::sleep_past(w.state("orders").retiring[0].retire_at);
     w.stack.sm.inject(SmCall::Delete, SmFault::Status(500), 10);
     let (code, out, _) = w.certrot(&cfg, &["rotate", "--if-due"]);
     assert_eq!(code, 0, "{out}");

@@ -45,6 +45,9 @@ pub enum Fault {
     Reset,
     /// Read the ClientHello, answer with a fatal `handshake_failure` alert, close.
     HandshakeAbort,
+    /// Wait until [`TokenServer::release_held`] (a minute at most) before answering: a check
+    /// caught in the middle for as long as a test needs. Set with [`TokenServer::hold_next`].
+    Held,
 }
 
 /// Repeat count meaning "every request from now on".
@@ -175,6 +178,8 @@ struct Shared {
     issuer: String,
     cert_base: String,
     plain_base: String,
+    /// Open (`true`) once held requests may go on.
+    gate: tokio::sync::watch::Sender<bool>,
 }
 
 /// Why the sandbox could not start.
@@ -302,6 +307,7 @@ impl TokenServer {
             issuer: format!("{plain_base}/oauth/token"),
             cert_base: cert_base.clone(),
             plain_base: plain_base.clone(),
+            gate: tokio::sync::watch::Sender::new(true),
         });
         let tasks = vec![
             tokio::spawn(accept_loop(
@@ -434,6 +440,17 @@ impl TokenHandle {
     /// Drops every queued fault.
     pub fn clear_faults(&self) {
         lock(&self.shared.state).faults.clear();
+    }
+
+    /// Holds the next token request until [`TokenServer::release_held`].
+    pub fn hold_next(&self) {
+        self.shared.gate.send_replace(false);
+        self.inject(Fault::Held, 1);
+    }
+
+    /// Lets held token requests (and later ones meeting `Held`) go on.
+    pub fn release_held(&self) {
+        self.shared.gate.send_replace(true);
     }
 }
 
@@ -623,6 +640,14 @@ async fn handle_mtls(
             return r;
         }
         Some(Fault::Latency(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Held) => {
+            let mut open = shared.gate.subscribe();
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                open.wait_for(|open| *open),
+            )
+            .await;
+        }
         Some(Fault::Malformed) => return reply(200, "<html>gateway</html>"),
         Some(Fault::Oversize) => return reply(200, vec![b' '; 2 << 20]),
         Some(Fault::Reset | Fault::HandshakeAbort) | None => {}

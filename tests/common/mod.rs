@@ -125,6 +125,14 @@ pub fn snapshot(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// Sleeps until the wall clock is past `t` (a retirement deadline, say).
+pub fn sleep_past(t: time::OffsetDateTime) {
+    let left = t - time::OffsetDateTime::now_utc();
+    if left.is_positive() {
+        std::thread::sleep(left.unsigned_abs() + std::time::Duration::from_millis(50));
+    }
+}
+
 /// Polls `f` every 20 ms until it holds; fails the test after 20 s naming `what`.
 pub fn wait_until(what: &str, f: impl Fn() -> bool) {
     let t = std::time::Instant::now();

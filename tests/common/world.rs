@@ -115,28 +115,55 @@ impl World {
         self.generation(name).leaf().fingerprint_sha256.clone()
     }
 
-    /// Starts `certrot rotate --now` in the background with its token check held up 1.5 s
-    /// and returns once its new binding exists (`bindings` in all): a run caught in the
-    /// middle of a rotation. Its stdout and stderr are piped.
-    pub fn rotation_in_flight(&self, cfg: &Path, bindings: usize) -> std::process::Child {
-        self.stack.tokens.inject(
-            certrot::sandbox::token::Fault::Latency(std::time::Duration::from_millis(1500)),
-            1,
-        );
+    /// Starts `certrot rotate --now` in the background with its token check held until
+    /// [`InFlight::finish`], and returns once its new binding exists (`bindings` in all): a
+    /// run caught in the middle of a rotation, for as long as the test needs.
+    pub fn rotation_in_flight(&self, cfg: &Path, bindings: usize) -> InFlight<'_> {
+        // Its token request must meet the hold, not a fault left over from earlier.
+        self.stack.tokens.clear_faults();
+        self.stack.tokens.hold_next();
         let child = super::bin()
             .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        let run = InFlight {
+            child: Some(child),
+            world: self,
+        };
         super::wait_until("the first run's binding", || {
             self.binding_ids().len() == bindings
         });
-        child
+        run
     }
 
     /// Ids of the bindings the sandbox Service Manager holds.
     pub fn binding_ids(&self) -> Vec<String> {
         self.stack.sm.bindings().into_iter().map(|b| b.id).collect()
+    }
+}
+
+/// A rotation held at its token check (see [`World::rotation_in_flight`]).
+pub struct InFlight<'a> {
+    child: Option<std::process::Child>,
+    world: &'a World,
+}
+
+impl InFlight<'_> {
+    /// Lets the check answer and waits for the run to end.
+    pub fn finish(mut self) -> std::process::Output {
+        self.world.stack.tokens.release_held();
+        self.child.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.world.stack.tokens.release_held();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
