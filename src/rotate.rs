@@ -883,6 +883,13 @@ impl Rotator {
             p.binding_id = Some(binding.id.clone());
         }
         if let Err(e) = w.backend.save_state(&w.state).await {
+            // Another run has the Lease now: stop here, delete what this one created.
+            if crate::target::is_lease_lost(&e) {
+                let f = failure(Step::Issue, "lease", e.to_string());
+                return self
+                    .record_failure(w, f, Some((binding.id.clone(), None)), critical_at)
+                    .await;
+            }
             tracing::warn!(credential = %cred.name, "state not saved after binding creation: {e}");
         }
         // 5. verify

@@ -435,77 +435,99 @@ fn the_lease_excludes_a_second_run_and_is_released() {
     assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
 }
 
-/// A run that outlives a third of `lease_duration` renews its Lease meanwhile, so no other
-/// run can take it over; the Lease is still given back at the end.
+const LEASE: &str = "certrot-orders-credentials";
+const LEASE_PATH: &str =
+    "/apis/coordination.k8s.io/v1/namespaces/apps/leases/certrot-orders-credentials";
+
+impl KubeWorld {
+    fn lease(&self) -> Value {
+        self.kube.object("leases", NS, LEASE).unwrap()["spec"].clone()
+    }
+}
+
+fn micro_time(v: &Value) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(
+        v.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+}
+
+/// A run renews its Lease while it works, so a run that starts after the Lease as first
+/// taken would have expired is still turned away by the Lease; it is given back at the end.
 #[test]
 fn a_long_run_renews_its_lease() {
     let k = KubeWorld::new();
     let cfg = k.config("lease = true\nlease_duration = \"10s\"", "");
     assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
-    // The next run's token check takes 7 s: twice a third of the lease.
-    k.w.stack
-        .tokens
-        .inject(Fault::Latency(Duration::from_secs(7)), 1);
-    let run = bin()
-        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lease = || {
-        k.kube
-            .object("leases", NS, "certrot-orders-credentials")
-            .unwrap()["spec"]
-            .clone()
-    };
-    common::wait_until("the lease taken", || lease()["holderIdentity"].is_string());
-    let taken = lease();
+    // Held at its token check: no writes while it waits, only renewals.
+    let first = k.w.rotation_in_flight(&cfg, 2);
+    let taken = k.lease();
+    assert!(taken["holderIdentity"].is_string(), "{taken}");
     common::wait_until("the lease renewed", || {
-        let now = lease();
-        now["holderIdentity"] == taken["holderIdentity"] && now["renewTime"] != taken["renewTime"]
+        k.lease()["renewTime"] != taken["renewTime"]
     });
-    assert_eq!(lease()["acquireTime"], taken["acquireTime"]);
-    let o = run.wait_with_output().unwrap();
+    assert_eq!(k.lease()["holderIdentity"], taken["holderIdentity"]);
+    assert_eq!(k.lease()["acquireTime"], taken["acquireTime"]);
+    // Past the first term of the Lease: a second run still finds it held.
+    common::sleep_past(micro_time(&taken["acquireTime"]) + time::Duration::seconds(11));
+    let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 75, "{out}{err}");
+    assert!(out.contains(&format!("lease {LEASE} until")), "{out}");
+    let o = first.finish();
     let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(rotated(&out), "{out}");
-    assert!(lease()["holderIdentity"].is_null(), "released: {}", lease());
+    assert!(
+        k.lease()["holderIdentity"].is_null(),
+        "released: {}",
+        k.lease()
+    );
+    assert_eq!(k.w.binding_ids().len(), 2, "one rotation: replaced + new");
 }
 
-/// A run whose Lease another holder has taken writes nothing more: the new certificate is
-/// not committed, its binding is deleted, and the other holder's Lease is left alone.
+/// A run whose Lease another holder has taken writes nothing more: no request changes the
+/// Secret, the new certificate is not committed, its binding is deleted, and the other
+/// holder's Lease is left alone. The next holder is not turned away by the intent left
+/// behind.
 #[test]
 fn a_run_that_lost_its_lease_commits_nothing() {
     let k = KubeWorld::new();
     let cfg = k.config("lease = true\nlease_duration = \"10s\"", "");
     assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
     let before = k.fingerprint(SECRET);
-    k.w.stack
-        .tokens
-        .inject(Fault::Latency(Duration::from_secs(7)), 1);
-    let run = bin()
-        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Once the run has created its binding (and is waiting for its token check), another
-    // holder takes the Lease.
-    common::wait_until("the run's binding", || k.w.binding_ids().len() == 2);
+    // Held at its token check (binding created); then another holder takes the Lease.
+    let first = k.w.rotation_in_flight(&cfg, 2);
+    let mark = k.kube.calls().len();
     assert!(k.kube.patch_object(
         "leases",
         NS,
-        "certrot-orders-credentials",
+        LEASE,
         &json!({"spec": {"holderIdentity": "other-node/1"}}),
     ));
-    let o = run.wait_with_output().unwrap();
+    let version = k.secret(SECRET).unwrap()["metadata"]["resourceVersion"].clone();
+    // The run's renewal reads the Lease and finds the other holder.
+    common::wait_until("the run's renewal", || {
+        k.kube.calls()[mark..].contains(&format!("GET {LEASE_PATH}"))
+    });
+    let o = first.finish();
     let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(
-        out.contains(
-            "lease apps/certrot-orders-credentials: the lease is now held by other-node/1"
-        ),
+        out.contains(&format!(
+            "lease {NS}/{LEASE}: the lease is now held by other-node/1"
+        )),
         "{out}"
+    );
+    let secret_writes: Vec<String> = k.kube.calls()[mark..]
+        .iter()
+        .filter(|c| !c.starts_with("GET ") && c.contains("/secrets"))
+        .cloned()
+        .collect();
+    assert!(secret_writes.is_empty(), "{secret_writes:?}");
+    assert_eq!(
+        k.secret(SECRET).unwrap()["metadata"]["resourceVersion"],
+        version
     );
     assert_eq!(k.fingerprint(SECRET), before, "nothing committed");
     assert_eq!(
@@ -513,16 +535,22 @@ fn a_run_that_lost_its_lease_commits_nothing() {
         1,
         "the uncommitted binding is deleted"
     );
-    assert_eq!(
-        k.current_record()["fingerprint_sha256"],
-        before,
-        "the state still names the certificate in place"
-    );
-    let lease = k
-        .kube
-        .object("leases", NS, "certrot-orders-credentials")
-        .unwrap();
-    assert_eq!(lease["spec"]["holderIdentity"], "other-node/1", "{lease}");
+    assert_eq!(k.current_record()["fingerprint_sha256"], before);
+    assert_eq!(k.lease()["holderIdentity"], "other-node/1");
+    // The other holder is done; the next run takes the Lease and rotates: the intent left
+    // behind is an interrupted run's, not one in flight.
+    assert!(k.kube.patch_object(
+        "leases",
+        NS,
+        LEASE,
+        &json!({"spec": {"holderIdentity": null}}),
+    ));
+    let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(rotated(&out), "{out}");
+    assert_ne!(k.fingerprint(SECRET), before);
+    assert_eq!(k.w.binding_ids().len(), 2, "replaced + new");
+    assert!(k.annotation(SECRET, "certrot.io/pending").is_none());
 }
 
 /// Many rotations while a reader polls the Secret: every version it sees holds a key that

@@ -441,11 +441,6 @@ impl SecretTarget {
         self.cfg.lease
     }
 
-    /// How long the Lease holds.
-    pub fn lease_duration(&self) -> time::Duration {
-        self.cfg.lease_duration.to_time()
-    }
-
     async fn fetch(&self) -> Result<Seen, KubeError> {
         let obj = self
             .secrets
@@ -915,9 +910,11 @@ impl SecretTarget {
             .nodename()
             .to_string_lossy()
             .into_owned();
-        let holder = format!("{host}/{}", std::process::id());
+        // pid 1 in every container, and pods may share a host name: a per-run nonce too.
+        let nonce = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 & 0xffff_ffff;
+        let holder = format!("{host}/{}/{nonce:08x}", std::process::id());
         let pp = PostParams::default();
-        let duration = i32::try_from(self.cfg.lease_duration.0.as_secs()).unwrap_or(i32::MAX);
+        let duration = i32::try_from(self.lease_secs().as_secs()).unwrap_or(i32::MAX);
         loop {
             let existing = self
                 .leases
@@ -962,6 +959,8 @@ impl SecretTarget {
                 ),
                 ..LeaseSpec::default()
             };
+            // The Lease runs from its renew time, taken before the request.
+            let asked = tokio::time::Instant::now();
             let r = match existing {
                 Some(mut l) => {
                     l.spec = Some(spec);
@@ -984,7 +983,7 @@ impl SecretTarget {
                     *self.held.lock().await = Some(HeldLease {
                         name: name.clone(),
                         holder: holder.clone(),
-                        renewed: tokio::time::Instant::now(),
+                        renewed: asked,
                         lost_to: None,
                     });
                     return Ok(Ok(LeaseGuard { name, holder }));
@@ -999,27 +998,46 @@ impl SecretTarget {
     /// Renews the held Lease every third of `lease_duration` for as long as it is polled;
     /// never completes. A renewal that finds another holder marks the Lease lost.
     pub async fn keep_lease(&self) -> std::convert::Infallible {
-        let every = self.cfg.lease_duration.0 / 3;
+        let every = self.lease_secs() / 3;
+        // After a failed renewal, sooner: the Lease still holds for a while.
+        let soon = (every / 4).min(std::time::Duration::from_secs(5));
+        let mut wait = every;
         loop {
-            tokio::time::sleep(every).await;
-            match self.renew_lease(every).await {
-                Ok(()) => {}
+            tokio::time::sleep(wait).await;
+            let renewed = tokio::time::timeout(every, self.renew_lease(every))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(KubeError::Transport {
+                        place: self.place(),
+                        action: "renewing the lease",
+                        message: format!("no answer within {every:?}"),
+                    })
+                });
+            wait = match renewed {
+                Ok(()) => every,
                 Err(e @ KubeError::LeaseLost { .. }) => {
                     tracing::error!(secret = %self.place(), "{e}");
                     return std::future::pending().await;
                 }
                 Err(e) => {
-                    tracing::warn!(secret = %self.place(), "could not renew the lease (trying again): {e}")
+                    tracing::warn!(secret = %self.place(), "could not renew the lease (trying again): {e}");
+                    soon
                 }
             }
         }
     }
 
-    /// Before a write: the Lease, if this run holds one, must still be its own. Renewed
-    /// here when the last renewal is older than two thirds of `lease_duration` (no
-    /// other run can have taken it before then).
+    /// `lease_duration` as the Lease states it: whole seconds.
+    fn lease_secs(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.cfg.lease_duration.0.as_secs())
+    }
+
+    /// Before a write: the Lease, if this run holds one, must still be its own. A Lease
+    /// found lost (by [`SecretTarget::keep_lease`] or here) refuses the write; one renewed
+    /// within the last two thirds of `lease_duration` is taken as still held (no other
+    /// run can take it before it expires, clocks in sync), an older one is renewed first.
     async fn hold_lease(&self) -> Result<(), KubeError> {
-        self.renew_lease(self.cfg.lease_duration.0 * 2 / 3).await
+        self.renew_lease(self.lease_secs() * 2 / 3).await
     }
 
     /// Renews the Lease when the last renewal is at least `older_than` ago; `LeaseLost`
@@ -1074,9 +1092,11 @@ impl SecretTarget {
                 Err(e) => return Err(self.fail(&place, "renewing the lease", e)),
             }
         }
-        Err(KubeError::Conflict {
+        // Not `Conflict`: that would read as another run's change to the state.
+        Err(KubeError::Transport {
             place,
             action: "renewing the lease",
+            message: format!("the Lease changed on each of {WRITE_ATTEMPTS} attempts"),
         })
     }
 
@@ -1093,20 +1113,28 @@ impl SecretTarget {
         }
         let place = format!("lease {}/{}", self.namespace, guard.name);
         let result = async {
-            let Some(mut l) = self.leases.get_opt(&guard.name).await? else {
-                return Ok(());
-            };
-            let spec = l.spec.get_or_insert_with(LeaseSpec::default);
-            if spec.holder_identity.as_deref() != Some(&guard.holder) {
-                return Ok(());
+            // A renewal cut short may still land meanwhile: 409 → read again.
+            for _ in 0..WRITE_ATTEMPTS {
+                let Some(mut l) = self.leases.get_opt(&guard.name).await? else {
+                    return Ok(());
+                };
+                let spec = l.spec.get_or_insert_with(LeaseSpec::default);
+                if spec.holder_identity.as_deref() != Some(&guard.holder) {
+                    return Ok(());
+                }
+                spec.holder_identity = None;
+                spec.renew_time = None;
+                spec.acquire_time = None;
+                match self
+                    .leases
+                    .replace(&guard.name, &PostParams::default(), &l)
+                    .await
+                {
+                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    r => return r.map(|_| ()),
+                }
             }
-            spec.holder_identity = None;
-            spec.renew_time = None;
-            spec.acquire_time = None;
-            self.leases
-                .replace(&guard.name, &PostParams::default(), &l)
-                .await
-                .map(|_| ())
+            Ok(())
         }
         .await;
         if let Err(e) = result {

@@ -229,18 +229,25 @@ impl Backend {
     }
 
     /// True when `pending` may belong to another run still at work: a Secret's intent that
-    /// is younger than [`IN_FLIGHT`] (or than the Lease, which a slow run may outlive).
-    /// Under `flock` an intent is always an interrupted run's.
+    /// is younger than [`IN_FLIGHT`] when no Lease excludes other runs. Under `flock` or a
+    /// held Lease an intent is always an interrupted run's (or one that lost its Lease,
+    /// which writes nothing more).
     pub fn pending_in_flight(&self, pending: &PendingRecord, now: OffsetDateTime) -> bool {
         match self {
-            Backend::Kubernetes(k) => {
-                let window = IN_FLIGHT.max(k.lease_duration());
+            Backend::Kubernetes(k) if k.lease_enabled() => false,
+            Backend::Kubernetes(_) => {
+                let window = IN_FLIGHT;
                 // A start in the future (a clock that was ahead) counts only within the window.
                 pending.started_at > now - window && pending.started_at < now + window
             }
             Backend::Directory { .. } => false,
         }
     }
+}
+
+/// True when a write was refused because this run no longer holds its Lease.
+pub fn is_lease_lost(e: &StateError) -> bool {
+    matches!(e, StateError::Kube(KubeError::LeaseLost { .. }))
 }
 
 /// True when a state write failed because another run changed the state meanwhile.
