@@ -496,15 +496,22 @@ fn a_run_that_lost_its_lease_commits_nothing() {
     let cfg = k.config("lease = true\nlease_duration = \"10s\"", "");
     assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
     let before = k.fingerprint(SECRET);
-    // Held at its token check (binding created); then another holder takes the Lease.
+    // Held at its token check (binding created and recorded); then another holder takes
+    // the Lease.
     let first = k.w.rotation_in_flight(&cfg, 2);
-    let mark = k.kube.calls().len();
+    common::wait_until("the binding recorded in the intent", || {
+        k.annotation(SECRET, "certrot.io/pending")
+            .and_then(|p| serde_json::from_str::<Value>(&p).ok())
+            .is_some_and(|p| p["binding_id"].is_string())
+    });
     assert!(k.kube.patch_object(
         "leases",
         NS,
         LEASE,
         &json!({"spec": {"holderIdentity": "other-node/1"}}),
     ));
+    // From here on (the run waits at its check), every request comes after the change.
+    let mark = k.kube.calls().len();
     let version = k.secret(SECRET).unwrap()["metadata"]["resourceVersion"].clone();
     // The run's renewal reads the Lease and finds the other holder.
     common::wait_until("the run's renewal", || {
