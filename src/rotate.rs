@@ -1329,6 +1329,12 @@ impl Rotator {
             .list_bindings(&labels, &fields)
             .await
             .map_err(|e| sm_failure(Step::Reconcile, &e))?;
+        // The list may have taken a while: deleting on the view of a run that has lost its
+        // Lease could remove the binding another run is creating.
+        w.backend
+            .still_held()
+            .await
+            .map_err(|e| failure(Step::Reconcile, "lease", e.to_string()))?;
         let current = w.state.current.as_ref().and_then(|c| c.binding_id.clone());
         for b in found {
             let known = Some(&b.id) == current.as_ref()
@@ -1410,6 +1416,10 @@ impl Rotator {
             .cloned()
             .collect();
         if due.is_empty() {
+            return;
+        }
+        if let Err(e) = w.backend.still_held().await {
+            tracing::warn!(credential = %w.cred.name, "retirement skipped: {e}");
             return;
         }
         let mut retired_fps = Vec::new();

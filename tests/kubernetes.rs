@@ -13,7 +13,7 @@ mod common;
 use base64::Engine as _;
 use certrot::generation::Generation;
 use certrot::sandbox::kube::KubeServer;
-use certrot::sandbox::sm::{InstanceKind, SmOptions};
+use certrot::sandbox::sm::{InstanceKind, SmCall, SmFault, SmOptions};
 use certrot::sandbox::token::Fault;
 use common::bin;
 use common::world::World;
@@ -558,6 +558,53 @@ fn a_run_that_lost_its_lease_commits_nothing() {
     assert_ne!(k.fingerprint(SECRET), before);
     assert_eq!(k.w.binding_ids().len(), 2, "replaced + new");
     assert!(k.annotation(SECRET, "certrot.io/pending").is_none());
+}
+
+/// A run that has lost its Lease while listing bindings deletes none: what looks like an
+/// orphan from its stale view may be the binding another run is creating.
+#[test]
+fn a_run_that_lost_its_lease_deletes_no_binding() {
+    let k = KubeWorld::new();
+    let cfg = k.config("lease = true\nlease_duration = \"10s\"", "");
+    assert_eq!(k.certrot(&cfg, &["rotate", "--if-due"]).0, 0);
+    // An interrupted run leaves a binding behind (and its Lease, freed here).
+    let interrupted = k.w.rotation_in_flight(&cfg, 2);
+    drop(interrupted);
+    let left = k.w.binding_ids();
+    assert!(k.kube.patch_object(
+        "leases",
+        NS,
+        LEASE,
+        &json!({"spec": {"holderIdentity": null}}),
+    ));
+    // The next run's binding list takes 8 s; meanwhile another holder takes the Lease.
+    k.w.stack
+        .sm
+        .inject(SmCall::List, SmFault::Latency(Duration::from_secs(8)), 1);
+    let run = bin()
+        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_until("the run's Lease", || {
+        k.lease()["holderIdentity"].is_string()
+    });
+    assert!(k.kube.patch_object(
+        "leases",
+        NS,
+        LEASE,
+        &json!({"spec": {"holderIdentity": "other-node/1"}}),
+    ));
+    let o = run.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("failed at reconcile: lease"), "{out}");
+    assert!(
+        out.contains("the lease is now held by other-node/1"),
+        "{out}"
+    );
+    assert_eq!(k.w.binding_ids(), left, "no binding deleted, none created");
 }
 
 /// Many rotations while a reader polls the Secret: every version it sees holds a key that

@@ -1036,7 +1036,7 @@ impl SecretTarget {
     /// found lost (by [`SecretTarget::keep_lease`] or here) refuses the write; one renewed
     /// within the last two thirds of `lease_duration` is taken as still held (no other
     /// run can take it before it expires, clocks in sync), an older one is renewed first.
-    async fn hold_lease(&self) -> Result<(), KubeError> {
+    pub async fn hold_lease(&self) -> Result<(), KubeError> {
         self.renew_lease(self.lease_secs() * 2 / 3).await
     }
 

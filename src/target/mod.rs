@@ -125,6 +125,15 @@ impl Backend {
         }
     }
 
+    /// Before acting on the Service Manager from the state read: a held Lease must still
+    /// be this run's (see [`SecretTarget::hold_lease`]); always true for other locks.
+    pub async fn still_held(&self) -> Result<(), KubeError> {
+        match self {
+            Backend::Kubernetes(k) => k.hold_lease().await,
+            Backend::Directory { .. } => Ok(()),
+        }
+    }
+
     /// Gives a lock back.
     pub async fn release(&self, guard: Guard) {
         if let (Backend::Kubernetes(k), Guard::Lease(g)) = (self, guard) {
