@@ -356,27 +356,13 @@ fn two_concurrent_runs_rotate_once() {
     k.w.stack
         .tokens
         .inject(Fault::Latency(Duration::from_millis(800)), 2);
-    let spawn = || {
-        bin()
-            .args(["--config", cfg.to_str().unwrap(), "rotate", "--if-due"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || k.w.start(&cfg, &["rotate", "--if-due"]);
     let (a, b) = (spawn(), spawn());
     let outs: Vec<(Option<i32>, String)> = [a, b]
         .into_iter()
         .map(|c| {
             let o = c.wait_with_output().unwrap();
-            (
-                o.status.code(),
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                ),
-            )
+            (o.status.code(), common::joined(&o))
         })
         .collect();
     let rotations = outs.iter().filter(|(_, o)| rotated(o)).count();
@@ -475,7 +461,7 @@ fn a_long_run_renews_its_lease() {
     assert_eq!(code, 75, "{out}{err}");
     assert!(out.contains(&format!("lease {LEASE} until")), "{out}");
     let o = first.finish();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    let out = common::joined(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(rotated(&out), "{out}");
     assert!(
@@ -518,7 +504,7 @@ fn a_run_that_lost_its_lease_commits_nothing() {
         k.kube.calls()[mark..].contains(&format!("GET {LEASE_PATH}"))
     });
     let o = first.finish();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    let out = common::joined(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(
         out.contains(&format!(
@@ -581,12 +567,7 @@ fn a_run_that_lost_its_lease_deletes_no_binding() {
     k.w.stack
         .sm
         .inject(SmCall::List, SmFault::Latency(Duration::from_secs(8)), 1);
-    let run = bin()
-        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = k.w.start(&cfg, &["rotate", "--now"]);
     common::wait_until("the run's Lease", || {
         k.lease()["holderIdentity"].is_string()
     });
@@ -597,7 +578,7 @@ fn a_run_that_lost_its_lease_deletes_no_binding() {
         &json!({"spec": {"holderIdentity": "other-node/1"}}),
     ));
     let o = run.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    let out = common::joined(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("failed at reconcile: lease"), "{out}");
     assert!(
@@ -742,11 +723,7 @@ fn no_key_or_token_in_logs_at_trace() {
         }
         let o = c.output().unwrap();
         assert_eq!(o.status.code(), Some(0));
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let all = common::joined(&o);
         let key = base64::engine::general_purpose::STANDARD
             .decode(
                 k.secret(SECRET).unwrap()["data"]["tls.key"]
@@ -827,11 +804,7 @@ fn bad_kubeconfig_and_unreachable_or_misbehaving_api_server() {
         .env("CERTROT_LOG", "trace")
         .output()
         .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let all = common::joined(&o);
     assert_eq!(o.status.code(), Some(1), "{all}");
     assert!(all.contains("secret apps/orders-credentials"), "{all}");
     assert!(!all.contains("not-json-marker"), "{all}");

@@ -29,6 +29,12 @@ pub fn run(args: &[&str]) -> Output {
         .expect("run certrot")
 }
 
+/// stdout followed by stderr, for assertions that do not care which.
+pub fn joined(o: &Output) -> String {
+    let (out, err) = text(o);
+    out + &err
+}
+
 pub fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),

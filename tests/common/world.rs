@@ -122,12 +122,7 @@ impl World {
         // Its token request must meet the hold, not a fault left over from earlier.
         self.stack.tokens.clear_faults();
         self.stack.tokens.hold_next();
-        let child = super::bin()
-            .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = self.start(cfg, &["rotate", "--now"]);
         let run = InFlight {
             child: Some(child),
             world: self,
@@ -136,6 +131,17 @@ impl World {
             self.binding_ids().len() == bindings
         });
         run
+    }
+
+    /// Starts `certrot --config CFG ARGS…` in the background, stdout and stderr piped.
+    pub fn start(&self, cfg: &Path, args: &[&str]) -> std::process::Child {
+        super::bin()
+            .args(["--config", cfg.to_str().unwrap()])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     /// Ids of the bindings the sandbox Service Manager holds.
