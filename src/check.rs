@@ -78,11 +78,17 @@ impl fmt::Display for TokenUrlSource {
     }
 }
 
-/// The token endpoint named by an OIDC discovery document (RFC 8414 / RFC 8705): the mTLS
-/// alias when present, else `token_endpoint`.
+/// The token endpoint for a certificate, from an OIDC discovery document (RFC 8414 /
+/// RFC 8705): the mTLS alias when present. Without one: Identity Authentication serves mTLS
+/// at its `token_endpoint` (one host); XSUAA's `token_endpoint` is the secrets host, which
+/// answers a certificate with 401, so the kind's rule applies (`certurl`, else the
+/// `authentication.` → `authentication.cert.` host of the token endpoint, as SAP's
+/// libraries derive it).
 pub fn token_url_from_discovery(
     doc: &[u8],
     discovery_url: &str,
+    kind: Kind,
+    fields: &Map<String, Value>,
 ) -> Result<(String, TokenUrlSource), CheckFailure> {
     let v: Value = serde_json::from_slice(doc).map_err(|e| {
         fail(
@@ -106,8 +112,29 @@ pub fn token_url_from_discovery(
         }
         return Ok((alias.to_string(), TokenUrlSource::DiscoveryMtlsAlias));
     }
+    if kind == Kind::Xsuaa
+        && let Some(u) = token_url_by_kind(kind, fields)
+    {
+        return Ok((u, TokenUrlSource::KindRule));
+    }
     match v.get("token_endpoint").and_then(Value::as_str) {
-        Some(t) if https(t) => Ok((t.to_string(), TokenUrlSource::DiscoveryTokenEndpoint)),
+        Some(t) if https(t) && kind == Kind::Identity => {
+            Ok((t.to_string(), TokenUrlSource::DiscoveryTokenEndpoint))
+        }
+        Some(t) if https(t) && t.contains(".authentication.cert.") => {
+            Ok((t.to_string(), TokenUrlSource::DiscoveryTokenEndpoint))
+        }
+        Some(t) if https(t) && t.contains(".authentication.") => Ok((
+            t.replacen(".authentication.", ".authentication.cert.", 1),
+            TokenUrlSource::DiscoveryTokenEndpoint,
+        )),
+        Some(t) if https(t) => Err(fail(
+            FailureKind::Discovery,
+            discovery_url,
+            format!(
+                "lists no mtls_endpoint_aliases.token_endpoint, and its token_endpoint {t:?} is XSUAA's host for secrets; set check.token_url or give the credential a certurl"
+            ),
+        )),
         Some(t) => Err(fail(
             FailureKind::Discovery,
             discovery_url,
@@ -164,7 +191,7 @@ pub fn default_discovery_url(fields: &Map<String, Value>) -> Option<String> {
 }
 
 /// Judges a 200 token response: JSON with `access_token` and `token_type`; a JWT's `exp` must
-/// be in the future and its client claim (`cid`, `client_id` or `azp`) equal `client_id`.
+/// be in the future and the client it names ([`token_client`]) equal `client_id`.
 /// The token is not kept and never appears in the error.
 pub fn judge_token_response(
     body: &[u8],
@@ -203,18 +230,38 @@ pub fn judge_token_response(
             "the access token expired at {exp} (unix time)"
         )));
     }
-    let claimed = ["cid", "client_id", "azp"]
-        .iter()
-        .find_map(|k| claims.get(*k).and_then(Value::as_str));
-    match claimed {
+    match token_client(&claims) {
         Some(c) if c == client_id => Ok(()),
         Some(c) => Err(bad(format!(
             "the access token was issued to client {c:?}, not {client_id:?}"
         ))),
         None => Err(bad(
-            "the access token names no client (cid, client_id or azp)".into(),
+            "the access token names no client (azp, cid, client_id, a single aud, or sub)".into(),
         )),
     }
+}
+
+/// The client a token was issued to, as SAP's libraries read it (`Token.getClientId` in the
+/// Java library, `Token.clientId` in @sap/xssec): `azp`; XSUAA's `cid` / `client_id`; else a
+/// single-valued `aud` (Identity Authentication's client-credentials tokens carry only `sub`
+/// and `aud`); else `sub`.
+fn token_client(claims: &Value) -> Option<&str> {
+    let text = |k: &str| {
+        claims
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let single_aud = match claims.get("aud") {
+        Some(Value::String(a)) if !a.is_empty() => Some(a.as_str()),
+        Some(Value::Array(a)) if a.len() == 1 => a[0].as_str().filter(|s| !s.is_empty()),
+        _ => None,
+    };
+    text("azp")
+        .or_else(|| text("cid"))
+        .or_else(|| text("client_id"))
+        .or(single_aud)
+        .or_else(|| text("sub"))
 }
 
 /// Classifies an HTTP error status (with the server's `error`/`error_description`).
@@ -470,7 +517,11 @@ pub async fn validate(
     };
     let url = match (&cfg.token_url, &cfg.discovery_url) {
         (Some(u), _) => u.clone(),
-        (None, Some(d)) => discover(d, trust, limits).await?.0,
+        (None, Some(d)) => {
+            discover(d, trust, limits, cred.kind, g.credentials())
+                .await?
+                .0
+        }
         (None, None) => token_url_by_kind(cred.kind, g.credentials()).ok_or_else(|| {
             fail(
                 FailureKind::Discovery,
@@ -513,6 +564,8 @@ pub async fn discover(
     discovery_url: &str,
     trust: ServerTrust<'_>,
     limits: Limits,
+    kind: Kind,
+    fields: &Map<String, Value>,
 ) -> Result<(String, TokenUrlSource), CheckFailure> {
     let d = |m: String| fail(FailureKind::Discovery, discovery_url, m);
     let client = fresh_client(None, trust, limits).map_err(d)?;
@@ -532,7 +585,7 @@ pub async fn discover(
     if status != 200 {
         return Err(d(format!("HTTP {status}")));
     }
-    token_url_from_discovery(&body, discovery_url)
+    token_url_from_discovery(&body, discovery_url, kind, fields)
 }
 
 /// Runs [`validate`] on a private single-threaded runtime (for the one-shot commands).
@@ -589,24 +642,56 @@ mod tests {
     fn discovery_prefers_mtls_alias() {
         let d = br#"{"token_endpoint":"https://a/oauth/token","mtls_endpoint_aliases":{"token_endpoint":"https://a.cert/oauth/token"}}"#;
         assert_eq!(
-            token_url_from_discovery(d, "https://a/.well-known").unwrap(),
+            token_url_from_discovery(d, "https://a/.well-known", Kind::Xsuaa, &Map::new()).unwrap(),
             (
                 "https://a.cert/oauth/token".to_string(),
                 TokenUrlSource::DiscoveryMtlsAlias
             )
         );
-        let plain = br#"{"token_endpoint":"https://a/oauth/token"}"#;
+        // No alias: Identity Authentication serves mTLS at its token_endpoint …
+        let none = Map::new();
+        let ias = br#"{"token_endpoint":"https://t.accounts.ondemand.com/oauth2/token"}"#;
         assert_eq!(
-            token_url_from_discovery(plain, "d").unwrap().1,
-            TokenUrlSource::DiscoveryTokenEndpoint
+            token_url_from_discovery(ias, "d", Kind::Identity, &none).unwrap(),
+            (
+                "https://t.accounts.ondemand.com/oauth2/token".to_string(),
+                TokenUrlSource::DiscoveryTokenEndpoint
+            )
         );
-        let e = token_url_from_discovery(b"<html>", "https://a/.well-known").unwrap_err();
+        // … XSUAA's token_endpoint is the secrets host: the cert host instead.
+        let xs =
+            br#"{"token_endpoint":"https://s.authentication.eu10.hana.ondemand.com/oauth/token"}"#;
+        assert_eq!(
+            token_url_from_discovery(xs, "d", Kind::Xsuaa, &none)
+                .unwrap()
+                .0,
+            "https://s.authentication.cert.eu10.hana.ondemand.com/oauth/token"
+        );
+        let certurl = map(json!({"certurl": "https://s.authentication.cert.x"}));
+        assert_eq!(
+            token_url_from_discovery(xs, "d", Kind::Xsuaa, &certurl).unwrap(),
+            (
+                "https://s.authentication.cert.x/oauth/token".to_string(),
+                TokenUrlSource::KindRule
+            )
+        );
+        let other = br#"{"token_endpoint":"https://idp.example/token"}"#;
+        let e = token_url_from_discovery(other, "d", Kind::Xsuaa, &none).unwrap_err();
+        assert!(e.message.contains("check.token_url"), "{e}");
+        let e = token_url_from_discovery(b"<html>", "https://a/.well-known", Kind::Xsuaa, &none)
+            .unwrap_err();
         assert_eq!(e.kind.label(), "discovery");
         assert!(
             e.to_string()
                 .starts_with("discovery (https://a/.well-known): not a JSON document")
         );
-        let e = token_url_from_discovery(br#"{"token_endpoint":"http://a/t"}"#, "d").unwrap_err();
+        let e = token_url_from_discovery(
+            br#"{"token_endpoint":"http://a/t"}"#,
+            "d",
+            Kind::Identity,
+            &none,
+        )
+        .unwrap_err();
         assert!(e.message.contains("is not an https URL"), "{e}");
     }
 
@@ -639,6 +724,22 @@ mod tests {
                 .contains("expired")
         );
         assert!(ok(json!({"exp": 1_800_000_100})).is_err());
+        // Identity Authentication: the client in aud (single) and sub, no cid or azp.
+        let ias = |aud: Value, sub: &str| {
+            ok(json!({"aud": aud, "sub": sub, "iss": "https://t", "exp": 1_800_000_100}))
+        };
+        assert!(ias(json!("sb-app"), "sb-app").is_ok());
+        assert!(ias(json!(["sb-app"]), "sb-app").is_ok());
+        assert!(
+            ias(json!("other"), "sb-app").is_err(),
+            "aud names another client"
+        );
+        assert!(
+            ias(json!(["x", "y"]), "sb-app").is_ok(),
+            "several aud: sub decides"
+        );
+        assert!(ias(json!(["x", "y"]), "other").is_err());
+        assert!(ok(json!({"azp": "other", "aud": "sb-app", "exp": 1_800_000_100})).is_err());
         let secret = jwt(json!({"cid": "other", "exp": 1}));
         let body = json!({"access_token": secret, "token_type": "bearer"}).to_string();
         let e = judge_token_response(body.as_bytes(), "u", "sb-app", now).unwrap_err();

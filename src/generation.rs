@@ -13,6 +13,34 @@ use zeroize::Zeroizing;
 /// `Debug` prints field names only).
 pub const SECRET_FIELDS: &[&str] = &["key", "clientsecret", "client_secret", "password"];
 
+/// Fields that earlier certrot versions added to `credentials.json` although no SAP library
+/// defines them; they are never carried into a new generation.
+pub const INVENTED_FIELDS: &[&str] = &["token_url"];
+
+/// Fields a generation always takes from its own chain and key, whatever its sources say.
+pub const PEM_FIELDS: [&str; 2] = ["certificate", "key"];
+
+/// The credential fields of a new generation: every field of the `previous` generation,
+/// overlaid by the `configured` ones (`[credential.fields]`), overlaid by the issuer's
+/// answer (`issued`): a later source wins where it has a field. Invented fields are dropped;
+/// `certificate` and `key` are replaced by the generation's own when it is rendered.
+pub fn merge_fields(
+    previous: Option<&Map<String, Value>>,
+    configured: &Map<String, Value>,
+    issued: &Map<String, Value>,
+) -> Map<String, Value> {
+    let mut out = previous.cloned().unwrap_or_default();
+    for source in [configured, issued] {
+        for (k, v) in source {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    for k in INVENTED_FIELDS {
+        out.remove(*k);
+    }
+    out
+}
+
 /// One generation of a credential.
 pub struct Generation {
     inspected: Inspected,
@@ -68,6 +96,19 @@ impl Generation {
         &self.credentials
     }
 
+    /// The fields as an SAP library reads them: the credential fields with `certificate` and
+    /// `key` set to this generation's chain (leaf first) and key (PKCS#8), and no field
+    /// certrot invented.
+    pub fn library_fields(&self) -> Map<String, Value> {
+        let mut map = self.credentials.clone();
+        for k in INVENTED_FIELDS {
+            map.remove(*k);
+        }
+        map.insert("certificate".into(), Value::String(self.chain_pem()));
+        map.insert("key".into(), Value::String(self.key_pem().to_string()));
+        map
+    }
+
     /// `cert.pem`: leaf first, then its issuers.
     pub fn chain_pem(&self) -> String {
         self.inspected.chain_pem()
@@ -83,17 +124,10 @@ impl Generation {
         s.push_str(&self.chain_pem());
         s
     }
-    /// `credentials.json`: the credential fields as received; when there are none, a
-    /// service-key shaped object with `certificate` and `key`.
+    /// `credentials.json`: the service-key shaped object of [`Generation::library_fields`].
     pub fn credentials_json(&self) -> Zeroizing<String> {
-        let mut map = self.credentials.clone();
-        if !map.contains_key("certificate") {
-            map.insert("certificate".into(), Value::String(self.chain_pem()));
-        }
-        if !map.contains_key("key") {
-            map.insert("key".into(), Value::String(self.key_pem().to_string()));
-        }
-        let out = serde_json::to_string_pretty(&Value::Object(map)).unwrap_or_default();
+        let map = self.library_fields();
+        let out = serde_json::to_string_pretty(&map).unwrap_or_default();
         Zeroizing::new(out + "\n")
     }
 }

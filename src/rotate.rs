@@ -11,7 +11,7 @@
 //! [`decide`] and [`binding_parameters`] are pure; the rest is the imperative shell.
 
 use crate::config::{CertificateMode, Config, Credential, HookOn, Issuer, Kind, SmIssuer, SmMode};
-use crate::generation::Generation;
+use crate::generation::{Generation, merge_fields};
 use crate::issuer::service_manager::{
     Binding, BindingRequest, Mode, RetryPolicy, SmAccess, SmClient, SmError, SmErrorKind, quote,
 };
@@ -730,7 +730,7 @@ impl Rotator {
         }
         // Self-managed: the key is born here; only the CSR goes to the signer.
         let own = if self_managed {
-            match self_made(iss).await {
+            match self_made(cred.kind, iss, &name).await {
                 Ok(o) => Some(o),
                 Err(f) => return self.record_failure(w, f, None, critical_at).await,
             }
@@ -893,14 +893,12 @@ impl Rotator {
             tracing::warn!(credential = %cred.name, "state not saved after binding creation: {e}");
         }
         // 5. verify
-        let previous_client = current
-            .as_ref()
-            .and_then(|g| g.client_id().map(str::to_string));
         let own_pem = own.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
         let g = match verify(
+            cred,
             &binding,
             own_pem,
-            previous_client.as_deref(),
+            current.as_ref(),
             OffsetDateTime::now_utc(),
         ) {
             Ok(g) => g,
@@ -1531,6 +1529,7 @@ impl Rotator {
             attempts: cfg.attempts,
             base: self.retry_base,
             max_delay: std::time::Duration::from_secs(30),
+            max_server_wait: std::time::Duration::from_secs(300),
         };
         let mut client =
             SmClient::new(access, trust, limits, retry).map_err(|e| f(e.to_string()))?;
@@ -1559,7 +1558,16 @@ impl Rotator {
 }
 
 /// Self-managed: a new key and CSR (on a blocking thread: RSA takes a while), signed.
-async fn self_made(iss: &SmIssuer) -> Result<(String, zeroize::Zeroizing<String>), Failure> {
+/// Key, CSR and signed chain for a self-managed binding. The subject is the app identifier
+/// (or binding prefix), stable across generations — except for XSUAA with
+/// `certificate-pinning: false`, which requires subject + issuer DN to be unique among the
+/// instance's bindings: there each generation's subject is its binding's name plus a random
+/// number, so the new binding can live beside the old one through the grace period.
+async fn self_made(
+    kind: Kind,
+    iss: &SmIssuer,
+    binding_name: &str,
+) -> Result<(String, zeroize::Zeroizing<String>), Failure> {
     let signer_cfg = iss
         .signer
         .as_ref()
@@ -1567,10 +1575,18 @@ async fn self_made(iss: &SmIssuer) -> Result<(String, zeroize::Zeroizing<String>
     let signer = crate::issuer::signer::Signer::load(signer_cfg)
         .map_err(|e| failure(Step::Issue, "signer", e.to_string()))?;
     let key_type = iss.key_type;
-    let cn = iss
-        .app_identifier
-        .clone()
-        .unwrap_or_else(|| iss.binding_prefix.clone());
+    let cn = if kind == Kind::Xsuaa && !iss.certificate_pinning {
+        // The name has one-second resolution (a retried name gets `-2`): a random tail
+        // keeps two generations of one second apart.
+        let mut tail = [0u8; 4];
+        aws_lc_rs::rand::fill(&mut tail)
+            .map_err(|_| failure(Step::Issue, "keygen", "no random bytes"))?;
+        format!("{binding_name}-{}", u32::from_be_bytes(tail))
+    } else {
+        iss.app_identifier
+            .clone()
+            .unwrap_or_else(|| iss.binding_prefix.clone())
+    };
     let cn_for_log = cn.clone();
     let made = tokio::task::spawn_blocking(move || {
         crate::issuer::csr::key_and_csr(key_type, crate::issuer::csr::subject(&cn, None))
@@ -1592,16 +1608,21 @@ async fn self_made(iss: &SmIssuer) -> Result<(String, zeroize::Zeroizing<String>
 /// Step 5: builds the new generation from the binding (and, self-managed, the own chain and
 /// key) and checks it offline.
 fn verify(
+    cred: &Credential,
     b: &Binding,
     own: Option<(&str, &str)>,
-    previous_client: Option<&str>,
+    previous: Option<&Generation>,
     now: OffsetDateTime,
 ) -> Result<Generation, Failure> {
     let bad = |m: String| failure(Step::Verify, "bad-credentials", m);
-    let mut creds: Map<String, Value> = b
+    let previous_client = previous.and_then(Generation::client_id);
+    let issued: &Map<String, Value> = b
         .credentials
-        .clone()
+        .as_ref()
         .ok_or_else(|| bad(format!("binding {} has no credentials", b.id)))?;
+    // Certificate and key come from the binding (or our own); every other field the
+    // application reads carries over (the binding's answer wins).
+    let mut creds = issued.clone();
     if let Some((chain, key)) = own {
         creds.insert("certificate".into(), Value::String(chain.to_string()));
         creds.insert("key".into(), Value::String(key.to_string()));
@@ -1623,7 +1644,11 @@ fn verify(
         &format!("binding {}: key", b.id),
     )
     .map_err(|e| bad(e.to_string()))?
-    .with_credentials(creds.clone());
+    .with_credentials(merge_fields(
+        previous.map(Generation::credentials),
+        &cred.fields,
+        creds,
+    ));
     check_lifetime(&g, &format!("binding {}: the new certificate", b.id), now)?;
     match (g.client_id(), previous_client) {
         (None, _) => {
@@ -1660,16 +1685,19 @@ fn verify_signed(
     now: OffsetDateTime,
 ) -> Result<Generation, Failure> {
     let bad = |label: &str, m: String| failure(Step::Verify, label, m);
-    let mut creds = Map::new();
+    // The signer's answer is the chain (and, through check.client_id, the client id); every
+    // other field the application reads carries over from the previous generation and
+    // [credential.fields].
+    let mut issued = Map::new();
     if let Some(id) = &cred.check.client_id {
-        creds.insert("clientid".into(), json!(id));
+        issued.insert("clientid".into(), json!(id));
     }
-    creds.insert("certificate".into(), json!(chain));
-    creds.insert("key".into(), json!(key_pem));
-    creds.insert("credential-type".into(), json!("x509"));
-    if let Some(u) = &cred.check.token_url {
-        creds.insert("token_url".into(), json!(u));
-    }
+    issued.insert("certificate".into(), json!(chain));
+    issued.insert("key".into(), json!(key_pem));
+    let mut creds = merge_fields(previous.map(Generation::credentials), &cred.fields, &issued);
+    creds
+        .entry("credential-type")
+        .or_insert_with(|| json!("x509"));
     let g = Generation::from_pem(
         chain.as_bytes(),
         "the signer's certificate chain",

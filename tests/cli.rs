@@ -140,8 +140,12 @@ fn import_round_trip_status_and_rollback() {
         &std::fs::read(w.root.join("targets/orders/credentials.json")).unwrap(),
     )
     .unwrap();
+    // Every field as given, the certificate as real PEM (an SAP library cannot use the
+    // literal \n form).
+    let mut expected = sk["credentials"].clone();
+    expected["certificate"] = i1.chain_pem.clone().into();
     assert_eq!(
-        written, sk["credentials"],
+        written, expected,
         "credentials.json differs from the input's fields"
     );
 

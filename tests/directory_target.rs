@@ -26,7 +26,7 @@ fn layout_and_permissions() {
         std::fs::read_link(path.join("..data")).unwrap().to_str(),
         Some(name.as_str())
     );
-    for f in certrot::target::directory::FILES {
+    for f in certrot::target::binding::OWN_FILES {
         assert_eq!(mode(&path.join(&name).join(f)), 0o600, "{f}");
         assert_eq!(
             std::fs::read_link(path.join(f)).unwrap(),
@@ -63,6 +63,7 @@ fn group_readable_mode_gives_group_search_on_directories() {
         owner: None,
         group: None,
         layout: Layout::Files,
+        binding: Default::default(),
     };
     cfg.mode = certrot::units::FileMode(0o640);
     let t = certrot::target::DirectoryTarget::new(cfg, 3);
@@ -312,6 +313,7 @@ fn owner_and_group_applied_when_root() {
         owner: Some(4243),
         group: Some(4244),
         layout: Layout::Files,
+        binding: Default::default(),
     };
     let t = certrot::target::DirectoryTarget::new(cfg, 3);
     let ca = certrot::sandbox::ca::LocalCa::new("own").unwrap();
@@ -327,4 +329,63 @@ fn owner_and_group_applied_when_root() {
             assert_eq!((m.uid(), m.gid()), (4243, 4244), "{}", p.display());
         }
     }
+}
+
+/// No visible link dangles, and each names a file of the current generation.
+fn assert_no_dangling_links(path: &std::path::Path) {
+    for e in std::fs::read_dir(path).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_symlink() {
+            assert!(std::fs::metadata(&p).is_ok(), "{} dangles", p.display());
+        }
+    }
+}
+
+#[test]
+fn servicebinding_layout_shows_exactly_the_current_generations_fields() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("sb");
+    let t = dir_target(&path, 3, Layout::Servicebinding);
+    let ca = certrot::sandbox::ca::LocalCa::new("sb CA").unwrap();
+    let with_field = |extra: Option<&str>| {
+        let i = issue(&ca, "sb", Duration::hours(1), Duration::days(7));
+        let mut sk = service_key(&i, "sb-client");
+        if let Some(f) = extra {
+            sk["credentials"][f] = serde_json::json!("https://sb.example.invalid");
+        }
+        certrot::servicekey::parse_service_key(sk.to_string().as_bytes(), "sk").unwrap()
+    };
+    t.commit(&with_field(Some("sburl")), OffsetDateTime::now_utc())
+        .unwrap();
+    assert!(path.join("sburl").exists());
+    // certrot's own files stay inside the generation, not among the binding's fields.
+    for own in certrot::target::binding::OWN_FILES {
+        assert!(
+            std::fs::symlink_metadata(path.join(own)).is_err(),
+            "{own} is shown"
+        );
+        assert!(path.join("..data").join(own).exists(), "{own} missing");
+    }
+    assert!(path.join(".metadata").exists());
+    t.commit(&with_field(None), OffsetDateTime::now_utc())
+        .unwrap();
+    assert!(
+        std::fs::symlink_metadata(path.join("sburl")).is_err(),
+        "the link of a field the new generation lacks is left behind"
+    );
+    assert_no_dangling_links(&path);
+    // An operator's own link or file beside the fields is left alone.
+    std::os::unix::fs::symlink("/etc/hostname", path.join("mine")).unwrap();
+    let (_, _, back) = {
+        let (_, _, g) = t.previous().unwrap();
+        t.rollback(&g.leaf().fingerprint_sha256.clone()).unwrap()
+    };
+    assert_eq!(back.field("sburl"), Some("https://sb.example.invalid"));
+    assert_eq!(
+        std::fs::read_to_string(path.join("sburl")).unwrap(),
+        "https://sb.example.invalid",
+        "rollback shows the restored generation's fields"
+    );
+    assert!(std::fs::symlink_metadata(path.join("mine")).is_ok());
+    assert_no_dangling_links(&path);
 }

@@ -190,6 +190,19 @@ fn servicebinding_layout_in_the_secret() {
     assert_eq!(get("key"), get("tls.key"));
     assert!(get("certurl").starts_with("https://127.0.0.1:"));
     assert_eq!(s["type"], "kubernetes.io/tls");
+    // certrot's own files are not binding fields; .metadata gives each field's format.
+    for own in ["bundle.pem", "credentials.json", "cert.pem", "key.pem"] {
+        assert!(s["data"].get(own).is_none(), "{own} is in the Secret: {s}");
+    }
+    assert!(get(".metadata").contains("credentialProperties"));
+    // The next rotation reads the fields back from the keys and carries them.
+    let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let s2 = k.secret(SECRET).unwrap();
+    assert_ne!(s2["data"]["tls.crt"], s["data"]["tls.crt"]);
+    for field in ["clientid", "certurl", "xsappname", ".metadata"] {
+        assert!(s2["data"].get(field).is_some(), "{field} lost: {s2}");
+    }
 }
 
 #[test]

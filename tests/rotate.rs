@@ -969,3 +969,54 @@ fn failed_retirement_is_postponed() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(deletes(), before, "not retried before its new deadline");
 }
+
+/// XSUAA with `certificate-pinning: false` refuses a second binding with the same subject
+/// and issuer DN while the first lives: each generation's subject is its binding's name and
+/// a random number, so a rotation (even within the same second) succeeds with the old
+/// binding still in its grace period.
+#[test]
+fn self_managed_xsuaa_without_pinning_gets_a_subject_per_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca_pem, ca_cert, ca_key) = customer_ca(tmp.path());
+    let w = World::trusting(SmOptions::default(), &[ca_pem]);
+    let xs = w
+        .stack
+        .sm
+        .add_instance(InstanceKind::Xsuaa, "sb-unpinned!t1");
+    let cfg = w.config(
+        None,
+        &[w.credential(
+            "unpinned",
+            "xsuaa",
+            &xs,
+            &format!(
+                "issuer.certificate = \"self-managed\"\nissuer.certificate_pinning = false\n\
+                 issuer.signer = {{ type = \"local-ca\", ca_cert = {:?}, ca_key = {:?} }}\n",
+                ca_cert.display().to_string(),
+                ca_key.display().to_string()
+            ),
+        )],
+    );
+    let mut subjects = Vec::new();
+    for _ in 0..2 {
+        let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(rotated(&out, "unpinned"), "{out}");
+        subjects.push(w.generation("unpinned").leaf().subject.clone());
+    }
+    assert_ne!(subjects[0], subjects[1]);
+    let names: Vec<String> = w.stack.sm.bindings().into_iter().map(|b| b.name).collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "the old binding is still in its grace period"
+    );
+    for s in &subjects {
+        assert!(
+            names.iter().any(|n| s.starts_with(&format!("CN={n}-"))),
+            "{s} is not a binding's name: {names:?}"
+        );
+    }
+    let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "{out}");
+}

@@ -22,6 +22,7 @@ fn quick() -> RetryPolicy {
         attempts: 4,
         base: Duration::from_millis(20),
         max_delay: Duration::from_millis(400),
+        max_server_wait: Duration::from_secs(2),
     }
 }
 
@@ -189,7 +190,8 @@ async fn conflicts_rate_limits_concurrency_and_token_refresh() {
         .await
         .unwrap();
     // 429 with an HTTP-date Retry-After, then success. Three seconds ahead (the date has
-    // whole seconds): the hint is over a second, so the wait is the policy's cap, 400 ms.
+    // whole seconds): over two seconds, honoured beyond max_delay (400 ms) up to
+    // max_server_wait (2 s).
     let at = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3));
     s.sm.inject(SmCall::Create, SmFault::RateLimited(at), 1);
     let t = std::time::Instant::now();
@@ -197,7 +199,7 @@ async fn conflicts_rate_limits_concurrency_and_token_refresh() {
         .await
         .unwrap();
     assert!(
-        t.elapsed() >= quick().max_delay,
+        t.elapsed() >= Duration::from_millis(1900),
         "waited for Retry-After: {:?}",
         t.elapsed()
     );
@@ -292,6 +294,7 @@ async fn rate_limit_with_http_date_is_waited_out() {
             attempts: 4,
             base: Duration::from_millis(20),
             max_delay: Duration::from_secs(5),
+            max_server_wait: Duration::from_secs(5),
         },
     )
     .unwrap();
@@ -309,4 +312,191 @@ async fn rate_limit_with_http_date_is_waited_out() {
         calls > 6,
         "some calls were answered 429 and repeated: {calls}"
     );
+}
+
+/// Service Manager as SAP's sources show it answering: 502 `BrokerError` classified by the
+/// broker's own status, 422 `OperationInProgress`, `Retry-After` in Go's time format, the
+/// Cloud Foundry router's 404, a failed async create left `ready: false`, and a deletion
+/// whose operation is already gone (404 while polling).
+#[tokio::test]
+async fn service_manager_as_it_really_answers() {
+    let s = stack(SmOptions {
+        operation_delay: Duration::from_millis(50),
+        // Deletions answer 202 and are polled.
+        async_default: true,
+        ..SmOptions::default()
+    })
+    .await;
+    let inst = s.sm.add_instance(InstanceKind::Xsuaa, "sb-real!t1");
+    let c = client(&s, &s.sm_secret_key());
+    let creates = || {
+        s.sm.calls()
+            .iter()
+            .filter(|c| c.starts_with("POST"))
+            .count()
+    };
+    // A broker 400 behind a 502: rejected with the broker's words, not retried.
+    let before = creates();
+    s.sm.inject(SmCall::Create, SmFault::Broker(400), 1);
+    let e = c
+        .create_binding(&request("broker-400", &inst, "r"), Mode::Sync)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, SmErrorKind::Rejected, "{e}");
+    assert!(
+        e.to_string().contains("the broker answered HTTP 400")
+            && e.to_string().contains("injected broker failure"),
+        "{e}"
+    );
+    assert_eq!(creates() - before, 1, "a broker rejection is not retried");
+    // A broker 422 ConcurrencyError and a broker 503 are retried.
+    s.sm.inject(SmCall::Create, SmFault::Broker(422), 1);
+    s.sm.inject(SmCall::Create, SmFault::Broker(503), 1);
+    let before = creates();
+    c.create_binding(&request("broker-422", &inst, "r"), Mode::Sync)
+        .await
+        .unwrap();
+    assert_eq!(creates() - before, 3);
+    // 422 OperationInProgress (instance not ready) is waited out like a concurrent operation.
+    s.sm.inject(SmCall::Create, SmFault::InstanceNotReady, 2);
+    c.create_binding(&request("not-ready", &inst, "r"), Mode::Sync)
+        .await
+        .unwrap();
+    // Retry-After in Go's `2006-01-02 15:04:05 -0700 MST` form: honoured.
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let go = format!(
+        "{} +0000 UTC",
+        at.format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]"
+        ))
+        .unwrap()
+    );
+    s.sm.inject(SmCall::Create, SmFault::RateLimited(go), 1);
+    let t = std::time::Instant::now();
+    c.create_binding(&request("after-go-429", &inst, "r"), Mode::Sync)
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    // The router's 404 on DELETE means Service Manager is unreachable, never "gone".
+    let b = c
+        .create_binding(&request("keep-me", &inst, "r"), Mode::Sync)
+        .await
+        .unwrap();
+    s.sm.inject(SmCall::Delete, SmFault::RouterNotFound, 10);
+    let e = c.delete_binding(&b.id).await.unwrap_err();
+    assert_eq!(e.kind, SmErrorKind::ServerError, "{e}");
+    assert!(e.to_string().contains("X-Cf-RouterError"), "{e}");
+    assert!(
+        s.sm.bindings().iter().any(|x| x.id == b.id),
+        "the binding must still exist"
+    );
+    s.sm.clear_faults();
+    // Async delete: once the binding is gone its operation answers 404 — done.
+    assert!(c.delete_binding(&b.id).await.unwrap());
+    assert!(s.sm.bindings().iter().all(|x| x.id != b.id));
+    assert!(
+        s.sm.calls()
+            .iter()
+            .any(|c| c.starts_with("GET") && c.contains("/operations/")),
+        "the deletion was polled: {:?}",
+        s.sm.calls()
+    );
+    // A failed async create stays behind, not ready, until deleted.
+    s.sm.inject(SmCall::Create, SmFault::OperationFails, 1);
+    let e = c
+        .create_binding(&request("fails", &inst, "r"), Mode::Async)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, SmErrorKind::OperationFailed, "{e}");
+    let left: Vec<_> =
+        s.sm.bindings()
+            .into_iter()
+            .filter(|b| b.name == "fails")
+            .collect();
+    assert_eq!(left.len(), 1, "the failed binding stays");
+    assert!(!left[0].ready);
+}
+
+/// XSUAA with `certificate-pinning: false` requires subject + issuer DN unique among the
+/// instance's bindings; Identity Authentication allows 20 distinct certificate subjects per
+/// instance. Both come back as the broker's 400 behind a 502 `BrokerError`.
+#[tokio::test]
+async fn uniqueness_and_subject_limits_of_the_services() {
+    let s = stack(SmOptions::default()).await;
+    let c = client(&s, &s.sm_secret_key());
+    let xs = s.sm.add_instance(InstanceKind::Xsuaa, "sb-dn!t1");
+    let now = time::OffsetDateTime::now_utc();
+    let provided = |name: &str, cn: &str, pinning: bool| {
+        let i =
+            s.ca.issue(
+                cn,
+                certrot::sandbox::ca::KeyAlg::EcdsaP256,
+                now - time::Duration::minutes(1),
+                now + time::Duration::days(1),
+            )
+            .unwrap();
+        let mut r = request(name, &xs, "dn");
+        r.parameters = json!({"credential-type": "x509", "x509": {
+            "certificate": i.chain_pem, "certificate-pinning": pinning}});
+        r
+    };
+    c.create_binding(&provided("dn-1", "orders", false), Mode::Sync)
+        .await
+        .unwrap();
+    let e = c
+        .create_binding(&provided("dn-2", "orders", false), Mode::Sync)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, SmErrorKind::Rejected, "{e}");
+    assert!(
+        e.to_string()
+            .contains("subject and issuer DN must be unique"),
+        "{e}"
+    );
+    // Another subject, or pinning on (the certificate itself must be unique), is fine.
+    c.create_binding(&provided("dn-3", "orders-2", false), Mode::Sync)
+        .await
+        .unwrap();
+    c.create_binding(&provided("dn-4", "orders", true), Mode::Sync)
+        .await
+        .unwrap();
+
+    let ias = s.sm.add_instance(InstanceKind::Identity, "ias-limits");
+    let generated = |name: &str, app: Option<&str>| {
+        let mut r = request(name, &ias, "ias");
+        r.parameters = json!({"credential-type": "X509_GENERATED", "key-length": 2048,
+            "validity": 1, "validity-type": "DAYS"});
+        if let Some(a) = app {
+            r.parameters["app-identifier"] = json!(a);
+        }
+        r
+    };
+    // Without app-identifier every binding has a subject of its own: the 21st is refused.
+    for i in 0..20 {
+        c.create_binding(&generated(&format!("ias-{i}"), None), Mode::Sync)
+            .await
+            .unwrap();
+    }
+    let e = c
+        .create_binding(&generated("ias-20", None), Mode::Sync)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, SmErrorKind::Rejected, "{e}");
+    assert!(
+        e.to_string().contains("20 different certificate subject"),
+        "{e}"
+    );
+    // Deleting one frees its subject.
+    let first = c
+        .list_bindings("", &format!("name eq {}", quote("ias-0")))
+        .await
+        .unwrap();
+    assert!(c.delete_binding(&first[0].id).await.unwrap());
+    c.create_binding(&generated("ias-21", Some("stable")), Mode::Sync)
+        .await
+        .unwrap();
 }

@@ -280,6 +280,9 @@ pub fn run(cli: Cli) -> i32 {
         } => match Config::load(&cli.config) {
             Ok(c) => {
                 print!("{}", c.summary());
+                for w in c.warnings() {
+                    println!("warning: {w}");
+                }
                 0
             }
             Err(e) => fail_config(&e),
@@ -615,6 +618,9 @@ pub async fn import(
     let bytes = zeroize::Zeroizing::new(bytes);
     let label = key_file.display().to_string();
     let g = crate::servicekey::parse_service_key(&bytes, &label).map_err(|e| e.to_string())?;
+    // [credential.fields] fill in what the service key lacks; the key's own fields win.
+    let fields = crate::generation::merge_fields(None, &cred.fields, g.credentials());
+    let g = g.with_credentials(fields);
     let now = OffsetDateTime::now_utc();
     if g.leaf().not_after <= now {
         return Err(format!(

@@ -382,6 +382,19 @@ impl RawIssuer {
                 "the service instance id is required (btp list services/instance)".into(),
             );
         };
+        // Service Manager's query grammar keeps backslashes and cannot end a value in one;
+        // instance ids are GUIDs.
+        if !instance_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return e(
+                "instance_id",
+                format!(
+                    "{instance_id:?} is not a Service Manager instance id (letters, digits, '-', '_', '.')"
+                ),
+            );
+        }
         let binding_prefix = self
             .binding_prefix
             .unwrap_or_else(|| credential.to_string());

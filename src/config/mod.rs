@@ -98,8 +98,28 @@ pub enum Layout {
     /// `cert.pem`, `key.pem`, `bundle.pem`, `credentials.json`.
     #[default]
     Files,
-    /// The above plus one file per credential field and `type` (servicebinding.io).
+    /// One file per credential field, `type`, `label`, `tags` and `.metadata`
+    /// (servicebinding.io, as `@sap/xsenv` reads it); certrot's own files only on request.
     Servicebinding,
+}
+
+/// How the `servicebinding` layout presents a credential.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceBinding {
+    /// The binding's `type`, `label` and tag: the credential's kind.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// certrot's own files shown beside the fields (`target.show_files`); none by default.
+    pub show_files: Vec<String>,
+}
+
+impl Default for ServiceBinding {
+    fn default() -> Self {
+        ServiceBinding {
+            type_: "xsuaa".into(),
+            show_files: Vec::new(),
+        }
+    }
 }
 
 /// A cron expression (`sec min hour day month weekday [year]`, or the 5-field Unix form,
@@ -285,6 +305,7 @@ struct RawTarget {
     owner: Option<String>,
     group: Option<String>,
     layout: Option<Layout>,
+    show_files: Option<Vec<String>>,
     namespace: Option<String>,
     name: Option<String>,
     kubeconfig: Option<PathBuf>,
@@ -302,6 +323,7 @@ pub struct KubernetesSecretTarget {
     /// Kubeconfig file; `None`: `KUBECONFIG`, else the in-cluster service account.
     pub kubeconfig: Option<PathBuf>,
     pub layout: Layout,
+    pub binding: ServiceBinding,
     /// Take a `coordination.k8s.io` Lease named `certrot-<name>` for each run.
     pub lease: bool,
     /// How long a Lease holds if its holder dies without releasing it.
@@ -318,6 +340,7 @@ pub struct DirectoryTarget {
     pub owner: Option<u32>,
     pub group: Option<u32>,
     pub layout: Layout,
+    pub binding: ServiceBinding,
 }
 
 /// The effective target of a credential.
@@ -360,6 +383,8 @@ struct RawCredential {
     issuer: Option<issuer::RawIssuer>,
     #[serde(default)]
     hook: Vec<hook::RawHook>,
+    #[serde(default)]
+    fields: serde_json::Map<String, serde_json::Value>,
 }
 
 impl RawCredential {
@@ -386,6 +411,9 @@ pub struct Credential {
     /// How new generations are obtained; `None` for credentials that are only imported.
     pub issuer: Option<Issuer>,
     pub hooks: Vec<Hook>,
+    /// `[credential.fields]`: service-key fields (`certurl`, `url`, `xsappname`, …) every
+    /// generation carries; the issuer's answer wins where it has the field.
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `[credential.check]`: how the token check reaches the token endpoint.
@@ -525,6 +553,35 @@ impl Config {
             .collect()
     }
 
+    /// Settings that are valid but will likely hurt (for `config check`), one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in &self.credentials {
+            let csr = matches!(c.issuer, Some(Issuer::Csr(_)));
+            if c.kind == Kind::Xsuaa && csr && !c.fields.contains_key("certurl") {
+                out.push(format!(
+                    "credential {:?}: its csr-issued generations carry `certurl` only if the \
+                     current generation has it (from `certrot import`); SAP's libraries need it \
+                     for an X.509 credential: set it in [credential.fields]",
+                    c.name
+                ));
+            }
+            if let Some(Issuer::ServiceManager(i)) = &c.issuer
+                && c.kind == Kind::Identity
+                && i.certificate == CertificateMode::ServiceManaged
+                && i.app_identifier.is_none()
+            {
+                out.push(format!(
+                    "credential {:?}: without issuer.app_identifier every rotation gives the \
+                     certificate a new subject, and Identity Authentication allows 20 distinct \
+                     subjects per instance: set app_identifier",
+                    c.name
+                ));
+            }
+        }
+        out
+    }
+
     /// A normalised TOML rendering of the effective configuration (for `config check`).
     pub fn summary(&self) -> String {
         let mut out = format!(
@@ -645,7 +702,41 @@ fn too_long_retirement(span: Span) -> Option<String> {
 }
 
 /// The settings of a `kubernetes-secret` target; `Err((field, message))`.
-fn kubernetes_target(t: RawTarget) -> Result<KubernetesSecretTarget, (&'static str, String)> {
+/// The `servicebinding` presentation of a credential of `kind`: `show_files` only with that
+/// layout, and only certrot's own files (`allowed`).
+fn service_binding(
+    kind: Kind,
+    t: &RawTarget,
+    allowed: &[&str],
+) -> Result<ServiceBinding, (&'static str, String)> {
+    let show_files = t.show_files.clone().unwrap_or_default();
+    if !show_files.is_empty() && t.layout != Some(Layout::Servicebinding) {
+        return Err((
+            "show_files",
+            "is for layout = \"servicebinding\" (the files layout shows every file)".into(),
+        ));
+    }
+    if let Some(f) = show_files.iter().find(|f| !allowed.contains(&f.as_str())) {
+        return Err((
+            "show_files",
+            format!(
+                "{f:?} is not one of certrot's files here ({})",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    Ok(ServiceBinding {
+        type_: kind.to_string(),
+        show_files,
+    })
+}
+
+fn kubernetes_target(
+    t: RawTarget,
+    kind: Kind,
+) -> Result<KubernetesSecretTarget, (&'static str, String)> {
+    // tls.crt and tls.key (the Secret type's keys) are always there.
+    let binding = service_binding(kind, &t, &["bundle.pem", "credentials.json"])?;
     for (field, set) in [
         ("path", t.path.is_some()),
         ("mode", t.mode.is_some()),
@@ -710,6 +801,7 @@ fn kubernetes_target(t: RawTarget) -> Result<KubernetesSecretTarget, (&'static s
         name,
         kubeconfig: t.kubeconfig,
         layout: t.layout.unwrap_or_default(),
+        binding,
         lease: t.lease.unwrap_or(false),
         lease_duration,
     })
@@ -804,6 +896,8 @@ impl RawConfig {
                             ));
                         }
                     }
+                    let binding = service_binding(raw.kind, &t, &crate::target::binding::OWN_FILES)
+                        .map_err(|(f, m)| err(Some(i), at(&format!("target.{f}")), m))?;
                     let Some(dir) = t.path else {
                         return Err(err(
                             Some(i),
@@ -861,10 +955,11 @@ impl RawConfig {
                         owner,
                         group,
                         layout: t.layout.unwrap_or_default(),
+                        binding,
                     })
                 }
                 TargetType::KubernetesSecret => Target::KubernetesSecret(
-                    kubernetes_target(t)
+                    kubernetes_target(t, raw.kind)
                         .map_err(|(f, m)| err(Some(i), at(&format!("target.{f}")), m))?,
                 ),
             };
@@ -931,6 +1026,29 @@ impl RawConfig {
                         .map_err(|(f, m)| err(Some(i), at(&format!("hook[{h}].{f}")), m))?,
                 );
             }
+            for (k, v) in &raw.fields {
+                let why = if crate::generation::PEM_FIELDS.contains(&k.as_str()) {
+                    Some("comes from each generation's own certificate and key".to_string())
+                } else if crate::generation::INVENTED_FIELDS.contains(&k.as_str()) {
+                    Some(
+                        "is not a service-key field (the token check's URL is check.token_url)"
+                            .into(),
+                    )
+                } else if !crate::target::binding::is_field_name(k) {
+                    Some("is not a field name (letters, digits, '-', '_', '.')".into())
+                } else if v.is_null() || v.is_object() {
+                    Some("must be a string, number, boolean or array".into())
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(err(
+                        Some(i),
+                        at(&format!("fields.{k}")),
+                        format!("{k:?} {why}"),
+                    ));
+                }
+            }
             credentials.push(Credential {
                 name: raw.name,
                 kind: raw.kind,
@@ -939,6 +1057,7 @@ impl RawConfig {
                 check: raw.check,
                 issuer,
                 hooks,
+                fields: raw.fields,
             });
         }
         // Two credentials writing into one directory or Secret would overwrite each other.

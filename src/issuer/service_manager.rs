@@ -203,8 +203,11 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// First backoff; doubles each time.
     pub base: Duration,
-    /// No single wait is longer than this.
+    /// No backoff of certrot's own is longer than this.
     pub max_delay: Duration,
+    /// A wait Service Manager asks for (`Retry-After`) is honoured up to this, even beyond
+    /// `max_delay`.
+    pub max_server_wait: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -213,6 +216,7 @@ impl Default for RetryPolicy {
             attempts: 5,
             base: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
+            max_server_wait: Duration::from_secs(300),
         }
     }
 }
@@ -287,30 +291,77 @@ pub enum Mode {
     Async,
 }
 
+/// Pages of a binding list certrot reads at most.
+const MAX_LIST_PAGES: usize = 100;
+
 /// A single-quoted query value with `'` escaped as `''`.
 pub fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// `Retry-After` as seconds or an HTTP date, relative to `now`.
+/// `Retry-After` relative to `now`, in each form Service Manager is known to send: seconds
+/// (the BTP service operator's documentation), an HTTP date (SAP's "Rate Limiting" page),
+/// or Go's `time.Time` text `2006-01-02 15:04:05[.fff] -0700 MST` (what the operator's own
+/// code parses).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = httpdate::parse_http_date(v).ok()?;
+    let at = match httpdate::parse_http_date(v) {
+        Ok(at) => at,
+        Err(_) => go_time(v)?,
+    };
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// SM's error body as text: `Error: description`, or a short excerpt.
+/// Go's `time.Time.String()`: `2006-01-02 15:04:05[.fraction] -0700 MST` (the zone name,
+/// and a monotonic `m=+…` suffix, are ignored: the offset is authoritative).
+fn go_time(v: &str) -> Option<SystemTime> {
+    let mut parts = v.split_whitespace();
+    let (date, clock, offset) = (parts.next()?, parts.next()?, parts.next()?);
+    let date_fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let clock_fmt =
+        time::macros::format_description!("[hour]:[minute]:[second][optional [.[subsecond]]]");
+    let offset_fmt =
+        time::macros::format_description!("[offset_hour sign:mandatory][offset_minute]");
+    let at = time::PrimitiveDateTime::new(
+        time::Date::parse(date, &date_fmt).ok()?,
+        time::Time::parse(clock, &clock_fmt).ok()?,
+    )
+    .assume_offset(time::UtcOffset::parse(offset, &offset_fmt).ok()?);
+    Some(SystemTime::from(at))
+}
+
+/// SM's error body as text: `Error: description`, plus the broker's own answer when there
+/// is one, or a short excerpt.
 fn describe_body(body: &[u8]) -> String {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         let e = v.get("error").and_then(Value::as_str);
         let d = v.get("description").and_then(Value::as_str);
-        match (e, d) {
-            (Some(e), Some(d)) => return format!("{e}: {d}"),
-            (Some(x), None) | (None, Some(x)) => return x.to_string(),
-            _ => {}
+        let mut text = match (e, d) {
+            (Some(e), Some(d)) => format!("{e}: {d}"),
+            (Some(x), None) | (None, Some(x)) => x.to_string(),
+            _ => String::new(),
+        };
+        if let Some(Value::Object(b)) = v.get("broker_error") {
+            let field = |name: &str| {
+                b.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .and_then(|(_, v)| v.as_str())
+            };
+            let said: Vec<&str> = [field("ErrorMessage"), field("Description")]
+                .into_iter()
+                .flatten()
+                .collect();
+            let status = broker_status(body).map_or(String::new(), |s| format!("HTTP {s}"));
+            text.push_str(&format!(
+                " (the broker answered {status} {})",
+                said.join(": ")
+            ));
+        }
+        if !text.is_empty() {
+            return text.chars().take(500).collect();
         }
     }
     let text = String::from_utf8_lossy(body);
@@ -322,15 +373,61 @@ fn describe_body(body: &[u8]) -> String {
     }
 }
 
-fn kind_of_status(status: u16, body: &[u8]) -> SmErrorKind {
+/// The `error` word of a Service Manager error body.
+fn error_word(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get("error").and_then(Value::as_str).map(str::to_string)
+}
+
+/// The broker's own status behind a 502 `BrokerError`: the `broker_error` object's
+/// `StatusCode` (any letter case, as Go's decoder in SAP's operator matches it), else the
+/// `Status: NNN` that Service Manager writes into the description.
+pub fn broker_status(body: &[u8]) -> Option<u16> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    if let Some(Value::Object(b)) = v.get("broker_error")
+        && let Some(code) = b
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("statuscode"))
+            .and_then(|(_, c)| c.as_u64())
+    {
+        return u16::try_from(code).ok();
+    }
+    let d = v.get("description").and_then(Value::as_str)?;
+    let at = d.find("Status: ")? + "Status: ".len();
+    d[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+/// Classifies an error answer. `router_error`: the `X-Cf-RouterError` header (Cloud
+/// Foundry's router found no route: Service Manager unreachable, whatever the status).
+fn kind_of_status(status: u16, body: &[u8], router_error: bool) -> SmErrorKind {
+    if router_error {
+        return SmErrorKind::ServerError;
+    }
+    let word = error_word(body).unwrap_or_default();
     match status {
         401 | 403 => SmErrorKind::Auth,
-        404 => SmErrorKind::NotFound,
+        404 | 410 => SmErrorKind::NotFound,
         409 => SmErrorKind::Conflict,
-        422 if String::from_utf8_lossy(body).contains("ConcurrentOperation") => {
+        // ConcurrentOperationInProgress (another operation on this resource),
+        // OperationInProgress (the instance is not ready or being deleted).
+        422 if word.contains("ConcurrentOperation") || word == "OperationInProgress" => {
             SmErrorKind::Concurrent
         }
+        412 if word == "ConcurrentResourceUpdate" => SmErrorKind::Concurrent,
         429 => SmErrorKind::RateLimited,
+        502 if word == "BrokerError" => match broker_status(body) {
+            Some(422) if String::from_utf8_lossy(body).contains("ConcurrencyError") => {
+                SmErrorKind::Concurrent
+            }
+            Some(429) => SmErrorKind::RateLimited,
+            Some(400..=499) => SmErrorKind::Rejected,
+            _ => SmErrorKind::ServerError,
+        },
         500..=599 => SmErrorKind::ServerError,
         _ => SmErrorKind::Rejected,
     }
@@ -353,11 +450,12 @@ pub struct SmClient {
     token: tokio::sync::Mutex<Option<CachedToken>>,
 }
 
-/// A raw answer: status, `Retry-After`, `Location`, body.
+/// A raw answer: status, `Retry-After`, `Location`, `X-Cf-RouterError`, body.
 struct Answer {
     status: u16,
     retry_after: Option<String>,
     location: Option<String>,
+    router_error: Option<String>,
     body: Vec<u8>,
 }
 
@@ -436,7 +534,7 @@ impl SmClient {
             .await
             .map_err(|e| from_check(e, &url))?;
         if status != 200 {
-            let kind = match kind_of_status(status, &body) {
+            let kind = match kind_of_status(status, &body, false) {
                 SmErrorKind::Rejected => SmErrorKind::Auth,
                 k => k,
             };
@@ -484,9 +582,9 @@ impl SmClient {
             attempt += 1;
             let result = self.once(method.clone(), url, body).await;
             let (kind, wait_hint, e) = match result {
-                Ok(a) if a.status < 400 => return Ok(a),
+                Ok(a) if a.status < 400 && a.router_error.is_none() => return Ok(a),
                 Ok(a) => {
-                    let kind = kind_of_status(a.status, &a.body);
+                    let kind = kind_of_status(a.status, &a.body, a.router_error.is_some());
                     if kind == SmErrorKind::Auth && a.status == 401 && !refreshed {
                         refreshed = true;
                         self.forget_token().await;
@@ -498,6 +596,13 @@ impl SmClient {
                         .as_deref()
                         .and_then(|v| parse_retry_after(v, SystemTime::now()));
                     let mut msg = format!("HTTP {}: {}", a.status, describe_body(&a.body));
+                    if let Some(r) = &a.router_error {
+                        msg = format!(
+                            "HTTP {} from the Cloud Foundry router (X-Cf-RouterError: {}): Service Manager is not reachable",
+                            a.status,
+                            r.chars().take(40).collect::<String>()
+                        );
+                    }
                     if let Some(r) = &a.retry_after {
                         msg.push_str(&format!(" (Retry-After: {r})"));
                     }
@@ -517,11 +622,21 @@ impl SmClient {
                 .base
                 .saturating_mul(1 << (attempt - 1).min(16))
                 .min(self.retry.max_delay);
-            // Never sooner than the server asks, nor than our own backoff; never longer
-            // than `max_delay` per wait.
-            let wait = wait_hint
-                .map_or(backoff, |h| h.max(backoff))
-                .min(self.retry.max_delay);
+            // Never sooner than the server asks, nor than our own backoff; our own backoff
+            // stays within `max_delay`, a wait the server asks for within `max_server_wait`.
+            let wait = match wait_hint {
+                Some(h) if h > backoff => {
+                    let w = h.min(self.retry.max_server_wait);
+                    tracing::info!(
+                        url,
+                        label = kind.label(),
+                        wait_s = w.as_secs(),
+                        "service manager asks to wait (Retry-After); waiting"
+                    );
+                    w
+                }
+                _ => backoff,
+            };
             tracing::debug!(
                 url,
                 label = kind.label(),
@@ -562,6 +677,7 @@ impl SmClient {
                 .map(str::to_string)
         };
         let (retry_after, location) = (header("retry-after"), header("location"));
+        let router_error = header("x-cf-routererror");
         let body = read_limited_body(resp, self.limits.max_response, url)
             .await
             .map_err(|e| from_check(e, url))?;
@@ -569,6 +685,7 @@ impl SmClient {
             status,
             retry_after,
             location,
+            router_error,
             body,
         })
     }
@@ -622,7 +739,7 @@ impl SmClient {
                         format!("unexpected Location {loc:?}"),
                     )
                 })?;
-                self.wait_operation(&loc).await.map_err(|mut e| {
+                self.wait_operation(&loc, false).await.map_err(|mut e| {
                     e.message.push_str(&format!(" (binding {id})"));
                     e
                 })?;
@@ -643,7 +760,9 @@ impl SmClient {
     }
 
     /// Polls an operation (`Location`, relative or absolute) with backoff until it ends.
-    async fn wait_operation(&self, location: &str) -> Result<(), SmError> {
+    /// `deleting`: the operation of a DELETE, where 404 (or 410) means the binding is gone —
+    /// done (the BTP service operator's `Status`).
+    async fn wait_operation(&self, location: &str, deleting: bool) -> Result<(), SmError> {
         let url = if location.starts_with("https://") {
             location.to_string()
         } else {
@@ -652,7 +771,10 @@ impl SmClient {
         let deadline = Instant::now() + self.operation_timeout;
         let mut delay = Duration::from_millis(100);
         loop {
-            let a = self.call(reqwest::Method::GET, &url, None).await?;
+            let a = match self.call(reqwest::Method::GET, &url, None).await {
+                Err(e) if deleting && e.kind == SmErrorKind::NotFound => return Ok(()),
+                other => other?,
+            };
             let v = Self::json(&a, &url)?;
             match v.get("state").and_then(Value::as_str) {
                 Some("succeeded") => return Ok(()),
@@ -706,7 +828,21 @@ impl SmClient {
     ) -> Result<Vec<Binding>, SmError> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
-        for _ in 0..10_000 {
+        // An instance holds at most 1000 bindings (10 pages of 100); a list that goes on
+        // past 100 pages, or past the operation timeout, is not one certrot can act on.
+        let deadline = Instant::now() + self.operation_timeout;
+        for _ in 0..MAX_LIST_PAGES {
+            if Instant::now() > deadline {
+                return Err(err(
+                    SmErrorKind::Timeout,
+                    &self.access.sm_url,
+                    format!(
+                        "the binding list did not end within {} ({} bindings so far)",
+                        humantime::format_duration(self.operation_timeout),
+                        out.len()
+                    ),
+                ));
+            }
             let query = {
                 let mut q = form_urlencoded::Serializer::new(String::new());
                 if !label_query.is_empty() {
@@ -739,7 +875,7 @@ impl SmClient {
         Err(err(
             SmErrorKind::BadResponse,
             &self.access.sm_url,
-            "the binding list does not end",
+            format!("the binding list does not end after {MAX_LIST_PAGES} pages"),
         ))
     }
 
@@ -749,7 +885,7 @@ impl SmClient {
         match self.call(reqwest::Method::DELETE, &url, None).await {
             Ok(a) if a.status == 202 => {
                 if let Some(loc) = a.location {
-                    self.wait_operation(&loc).await?;
+                    self.wait_operation(&loc, true).await?;
                 }
                 Ok(true)
             }
@@ -811,6 +947,17 @@ mod tests {
         let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+        // Go's time.Time text, as SAP's operator parses it.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_731_337_173); // 2024-11-11 14:59:33Z
+        assert_eq!(
+            parse_retry_after("2024-11-11 15:00:03 +0000 UTC", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("2024-11-11 16:00:13.25 +0100 CET", now),
+            Some(Duration::from_millis(40_250))
+        );
+        assert_eq!(parse_retry_after("2024-11-11 15:00:03", now), None);
     }
 
     #[test]
@@ -825,13 +972,35 @@ mod tests {
             "Conflict: exists"
         );
         assert_eq!(describe_body(b""), "(empty body)");
-        assert_eq!(
-            kind_of_status(422, br#"{"error":"ConcurrentOperation"}"#),
-            SmErrorKind::Concurrent
+        for (status, body, router, want) in [
+            (422, &br#"{"error":"ConcurrentOperation"}"#[..], false, SmErrorKind::Concurrent),
+            (422, br#"{"error":"ConcurrentOperationInProgress","description":"Another concurrent operation in progress for this resource"}"#, false, SmErrorKind::Concurrent),
+            (422, br#"{"error":"OperationInProgress","description":"creation of instance x is still in progress or failed"}"#, false, SmErrorKind::Concurrent),
+            (412, br#"{"error":"ConcurrentResourceUpdate"}"#, false, SmErrorKind::Concurrent),
+            (422, br#"{"error":"Other"}"#, false, SmErrorKind::Rejected),
+            (410, b"", false, SmErrorKind::NotFound),
+            // A 404 from the Cloud Foundry router: Service Manager unreachable, not "gone".
+            (404, b"404 Not Found: Requested route does not exist.", true, SmErrorKind::ServerError),
+            (502, br#"{"error":"BrokerError","description":"x","broker_error":{"StatusCode":400,"ErrorMessage":"BadRequest","Description":"bad x509 parameters"}}"#, false, SmErrorKind::Rejected),
+            (502, br#"{"error":"BrokerError","broker_error":{"statusCode":422,"ErrorMessage":"ConcurrencyError"}}"#, false, SmErrorKind::Concurrent),
+            (502, br#"{"error":"BrokerError","broker_error":{"StatusCode":503}}"#, false, SmErrorKind::ServerError),
+            (502, br#"{"error":"BrokerError","description":"Failed bind request: Status: 409; ErrorMessage: <nil>"}"#, false, SmErrorKind::Rejected),
+            (502, br#"{"error":"BrokerError","description":"broker timed out"}"#, false, SmErrorKind::ServerError),
+            (502, b"<html>bad gateway</html>", false, SmErrorKind::ServerError),
+        ] {
+            assert_eq!(
+                kind_of_status(status, body, router),
+                want,
+                "{status} {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let d = describe_body(
+            br#"{"error":"BrokerError","description":"Failed bind","broker_error":{"StatusCode":400,"ErrorMessage":"BadRequest","Description":"validity must be 1-30"}}"#,
         );
-        assert_eq!(
-            kind_of_status(422, br#"{"error":"Other"}"#),
-            SmErrorKind::Rejected
+        assert!(
+            d.contains("HTTP 400") && d.contains("validity must be 1-30"),
+            "{d}"
         );
     }
 

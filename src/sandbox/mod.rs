@@ -1,5 +1,10 @@
 //! Local stand-ins for the services certrot talks to, used by `certrot demo`, the tests and
 //! the benchmarks. Everything here listens on, or writes to, local places only.
+//!
+//! The stand-ins judge certrot with rules of their own, written from the services'
+//! documented behaviour (certificate fingerprints, Kubernetes name rules, query parsing,
+//! token claims), never with certrot's: a bug in certrot's rule must not be shared by its
+//! judge. See docs/sap-services.md.
 
 pub mod ca;
 pub mod fixtures;
@@ -14,6 +19,31 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use std::future::Future;
 use std::sync::Arc;
+
+/// SHA-256 of a certificate's DER, as `AB:CD:…` (the form services and `openssl x509
+/// -fingerprint -sha256` print).
+pub fn fingerprint(der: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Kubernetes' `IsDNS1123Subdomain`: at most 253 characters; dot-separated labels of lower
+/// case alphanumerics and '-', each starting and ending with an alphanumeric.
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    let label_ok = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    };
+    name.len() <= 253 && name.split('.').all(label_ok)
+}
 
 /// Serves HTTP/1.1 over TLS on `listener` until the task is aborted: every accepted
 /// connection (with `TCP_NODELAY`) gets `handle` for each request, with `ctx` shared.

@@ -9,8 +9,11 @@
 //! `GET /v1/service_bindings` with `labelQuery`/`fieldQuery` (`eq`, `ne`, `in`, `notin`,
 //! `and`; `''` escapes a quote) and `max_items`/`token` paging, and
 //! `DELETE /v1/service_bindings/<id>` (200, or 202 + operation; 404 when gone).
-//! 409 for a duplicate name on an instance, 422 `ConcurrentOperation` while an operation on
-//! the instance runs, 429 + `Retry-After` (HTTP date) over a configurable rate, 400 for bad
+//! 409 for a duplicate name on an instance, 422 `ConcurrentOperationInProgress` per
+//! resource (a second delete of a binding being deleted; another binding's operation blocks
+//! nothing), 422 `OperationInProgress` (instance not ready, injected), 502 `BrokerError` with
+//! `broker_error`, the router's 404 with `X-Cf-RouterError`, a failed async create left
+//! `ready: false`, 404 for the operation of a binding whose deletion finished, 429 + `Retry-After` (HTTP date) over a configurable rate, 400 for bad
 //! parameters, the 1000-bindings-per-instance limit.
 //!
 //! Creating a binding of an `xsuaa` or `identity` instance issues a certificate from the
@@ -88,8 +91,16 @@ pub enum SmCall {
 pub enum SmFault {
     /// This HTTP status with an SM error body.
     Status(u16),
-    /// 422 `ConcurrentOperation`.
+    /// 422 `ConcurrentOperationInProgress` (another operation on the same resource).
     Concurrent,
+    /// 422 `OperationInProgress`: the instance is not ready (being created or deleted).
+    InstanceNotReady,
+    /// 502 `BrokerError`: the broker answered this status; with the `broker_error` object
+    /// SAP's operator reads (`StatusCode`, `ErrorMessage`, `Description`).
+    Broker(u16),
+    /// 404 from the Cloud Foundry router (`X-Cf-RouterError: unknown_route`, text body):
+    /// Service Manager itself unreachable.
+    RouterNotFound,
     /// 429 with `Retry-After: <value>`.
     RateLimited(String),
     /// The asynchronous create operation ends `failed` (Create only).
@@ -129,6 +140,8 @@ struct Binding {
     parameters: Value,
     credentials: Option<Value>,
     fingerprint: Option<String>,
+    /// Subject and issuer DN of the leaf (x509-parser's rendering).
+    names: Option<(String, String)>,
     /// Registration deferred until an asynchronous create succeeds.
     pending_registration: Option<Registration>,
     ready: bool,
@@ -147,7 +160,6 @@ struct Operation {
     id: String,
     kind: &'static str,
     binding_id: String,
-    instance_id: String,
     done_at: Instant,
     fails: bool,
     settled: Option<&'static str>,
@@ -338,6 +350,11 @@ impl SmServer {
         }
     }
 
+    /// Drops every queued fault.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.state).faults.clear();
+    }
+
     /// `METHOD path` of every call received, in order (query strings included).
     pub fn calls(&self) -> Vec<String> {
         lock(&self.shared.state).calls.clone()
@@ -367,7 +384,21 @@ fn settle(s: &mut State, sh: &Shared) {
                     register(&sh.tokens, &r);
                 }
             }
-            ("create", true) | ("delete", false) => {
+            // A failed create stays behind, not ready, until someone deletes it (Service
+            // Manager's orphan mitigation covers only broker 5xx and timeouts).
+            ("create", true) => {
+                let b = &mut s.bindings[i];
+                b.ready = false;
+                b.last_operation = operation_json(
+                    &op_id,
+                    "create",
+                    "failed",
+                    &id,
+                    Some("the broker could not create the credentials"),
+                );
+                b.pending_registration = None;
+            }
+            ("delete", false) => {
                 s.bindings.remove(i);
             }
             _ => {}
@@ -410,6 +441,39 @@ fn sm_error(status: u16, error: &str, description: &str) -> Response<Full<Bytes>
         json!({"error": error, "description": description}).to_string(),
     )
 }
+
+/// 502 `BrokerError` as Service Manager passes a broker's failure on: the broker's status in
+/// the description, and the `broker_error` object SAP's operator reads.
+fn broker_error(code: u16, message: &str) -> Response<Full<Bytes>> {
+    let word = match code {
+        422 => "ConcurrencyError",
+        409 => "Conflict",
+        _ => "BadRequest",
+    };
+    reply(
+        502,
+        json!({
+            "error": "BrokerError",
+            "description": format!(
+                "Failed bind request: Status: {code}; ErrorMessage: {word}; Description: {message}"
+            ),
+            "broker_error": {"StatusCode": code, "ErrorMessage": word, "Description": message},
+        })
+        .to_string(),
+    )
+}
+
+/// Subject and issuer DN of a chain's first certificate.
+fn leaf_names(chain_pem: &str) -> Option<(String, String)> {
+    let der = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, c) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some((c.subject().to_string(), c.issuer().to_string()))
+}
+
+/// Identity Authentication's limit of distinct certificate subjects per instance.
+const IAS_MAX_SUBJECTS: usize = 20;
 
 fn with_header(
     mut r: Response<Full<Bytes>>,
@@ -523,6 +587,21 @@ async fn handle(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
             return sm_error(code, "InjectedFault", &format!("injected HTTP {code}"));
         }
         Some(SmFault::Concurrent) => return concurrent_operation(),
+        Some(SmFault::InstanceNotReady) => {
+            return sm_error(
+                422,
+                "OperationInProgress",
+                "creation of instance sandbox is still in progress or failed",
+            );
+        }
+        Some(SmFault::Broker(code)) => return broker_error(code, "injected broker failure"),
+        Some(SmFault::RouterNotFound) => {
+            let mut r = Response::new(Full::new(Bytes::from_static(
+                b"404 Not Found: Requested route ('sm.sandbox') does not exist.\n",
+            )));
+            *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+            return with_header(r, "x-cf-routererror", "unknown_route");
+        }
         Some(SmFault::RateLimited(v)) => {
             return with_header(
                 sm_error(429, "TooManyRequests", "injected rate limit"),
@@ -573,6 +652,10 @@ async fn handle(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
                 .iter()
                 .find(|o| o.id == segments[4] && o.binding_id == segments[2])
             {
+                // Once a deleted binding is gone, so is its operation: 404.
+                Some(o) if o.kind == "delete" && o.settled == Some("succeeded") => {
+                    sm_error(404, "NotFound", "could not find such operation")
+                }
                 Some(o) => {
                     let state = o.settled.unwrap_or("in progress");
                     let err = (state == "failed")
@@ -772,9 +855,6 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
         );
     };
     let (kind, client_id) = (inst.kind, inst.client_id.clone());
-    if let Some(busy) = operation_running(&s, &instance_id) {
-        return busy;
-    }
     let on_instance = s.bindings.iter().filter(|b| b.instance_id == instance_id);
     if on_instance.clone().any(|b| b.name == name) {
         return sm_error(
@@ -801,6 +881,12 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
         )
     });
     let id = random_id();
+    let unpinned =
+        matches!(want, Wanted::Provided { pinning: false, .. }) && kind == InstanceKind::Xsuaa;
+    let provided_chain = match &want {
+        Wanted::Provided { chain_pem, .. } => Some(chain_pem.clone()),
+        Wanted::Generated { .. } => None,
+    };
     let (mut credentials, fingerprint, registration) = match want {
         Wanted::Generated { alg, days, cn } => {
             let now = time::OffsetDateTime::now_utc();
@@ -852,7 +938,7 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
                     &format!("certificate is not trusted: {e}"),
                 );
             }
-            let fp = crate::x509::fingerprint(&ders[0]);
+            let fp = super::fingerprint(&ders[0]);
             if s.bindings
                 .iter()
                 .any(|b| b.instance_id == instance_id && b.fingerprint.as_deref() == Some(&fp))
@@ -878,6 +964,38 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
             (json!({"clientid": client_id}), Some(fp), reg)
         }
     };
+    let chain = credentials
+        .get("certificate")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or(provided_chain);
+    let names = chain.as_deref().and_then(leaf_names);
+    let live = || s.bindings.iter().filter(|b| b.instance_id == instance_id);
+    // XSUAA, self-managed with pinning off: subject + issuer DN unique on the instance.
+    if unpinned
+        && let Some(n) = &names
+        && live().any(|b| b.names.as_ref() == Some(n))
+    {
+        return broker_error(
+            400,
+            "The combination of subject and issuer DN must be unique among the bindings of the instance (certificate-pinning: false)",
+        );
+    }
+    // Identity Authentication: at most 20 distinct certificate subjects per instance.
+    if kind == InstanceKind::Identity
+        && let Some((subject, _)) = &names
+    {
+        let mut subjects: std::collections::BTreeSet<&str> = live()
+            .filter_map(|b| b.names.as_ref().map(|(s, _)| s.as_str()))
+            .collect();
+        subjects.insert(subject);
+        if subjects.len() > IAS_MAX_SUBJECTS {
+            return broker_error(
+                400,
+                "You can have a maximum of 20 different certificate subject DNs per service instance",
+            );
+        }
+    }
     if kind == InstanceKind::ServiceManager {
         merge(&mut credentials, json!({"sm_url": sh.url}));
     }
@@ -893,7 +1011,7 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
         }
         InstanceKind::Identity => {
             let extra = json!({
-                "url": sh.tokens.cert_base(), "credential-type": "X509_GENERATED",
+                "url": sh.tokens.ias_base(), "credential-type": "X509_GENERATED",
                 "app_tid": "sandbox-tenant", "domains": ["127.0.0.1"],
             });
             merge(&mut credentials, extra);
@@ -911,7 +1029,6 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
             id: op_id.clone(),
             kind: "create",
             binding_id: id.clone(),
-            instance_id: instance_id.clone(),
             done_at: Instant::now() + sh.opts.operation_delay,
             fails: fault == Some(SmFault::OperationFails),
             settled: None,
@@ -924,6 +1041,7 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
             parameters: Value::Object(params),
             credentials: Some(credentials),
             fingerprint,
+            names: names.clone(),
             pending_registration: Some(registration),
             ready: false,
             created_at,
@@ -945,6 +1063,7 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
             parameters: Value::Object(params),
             credentials: Some(credentials),
             fingerprint,
+            names,
             pending_registration: None,
             ready: true,
             created_at,
@@ -960,19 +1079,27 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
     }
 }
 
-/// 422 `ConcurrentOperation` while an operation on the instance is unfinished.
-fn operation_running(s: &State, instance_id: &str) -> Option<Response<Full<Bytes>>> {
+/// 422 `ConcurrentOperationInProgress` while a deletion of this very binding is unfinished.
+/// Concurrency is per resource: another binding's operation blocks nothing, and a delete
+/// may overtake its binding's running create.
+fn deletion_running(s: &State, binding_id: &str) -> Option<Response<Full<Bytes>>> {
     s.operations
         .iter()
-        .any(|o| o.instance_id == instance_id && o.settled.is_none())
-        .then(concurrent_operation)
+        .any(|o| o.binding_id == binding_id && o.kind == "delete" && o.settled.is_none())
+        .then(|| {
+            sm_error(
+                422,
+                "ConcurrentOperationInProgress",
+                "Deletion is currently in progress for this resource",
+            )
+        })
 }
 
 fn concurrent_operation() -> Response<Full<Bytes>> {
     sm_error(
         422,
-        "ConcurrentOperation",
-        "another operation for this service instance is in progress",
+        "ConcurrentOperationInProgress",
+        "Another concurrent operation in progress for this resource",
     )
 }
 
@@ -988,7 +1115,7 @@ fn leaf_fingerprint(chain_pem: &str) -> Option<String> {
     let der = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .next()?
         .ok()?;
-    Some(crate::x509::fingerprint(&der))
+    Some(super::fingerprint(&der))
 }
 
 fn delete(sh: &Shared, id: &str, async_mode: bool) -> Response<Full<Bytes>> {
@@ -997,8 +1124,7 @@ fn delete(sh: &Shared, id: &str, async_mode: bool) -> Response<Full<Bytes>> {
     let Some(i) = s.bindings.iter().position(|b| b.id == id) else {
         return sm_error(404, "NotFound", &format!("binding {id} not found"));
     };
-    let instance_id = s.bindings[i].instance_id.clone();
-    if let Some(busy) = operation_running(&s, &instance_id) {
+    if let Some(busy) = deletion_running(&s, id) {
         return busy;
     }
     // Revocation is immediate: the token endpoint stops accepting the certificate now.
@@ -1011,7 +1137,6 @@ fn delete(sh: &Shared, id: &str, async_mode: bool) -> Response<Full<Bytes>> {
             id: op_id.clone(),
             kind: "delete",
             binding_id: id.to_string(),
-            instance_id,
             done_at: Instant::now() + sh.opts.operation_delay,
             fails: false,
             settled: None,

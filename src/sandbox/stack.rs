@@ -5,6 +5,7 @@
 use super::ca::{KeyAlg, LocalCa};
 use super::sm::{SmOptions, SmServer};
 use super::token::TokenServer;
+use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -81,15 +82,12 @@ impl Stack {
                 now + lifetime,
             )
             .map_err(|e| e.to_string())?;
-        let g = crate::generation::Generation::from_pem(
-            issued.chain_pem.as_bytes(),
-            "sm access",
-            issued.key_pem.as_bytes(),
-            "sm access",
-        )
-        .map_err(|e| e.to_string())?;
+        let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(issued.chain_pem.as_bytes())
+            .next()
+            .ok_or("the sandbox CA issued no certificate")?
+            .map_err(|e| e.to_string())?;
         self.tokens
-            .register(SM_X509_CLIENT, &g.leaf().fingerprint_sha256);
+            .register(SM_X509_CLIENT, &super::fingerprint(&leaf));
         Ok(json!({
             "clientid": SM_X509_CLIENT, "certificate": issued.chain_pem,
             "key": issued.key_pem.as_str(), "certurl": self.tokens.cert_base,

@@ -11,6 +11,13 @@
 //!   (self-managed, pinning off). Token requests are served at `/oauth/token` and
 //!   `/oauth2/token` (Identity Services' path).
 //!
+//! - the **Identity Authentication** host (like `<tenant>.accounts.ondemand.com`): one host
+//!   for secrets and certificates (client certificate optional, verified as above); its
+//!   discovery document names its own `/oauth2/token` as `token_endpoint` and has no
+//!   `mtls_endpoint_aliases`, as SAP documents for IAS; tokens carry `iss`, `sub`, `aud`,
+//!   `exp`, `iat`, `jti` (the client in `sub` and `aud`, no `cid`), or additionally `azp`
+//!   when [`TokenHandle::ias_tokens_with_azp`] says so (both shapes occur).
+//!
 //! It records the fingerprint of every client certificate presented to a token request and
 //! injects faults on demand. The server tasks are owned by [`TokenServer`] and stop when it
 //! is dropped.
@@ -140,6 +147,8 @@ struct State {
     last_jti: u64,
     /// Tokens with a `jti` at or below this are refused by [`TokenHandle::verify_token`].
     expired_up_to: u64,
+    /// Identity Authentication tokens also carry `azp`.
+    ias_azp: bool,
 }
 
 impl State {
@@ -178,6 +187,8 @@ struct Shared {
     issuer: String,
     cert_base: String,
     plain_base: String,
+    ias_base: String,
+    ias_discovery: String,
     /// Open (`true`) once held requests may go on.
     gate: tokio::sync::watch::Sender<bool>,
 }
@@ -197,6 +208,8 @@ pub struct TokenServer {
     pub plain_base: String,
     /// `https://127.0.0.1:<plain port>/.well-known/openid-configuration`
     pub discovery_url: String,
+    /// `https://127.0.0.1:<ias port>`, the `url` of an Identity Authentication binding.
+    pub ias_base: String,
     handle: TokenHandle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -270,6 +283,13 @@ impl TokenServer {
         let plain_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(|x| e(&x))?;
+        let ias_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|x| e(&x))?;
+        let ias_base = format!(
+            "https://127.0.0.1:{}",
+            ias_listener.local_addr().map_err(|x| e(&x))?.port()
+        );
         let cert_base = format!(
             "https://127.0.0.1:{}",
             mtls_listener.local_addr().map_err(|x| e(&x))?.port()
@@ -299,6 +319,16 @@ impl TokenServer {
             "grant_types_supported": ["client_credentials"],
         })
         .to_string();
+        // As SAP documents an IAS tenant's document: mTLS uses the one token endpoint.
+        let ias_discovery = serde_json::json!({
+            "issuer": ias_base,
+            "token_endpoint": format!("{ias_base}/oauth2/token"),
+            "jwks_uri": format!("{ias_base}/oauth2/certs"),
+            "token_endpoint_auth_methods_supported":
+                ["client_secret_basic", "client_secret_post", "tls_client_auth"],
+            "grant_types_supported": ["client_credentials", "jwt-bearer"],
+        })
+        .to_string();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             signing_key,
@@ -307,27 +337,32 @@ impl TokenServer {
             issuer: format!("{plain_base}/oauth/token"),
             cert_base: cert_base.clone(),
             plain_base: plain_base.clone(),
+            ias_base: ias_base.clone(),
+            ias_discovery,
             gate: tokio::sync::watch::Sender::new(true),
         });
+        let mtls = tokio_rustls::TlsAcceptor::from(Arc::new(mtls));
         let tasks = vec![
             tokio::spawn(accept_loop(
                 mtls_listener,
-                tokio_rustls::TlsAcceptor::from(Arc::new(mtls)),
+                mtls.clone(),
                 shared.clone(),
-                true,
+                Host::XsuaaCert,
             )),
             tokio::spawn(accept_loop(
                 plain_listener,
                 tokio_rustls::TlsAcceptor::from(Arc::new(plain)),
                 shared.clone(),
-                false,
+                Host::Plain,
             )),
+            tokio::spawn(accept_loop(ias_listener, mtls, shared.clone(), Host::Ias)),
         ];
         Ok(TokenServer {
             url: format!("{cert_base}/oauth/token"),
             discovery_url: format!("{plain_base}/.well-known/openid-configuration"),
             cert_base,
             plain_base,
+            ias_base,
             handle: TokenHandle { shared },
             tasks,
         })
@@ -350,6 +385,17 @@ impl TokenHandle {
         &self.shared.plain_base
     }
 
+    /// `https://127.0.0.1:<ias port>` (an Identity Authentication binding's `url`).
+    pub fn ias_base(&self) -> &str {
+        &self.shared.ias_base
+    }
+
+    /// Whether the Identity Authentication host's tokens also carry `azp` (default: only
+    /// `sub` and `aud` name the client, as in SAP's documented example).
+    pub fn ias_tokens_with_azp(&self, on: bool) {
+        lock(&self.shared.state).ias_azp = on;
+    }
+
     /// Verifies a bearer token this endpoint issued (signature, `exp`, not expired by
     /// [`TokenHandle::expire_tokens`]) and returns its client id.
     pub fn verify_token(&self, jwt: &str) -> Option<String> {
@@ -369,7 +415,10 @@ impl TokenHandle {
         if claims["jti"].as_str()?.parse::<u64>().ok()? <= lock(&self.shared.state).expired_up_to {
             return None;
         }
-        claims["cid"].as_str().map(str::to_string)
+        claims["cid"]
+            .as_str()
+            .or(claims["sub"].as_str())
+            .map(str::to_string)
     }
 
     /// Makes every token issued so far unacceptable (as if it had expired).
@@ -457,12 +506,24 @@ impl TokenHandle {
 /// A fatal TLS alert record: `handshake_failure`.
 const HANDSHAKE_FAILURE_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
 
+/// Which of the stand-in's hosts a listener is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Host {
+    /// XSUAA's `authentication.` host: secrets only.
+    Plain,
+    /// XSUAA's `authentication.cert.` host: certificates.
+    XsuaaCert,
+    /// An Identity Authentication tenant: one host for both.
+    Ias,
+}
+
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     shared: Arc<Shared>,
-    mtls: bool,
+    host: Host,
 ) {
+    let mtls = host != Host::Plain;
     loop {
         let Ok((mut tcp, _)) = listener.accept().await else {
             return;
@@ -499,10 +560,13 @@ async fn accept_loop(
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let (peer, shared) = (peer.clone(), shared.clone());
                 async move {
-                    let r = if mtls {
-                        handle_mtls(req, peer, &shared).await
-                    } else {
-                        handle_plain(req, &shared).await
+                    let r = match host {
+                        Host::Plain => handle_plain(req, &shared).await,
+                        Host::XsuaaCert => handle_mtls(req, peer, &shared, host).await,
+                        Host::Ias => match ias_route(&req, &shared) {
+                            Some(r) => r,
+                            None => handle_mtls(req, peer, &shared, host).await,
+                        },
                     };
                     Ok::<_, hyper::Error>(r)
                 }
@@ -520,7 +584,7 @@ fn peer_of(der: &[u8]) -> Peer {
         Err(_) => (String::new(), String::new()),
     };
     Peer {
-        fingerprint: crate::x509::fingerprint(der),
+        fingerprint: super::fingerprint(der),
         subject,
         issuer,
     }
@@ -543,7 +607,19 @@ fn oauth_error(status: u16, error: &str, description: &str) -> Response<Full<Byt
     )
 }
 
-/// Routes both listeners share; `None` for a token request.
+/// The Identity Authentication host's own routes; `None` for a token request.
+fn ias_route(req: &Request<Incoming>, shared: &Shared) -> Option<Response<Full<Bytes>>> {
+    match (req.method(), req.uri().path()) {
+        (&hyper::Method::GET, "/.well-known/openid-configuration") => {
+            Some(reply(200, shared.ias_discovery.clone()))
+        }
+        (&hyper::Method::GET, "/oauth2/certs") => Some(reply(200, shared.jwks.clone())),
+        (&hyper::Method::POST, "/oauth2/token") => None,
+        _ => Some(oauth_error(404, "not_found", "no such endpoint")),
+    }
+}
+
+/// Routes both XSUAA listeners share; `None` for a token request.
 fn common_route(req: &Request<Incoming>, shared: &Shared) -> Option<Response<Full<Bytes>>> {
     match (req.method(), req.uri().path()) {
         (&hyper::Method::GET, "/.well-known/openid-configuration") => {
@@ -614,15 +690,18 @@ async fn handle_plain(req: Request<Incoming>, shared: &Shared) -> Response<Full<
     if !ok {
         return oauth_error(401, "invalid_client", "Bad credentials");
     }
-    token_reply(shared, &id, None)
+    token_reply(shared, &id, None, Host::Plain)
 }
 
 async fn handle_mtls(
     req: Request<Incoming>,
     peer: Option<Peer>,
     shared: &Shared,
+    host: Host,
 ) -> Response<Full<Bytes>> {
-    if let Some(r) = common_route(&req, shared) {
+    if host == Host::XsuaaCert
+        && let Some(r) = common_route(&req, shared)
+    {
         return r;
     }
     let t = match read_token_request(req).await {
@@ -678,22 +757,38 @@ async fn handle_mtls(
     if !ok {
         return oauth_error(401, "invalid_client", "Bad credentials");
     }
-    token_reply(shared, &client, Some(&peer))
+    token_reply(shared, &client, Some(&peer), host)
 }
 
 /// 200 with an ES256 JWT for `client` (bound to the peer's certificate when there is one).
-fn token_reply(shared: &Shared, client: &str, peer: Option<&Peer>) -> Response<Full<Bytes>> {
+fn token_reply(
+    shared: &Shared,
+    client: &str,
+    peer: Option<&Peer>,
+    host: Host,
+) -> Response<Full<Bytes>> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let jti = {
+    let (jti, ias_azp) = {
         let mut s = lock(&shared.state);
         s.last_jti += 1;
-        s.last_jti
+        (s.last_jti, s.ias_azp)
     };
-    let mut claims = serde_json::json!({
-        "iss": shared.issuer, "cid": client, "client_id": client, "azp": client,
-        "grant_type": "client_credentials", "iat": now, "exp": now + 43_199,
-        "jti": jti.to_string(),
-    });
+    let mut claims = if host == Host::Ias {
+        let mut c = serde_json::json!({
+            "iss": shared.ias_base, "sub": client, "aud": client,
+            "iat": now, "exp": now + 3_600, "jti": jti.to_string(),
+        });
+        if ias_azp {
+            c["azp"] = client.into();
+        }
+        c
+    } else {
+        serde_json::json!({
+            "iss": shared.issuer, "cid": client, "client_id": client, "azp": client,
+            "grant_type": "client_credentials", "iat": now, "exp": now + 43_199,
+            "jti": jti.to_string(),
+        })
+    };
     if let Some(p) = peer {
         let hex = p.fingerprint.replace(':', "");
         let raw: Vec<u8> = (0..hex.len() / 2)

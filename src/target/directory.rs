@@ -13,9 +13,10 @@
 //! group/others or owned by another non-root user is refused; planted symlinks are never
 //! followed.
 
-use crate::config::{self, Layout};
+use crate::config;
 use crate::fsutil::{fsync_dir, read_limited_nofollow};
 use crate::generation::Generation;
+use crate::target::binding::render;
 use crate::x509::{InspectError, MAX_PEM_BYTES};
 use rustix::fs::{Mode, OFlags};
 use std::io::Write;
@@ -25,8 +26,6 @@ use time::OffsetDateTime;
 
 /// The symlink naming the current generation directory.
 pub const DATA_LINK: &str = "..data";
-/// The files every generation holds.
-pub const FILES: [&str; 4] = ["cert.pem", "key.pem", "bundle.pem", "credentials.json"];
 const STAGING_PREFIX: &str = "..staging.";
 const DATA_TMP: &str = "..data_tmp";
 
@@ -95,15 +94,6 @@ pub fn is_generation_dir_name(name: &str) -> bool {
         && name.starts_with("..")
         && name.as_bytes()[2].is_ascii_digit()
         && !name.contains('/')
-}
-
-fn is_safe_field_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name.len() <= 100
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 impl DirectoryTarget {
@@ -311,8 +301,14 @@ impl DirectoryTarget {
         let root = self.path();
         // A planted non-symlink `..data` must stop us before anything is written.
         let previous = self.current_dir_name()?;
-        let files = generation_files(g, self.cfg.layout);
-        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        let rendered = render(g, self.cfg.layout, &self.cfg.binding).map_err(|e| {
+            TargetError::BadCredentials {
+                path: root.to_path_buf(),
+                reason: format!("nothing was written: {e}"),
+            }
+        })?;
+        let files = rendered.files;
+        let names: Vec<&str> = rendered.visible.iter().map(String::as_str).collect();
         // A real file at a visible name must stop us before anything is written, too.
         self.refuse_real_files(&names)?;
         self.remove_staging()?;
@@ -354,9 +350,7 @@ impl DirectoryTarget {
         self.switch_data(&final_name).map_err(unswitched)?;
         // From here on the new generation is current: what follows is housekeeping, and a
         // failure of it must not be mistaken for a failed commit.
-        if let Err(e) = self.ensure_visible_links(&names) {
-            tracing::warn!(target = %root.display(), "after the commit: {e}");
-        }
+        self.show_only(&names, "after the commit");
         if let Err(e) = self.prune(&final_name) {
             tracing::warn!(target = %root.display(), "after the commit: {e}");
         }
@@ -397,6 +391,47 @@ impl DirectoryTarget {
         // The rename happened: the new generation is live whatever the sync says.
         if let Err(e) = fsync_dir(root) {
             tracing::warn!(target = %root.display(), "after switching the current generation: syncing: {e}");
+        }
+        Ok(())
+    }
+
+    /// Makes the visible links exactly `names`: missing ones are created, and links of
+    /// certrot's (`<name> -> ..data/<name>`) for names the current generation does not show
+    /// are removed, so no link dangles (@sap/xsenv fails for the whole binding root on a
+    /// dangling one). Failures are logged: the generation is current already.
+    fn show_only(&self, names: &[&str], when: &str) {
+        let root = self.path();
+        if let Err(e) = self.ensure_visible_links(names) {
+            tracing::warn!(target = %root.display(), "{when}: {e}");
+        }
+        if let Err(e) = self.remove_stale_links(names) {
+            tracing::warn!(target = %root.display(), "{when}: {e}");
+        }
+    }
+
+    /// Removes certrot's visible links (`<name> -> ..data/<name>`) whose name is not in
+    /// `names`; anything else in the directory is left alone.
+    fn remove_stale_links(&self, names: &[&str]) -> Result<(), TargetError> {
+        let root = self.path();
+        let mut changed = false;
+        for entry in std::fs::read_dir(root).map_err(io(root, "listing the target directory"))? {
+            let entry = entry.map_err(io(root, "listing the target directory"))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if names.contains(&name) || name == DATA_LINK || name == DATA_TMP {
+                continue;
+            }
+            let link = root.join(name);
+            let ours = std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink())
+                && std::fs::read_link(&link).ok().as_deref()
+                    == Some(PathBuf::from(DATA_LINK).join(name).as_path());
+            if ours {
+                std::fs::remove_file(&link).map_err(io(&link, "removing a stale link"))?;
+                changed = true;
+            }
+        }
+        if changed {
+            fsync_dir(root).map_err(io(root, "syncing"))?;
         }
         Ok(())
     }
@@ -511,51 +546,17 @@ impl DirectoryTarget {
             });
         }
         self.switch_data(&previous)?;
+        match render(&g, self.cfg.layout, &self.cfg.binding) {
+            Ok(r) => {
+                let names: Vec<&str> = r.visible.iter().map(String::as_str).collect();
+                self.show_only(&names, "after the rollback");
+            }
+            Err(e) => {
+                tracing::warn!(target = %self.path().display(), "after the rollback: {e}");
+            }
+        }
         Ok((current, previous, g))
     }
-}
-
-/// The files of a generation in `layout`: name → content (the Secret target uses the same).
-pub fn generation_files(
-    g: &Generation,
-    layout: Layout,
-) -> Vec<(String, zeroize::Zeroizing<Vec<u8>>)> {
-    let z = |s: String| zeroize::Zeroizing::new(s.into_bytes());
-    let mut files = vec![
-        ("cert.pem".to_string(), z(g.chain_pem())),
-        ("key.pem".to_string(), z(g.key_pem().to_string())),
-        ("bundle.pem".to_string(), z(g.bundle_pem().to_string())),
-        (
-            "credentials.json".to_string(),
-            z(g.credentials_json().to_string()),
-        ),
-    ];
-    if layout == Layout::Servicebinding {
-        let mut have_type = false;
-        for (k, v) in g.credentials() {
-            if !is_safe_field_name(k) || FILES.contains(&k.as_str()) {
-                continue;
-            }
-            have_type |= k == "type";
-            let text = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            files.push((k.clone(), z(text)));
-        }
-        for (k, v) in [
-            ("certificate", g.chain_pem()),
-            ("key", g.key_pem().to_string()),
-        ] {
-            if !g.credentials().contains_key(k) {
-                files.push((k.to_string(), z(v)));
-            }
-        }
-        if !have_type {
-            files.push(("type".to_string(), z("xsuaa".to_string())));
-        }
-    }
-    files
 }
 
 fn open_dir(path: &Path) -> Result<rustix::fd::OwnedFd, TargetError> {

@@ -12,7 +12,7 @@
 //! `<name>-previous` for `certrot rollback` until its binding is retired. An optional
 //! `coordination.k8s.io` Lease (`certrot-<name>`) serialises runs.
 
-use crate::config::{KubernetesSecretTarget, Layout};
+use crate::config::{KubernetesSecretTarget, Layout, ServiceBinding};
 use crate::generation::Generation;
 use crate::state::State;
 use crate::target::directory::{Current, generation_dir_name};
@@ -390,19 +390,26 @@ fn set_annotation(obj: &mut Secret, key: &str, value: Option<&str>) {
     }
 }
 
-/// The Secret data of a generation: the directory target's files under the Secret's keys.
-fn data_of(g: &Generation, layout: Layout) -> BTreeMap<String, ByteString> {
-    crate::target::directory::generation_files(g, layout)
+/// The Secret data of a generation: the files the layout shows, `cert.pem` and `key.pem`
+/// under the `kubernetes.io/tls` keys (always present: the Secret type requires them).
+fn data_of(
+    g: &Generation,
+    layout: Layout,
+    binding: &ServiceBinding,
+) -> Result<BTreeMap<String, ByteString>, crate::target::binding::BindingError> {
+    let r = crate::target::binding::render(g, layout, binding)?;
+    Ok(r.files
         .into_iter()
-        .map(|(name, bytes)| {
+        .filter_map(|(name, bytes)| {
             let key = match name.as_str() {
                 "cert.pem" => "tls.crt".to_string(),
                 "key.pem" => "tls.key".to_string(),
-                _ => name,
+                _ if r.visible.contains(&name) => name,
+                _ => return None,
             };
-            (key, ByteString(bytes.to_vec()))
+            Some((key, ByteString(bytes.to_vec())))
         })
-        .collect()
+        .collect())
 }
 
 impl SecretTarget {
@@ -617,6 +624,11 @@ impl SecretTarget {
                 ))
             })?;
             g = g.with_credentials(map);
+        } else if get(crate::target::binding::METADATA).is_some() {
+            // The servicebinding layout without credentials.json: the fields are the keys.
+            let map = crate::target::binding::parse_fields(get)
+                .map_err(|e| invalid(format!("key {e}")))?;
+            g = g.with_credentials(map);
         }
         Ok(g)
     }
@@ -726,6 +738,11 @@ impl SecretTarget {
     /// Makes `g` current: the generation it replaces goes to `<name>-previous` first, then
     /// one replace of the Secret writes cert, key and bundle together.
     pub async fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, KubeError> {
+        let data =
+            data_of(g, self.cfg.layout, &self.cfg.binding).map_err(|e| KubeError::Invalid {
+                place: self.place(),
+                reason: format!("nothing was written: {e}"),
+            })?;
         let before = {
             let mut seen = self.seen.lock().await;
             if seen.is_none() {
@@ -742,7 +759,6 @@ impl SecretTarget {
             self.put_previous(old.data.clone().unwrap_or_default(), &old_name)
                 .await?;
         }
-        let data = data_of(g, self.cfg.layout);
         self.write("committing the new generation", |o| {
             o.data = Some(data.clone());
             o.string_data = None;

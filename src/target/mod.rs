@@ -9,6 +9,7 @@
 //! Both keep the same promise: a consumer never sees a certificate of one generation with
 //! the key of another.
 
+pub mod binding;
 pub mod directory;
 pub mod kubernetes;
 

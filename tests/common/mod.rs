@@ -61,6 +61,7 @@ pub fn dir_target(path: &Path, keep: u32, layout: Layout) -> DirectoryTarget {
             owner: None,
             group: None,
             layout,
+            binding: Default::default(),
         },
         keep,
     )
