@@ -634,6 +634,7 @@ impl Rotator {
                 break (outcome, Some((w.reconciled, w.retired, w.retire_errors)));
             }
         };
+        let run = crate::issuer::service_manager::with_wait_bound(run);
         let (outcome, lists) = backend.hold(&guard, run).await;
         backend.release(guard).await;
         match &outcome {
@@ -669,6 +670,13 @@ impl Rotator {
                 (Some(c.generation), view, Some(r.critical_at))
             }
         };
+        // No wait Service Manager asks for may run past the credential's critical point.
+        if let Some(c) = critical_at
+            && c > now
+        {
+            let left = (c - now).unsigned_abs();
+            crate::issuer::service_manager::bound_waits(std::time::Instant::now() + left);
+        }
         // A commit whose state write was interrupted (or whose answer was lost) is adopted
         // first, whatever the decision: the state then names the live binding.
         if !opts.dry_run

@@ -117,6 +117,7 @@ pub async fn inspect(
                 warnings
                     .push("the chain has certificates that do not issue the leaf's chain".into());
             }
+            warnings.extend(library_warnings(cred.kind, g));
             let (health, reason) = policy::assess(now, v, &r);
             Report {
                 credential: cred.name.clone(),
@@ -141,6 +142,27 @@ pub async fn inspect(
     report.last_rotation = last_rotation;
     report.warnings = warnings;
     (report, state)
+}
+
+/// What SAP's client libraries would miss in a generation's fields: @sap/xssec and the Java
+/// library fetch an XSUAA token with a certificate from `certurl`, an Identity
+/// Authentication token from `url`'s discovery document; both need `clientid`.
+pub fn library_warnings(
+    kind: crate::config::Kind,
+    g: &crate::generation::Generation,
+) -> Vec<String> {
+    let need: &[&str] = match kind {
+        crate::config::Kind::Xsuaa => &["clientid", "certurl"],
+        crate::config::Kind::Identity => &["clientid", "url"],
+    };
+    need.iter()
+        .filter(|f| g.field(f).is_none_or(str::is_empty))
+        .map(|f| {
+            format!(
+                "the credential fields have no {f}: SAP's client libraries cannot fetch a token with them (set it in [credential.fields])"
+            )
+        })
+        .collect()
 }
 
 /// RFC 3339 without sub-seconds, for tables.

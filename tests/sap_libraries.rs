@@ -82,11 +82,24 @@ fn service_manager_rotations_and_import_are_read_by_xssec_in_both_layouts() {
             let name = format!("{kind}-{}", &layout[..5]);
             let client = format!("sb-{name}");
             let instance = w.stack.sm.add_instance(instance_kind, &client);
-            let extra = if kind == "identity" {
+            let mut extra = if kind == "identity" {
                 format!("issuer.app_identifier = {name:?}\ncheck.app_tid = \"sandbox-tenant\"\n")
             } else {
                 String::new()
             };
+            // The servicebinding ones check through discovery: Identity Authentication's
+            // document names its one token endpoint; XSUAA's (below, without the mTLS
+            // alias) names the secrets host, so certrot must use certurl.
+            if layout == "servicebinding" {
+                let base = if kind == "identity" {
+                    w.stack.tokens.ias_base.clone()
+                } else {
+                    w.stack.tokens.plain_base.clone()
+                };
+                extra.push_str(&format!(
+                    "check.discovery_url = \"{base}/.well-known/openid-configuration\"\n"
+                ));
+            }
             creds.push(w.credential(
                 &name,
                 kind,
@@ -105,6 +118,7 @@ fn service_manager_rotations_and_import_are_read_by_xssec_in_both_layouts() {
             w.ca_file.display().to_string(),
         ));
     }
+    w.stack.tokens.discovery_without_mtls_alias(true);
     let cfg = w.config(None, &creds);
     let issued: Vec<&str> = expect.iter().map(|(n, ..)| n.as_str()).collect();
     rotate(&w, &cfg, &[&["--if-due"], &issued[..]].concat());
@@ -290,6 +304,12 @@ fn csr_rotations_keep_every_service_key_field_and_are_read_by_xssec() {
         assert_eq!(fresh["xsappname"], "fresh!t1", "{fresh}");
         assert_eq!(fresh["certurl"], json!(cert_base), "{fresh}");
     }
+    // A generation without certurl works for certrot's own check, but `check` says what SAP's
+    // libraries would miss.
+    rotate(&w, &cfg, &["--now", "bare"]);
+    let (_, out, _) = w.certrot(&cfg, &["check", "bare", "carried-files"]);
+    let bare: Vec<&str> = out.lines().filter(|l| l.contains("no certurl")).collect();
+    assert_eq!(bare.len(), 1, "{out}");
     // In the servicebinding layout the domains array keeps its type through .metadata.
     let meta: Value = serde_json::from_slice(
         &std::fs::read(w.target("carried-servicebinding").join(".metadata")).unwrap(),

@@ -500,3 +500,47 @@ async fn uniqueness_and_subject_limits_of_the_services() {
         .await
         .unwrap();
 }
+
+/// A wait Service Manager asks for is honoured beyond max_delay, but never past the bound a
+/// rotation sets (the credential's critical point): then the call fails at once, saying so.
+#[tokio::test]
+async fn server_waits_stop_at_the_critical_point() {
+    let s = stack(SmOptions::default()).await;
+    let inst = s.sm.add_instance(InstanceKind::Xsuaa, "sb-bound!t1");
+    let c = client(&s, &s.sm_secret_key());
+    s.sm.inject(SmCall::Create, SmFault::RateLimited("30".into()), 1);
+    let t = std::time::Instant::now();
+    let e = certrot::issuer::service_manager::with_wait_bound(async {
+        certrot::issuer::service_manager::bound_waits(
+            std::time::Instant::now() + Duration::from_secs(1),
+        );
+        c.create_binding(&request("bounded", &inst, "b"), Mode::Sync)
+            .await
+            .unwrap_err()
+    })
+    .await;
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(e.kind, SmErrorKind::RateLimited, "{e}");
+    assert!(
+        e.to_string()
+            .contains("past the credential's critical point"),
+        "{e}"
+    );
+    // Within the bound, the same wait is waited out.
+    s.sm.inject(SmCall::Create, SmFault::RateLimited("1".into()), 1);
+    let t = std::time::Instant::now();
+    certrot::issuer::service_manager::with_wait_bound(async {
+        certrot::issuer::service_manager::bound_waits(
+            std::time::Instant::now() + Duration::from_secs(10),
+        );
+        c.create_binding(&request("bounded-ok", &inst, "b"), Mode::Sync)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+}

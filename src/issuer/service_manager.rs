@@ -291,6 +291,27 @@ pub enum Mode {
     Async,
 }
 
+tokio::task_local! {
+    /// The latest instant a wait Service Manager asks for may end (see [`bound_waits`]).
+    static WAIT_BOUND: std::cell::Cell<Option<Instant>>;
+}
+
+/// Runs `f` so that [`bound_waits`] inside it bounds the server-asked waits of every call.
+pub async fn with_wait_bound<F: std::future::Future>(f: F) -> F::Output {
+    WAIT_BOUND.scope(std::cell::Cell::new(None), f).await
+}
+
+/// Within [`with_wait_bound`]: a wait Service Manager asks for (`Retry-After`) that would
+/// end after `until` (the credential's critical point) is not waited; the call fails at once
+/// and the credential's own backoff, which is short near its critical point, takes over.
+pub fn bound_waits(until: Instant) {
+    let _ = WAIT_BOUND.try_with(|b| b.set(Some(until)));
+}
+
+fn wait_bound() -> Option<Instant> {
+    WAIT_BOUND.try_with(std::cell::Cell::get).ok().flatten()
+}
+
 /// Pages of a binding list certrot reads at most.
 const MAX_LIST_PAGES: usize = 100;
 
@@ -627,6 +648,14 @@ impl SmClient {
             let wait = match wait_hint {
                 Some(h) if h > backoff => {
                     let w = h.min(self.retry.max_server_wait);
+                    if wait_bound().is_some_and(|b| Instant::now() + w > b) {
+                        let mut e = e;
+                        e.message.push_str(&format!(
+                            " (Service Manager asks to wait {}s, past the credential's critical point: not waiting)",
+                            w.as_secs()
+                        ));
+                        return Err(e);
+                    }
                     tracing::info!(
                         url,
                         label = kind.label(),

@@ -149,6 +149,8 @@ struct State {
     expired_up_to: u64,
     /// Identity Authentication tokens also carry `azp`.
     ias_azp: bool,
+    /// XSUAA's discovery document lists no `mtls_endpoint_aliases`.
+    no_mtls_alias: bool,
 }
 
 impl State {
@@ -183,6 +185,9 @@ struct Shared {
     signing_key: EcdsaKeyPair,
     jwks: String,
     discovery: String,
+    /// The same document without `mtls_endpoint_aliases` (see
+    /// [`TokenHandle::discovery_without_mtls_alias`]).
+    discovery_no_alias: String,
     /// `iss` of the tokens: the plain host's token endpoint, as XSUAA.
     issuer: String,
     cert_base: String,
@@ -309,6 +314,15 @@ impl TokenServer {
             "x": b64(&point[1..33]), "y": b64(&point[33..]),
         }]})
         .to_string();
+        let discovery_no_alias = serde_json::json!({
+            "issuer": format!("{plain_base}/oauth/token"),
+            "token_endpoint": format!("{plain_base}/oauth/token"),
+            "jwks_uri": format!("{plain_base}/token_keys"),
+            "token_endpoint_auth_methods_supported":
+                ["client_secret_basic", "client_secret_post", "tls_client_auth"],
+            "grant_types_supported": ["client_credentials"],
+        })
+        .to_string();
         let discovery = serde_json::json!({
             "issuer": format!("{plain_base}/oauth/token"),
             "token_endpoint": format!("{plain_base}/oauth/token"),
@@ -334,6 +348,7 @@ impl TokenServer {
             signing_key,
             jwks,
             discovery,
+            discovery_no_alias,
             issuer: format!("{plain_base}/oauth/token"),
             cert_base: cert_base.clone(),
             plain_base: plain_base.clone(),
@@ -388,6 +403,12 @@ impl TokenHandle {
     /// `https://127.0.0.1:<ias port>` (an Identity Authentication binding's `url`).
     pub fn ias_base(&self) -> &str {
         &self.shared.ias_base
+    }
+
+    /// Whether XSUAA's discovery document leaves out `mtls_endpoint_aliases` (its
+    /// `token_endpoint` stays the secrets host, which refuses certificates).
+    pub fn discovery_without_mtls_alias(&self, on: bool) {
+        lock(&self.shared.state).no_mtls_alias = on;
     }
 
     /// Whether the Identity Authentication host's tokens also carry `azp` (default: only
@@ -622,9 +643,14 @@ fn ias_route(req: &Request<Incoming>, shared: &Shared) -> Option<Response<Full<B
 /// Routes both XSUAA listeners share; `None` for a token request.
 fn common_route(req: &Request<Incoming>, shared: &Shared) -> Option<Response<Full<Bytes>>> {
     match (req.method(), req.uri().path()) {
-        (&hyper::Method::GET, "/.well-known/openid-configuration") => {
-            Some(reply(200, shared.discovery.clone()))
-        }
+        (&hyper::Method::GET, "/.well-known/openid-configuration") => Some(reply(
+            200,
+            if lock(&shared.state).no_mtls_alias {
+                shared.discovery_no_alias.clone()
+            } else {
+                shared.discovery.clone()
+            },
+        )),
         (&hyper::Method::GET, "/token_keys") => Some(reply(200, shared.jwks.clone())),
         (&hyper::Method::POST, "/oauth/token" | "/oauth2/token") => None,
         _ => Some(oauth_error(404, "not_found", "no such endpoint")),
