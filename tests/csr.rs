@@ -6,27 +6,9 @@
 
 mod common;
 use certrot::sandbox::sm::SmOptions;
+use common::ca_files;
 use common::world::World;
-use std::path::{Path, PathBuf};
-
-/// A CA on disk: (certificate PEM, cert path, key path).
-pub fn ca_files(dir: &Path, cn: &str) -> (String, PathBuf, PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = p.self_signed(&key).unwrap();
-    let (c, k) = (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")));
-    std::fs::write(&c, cert.pem()).unwrap();
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    (cert.pem(), c, k)
-}
+use std::path::PathBuf;
 
 /// The subject as certificates show it (x509-parser's rendering, as `CertInfo::subject`).
 pub fn display_of(rfc4514: &str) -> String {

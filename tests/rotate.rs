@@ -561,18 +561,7 @@ fn service_manager_access_rotates_itself_first() {
 
 /// A customer CA on disk (certificate, key) for the `local-ca` signer.
 fn customer_ca(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "customer CA");
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    let cert = p.self_signed(&key).unwrap();
-    let (c, k) = (dir.join("customer-ca.pem"), dir.join("customer-ca.key"));
-    std::fs::write(&c, cert.pem()).unwrap();
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    (cert.pem(), c, k)
+    ca_files(dir, "customer CA")
 }
 
 /// Self-managed: certrot makes the key and CSR, the local-ca signer signs, only the

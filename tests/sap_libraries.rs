@@ -149,55 +149,10 @@ fn service_manager_rotations_and_import_are_read_by_xssec_in_both_layouts() {
     }
 }
 
-/// A CA in memory and on disk for the `local-ca` signer; it also signs the imported leaf.
-struct Ca {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pem: String,
-    cert_file: std::path::PathBuf,
-    key_file: std::path::PathBuf,
-}
-
-fn ca(dir: &Path) -> Ca {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "Apps Issuing CA");
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = p.self_signed(&key).unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    let (cert_file, key_file) = (dir.join("ca.pem"), dir.join("ca.key"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: rcgen::Issuer::new(p, key),
-        cert_file,
-        key_file,
-    }
-}
-
-/// A client certificate with subject `CN=<cn>` from `ca`: (chain PEM, key PEM).
-fn leaf(ca: &Ca, cn: &str) -> (String, String) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    p.not_before = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
-    p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(2);
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = p.signed_by(&key, &ca.issuer).unwrap();
-    (cert.pem() + &ca.pem, key.serialize_pem())
-}
-
 #[test]
 fn csr_rotations_keep_every_service_key_field_and_are_read_by_xssec() {
     let tmp = tempfile::tempdir().unwrap();
-    let ca = ca(tmp.path());
+    let ca = common::DiskCa::new(tmp.path(), "Apps Issuing CA");
     let w = World::trusting(SmOptions::default(), std::slice::from_ref(&ca.pem));
     let signer = format!(
         "{{ type = \"local-ca\", ca_cert = {:?}, ca_key = {:?}, validity = \"1d\" }}",
@@ -245,7 +200,7 @@ fn csr_rotations_keep_every_service_key_field_and_are_read_by_xssec() {
     // carried-*: imported from a service key, then rotated by the csr issuer.
     for layout in ["files", "servicebinding"] {
         let name = format!("carried-{layout}");
-        let (chain, key) = leaf(&ca, &name);
+        let (chain, key) = ca.leaf(&name);
         let sk = json!({"credentials": {
             "clientid": format!("sb-{name}"), "certificate": chain, "key": key,
             "certurl": cert_base, "url": plain_base, "uaadomain": "127.0.0.1",

@@ -100,6 +100,59 @@ pub fn service_key(i: &Issued, client_id: &str) -> serde_json::Value {
     })
 }
 
+/// An operator's own CA on disk (`<dir>/<cn>.pem`, `<dir>/<cn>.key`) for the `local-ca`
+/// signer, which can also sign client certificates itself.
+pub struct DiskCa {
+    pub pem: String,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl DiskCa {
+    pub fn new(dir: &Path, cn: &str) -> DiskCa {
+        std::fs::create_dir_all(dir).unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = p.self_signed(&key).unwrap();
+        let (cert_file, key_file) = (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        DiskCa {
+            pem: cert.pem(),
+            cert_file,
+            key_file,
+            issuer: rcgen::Issuer::new(p, key),
+        }
+    }
+
+    /// A client certificate `CN=<cn>` valid for two days: (chain PEM, key PEM).
+    pub fn leaf(&self, cn: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
+        p.not_after = OffsetDateTime::now_utc() + Duration::days(2);
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem() + &self.pem, key.serialize_pem())
+    }
+}
+
+/// A CA on disk: (certificate PEM, cert path, key path).
+pub fn ca_files(dir: &Path, cn: &str) -> (String, PathBuf, PathBuf) {
+    let c = DiskCa::new(dir, cn);
+    (c.pem, c.cert_file, c.key_file)
+}
+
 /// Every file under `dir` with its content and symlink target: a snapshot to compare.
 pub fn snapshot(dir: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
