@@ -21,5 +21,6 @@ pub mod servicekey;
 pub mod state;
 pub mod status;
 pub mod target;
+pub mod text;
 pub mod units;
 pub mod x509;

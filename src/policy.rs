@@ -165,6 +165,31 @@ pub fn backoff(
     }
 }
 
+/// A recorded next attempt as far as it can be trusted at `now`. Backoff never waits more
+/// than [`BACKOFF_CAP`] from a failure (and a failure is never in the future), so a value
+/// further out than that — written while the clock ran ahead — is not trusted at all: the
+/// attempt is due now (and its outcome records a fresh one). A value past the credential's
+/// critical point is clamped to it; once that point has passed, anything beyond
+/// [`BACKOFF_CRITICAL_CAP`] is not trusted either.
+pub fn trusted_next_attempt(
+    next: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+    critical_at: Option<OffsetDateTime>,
+) -> Option<OffsetDateTime> {
+    let t = next?;
+    let horizon = match critical_at {
+        Some(c) if c <= now => BACKOFF_CRITICAL_CAP,
+        _ => BACKOFF_CAP,
+    };
+    if t > now + horizon {
+        return None;
+    }
+    match critical_at {
+        Some(c) if c > now => Some(t.min(c)),
+        _ => Some(t),
+    }
+}
+
 /// Monitoring-plugin style health of a credential.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -234,6 +259,43 @@ pub fn human(d: Duration) -> String {
         format!("{mins}m {secs}s")
     } else {
         format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod trust_tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn a_next_attempt_from_a_clock_that_ran_ahead_is_not_trusted() {
+        let now = datetime!(2026-12-02 00:00 UTC);
+        let month = now + Duration::days(30);
+        assert_eq!(trusted_next_attempt(Some(month), now, None), None);
+        let critical = now + Duration::minutes(20);
+        assert_eq!(trusted_next_attempt(Some(month), now, Some(critical)), None);
+        let later = now + Duration::minutes(50);
+        assert_eq!(
+            trusted_next_attempt(Some(later), now, Some(critical)),
+            Some(critical),
+            "never past the critical point"
+        );
+        let past = Some(now - Duration::hours(1));
+        assert_eq!(trusted_next_attempt(Some(later), now, past), None);
+        let soon = now + Duration::minutes(2);
+        assert_eq!(trusted_next_attempt(Some(soon), now, past), Some(soon));
+        assert_eq!(
+            trusted_next_attempt(Some(soon), now, Some(critical)),
+            Some(soon)
+        );
+        assert_eq!(trusted_next_attempt(None, now, Some(critical)), None);
+        // Whatever was stored, the result is never later than a correct backoff could be.
+        for days in [0, 1, 30, 3650] {
+            let t = now + Duration::days(days) + Duration::minutes(3);
+            if let Some(r) = trusted_next_attempt(Some(t), now, Some(critical)) {
+                assert!(r <= now + BACKOFF_CAP && r <= critical);
+            }
+        }
     }
 }
 

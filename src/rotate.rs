@@ -671,10 +671,13 @@ impl Rotator {
             }
         };
         // No wait Service Manager asks for may run past the credential's critical point.
-        if let Some(c) = critical_at
-            && c > now
-        {
-            let left = (c - now).unsigned_abs();
+        // Past that point, no longer than the critical backoff either.
+        if let Some(c) = critical_at {
+            let left = if c > now {
+                (c - now).unsigned_abs()
+            } else {
+                policy::BACKOFF_CRITICAL_CAP.unsigned_abs()
+            };
             crate::issuer::service_manager::bound_waits(std::time::Instant::now() + left);
         }
         // A commit whose state write was interrupted (or whose answer was lost) is adopted
@@ -689,7 +692,8 @@ impl Rotator {
             self.adopt_committed(w).await;
         }
         // 3. decide
-        let decision = decide(opts.force, &view, w.state.next_attempt, now);
+        let next_attempt = policy::trusted_next_attempt(w.state.next_attempt, now, critical_at);
+        let decision = decide(opts.force, &view, next_attempt, now);
         let reason = match decision {
             Decision::Rotate(r) => r,
             Decision::NotDue { renews_at } => {
@@ -1589,7 +1593,12 @@ async fn self_made(
         let mut tail = [0u8; 4];
         aws_lc_rs::rand::fill(&mut tail)
             .map_err(|_| failure(Step::Issue, "keygen", "no random bytes"))?;
-        format!("{binding_name}-{}", u32::from_be_bytes(tail))
+        // A CN has at most 64 characters: the name's end (its time) is kept.
+        let name: String = {
+            let chars: Vec<char> = binding_name.chars().collect();
+            chars[chars.len().saturating_sub(55)..].iter().collect()
+        };
+        format!("{name}-{:08x}", u32::from_be_bytes(tail))
     } else {
         iss.app_identifier
             .clone()
@@ -1658,7 +1667,10 @@ fn verify(
         creds,
     ));
     check_lifetime(&g, &format!("binding {}: the new certificate", b.id), now)?;
-    match (g.client_id(), previous_client) {
+    // The binding itself must name its client: an id carried over from the previous
+    // generation would hide a binding of another client.
+    let answered = creds.get("clientid").and_then(Value::as_str);
+    match (answered, previous_client) {
         (None, _) => {
             return Err(bad(format!(
                 "binding {}: no clientid in the credentials",
@@ -1703,9 +1715,15 @@ fn verify_signed(
     issued.insert("certificate".into(), json!(chain));
     issued.insert("key".into(), json!(key_pem));
     let mut creds = merge_fields(previous.map(Generation::credentials), &cred.fields, &issued);
-    creds
-        .entry("credential-type")
-        .or_insert_with(|| json!("x509"));
+    // A certificate credential: an X.509 credential type carries over (`x509`,
+    // `X509_PROVIDED`, …); anything else (say `binding-secret`) becomes `x509`.
+    let x509_type = creds
+        .get("credential-type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("x509"));
+    if !x509_type {
+        creds.insert("credential-type".into(), json!("x509"));
+    }
     let g = Generation::from_pem(
         chain.as_bytes(),
         "the signer's certificate chain",

@@ -136,6 +136,11 @@ fn import_round_trip_status_and_rollback() {
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let (_, err) = text(&o);
     assert!(!err.contains("PRIVATE KEY"), "key in logs: {err}");
+    assert!(!err.is_empty(), "the import logs a line");
+    assert!(
+        !err.contains('\u{1b}'),
+        "colour codes in a log that is not a terminal: {err:?}"
+    );
     let written: serde_json::Value = serde_json::from_slice(
         &std::fs::read(w.root.join("targets/orders/credentials.json")).unwrap(),
     )

@@ -388,4 +388,13 @@ fn servicebinding_layout_shows_exactly_the_current_generations_fields() {
     );
     assert!(std::fs::symlink_metadata(path.join("mine")).is_ok());
     assert_no_dangling_links(&path);
+    // A target an earlier version wrote (own files linked): those links stay.
+    std::os::unix::fs::symlink("..data/cert.pem", path.join("cert.pem")).unwrap();
+    t.commit(&with_field(None), OffsetDateTime::now_utc())
+        .unwrap();
+    assert!(
+        std::fs::metadata(path.join("cert.pem")).is_ok(),
+        "an upgrade took cert.pem away from its consumers"
+    );
+    assert_no_dangling_links(&path);
 }

@@ -195,7 +195,19 @@ fn servicebinding_layout_in_the_secret() {
         assert!(s["data"].get(own).is_none(), "{own} is in the Secret: {s}");
     }
     assert!(get(".metadata").contains("credentialProperties"));
-    // The next rotation reads the fields back from the keys and carries them.
+    // certrot reads the generation back from the keys (no credentials.json): its client id
+    // comes from the clientid key through .metadata.
+    let (code, out, err) = k.certrot(&cfg, &["status", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let me = st
+        .as_array()
+        .and_then(|a| a.first())
+        .cloned()
+        .unwrap_or(st.clone());
+    assert_eq!(me["client_id"], "sb-orders!t1", "{out}");
+    assert_eq!(me["health"], "OK", "{out}");
+    // The next rotation carries the fields.
     let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 0, "{out}{err}");
     let s2 = k.secret(SECRET).unwrap();

@@ -179,6 +179,16 @@ fn failure_at_each_step_keeps_the_old_generation_and_deletes_the_new_binding() {
             "failed at verify: bad-credentials",
         ),
         (
+            // The previous generation's client id must not stand in for the binding's.
+            "no client id",
+            Box::new(|| {
+                w.stack
+                    .sm
+                    .inject(SmCall::Create, SmFault::WithoutClientId, 1)
+            }),
+            "failed at verify: bad-credentials",
+        ),
+        (
             "check rejected",
             Box::new(|| w.stack.tokens.inject(Fault::Status(401), 2)),
             "failed at check: unauthorized",
@@ -1008,4 +1018,87 @@ fn self_managed_xsuaa_without_pinning_gets_a_subject_per_generation() {
     }
     let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
     assert_eq!(code, 0, "{out}");
+}
+
+/// A state written while the clock ran a month ahead (`next_attempt` 30 days out) does not
+/// hold back a due renewal once the clock is right again.
+#[test]
+fn a_next_attempt_from_a_clock_that_ran_ahead_does_not_hold_a_renewal_back() {
+    let w = World::new(SmOptions {
+        // Seven days of validity are seven minutes.
+        seconds_per_day: 60,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-clock!t1");
+    let cfg = w.config(
+        None,
+        &[w.credential(
+            "orders",
+            "xsuaa",
+            &xs,
+            "renew_before = \"99%\"\njitter = \"0%\"\n",
+        )],
+    );
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let first = w.current_fingerprint("orders");
+    let path = w.root().join("state/orders.json");
+    let mut st: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let ahead = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    st["next_attempt"] = serde_json::json!(
+        ahead
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    );
+    st["consecutive_failures"] = serde_json::json!(4);
+    std::fs::write(&path, st.to_string()).unwrap();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        rotated(&out, "orders"),
+        "held back by a month-old backoff: {out}"
+    );
+    assert_ne!(w.current_fingerprint("orders"), first);
+}
+
+/// A 404 from the Cloud Foundry router (`X-Cf-RouterError`) on a retirement's DELETE means
+/// Service Manager is unreachable: the old binding stays queued (and alive), never dropped
+/// as "already gone"; the next run retires it.
+#[test]
+fn a_router_404_on_retirement_keeps_the_binding_queued() {
+    let w = World::new(SmOptions::default());
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-router!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let old = w.state("orders").current.unwrap().binding_id.unwrap();
+    w.stack
+        .sm
+        .inject(SmCall::Delete, SmFault::RouterNotFound, 100);
+    let (_, out, err) = w.certrot(&cfg, &["rotate", "--now", "--revoke-previous"]);
+    assert!(rotated(&out, "orders"), "{out}{err}");
+    let st = w.state("orders");
+    assert!(
+        st.retiring.iter().any(|r| r.binding_id == old),
+        "the old binding left the queue: {:?}",
+        st.retiring
+    );
+    assert!(w.binding_ids().contains(&old), "the old binding is gone");
+    // Service Manager reachable again: the next run retires it.
+    // (Its deadline was pushed out a minute; the test moves it back instead of waiting.)
+    w.stack.sm.clear_faults();
+    let path = w.root().join("state/orders.json");
+    let mut raw: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let due = (time::OffsetDateTime::now_utc() - time::Duration::seconds(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    for r in raw["retiring"].as_array_mut().unwrap() {
+        r["retire_at"] = serde_json::json!(due);
+    }
+    std::fs::write(&path, raw.to_string()).unwrap();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!w.binding_ids().contains(&old), "{out}{err}");
+    assert!(w.state("orders").retiring.is_empty());
 }

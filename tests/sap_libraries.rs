@@ -109,12 +109,27 @@ fn service_manager_rotations_and_import_are_read_by_xssec_in_both_layouts() {
             expect.push((name, kind, layout, client));
         }
     }
-    // Import-only credentials take the first generation of the xsuaa ones as service keys.
-    for layout in ["files", "servicebinding"] {
+    // Import-only credentials take generations of the others as service keys.
+    let imports = [
+        ("imported-files", "xsuaa", "files", "xsuaa-files"),
+        (
+            "imported-servicebinding",
+            "xsuaa",
+            "servicebinding",
+            "xsuaa-files",
+        ),
+        (
+            "imported-ias",
+            "identity",
+            "servicebinding",
+            "identity-files",
+        ),
+    ];
+    for (name, kind, layout, _) in imports {
         creds.push(format!(
-            "[[credential]]\nname = \"imported-{layout}\"\ntarget.path = {:?}\ntarget.layout = {layout:?}\n\
-             check.ca_file = {:?}\ncheck.system_roots = false\n",
-            w.target(&format!("imported-{layout}")).display().to_string(),
+            "[[credential]]\nname = {name:?}\nkind = {kind:?}\ntarget.path = {:?}\ntarget.layout = {layout:?}\n\
+             check.ca_file = {:?}\ncheck.system_roots = false\ncheck.app_tid = \"sandbox-tenant\"\n",
+            w.target(name).display().to_string(),
             w.ca_file.display().to_string(),
         ));
     }
@@ -134,18 +149,23 @@ fn service_manager_rotations_and_import_are_read_by_xssec_in_both_layouts() {
         }
     }
     // Import (of a service key shaped like the binding's credentials).
-    for layout in ["files", "servicebinding"] {
-        let key = w.root().join(format!("key-{layout}.json"));
-        let fields =
-            std::fs::read(w.target("xsuaa-files").join("..data/credentials.json")).unwrap();
+    for (name, kind, layout, from) in imports {
+        let key = w.root().join(format!("key-{name}.json"));
+        let fields = std::fs::read(w.target(from).join("..data/credentials.json")).unwrap();
         std::fs::write(&key, fields).unwrap();
-        let name = format!("imported-{layout}");
         let (code, out, err) = w.certrot(
             &cfg,
-            &["import", &name, "--service-key", key.to_str().unwrap()],
+            &["import", name, "--service-key", key.to_str().unwrap()],
         );
         assert_eq!(code, 0, "{out}{err}");
-        assert_token(&w, &name, "xsuaa", layout, "sb-xsuaa-files", "after import");
+        assert_token(
+            &w,
+            name,
+            kind,
+            layout,
+            &format!("sb-{from}"),
+            "after import",
+        );
     }
 }
 

@@ -189,20 +189,35 @@ async fn conflicts_rate_limits_concurrency_and_token_refresh() {
     c.create_binding(&request("after-422", &inst, "z"), Mode::Sync)
         .await
         .unwrap();
-    // 429 with an HTTP-date Retry-After, then success. Three seconds ahead (the date has
-    // whole seconds): over two seconds, honoured beyond max_delay (400 ms) up to
+    // 429 with an HTTP-date Retry-After, then success. Two seconds ahead (the date has
+    // whole seconds): over a second, honoured beyond max_delay (400 ms), within
     // max_server_wait (2 s).
-    let at = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3));
+    let at = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(2));
     s.sm.inject(SmCall::Create, SmFault::RateLimited(at), 1);
     let t = std::time::Instant::now();
     c.create_binding(&request("after-429", &inst, "z"), Mode::Sync)
         .await
         .unwrap();
     assert!(
-        t.elapsed() >= Duration::from_millis(1900),
+        t.elapsed() >= Duration::from_millis(900),
         "waited for Retry-After: {:?}",
         t.elapsed()
     );
+    // A wait longer than max_server_wait is not cut short: the call ends, saying why.
+    s.sm.inject(SmCall::Create, SmFault::RateLimited("60".into()), 1);
+    let t = std::time::Instant::now();
+    let e = c
+        .create_binding(&request("too-long", &inst, "z"), Mode::Sync)
+        .await
+        .unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(e.kind, SmErrorKind::RateLimited, "{e}");
+    assert!(e.to_string().contains("asks to wait 60s"), "{e}");
+    // A 429 without Retry-After backs off on certrot's own schedule and goes on.
+    s.sm.inject(SmCall::Create, SmFault::Status(429), 2);
+    c.create_binding(&request("no-header-429", &inst, "z"), Mode::Sync)
+        .await
+        .unwrap();
     // Persistent 503: bounded attempts, then the error with SM's description.
     s.sm.inject(SmCall::Get, SmFault::Status(503), 10);
     let e = c.get_binding("x").await.unwrap_err();
@@ -395,6 +410,12 @@ async fn service_manager_as_it_really_answers() {
         "the binding must still exist"
     );
     s.sm.clear_faults();
+    // 410 Gone on DELETE: gone already, a success.
+    s.sm.inject(SmCall::Delete, SmFault::Status(410), 1);
+    assert!(
+        !c.delete_binding(&b.id).await.unwrap(),
+        "410 means already gone"
+    );
     // Async delete: once the binding is gone its operation answers 404 — done.
     assert!(c.delete_binding(&b.id).await.unwrap());
     assert!(s.sm.bindings().iter().all(|x| x.id != b.id));
@@ -508,7 +529,7 @@ async fn server_waits_stop_at_the_critical_point() {
     let s = stack(SmOptions::default()).await;
     let inst = s.sm.add_instance(InstanceKind::Xsuaa, "sb-bound!t1");
     let c = client(&s, &s.sm_secret_key());
-    s.sm.inject(SmCall::Create, SmFault::RateLimited("30".into()), 1);
+    s.sm.inject(SmCall::Create, SmFault::RateLimited("2".into()), 1);
     let t = std::time::Instant::now();
     let e = certrot::issuer::service_manager::with_wait_bound(async {
         certrot::issuer::service_manager::bound_waits(
@@ -543,4 +564,81 @@ async fn server_waits_stop_at_the_critical_point() {
         "{:?}",
         t.elapsed()
     );
+}
+
+/// A `Location` on another host is not followed (it would get the bearer token), and an id
+/// that is not one never becomes a path of another resource.
+#[tokio::test]
+async fn foreign_locations_and_bad_ids_are_refused_before_anything_is_sent() {
+    let s = stack(SmOptions::default()).await;
+    let inst = s.sm.add_instance(InstanceKind::Xsuaa, "sb-loc!t1");
+    let c = client(&s, &s.sm_secret_key());
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = elsewhere.local_addr().unwrap().port();
+    for loc in [
+        format!("https://127.0.0.1:{port}/v1/service_bindings/abc/operations/op"),
+        format!("//127.0.0.1:{port}/v1/service_bindings/abc/operations/op"),
+        "http://example.invalid/v1/service_bindings/abc/operations/op".to_string(),
+    ] {
+        s.sm.inject(SmCall::Create, SmFault::LocationTo(loc.clone()), 1);
+        let e = c
+            .create_binding(&request("loc", &inst, "l"), Mode::Async)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, SmErrorKind::BadResponse, "{loc}: {e}");
+        assert!(
+            ["not followed", "neither a path nor a URL"]
+                .iter()
+                .any(|m| e.to_string().contains(m)),
+            "{loc}: {e}"
+        );
+    }
+    let reached = tokio::time::timeout(Duration::from_millis(300), elsewhere.accept()).await;
+    assert!(reached.is_err(), "a request went to the foreign host");
+    let before = s.sm.calls().len();
+    for bad in ["../service_instances/X", "a/b", "x?y", "", "id\n"] {
+        let e = c.delete_binding(bad).await.unwrap_err();
+        assert_eq!(e.kind, SmErrorKind::BadResponse, "{bad:?}: {e}");
+        assert!(!e.to_string().contains('\n'), "{e}");
+        assert!(c.get_binding(bad).await.is_err());
+    }
+    assert_eq!(s.sm.calls().len(), before, "nothing was sent for a bad id");
+}
+
+/// Concurrency is per resource: while one binding's asynchronous create runs, another
+/// binding on the same instance is created at once (no 422 for the instance).
+#[tokio::test]
+async fn another_bindings_operation_does_not_block_a_create() {
+    let s = stack(SmOptions {
+        operation_delay: Duration::from_millis(800),
+        ..SmOptions::default()
+    })
+    .await;
+    let inst = s.sm.add_instance(InstanceKind::Xsuaa, "sb-par!t1");
+    let c = std::sync::Arc::new(client(&s, &s.sm_secret_key()));
+    let slow = {
+        let (c, r) = (c.clone(), request("slow", &inst, "p"));
+        tokio::spawn(async move { c.create_binding(&r, Mode::Async).await })
+    };
+    // Wait until the slow one's operation runs.
+    let t = std::time::Instant::now();
+    while !s.sm.calls().iter().any(|c| c.contains("/operations/")) {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.create_binding(&request("fast", &inst, "p"), Mode::Sync)
+        .await
+        .unwrap();
+    let sync_posts =
+        s.sm.calls()
+            .iter()
+            .filter(|c| c.starts_with("POST") && c.contains("async=false"))
+            .count();
+    assert_eq!(
+        sync_posts,
+        1,
+        "the create was refused at first: {:?}",
+        s.sm.calls()
+    );
+    assert!(slow.await.unwrap().is_ok());
 }

@@ -437,6 +437,19 @@ fn sandbox_command_serves_a_working_credential() {
         "{seen:?}"
     );
     let cfg = dir.join("certrot.toml");
+    // Every file the sandbox writes (keys, the Service Manager secret) is the owner's only.
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let m = e.metadata().unwrap();
+        if m.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                m.permissions().mode() & 0o077,
+                0,
+                "{} is readable by others",
+                e.path().display()
+            );
+        }
+    }
     let o = run(&["--config", cfg.to_str().unwrap(), "check", "--validate"]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out} {err}");

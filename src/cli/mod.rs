@@ -210,8 +210,15 @@ pub fn init_logging(format: LogFormat, verbose: u8, quiet: u8) {
     let cap = tracing_subscriber::filter::filter_fn(|m| {
         !m.target().starts_with("kube_client") || *m.level() <= tracing::Level::ERROR
     });
+    // Colour only for a person at a terminal: never into a file, a pipe or the journal, and
+    // never with NO_COLOR (https://no-color.org) set.
+    let ansi = {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    };
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false);
     let registry = tracing_subscriber::registry().with(filter).with(cap);
     let _ = match format {

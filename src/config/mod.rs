@@ -1029,6 +1029,10 @@ impl RawConfig {
             for (k, v) in &raw.fields {
                 let why = if crate::generation::PEM_FIELDS.contains(&k.as_str()) {
                     Some("comes from each generation's own certificate and key".to_string())
+                } else if crate::generation::SECRET_FIELDS.contains(&k.as_str()) {
+                    Some("is a secret; it does not belong in the configuration file".into())
+                } else if crate::target::binding::RESERVED.contains(&k.as_str()) {
+                    Some("is a name certrot's own files use".into())
                 } else if crate::generation::INVENTED_FIELDS.contains(&k.as_str()) {
                     Some(
                         "is not a service-key field (the token check's URL is check.token_url)"

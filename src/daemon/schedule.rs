@@ -36,7 +36,10 @@ pub fn times_for(
 ) -> CredTimes {
     let rotate_at = has_issuer.then(|| {
         let base = report.renews_at.unwrap_or(now);
-        match state.and_then(|s| s.next_attempt) {
+        let next = state.and_then(|s| {
+            crate::policy::trusted_next_attempt(s.next_attempt, now, report.critical_at)
+        });
+        match next {
             Some(t) if t > base => t,
             _ => base,
         }
@@ -124,27 +127,35 @@ mod tests {
         );
         assert_eq!(times_for(&report(None), None, false, now).rotate_at, None);
         let mut st = State {
-            next_attempt: Some(now + time::Duration::hours(7)),
+            next_attempt: Some(now + time::Duration::minutes(50)),
             ..State::default()
         };
         st.retiring.push(RetiringRecord {
             binding_id: "b".into(),
             service_manager: "m".into(),
             fingerprint_sha256: None,
-            retire_at: now + time::Duration::hours(1),
+            retire_at: now + time::Duration::minutes(20),
             reason: "replaced".into(),
             attempts: 0,
         });
-        let t = times_for(&report(Some(renew)), Some(&st), true, now);
+        let renew_soon = now + time::Duration::minutes(10);
+        let t = times_for(&report(Some(renew_soon)), Some(&st), true, now);
         assert_eq!(
             t.rotate_at, st.next_attempt,
             "backoff wins over an earlier renewal"
         );
         assert_eq!(
             t.due_at(),
-            Some(now + time::Duration::hours(1)),
+            Some(now + time::Duration::minutes(20)),
             "retirement first"
         );
+        // A next attempt a month out (written while the clock ran ahead) is not trusted.
+        let ahead = State {
+            next_attempt: Some(now + time::Duration::days(30)),
+            ..State::default()
+        };
+        let t = times_for(&report(Some(renew_soon)), Some(&ahead), true, now);
+        assert_eq!(t.rotate_at, Some(renew_soon), "the renewal, not the month");
     }
 
     #[test]

@@ -647,15 +647,27 @@ impl SmClient {
             // stays within `max_delay`, a wait the server asks for within `max_server_wait`.
             let wait = match wait_hint {
                 Some(h) if h > backoff => {
-                    let w = h.min(self.retry.max_server_wait);
-                    if wait_bound().is_some_and(|b| Instant::now() + w > b) {
+                    // Never sooner than the server asks: a wait beyond what certrot waits,
+                    // or past the credential's critical point, ends the attempt now.
+                    let why = if h > self.retry.max_server_wait {
+                        Some(format!(
+                            "more than the {}s certrot waits in one call",
+                            self.retry.max_server_wait.as_secs()
+                        ))
+                    } else if wait_bound().is_some_and(|b| Instant::now() + h > b) {
+                        Some("past the credential's critical point".to_string())
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
                         let mut e = e;
                         e.message.push_str(&format!(
-                            " (Service Manager asks to wait {}s, past the credential's critical point: not waiting)",
-                            w.as_secs()
+                            " (Service Manager asks to wait {}s, {why}: not waiting)",
+                            h.as_secs()
                         ));
                         return Err(e);
                     }
+                    let w = h;
                     tracing::info!(
                         url,
                         label = kind.label(),
@@ -788,15 +800,45 @@ impl SmClient {
         }
     }
 
+    /// The URL of an operation named by `Location`: a path on Service Manager, or an
+    /// absolute URL with Service Manager's own origin — never another host, which would be
+    /// sent the bearer token.
+    fn operation_url(&self, location: &str) -> Result<String, SmError> {
+        let bad = |why: &str| {
+            err(
+                SmErrorKind::BadResponse,
+                &self.access.sm_url,
+                format!("Location {:?} {why}", crate::text::printable(location, 200)),
+            )
+        };
+        // A path (`/v1/…`, or `v1/…`): on Service Manager itself.
+        if !location.starts_with("//") && !location.contains("://") {
+            return Ok(self.url(&format!("/{}", location.trim_start_matches('/'))));
+        }
+        let (Ok(loc), Ok(sm)) = (
+            reqwest::Url::parse(location),
+            reqwest::Url::parse(&self.access.sm_url),
+        ) else {
+            return Err(bad("is neither a path nor a URL"));
+        };
+        let origin = |u: &reqwest::Url| {
+            (
+                u.scheme().to_string(),
+                u.host_str().map(str::to_ascii_lowercase),
+                u.port_or_known_default(),
+            )
+        };
+        if origin(&loc) != origin(&sm) {
+            return Err(bad("points away from Service Manager; not followed"));
+        }
+        Ok(loc.to_string())
+    }
+
     /// Polls an operation (`Location`, relative or absolute) with backoff until it ends.
     /// `deleting`: the operation of a DELETE, where 404 (or 410) means the binding is gone —
     /// done (the BTP service operator's `Status`).
     async fn wait_operation(&self, location: &str, deleting: bool) -> Result<(), SmError> {
-        let url = if location.starts_with("https://") {
-            location.to_string()
-        } else {
-            self.url(&format!("/{}", location.trim_start_matches('/')))
-        };
+        let url = self.operation_url(location)?;
         let deadline = Instant::now() + self.operation_timeout;
         let mut delay = Duration::from_millis(100);
         loop {
@@ -839,9 +881,26 @@ impl SmClient {
         }
     }
 
+    /// `/v1/service_bindings/<id>` for an id that is one (from state or from Service
+    /// Manager: `../service_instances/X` must never become another resource's path).
+    fn binding_url(&self, id: &str) -> Result<String, SmError> {
+        if is_resource_id(id) {
+            Ok(self.url(&format!("/v1/service_bindings/{id}")))
+        } else {
+            Err(err(
+                SmErrorKind::BadResponse,
+                &self.access.sm_url,
+                format!(
+                    "{:?} is not a binding id (letters, digits, '-', '_'); nothing was sent",
+                    crate::text::printable(id, 100)
+                ),
+            ))
+        }
+    }
+
     /// The binding with `id`, or `None` when SM does not know it.
     pub async fn get_binding(&self, id: &str) -> Result<Option<Binding>, SmError> {
-        let url = self.url(&format!("/v1/service_bindings/{id}"));
+        let url = self.binding_url(id)?;
         match self.call(reqwest::Method::GET, &url, None).await {
             Ok(a) => Ok(Some(Binding::from_json(&Self::json(&a, &url)?, &url)?)),
             Err(e) if e.kind == SmErrorKind::NotFound => Ok(None),
@@ -910,7 +969,7 @@ impl SmClient {
 
     /// Deletes a binding; `Ok(false)` when it was already gone.
     pub async fn delete_binding(&self, id: &str) -> Result<bool, SmError> {
-        let url = self.url(&format!("/v1/service_bindings/{id}"));
+        let url = self.binding_url(id)?;
         match self.call(reqwest::Method::DELETE, &url, None).await {
             Ok(a) if a.status == 202 => {
                 if let Some(loc) = a.location {
@@ -941,7 +1000,16 @@ fn operation_errors(v: &Value) -> String {
 fn binding_id_of_location(loc: &str) -> Option<String> {
     let path = loc.split("/v1/service_bindings/").nth(1)?;
     let id = path.split('/').next()?;
-    (!id.is_empty()).then(|| id.to_string())
+    is_resource_id(id).then(|| id.to_string())
+}
+
+/// A Service Manager resource id (a GUID in practice): letters, digits, '-', '_'.
+pub fn is_resource_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 100
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn from_check(e: crate::check::CheckFailure, url: &str) -> SmError {

@@ -20,7 +20,8 @@ pub fn write_workspace(root: &Path, specs: &[Spec]) -> Result<PathBuf, String> {
     let e = |what: &str, err: &dyn std::fmt::Display| format!("{what}: {err}");
     std::fs::create_dir_all(root.join("keys")).map_err(|x| e(&root.display().to_string(), &x))?;
     let ca = LocalCa::new("certrot demo CA").map_err(|x| e("CA", &x))?;
-    std::fs::write(root.join("ca.pem"), ca.root_pem()).map_err(|x| e("ca.pem", &x))?;
+    super::write_private(&root.join("ca.pem"), ca.root_pem().as_bytes())
+        .map_err(|x| e("ca.pem", &x))?;
     let now = OffsetDateTime::now_utc();
     let mut toml = format!(
         "# Written by certrot's sandbox.\nstate_dir = {:?}\n\n[daemon]\nlisten = \"\"\n\n\
@@ -44,7 +45,7 @@ pub fn write_workspace(root: &Path, specs: &[Spec]) -> Result<PathBuf, String> {
             }
         });
         let path = root.join("keys").join(format!("{}.json", s.name));
-        std::fs::write(&path, serde_json::to_vec_pretty(&key).unwrap_or_default())
+        super::write_private(&path, &serde_json::to_vec_pretty(&key).unwrap_or_default())
             .map_err(|x| e(&path.display().to_string(), &x))?;
         let _ = write!(
             toml,
@@ -54,6 +55,6 @@ pub fn write_workspace(root: &Path, specs: &[Spec]) -> Result<PathBuf, String> {
         );
     }
     let cfg = root.join("certrot.toml");
-    std::fs::write(&cfg, toml).map_err(|x| e(&cfg.display().to_string(), &x))?;
+    super::write_private(&cfg, toml.as_bytes()).map_err(|x| e(&cfg.display().to_string(), &x))?;
     Ok(cfg)
 }

@@ -45,6 +45,22 @@ pub fn is_dns1123_subdomain(name: &str) -> bool {
     name.len() <= 253 && name.split('.').all(label_ok)
 }
 
+/// Writes `data` to `path` readable by the owner only (`0600`, also when the file existed
+/// with a wider mode): the sandbox's files hold private keys and client secrets.
+pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(data)
+}
+
 /// Serves HTTP/1.1 over TLS on `listener` until the task is aborted: every accepted
 /// connection (with `TCP_NODELAY`) gets `handle` for each request, with `ctx` shared.
 pub(crate) async fn serve_https<C, F, Fut>(

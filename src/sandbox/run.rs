@@ -62,7 +62,7 @@ pub fn run(settings: Settings) -> i32 {
 }
 
 fn write(path: &Path, data: impl AsRef<[u8]>) -> Result<(), String> {
-    std::fs::write(path, data).map_err(|e| format!("{}: {e}", path.display()))
+    super::write_private(path, data.as_ref()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The first credential: issued directly by the sandbox CA and registered, so that it works

@@ -98,6 +98,8 @@ pub enum SmFault {
     /// 502 `BrokerError`: the broker answered this status; with the `broker_error` object
     /// SAP's operator reads (`StatusCode`, `ErrorMessage`, `Description`).
     Broker(u16),
+    /// 202 with this `Location` (an absolute URL elsewhere, say), nothing created.
+    LocationTo(String),
     /// 404 from the Cloud Foundry router (`X-Cf-RouterError: unknown_route`, text body):
     /// Service Manager itself unreachable.
     RouterNotFound,
@@ -107,6 +109,8 @@ pub enum SmFault {
     OperationFails,
     /// The binding's `certificate` is not PEM (Create only).
     MalformedCredentials,
+    /// The binding's credentials have no `clientid` (Create only).
+    WithoutClientId,
     /// The binding is created, but the answer is this status (a lost answer; Create only).
     CreatedThenStatus(u16),
     /// Wait this long before answering.
@@ -570,6 +574,7 @@ async fn handle(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
                 f,
                 SmFault::OperationFails
                     | SmFault::MalformedCredentials
+                    | SmFault::WithoutClientId
                     | SmFault::CreatedThenStatus(_)
             )
         });
@@ -595,6 +600,7 @@ async fn handle(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
             );
         }
         Some(SmFault::Broker(code)) => return broker_error(code, "injected broker failure"),
+        Some(SmFault::LocationTo(loc)) => return with_header(reply(202, "{}"), "location", &loc),
         Some(SmFault::RouterNotFound) => {
             let mut r = Response::new(Full::new(Bytes::from_static(
                 b"404 Not Found: Requested route ('sm.sandbox') does not exist.\n",
@@ -611,7 +617,10 @@ async fn handle(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
         }
         Some(SmFault::Latency(d)) => tokio::time::sleep(d).await,
         Some(
-            SmFault::OperationFails | SmFault::MalformedCredentials | SmFault::CreatedThenStatus(_),
+            SmFault::OperationFails
+            | SmFault::MalformedCredentials
+            | SmFault::WithoutClientId
+            | SmFault::CreatedThenStatus(_),
         )
         | None => {}
     }
@@ -877,7 +886,10 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
     let fault = take_fault(&mut s, SmCall::Create, |f| {
         matches!(
             f,
-            SmFault::OperationFails | SmFault::MalformedCredentials | SmFault::CreatedThenStatus(_)
+            SmFault::OperationFails
+                | SmFault::MalformedCredentials
+                | SmFault::WithoutClientId
+                | SmFault::CreatedThenStatus(_)
         )
     });
     let id = random_id();
@@ -1016,6 +1028,11 @@ fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Full<Bytes>> 
             });
             merge(&mut credentials, extra);
         }
+    }
+    if fault == Some(SmFault::WithoutClientId)
+        && let Some(c) = credentials.as_object_mut()
+    {
+        c.remove("clientid");
     }
     if fault == Some(SmFault::MalformedCredentials) {
         credentials["certificate"] = json!("not a certificate");

@@ -19,6 +19,17 @@ use zeroize::Zeroizing;
 pub const OWN_FILES: [&str; 4] = ["cert.pem", "key.pem", "bundle.pem", "credentials.json"];
 /// The servicebinding property list (`@sap/xsenv`'s `.metadata`).
 pub const METADATA: &str = ".metadata";
+/// Names no credential field may take: certrot's own files, the `.metadata` file and the
+/// `kubernetes.io/tls` keys of a Secret.
+pub const RESERVED: [&str; 7] = [
+    "cert.pem",
+    "key.pem",
+    "bundle.pem",
+    "credentials.json",
+    METADATA,
+    "tls.crt",
+    "tls.key",
+];
 /// At most this many credential fields become files (a binding is a handful; a runaway
 /// answer must not become thousands of files).
 pub const MAX_FIELDS: usize = 100;
@@ -89,7 +100,7 @@ pub fn render(
     let mut visible: Vec<String> = binding.show_files.clone();
     let mut credential_properties = Vec::new();
     for (k, v) in &fields {
-        if !is_field_name(k) || OWN_FILES.contains(&k.as_str()) {
+        if !is_field_name(k) || RESERVED.contains(&k.as_str()) {
             return Err(BindingError::BadFieldName { name: k.clone() });
         }
         let (text, format) = match v {
@@ -143,6 +154,9 @@ pub fn parse_fields<'a>(
         ) else {
             return Err(bad("a property without name or format".into()));
         };
+        if !is_field_name(name) || RESERVED.contains(&name) {
+            return Err(bad(format!("{name:?} cannot be a credential field")));
+        }
         let Some(bytes) = get(name) else { continue };
         let text = std::str::from_utf8(bytes)
             .map_err(|_| bad(format!("property {name:?} is not UTF-8")))?;
@@ -251,7 +265,7 @@ mod tests {
                 count: MAX_FIELDS + 2
             })
         );
-        for name in ["../x", ".metadata", "cert.pem", "a/b", ""] {
+        for name in ["../x", ".metadata", "cert.pem", "tls.key", "a/b", ""] {
             let g = generation(json!({ name: "v" }));
             assert_eq!(
                 render(&g, Layout::Servicebinding, &binding(&[])).err(),
@@ -261,5 +275,12 @@ mod tests {
         }
         let bad = parse_fields(|n| (n == METADATA).then_some(&b"{}"[..])).unwrap_err();
         assert!(bad.to_string().contains("credentialProperties"), "{bad}");
+        let meta = br#"{"credentialProperties":[{"name":"tls.key","format":"text"}]}"#;
+        let bad = parse_fields(|n| match n {
+            METADATA => Some(&meta[..]),
+            _ => Some(&b"x"[..]),
+        })
+        .unwrap_err();
+        assert!(bad.to_string().contains("tls.key"), "{bad}");
     }
 }

@@ -308,7 +308,21 @@ impl DirectoryTarget {
             }
         })?;
         let files = rendered.files;
-        let names: Vec<&str> = rendered.visible.iter().map(String::as_str).collect();
+        let mut names: Vec<&str> = rendered.visible.iter().map(String::as_str).collect();
+        // Links of certrot's own files that an earlier version showed in a servicebinding
+        // target stay: a consumer may read them.
+        let kept: Vec<&str> = crate::target::binding::OWN_FILES
+            .into_iter()
+            .filter(|f| !names.contains(f) && self.is_our_link(f))
+            .collect();
+        if !kept.is_empty() {
+            tracing::warn!(
+                target = %root.display(),
+                "keeps showing {} (links of an earlier certrot) although the servicebinding layout no longer shows them by default: add them to target.show_files to keep them for good, or remove the links",
+                kept.join(", ")
+            );
+            names.extend(&kept);
+        }
         // A real file at a visible name must stop us before anything is written, too.
         self.refuse_real_files(&names)?;
         self.remove_staging()?;
@@ -347,6 +361,9 @@ impl DirectoryTarget {
         fsync_dir(root)
             .map_err(io(root, "syncing"))
             .map_err(unswitched)?;
+        if let Some(p) = &previous {
+            self.pin_stale_links(&names, p);
+        }
         self.switch_data(&final_name).map_err(unswitched)?;
         // From here on the new generation is current: what follows is housekeeping, and a
         // failure of it must not be mistaken for a failed commit.
@@ -409,8 +426,55 @@ impl DirectoryTarget {
         }
     }
 
-    /// Removes certrot's visible links (`<name> -> ..data/<name>`) whose name is not in
-    /// `names`; anything else in the directory is left alone.
+    /// True when `<path>/<name>` is a link of certrot's: to `..data/<name>`, or to
+    /// `<generation dir>/<name>` (pinned during a switch).
+    fn is_our_link(&self, name: &str) -> bool {
+        let link = self.path().join(name);
+        if !std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+            return false;
+        }
+        let Ok(dest) = std::fs::read_link(&link) else {
+            return false;
+        };
+        let mut parts = dest.iter();
+        let (Some(dir), Some(file), None) = (parts.next(), parts.next(), parts.next()) else {
+            return false;
+        };
+        file == std::ffi::OsStr::new(name)
+            && (dir == std::ffi::OsStr::new(DATA_LINK)
+                || dir.to_str().is_some_and(is_generation_dir_name))
+    }
+
+    /// Before `..data` moves on: certrot's links for names the next generation does not
+    /// show are pointed at the generation being replaced (`old_dir`) directly, so none
+    /// dangles between the switch and their removal. Best effort: a failure is logged.
+    fn pin_stale_links(&self, names: &[&str], old_dir: &str) {
+        let root = self.path();
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if names.contains(&name) || name.starts_with("..") || !self.is_our_link(name) {
+                continue;
+            }
+            if std::fs::symlink_metadata(root.join(old_dir).join(name)).is_err() {
+                continue;
+            }
+            let tmp = root.join(format!(".{name}.link-tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            let pinned = std::os::unix::fs::symlink(PathBuf::from(old_dir).join(name), &tmp)
+                .and_then(|()| std::fs::rename(&tmp, root.join(name)));
+            if let Err(e) = pinned {
+                tracing::warn!(target = %root.display(), "pinning the link {name}: {e}");
+            }
+        }
+    }
+
+    /// Removes certrot's visible links (`<name> -> ..data/<name>`, or pinned to a
+    /// generation) whose name is not in `names`; anything else in the directory is left
+    /// alone.
     fn remove_stale_links(&self, names: &[&str]) -> Result<(), TargetError> {
         let root = self.path();
         let mut changed = false;
@@ -422,10 +486,7 @@ impl DirectoryTarget {
                 continue;
             }
             let link = root.join(name);
-            let ours = std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink())
-                && std::fs::read_link(&link).ok().as_deref()
-                    == Some(PathBuf::from(DATA_LINK).join(name).as_path());
-            if ours {
+            if self.is_our_link(name) {
                 std::fs::remove_file(&link).map_err(io(&link, "removing a stale link"))?;
                 changed = true;
             }
@@ -545,15 +606,27 @@ impl DirectoryTarget {
                 reason: "changed since it was checked; nothing was switched".into(),
             });
         }
-        self.switch_data(&previous)?;
-        match render(&g, self.cfg.layout, &self.cfg.binding) {
-            Ok(r) => {
-                let names: Vec<&str> = r.visible.iter().map(String::as_str).collect();
-                self.show_only(&names, "after the rollback");
-            }
+        let names: Option<Vec<String>> = match render(&g, self.cfg.layout, &self.cfg.binding) {
+            Ok(r) => Some(r.visible),
             Err(e) => {
-                tracing::warn!(target = %self.path().display(), "after the rollback: {e}");
+                tracing::warn!(target = %self.path().display(), "rolling back: {e}");
+                None
             }
+        };
+        let mut names: Option<Vec<&str>> = names
+            .as_ref()
+            .map(|n| n.iter().map(String::as_str).collect());
+        if let Some(n) = names.as_mut() {
+            let kept: Vec<&str> = crate::target::binding::OWN_FILES
+                .into_iter()
+                .filter(|f| !n.contains(f) && self.is_our_link(f))
+                .collect();
+            n.extend(kept);
+            self.pin_stale_links(n, &current);
+        }
+        self.switch_data(&previous)?;
+        if let Some(n) = &names {
+            self.show_only(n, "after the rollback");
         }
         Ok((current, previous, g))
     }

@@ -392,10 +392,13 @@ fn set_annotation(obj: &mut Secret, key: &str, value: Option<&str>) {
 
 /// The Secret data of a generation: the files the layout shows, `cert.pem` and `key.pem`
 /// under the `kubernetes.io/tls` keys (always present: the Secret type requires them).
+/// `keep`: keys of certrot's own files the Secret holds now (written by an earlier version
+/// into a `servicebinding` Secret); they stay, so that no consumer of them loses them.
 fn data_of(
     g: &Generation,
     layout: Layout,
     binding: &ServiceBinding,
+    keep: &[&str],
 ) -> Result<BTreeMap<String, ByteString>, crate::target::binding::BindingError> {
     let r = crate::target::binding::render(g, layout, binding)?;
     Ok(r.files
@@ -404,7 +407,7 @@ fn data_of(
             let key = match name.as_str() {
                 "cert.pem" => "tls.crt".to_string(),
                 "key.pem" => "tls.key".to_string(),
-                _ if r.visible.contains(&name) => name,
+                _ if r.visible.contains(&name) || keep.contains(&name.as_str()) => name,
                 _ => return None,
             };
             Some((key, ByteString(bytes.to_vec())))
@@ -738,11 +741,11 @@ impl SecretTarget {
     /// Makes `g` current: the generation it replaces goes to `<name>-previous` first, then
     /// one replace of the Secret writes cert, key and bundle together.
     pub async fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, KubeError> {
-        let data =
-            data_of(g, self.cfg.layout, &self.cfg.binding).map_err(|e| KubeError::Invalid {
-                place: self.place(),
-                reason: format!("nothing was written: {e}"),
-            })?;
+        let invalid = |e: crate::target::binding::BindingError| KubeError::Invalid {
+            place: self.place(),
+            reason: format!("nothing was written: {e}"),
+        };
+        data_of(g, self.cfg.layout, &self.cfg.binding, &[]).map_err(invalid)?;
         let before = {
             let mut seen = self.seen.lock().await;
             if seen.is_none() {
@@ -750,6 +753,25 @@ impl SecretTarget {
             }
             seen.as_ref().and_then(|s| s.obj.clone())
         };
+        let keep: Vec<&str> = ["bundle.pem", "credentials.json"]
+            .into_iter()
+            .filter(|k| {
+                self.cfg.layout == Layout::Servicebinding
+                    && !self.cfg.binding.show_files.iter().any(|f| f == k)
+                    && before
+                        .as_ref()
+                        .and_then(|o| o.data.as_ref())
+                        .is_some_and(|d| d.contains_key(*k))
+            })
+            .collect();
+        if !keep.is_empty() {
+            tracing::warn!(
+                target = %self.place(),
+                "keeps {} (written by an earlier certrot) although the servicebinding layout no longer shows them by default: add them to target.show_files to keep them for good, or remove the keys",
+                keep.join(", ")
+            );
+        }
+        let data = data_of(g, self.cfg.layout, &self.cfg.binding, &keep).map_err(invalid)?;
         let mut name = generation_dir_name(now);
         if let Some(old) = before.as_ref().filter(|o| has_generation(o)) {
             let old_name = generation_name(old);
