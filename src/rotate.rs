@@ -135,6 +135,26 @@ pub fn rolled_back(
 pub const LABEL_MANAGED_BY: (&str, &str) = ("managed_by", "certrot");
 /// Label naming the credential a binding belongs to.
 pub const LABEL_CREDENTIAL: &str = "certrot_credential";
+/// Label naming the installation (its state) that made a binding.
+pub const LABEL_INSTALLATION: &str = "certrot_installation";
+
+/// A fresh installation id: 16 random hex digits.
+fn new_installation_id() -> Option<String> {
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut b).ok()?;
+    Some(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// The label query for this installation's bindings of `credential`.
+fn own_labels(credential: &str, installation: &str) -> String {
+    format!(
+        "{} eq {} and {LABEL_CREDENTIAL} eq {} and {LABEL_INSTALLATION} eq {}",
+        LABEL_MANAGED_BY.0,
+        quote(LABEL_MANAGED_BY.1),
+        quote(credential),
+        quote(installation)
+    )
+}
 /// How far in the future a new certificate's `not_before` may lie (clock skew).
 const NOT_BEFORE_SKEW: time::Duration = time::Duration::minutes(5);
 
@@ -512,6 +532,18 @@ struct Work<'a> {
 }
 
 impl<'a> Work<'a> {
+    /// A target that serves a generation the state does not know of (the state file was
+    /// lost, moved away, or is another installation's fresh one): what certrot tracked is
+    /// unknown, exactly as after a corrupt state file — nothing is an orphan until a
+    /// generation rotated in from now on has been current for `retire_after`.
+    fn note_untracked(&mut self, target_serves: bool, now: OffsetDateTime) {
+        if target_serves && self.state.current.is_none() && self.state.unknown_since.is_none() {
+            tracing::warn!(credential = %self.cred.name, "the target serves a generation the state does not know (state file lost?): no binding is deleted until a new generation has been current for retire_after");
+            self.state.unknown_since = Some(now);
+            self.state_lost = true;
+        }
+    }
+
     fn new(cred: &'a Credential, backend: &'a Backend, state: State) -> Work<'a> {
         Work {
             cred,
@@ -670,6 +702,10 @@ impl Rotator {
                 (Some(c.generation), view, Some(r.critical_at))
             }
         };
+        w.note_untracked(
+            current.is_some() || matches!(view, CurrentView::Unusable(_)),
+            now,
+        );
         // No wait Service Manager asks for may run past the credential's critical point.
         // Past that point, no longer than the critical backoff either.
         if let Some(c) = critical_at {
@@ -775,6 +811,12 @@ impl Rotator {
         // 4. issue: the intent first (it also claims the credential where no lock excludes
         // other runs: a second run's write of its intent conflicts), then reconcile, then
         // the binding.
+        if w.state.installation.is_none() {
+            w.state.installation = new_installation_id();
+        }
+        let Some(installation) = w.state.installation.clone() else {
+            return Outcome::Failed(failure(Step::Issue, "keygen", "no random bytes"));
+        };
         w.state.pending = Some(PendingRecord {
             binding_name: name.clone(),
             binding_id: None,
@@ -801,6 +843,7 @@ impl Rotator {
             labels: vec![
                 (LABEL_MANAGED_BY.0.into(), LABEL_MANAGED_BY.1.into()),
                 (LABEL_CREDENTIAL.into(), cred.name.clone()),
+                (LABEL_INSTALLATION.into(), installation),
             ],
         };
         let mode = match self
@@ -1194,6 +1237,8 @@ impl Rotator {
                 .map_err(|f| f.message)?;
             let mut w = Work::new(cred, &backend, loaded.state);
             w.state_lost = settle_tracking(&mut w.state, cred, OffsetDateTime::now_utc());
+            let serves = !matches!(backend.read_current().await, Ok(None));
+            w.note_untracked(serves, OffsetDateTime::now_utc());
             // Without an exclusive lock, a one-shot run may be creating a binding right now.
             if !backend.exclusive() {
                 return Ok(Vec::new());
@@ -1298,13 +1343,12 @@ impl Rotator {
             quote(&iss.instance_id),
             quote(name)
         );
-        // Only bindings this credential made (a name clash with a foreign binding is not ours).
-        let labels = format!(
-            "{} eq {} and {LABEL_CREDENTIAL} eq {}",
-            LABEL_MANAGED_BY.0,
-            quote(LABEL_MANAGED_BY.1),
-            quote(&state.credential)
-        );
+        // Only bindings this installation made for this credential (a name clash with a
+        // foreign binding is not ours).
+        let Some(installation) = &state.installation else {
+            return Ok(None);
+        };
+        let labels = own_labels(&state.credential, installation);
         let found = client.list_bindings(&labels, &field).await.map_err(|e| {
             tracing::warn!(binding = %name, "could not look for the binding of the failed attempt: {e}");
         })?;
@@ -1328,12 +1372,12 @@ impl Rotator {
             tracing::warn!(credential = %w.cred.name, "reconcile skipped: the state was unusable and set aside, so which bindings are current or retiring is unknown (until a new generation has been current for retire_after); delete orphans by hand (label certrot_credential)");
             return Ok(());
         }
-        let labels = format!(
-            "{} eq {} and {LABEL_CREDENTIAL} eq {}",
-            LABEL_MANAGED_BY.0,
-            quote(LABEL_MANAGED_BY.1),
-            quote(&w.cred.name)
-        );
+        // Only this installation's bindings: another installation's (or those made before
+        // this state existed) are never taken for orphans.
+        let Some(installation) = w.state.installation.clone() else {
+            return Ok(());
+        };
+        let labels = own_labels(&w.cred.name, &installation);
         let fields = format!("service_instance_id eq {}", quote(&iss.instance_id));
         let found = client
             .list_bindings(&labels, &fields)
@@ -1346,10 +1390,42 @@ impl Rotator {
             .await
             .map_err(|e| failure(Step::Reconcile, "lease", e.to_string()))?;
         let current = w.state.current.as_ref().and_then(|c| c.binding_id.clone());
+        // What the target serves right now decides, whatever the state says.
+        let served = match w.backend.read_current().await {
+            Ok(c) => c.map(|c| c.generation.leaf().fingerprint_sha256.clone()),
+            Err(e) => {
+                tracing::warn!(credential = %w.cred.name, "reconcile skipped: the target cannot be read, so what it serves is unknown: {e}");
+                return Ok(());
+            }
+        };
         for b in found {
             let known = Some(&b.id) == current.as_ref()
                 || w.state.retiring.iter().any(|r| r.binding_id == b.id);
             if known {
+                continue;
+            }
+            // The list may not show credentials: read the binding itself.
+            let full = match &b.credentials {
+                Some(_) => Some(b.clone()),
+                None => client
+                    .get_binding(&b.id)
+                    .await
+                    .map_err(|e| sm_failure(Step::Reconcile, &e))?,
+            };
+            let Some(full) = full else { continue };
+            let fps = binding_fingerprints(&full);
+            if served.as_ref().is_some_and(|s| fps.contains(s)) {
+                tracing::warn!(credential = %w.cred.name, binding = %b.id, "not deleted: this binding's certificate is the one the target serves");
+                continue;
+            }
+            // A binding that shows no certificate (self-managed) is deleted only when it is
+            // this run's own interrupted attempt, whose certificate the target does not serve.
+            let own_attempt = w.state.pending.as_ref().is_some_and(|p| {
+                p.binding_id.as_deref() == Some(b.id.as_str())
+                    && p.fingerprint_sha256.as_ref() != served.as_ref()
+            });
+            if fps.is_empty() && !own_attempt {
+                tracing::warn!(credential = %w.cred.name, binding = %b.id, name = %b.name, "not deleted: the binding shows no certificate, so it cannot be told apart from the one the target serves; delete it by hand if it is an orphan");
                 continue;
             }
             client
@@ -1432,17 +1508,37 @@ impl Rotator {
             tracing::warn!(credential = %w.cred.name, "retirement skipped: {e}");
             return;
         }
+        let served = match w.backend.read_current().await {
+            Ok(c) => c.map(|c| c.generation.leaf().fingerprint_sha256.clone()),
+            Err(e) => {
+                tracing::warn!(credential = %w.cred.name, "retirement skipped: the target cannot be read, so what it serves is unknown: {e}");
+                return;
+            }
+        };
+        let instance = match &w.cred.issuer {
+            Some(Issuer::ServiceManager(i)) => Some(i.instance_id.clone()),
+            _ => None,
+        };
         let mut retired_fps = Vec::new();
         for r in due {
+            if served.is_some() && r.fingerprint_sha256 == served {
+                w.state.retiring.retain(|x| x.binding_id != r.binding_id);
+                tracing::warn!(credential = %w.cred.name, binding = %r.binding_id, "not retired: its certificate is the one the target serves; dropped from the queue");
+                continue;
+            }
             let result = match self.client(&r.service_manager).await {
-                Ok(c) => c
-                    .delete_binding(&r.binding_id)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(c) => {
+                    Self::retire_one(&c, &r, &w.cred.name, instance.as_deref(), served.as_deref())
+                        .await
+                }
                 Err(f) => Err(f.message),
             };
             match result {
-                Ok(_) => {
+                Ok(RetireOutcome::Refused(why)) => {
+                    w.state.retiring.retain(|x| x.binding_id != r.binding_id);
+                    tracing::warn!(credential = %w.cred.name, binding = %r.binding_id, "not retired: {why}; dropped from the queue, left in Service Manager");
+                }
+                Ok(RetireOutcome::Deleted) => {
                     w.state.retiring.retain(|x| x.binding_id != r.binding_id);
                     tracing::info!(credential = %w.cred.name, binding = %r.binding_id, reason = %r.reason, event = "retired", "retired binding");
                     retired_fps.extend(r.fingerprint_sha256.clone());
@@ -1471,6 +1567,41 @@ impl Rotator {
         if !retired_fps.is_empty() {
             w.backend.retired(&retired_fps).await;
         }
+    }
+
+    /// Re-reads a queued binding from Service Manager and deletes it only if it carries this
+    /// credential's labels on its instance and does not hold the certificate the target
+    /// serves (a forged or stale state must not retire another credential's binding).
+    async fn retire_one(
+        client: &SmClient,
+        r: &RetiringRecord,
+        cred: &str,
+        instance: Option<&str>,
+        served: Option<&str>,
+    ) -> Result<RetireOutcome, String> {
+        let b = match client.get_binding(&r.binding_id).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(RetireOutcome::Deleted),
+            Err(e) => return Err(e.to_string()),
+        };
+        if let Some(i) = instance
+            && !is_credentials_binding(&b, cred, i)
+        {
+            return Ok(RetireOutcome::Refused(format!(
+                "binding {} does not carry this credential's labels on instance {i}",
+                r.binding_id
+            )));
+        }
+        if served.is_some_and(|s| binding_fingerprints(&b).iter().any(|f| f == s)) {
+            return Ok(RetireOutcome::Refused(
+                "its certificate is the one the target serves".into(),
+            ));
+        }
+        client
+            .delete_binding(&r.binding_id)
+            .await
+            .map(|_| RetireOutcome::Deleted)
+            .map_err(|e| e.to_string())
     }
 
     /// The client for Service Manager `name`, built on first use.
@@ -1620,6 +1751,43 @@ async fn self_made(
         .await
         .map_err(|e| failure(Step::Issue, "sign-failed", e.to_string()))?;
     Ok((chain, made.key_pem))
+}
+
+/// How one queued retirement ended.
+enum RetireOutcome {
+    Deleted,
+    /// Not deleted, for this reason (not this credential's, or served).
+    Refused(String),
+}
+
+/// What a binding's credentials show of its certificate: the fingerprints of every
+/// certificate in `certificate` (empty when it shows none, as for a self-managed one).
+fn binding_fingerprints(b: &Binding) -> Vec<String> {
+    b.credentials
+        .as_ref()
+        .and_then(|c| c.get("certificate"))
+        .and_then(Value::as_str)
+        .and_then(|pem| crate::x509::parse_chain(pem.as_bytes(), "binding certificate").ok())
+        .map(|chain| {
+            chain
+                .iter()
+                .map(|c| c.info.fingerprint_sha256.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// True when `b` carries this credential's labels and lives on its instance.
+fn is_credentials_binding(b: &Binding, cred: &str, instance_id: &str) -> bool {
+    let has = |k: &str, v: &str| {
+        b.labels
+            .get(k)
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(v)))
+    };
+    b.instance_id == instance_id
+        && has(LABEL_MANAGED_BY.0, LABEL_MANAGED_BY.1)
+        && has(LABEL_CREDENTIAL, cred)
 }
 
 /// Step 5: builds the new generation from the binding (and, self-managed, the own chain and

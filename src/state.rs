@@ -37,6 +37,10 @@ pub struct State {
     /// bindings are live is unknown, and reconcile deletes nothing.
     #[serde(with = "time::serde::rfc3339::option")]
     pub unknown_since: Option<OffsetDateTime>,
+    /// A random id naming this installation's bindings (label `certrot_installation`), set
+    /// before its first binding: another installation, or one whose state was lost, has
+    /// another id and never takes these bindings for its own orphans.
+    pub installation: Option<String>,
 }
 
 /// The intent of a rotation in flight.

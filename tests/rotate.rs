@@ -7,7 +7,7 @@
 
 mod common;
 use certrot::sandbox::sm::{InstanceKind, SmCall, SmFault, SmOptions};
-use certrot::sandbox::token::Fault;
+use certrot::sandbox::token::{ALWAYS, Fault};
 use common::world::World;
 use common::*;
 use std::time::Duration;
@@ -1101,4 +1101,112 @@ fn a_router_404_on_retirement_keeps_the_binding_queued() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(!w.binding_ids().contains(&old), "{out}{err}");
     assert!(w.state("orders").retiring.is_empty());
+}
+
+/// The state file moved away, then a rotation whose token check fails: nothing certrot does
+/// may revoke the binding the target serves (reconcile used to delete it as an "orphan").
+#[test]
+fn a_lost_state_file_never_costs_the_live_binding() {
+    let w = World::new(SmOptions::default());
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-lost!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let live = w.state("orders").current.unwrap().binding_id.unwrap();
+    let state = w.root().join("state/orders.json");
+    std::fs::rename(&state, w.root().join("orders.json.moved")).unwrap();
+    w.stack.tokens.inject(Fault::Status(503), ALWAYS);
+    let (code, out, _) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 1, "{out}");
+    w.stack.tokens.clear_faults();
+    assert!(
+        w.binding_ids().contains(&live),
+        "the live binding was deleted"
+    );
+    let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "the served credential stopped working: {out}");
+    // Later runs delete nothing either while it is unknown which binding is live.
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(w.binding_ids().contains(&live), "{out}{err}");
+}
+
+/// A second installation (its own state and target, the same credential name and instance)
+/// never takes the first one's bindings for its orphans.
+#[test]
+fn a_second_installation_leaves_the_first_ones_bindings_alone() {
+    let w = World::new(SmOptions::default());
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-two!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let first = w.state("orders").current.unwrap().binding_id.unwrap();
+    let other = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            &w.root().join("state").display().to_string(),
+            &w.root().join("state-2").display().to_string(),
+        )
+        .replace(
+            &w.target("orders").display().to_string(),
+            &w.root().join("targets-2/orders").display().to_string(),
+        );
+    let cfg2 = w.root().join("second.toml");
+    std::fs::write(&cfg2, other).unwrap();
+    for _ in 0..2 {
+        let (code, out, err) = w.certrot(&cfg2, &["rotate", "--now"]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    assert!(
+        w.binding_ids().contains(&first),
+        "the first installation's binding was deleted"
+    );
+    let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Retirement re-reads each queued binding: a forged queue entry naming another credential's
+/// binding, or the binding the target serves, is dropped, never deleted.
+#[test]
+fn retirement_deletes_only_this_credentials_bindings_and_never_the_served_one() {
+    let w = World::new(SmOptions::default());
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-forge!t1");
+    let cfg = w.config(
+        None,
+        &[
+            w.credential("orders", "xsuaa", &xs, ""),
+            w.credential("billing", "xsuaa", &xs, ""),
+        ],
+    );
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let served = w.state("orders").current.unwrap().binding_id.unwrap();
+    let foreign = w.state("billing").current.unwrap().binding_id.unwrap();
+    let path = w.root().join("state/orders.json");
+    let mut raw: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let due = (time::OffsetDateTime::now_utc() - time::Duration::seconds(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    raw["retiring"] = serde_json::json!([
+        {"binding_id": foreign, "service_manager": "main", "fingerprint_sha256": "AA:BB",
+         "retire_at": due, "reason": "forged", "attempts": 0},
+        {"binding_id": served, "service_manager": "main", "fingerprint_sha256": "CC:DD",
+         "retire_at": due, "reason": "forged", "attempts": 0},
+    ]);
+    std::fs::write(&path, raw.to_string()).unwrap();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due", "orders"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let ids = w.binding_ids();
+    assert!(
+        ids.contains(&foreign),
+        "another credential's binding was retired"
+    );
+    assert!(ids.contains(&served), "the served binding was retired");
+    assert!(
+        w.state("orders").retiring.is_empty(),
+        "forged entries stay queued"
+    );
+    let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "{out}");
 }
