@@ -28,6 +28,24 @@ pub fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> std::io::
     fsync_dir(dir)
 }
 
+/// Opens a file for reading without blocking on a FIFO or a device, and refuses anything but
+/// a regular file (`/dev/zero`, a FIFO, a directory). `follow`: whether a symlink at the
+/// last component is followed.
+pub fn open_regular(path: &Path, follow: bool) -> std::io::Result<std::fs::File> {
+    let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let f = std::fs::File::from(rustix::fs::open(path, flags, Mode::empty())?);
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
+}
+
 /// Reads at most `limit` bytes of a regular file, refusing symlinks at the last component.
 /// Returns `InvalidData` when the file is larger than `limit`.
 pub fn read_limited_nofollow(path: &Path, limit: usize) -> std::io::Result<Vec<u8>> {

@@ -149,7 +149,22 @@ fn send_signal(signal: &str, pid_file: &std::path::Path) -> Result<(), String> {
         "QUIT" => Signal::QUIT,
         other => return Err(format!("unsupported signal {other}")),
     };
-    let text = crate::cli::read_input(pid_file)?;
+    // The pid file: a regular file (no planted link or FIFO), owned by root or certrot's
+    // user; the process it names must belong to the file's owner (a pid file a user can
+    // write must not get another user's — or root's — process signalled).
+    let show = pid_file.display();
+    let mut f = crate::fsutil::open_regular(pid_file, false).map_err(|e| format!("{show}: {e}"))?;
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        f.metadata().map_err(|e| format!("{show}: {e}"))?.uid()
+    };
+    let me = rustix::process::geteuid().as_raw();
+    if owner != 0 && owner != me {
+        return Err(format!(
+            "{show}: refusing a pid file owned by uid {owner} (neither root nor certrot's uid {me})"
+        ));
+    }
+    let text = crate::fsutil::read_limited(&mut f, 64).map_err(|e| format!("{show}: {e}"))?;
     let pid_text = String::from_utf8_lossy(&text);
     let pid: i32 = pid_text.trim().parse().map_err(|_| {
         format!(
@@ -161,6 +176,18 @@ fn send_signal(signal: &str, pid_file: &std::path::Path) -> Result<(), String> {
     let pid = rustix::process::Pid::from_raw(pid)
         .filter(|p| p.as_raw_nonzero().get() > 1)
         .ok_or_else(|| format!("{}: refusing to signal pid {pid}", pid_file.display()))?;
+    let runs_as = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/{}", pid.as_raw_nonzero()))
+            .map(|m| m.uid())
+            .map_err(|e| format!("{show}: pid {}: {e}", pid.as_raw_nonzero()))?
+    };
+    if runs_as != owner {
+        return Err(format!(
+            "{show}: refusing to signal pid {}: it runs as uid {runs_as}, the pid file belongs to uid {owner}",
+            pid.as_raw_nonzero()
+        ));
+    }
     rustix::process::kill_process(pid, sig).map_err(|e| {
         format!(
             "SIG{signal} to pid {} ({}): {e}",

@@ -37,14 +37,24 @@ impl CredentialLock {
             place: path.display().to_string(),
             message: e.to_string(),
         };
+        // Never through a planted link, never blocking on a planted FIFO; a regular file only.
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+            )
             .open(&path)
             .map_err(ioerr)?;
+        if !file.metadata().map_err(ioerr)?.is_file() {
+            return Err(ioerr(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) if wait => file.lock().map_err(ioerr)?,

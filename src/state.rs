@@ -117,8 +117,38 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: refusing to use this state directory: {reason}")]
+    Unsafe { path: PathBuf, reason: String },
     #[error(transparent)]
     Kube(#[from] crate::target::KubeError),
+}
+
+/// Why `dir` cannot hold certrot's state and locks, if so: it must be a directory that no
+/// one but its owner can write to, owned by certrot's user or root (else another local user
+/// could plant links, FIFOs or forged state files in it).
+pub fn unsafe_dir_reason(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) => return Some(e.to_string()),
+    };
+    if !m.is_dir() {
+        return Some("it is not a directory".into());
+    }
+    if m.mode() & 0o022 != 0 {
+        return Some(format!(
+            "it is writable by group or others (mode {:04o}); chmod go-w it",
+            m.mode() & 0o7777
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if m.uid() != me && m.uid() != 0 {
+        return Some(format!(
+            "it belongs to uid {}, neither certrot's user (uid {me}) nor root",
+            m.uid()
+        ));
+    }
+    None
 }
 
 /// State as loaded, with a note when a corrupt file was set aside.
@@ -150,7 +180,7 @@ impl StateStore {
         self.dir.join(format!("{credential}.json"))
     }
 
-    /// Creates the state directory (0700) if needed.
+    /// Creates the state directory (0700) if needed, and refuses an unsafe one.
     pub fn ensure_dir(&self) -> Result<(), StateError> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -161,7 +191,19 @@ impl StateStore {
                 path: self.dir.clone(),
                 action: "creating the state directory",
                 source,
-            })
+            })?;
+        self.check_dir()
+    }
+
+    /// Refuses a state directory others could write to (see [`unsafe_dir_reason`]).
+    pub fn check_dir(&self) -> Result<(), StateError> {
+        match unsafe_dir_reason(&self.dir) {
+            None => Ok(()),
+            Some(reason) => Err(StateError::Unsafe {
+                path: self.dir.clone(),
+                reason,
+            }),
+        }
     }
 
     /// Loads the state of `credential`; a missing file gives a fresh state, a corrupt one is
@@ -173,7 +215,10 @@ impl StateStore {
             credential: credential.to_string(),
             ..State::default()
         };
-        let bytes = match std::fs::File::open(&path) {
+        if self.dir.exists() {
+            self.check_dir()?;
+        }
+        let bytes = match crate::fsutil::open_regular(&path, false) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Loaded {
                     state: fresh,

@@ -74,6 +74,43 @@ fn config_oversize_garbage_and_missing() {
         &missing,
         "{FILE}: cannot read the configuration: No such file or directory",
     );
+    // Not a regular file: refused at once (a FIFO would hang, /dev/zero never end).
+    let fifo = tmp.path().join("fifo.toml");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    for p in [fifo.as_path(), Path::new("/dev/zero")] {
+        check_config_case(
+            p,
+            "{FILE}: cannot read the configuration: not a regular file",
+        );
+    }
+    // Two targets that are one directory through a symlink.
+    let real = tmp.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, tmp.path().join("alias")).unwrap();
+    let shared = tmp.path().join("shared.toml");
+    std::fs::write(
+        &shared,
+        format!(
+            "[[credential]]\nname = \"a\"\ntarget.path = {:?}\n[[credential]]\nname = \"b\"\ntarget.path = {:?}\n",
+            real.display().to_string(),
+            tmp.path().join("alias").display().to_string()
+        ),
+    )
+    .unwrap();
+    check_config_case(
+        &shared,
+        &format!(
+            "{{FILE}}:4:1: credential[1].target.path: {} is already the target of credential \"a\"",
+            tmp.path().join("alias").display()
+        ),
+    );
 }
 
 /// A workspace with credential `orders` already holding a valid generation.

@@ -273,3 +273,107 @@ fn daemon_rotates_serves_health_reloads_and_stops_cleanly() {
         assert!(notes.contains(want), "{want} missing from:\n{notes}");
     }
 }
+
+/// Hundreds of local connections held open on the metrics port (more than the daemon serves
+/// at once) stall nothing: a due credential goes on rotating while they are held, the extra
+/// ones are closed at once, idle ones after the header timeout, and /healthz answers again
+/// as soon as the flood ends.
+#[test]
+fn a_connection_flood_on_the_metrics_port_stalls_nothing() {
+    let w = World::new(SmOptions {
+        seconds_per_day: 12,
+        key_override: Some(certrot::sandbox::ca::KeyAlg::EcdsaP256),
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-flood!t1");
+    let short = "critical_before = \"2s\"\nretire_after = \"3s\"\nissuer.validity_days = 1\n";
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, short)]);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[daemon]\nlisten = \"\"\n",
+        "[daemon]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // 256 file descriptors: fewer than the flood's connections, so a daemon that accepted
+    // them all would have none left for its own work.
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", "ulimit -n 256 && exec \"$0\" --config \"$1\" run"])
+        .arg(env!("CARGO_BIN_EXE_certrot"))
+        .arg(&cfg)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("CERTROT_LOG_FORMAT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    {
+        let (lines, out) = (lines.clone(), child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(l);
+            }
+        });
+    }
+    wait_for("the metrics address", Duration::from_secs(10), || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("metrics at http://"))
+    });
+    let addr = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| {
+            l.split("http://")
+                .nth(1)
+                .map(|a| a.trim_end_matches("/metrics").to_string())
+        })
+        .unwrap();
+    let rotations = || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("orders: rotated"))
+            .count()
+    };
+    // The flood: 300 idle connections, topped up as the daemon closes them.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (stop, addr) = (stop.clone(), addr.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                held.retain(|s: &std::net::TcpStream| {
+                    let mut b = [0u8; 1];
+                    s.set_nonblocking(true).ok();
+                    !matches!(std::io::Read::read(&mut &*s, &mut b), Ok(0))
+                });
+                while held.len() < 300 {
+                    match std::net::TcpStream::connect(&addr) {
+                        Ok(s) => held.push(s),
+                        Err(_) => break,
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let before = rotations();
+    wait_for(
+        "two rotations during the flood",
+        Duration::from_secs(90),
+        || rotations() >= before + 2,
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flood.join().unwrap();
+    wait_for("/healthz after the flood", Duration::from_secs(15), || {
+        std::panic::catch_unwind(|| get(&addr, "/healthz").0 == 200).unwrap_or(false)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}

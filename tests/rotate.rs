@@ -1210,3 +1210,119 @@ fn retirement_deletes_only_this_credentials_bindings_and_never_the_served_one() 
     let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// A state directory another local user can write to is refused; a link planted as the lock
+/// file is never followed (its victim is untouched); a FIFO planted as the state file does
+/// not hang a run.
+#[test]
+fn a_hostile_state_directory_is_refused_and_planted_files_are_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new(SmOptions::default());
+    let xs = w
+        .stack
+        .sm
+        .add_instance(InstanceKind::Xsuaa, "sb-hostile!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    let state_dir = w.root().join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        (out.clone() + &err).contains("writable by group or others"),
+        "{out}{err}"
+    );
+    assert!(w.binding_ids().is_empty(), "a binding was created");
+    std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // A planted lock link: refused, the file it points at keeps its content.
+    let victim = w.root().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, state_dir.join("orders.lock")).unwrap();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    std::fs::remove_file(state_dir.join("orders.lock")).unwrap();
+    // A FIFO in place of the state file: a clear error, no hang, no binding.
+    let fifo = state_dir.join("orders.json");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let (code, out, err) = w.certrot(&cfg, &["check"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "check hung on a FIFO"
+    );
+    assert!(
+        (out.clone() + &err).contains("not a regular file"),
+        "{code} {out}{err}"
+    );
+    std::fs::remove_file(&fifo).unwrap();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A signal hook cannot be turned against another process: a FIFO planted as the pid file
+/// fails the hook at once (no hang), and a pid file naming a process of another user gets
+/// nothing signalled. The rotation itself stands; the failed hook makes the exit 1.
+#[test]
+fn a_signal_hook_refuses_fifos_and_other_users_processes() {
+    use std::os::unix::process::CommandExt;
+    let w = World::new(SmOptions::default());
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-pid!t1");
+    let pid_file = w.root().join("app.pid");
+    let hook = format!(
+        "[[credential.hook]]\nsignal = \"TERM\"\npid_file = {:?}\n",
+        pid_file.display().to_string()
+    );
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, &hook)]);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &pid_file,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the hook hung on a FIFO"
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(rotated(&out, "orders"), "{out}");
+    assert!(out.contains("not a regular file"), "{out}{err}");
+    std::fs::remove_file(&pid_file).unwrap();
+    // A process of another user: as root, one started as nobody; otherwise a root process.
+    let mut other = None;
+    let victim = if rustix::process::geteuid().is_root() {
+        let c = std::process::Command::new("sleep")
+            .arg("30")
+            .uid(65534)
+            .spawn()
+            .unwrap();
+        let id = c.id();
+        other = Some(c);
+        id
+    } else {
+        2 // kthreadd: root's
+    };
+    std::fs::write(&pid_file, format!("{victim}\n")).unwrap();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("refusing to signal"), "{out}{err}");
+    if let Some(mut c) = other {
+        assert!(
+            c.try_wait().unwrap().is_none(),
+            "the other user's process was signalled"
+        );
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

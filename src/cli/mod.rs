@@ -672,7 +672,8 @@ pub async fn import(
 
 /// Reads a user-supplied file with the 1 MiB limit, naming it in errors.
 pub fn read_input(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut f =
+        crate::fsutil::open_regular(path, true).map_err(|e| format!("{}: {e}", path.display()))?;
     crate::fsutil::read_limited(&mut f, crate::x509::MAX_PEM_BYTES)
         .map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -490,14 +490,22 @@ impl Config {
             path: path.to_path_buf(),
             source,
         };
-        let meta = std::fs::metadata(path).map_err(read_err)?;
+        // A regular file only (a FIFO would hang, /dev/zero never end), read with the limit.
+        let mut f = crate::fsutil::open_regular(path, true).map_err(read_err)?;
+        let meta = f.metadata().map_err(read_err)?;
         if meta.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::TooLarge {
                 path: path.to_path_buf(),
                 size: meta.len(),
             });
         }
-        let bytes = std::fs::read(path).map_err(read_err)?;
+        let bytes =
+            crate::fsutil::read_limited(&mut f, MAX_CONFIG_BYTES as usize).map_err(|_| {
+                ConfigError::TooLarge {
+                    path: path.to_path_buf(),
+                    size: MAX_CONFIG_BYTES + 1,
+                }
+            })?;
         let text = String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 {
             path: path.to_path_buf(),
         })?;
@@ -807,6 +815,41 @@ fn kubernetes_target(
     })
 }
 
+/// `path` as the kernel resolves it: `.` and `..` taken lexically, then the longest existing
+/// ancestor with its symlinks resolved, the rest appended.
+fn resolved_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    let mut lexical = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            Component::CurDir => {}
+            other => lexical.push(other),
+        }
+    }
+    let mut existing = lexical.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            let mut out = real;
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return lexical,
+        }
+    }
+}
+
 fn resolve_id(text: &str, lookup: impl Fn(&str) -> Option<u32>) -> Option<u32> {
     text.parse::<u32>().ok().or_else(|| lookup(text))
 }
@@ -1065,30 +1108,33 @@ impl RawConfig {
             });
         }
         // Two credentials writing into one directory or Secret would overwrite each other.
+        // Directories are compared as the kernel resolves them (`x/../t`, a symlink to `t`),
+        // Secrets by every name each uses (<name> and <name>-previous); one pass with maps.
+        let mut dirs: std::collections::HashMap<PathBuf, usize> = std::collections::HashMap::new();
+        let mut secrets: std::collections::HashMap<(Option<&str>, Option<&Path>, String), usize> =
+            std::collections::HashMap::new();
         for (i, a) in credentials.iter().enumerate() {
-            for b in &credentials[..i] {
-                let field = match (&a.target, &b.target) {
-                    (Target::Directory(ta), Target::Directory(tb)) if ta.path == tb.path => "path",
-                    // Each uses <name> and <name>-previous; no Secret may be both's.
-                    (Target::KubernetesSecret(ka), Target::KubernetesSecret(kb))
-                        if ka.namespace == kb.namespace
-                            && ka.kubeconfig == kb.kubeconfig
-                            && crate::target::kubernetes::secret_names(&ka.name)
-                                .iter()
-                                .any(|n| {
-                                    crate::target::kubernetes::secret_names(&kb.name).contains(n)
-                                }) =>
-                    {
-                        "name"
+            let (field, clash) = match &a.target {
+                Target::Directory(t) => ("path", dirs.insert(resolved_path(&t.path), i)),
+                Target::KubernetesSecret(k) => {
+                    let mut clash = None;
+                    for n in crate::target::kubernetes::secret_names(&k.name) {
+                        let key = (k.namespace.as_deref(), k.kubeconfig.as_deref(), n);
+                        if let Some(&b) = secrets.get(&key) {
+                            clash = Some(b);
+                        }
+                        secrets.entry(key).or_insert(i);
                     }
-                    _ => continue,
-                };
+                    ("name", clash)
+                }
+            };
+            if let Some(b) = clash {
                 return Err(err(
                     Some(i),
                     format!("credential[{i}].target.{field}"),
                     format!(
                         "{} is already the target of credential {:?}",
-                        a.target, b.name
+                        a.target, credentials[b].name
                     ),
                 ));
             }

@@ -21,7 +21,18 @@ fn reply(status: u16, content_type: &'static str, body: String) -> Response<Full
     r
 }
 
-/// Binds `listen` and serves until the returned task is dropped or aborted.
+/// Connections served at once; more are closed as they arrive.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client has this long to send its request head.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// No connection lives longer than this.
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Binds `listen` and serves until the returned task is dropped or aborted. No local client
+/// can stall the daemon: at most [`MAX_CONNECTIONS`] connections (the rest are closed at
+/// once), a request head within 5 s, a connection for 30 s at most, and an accept error
+/// (say, out of file descriptors) makes the loop pause instead of spin. Nothing of the
+/// scheduler or the pipeline ever waits for this task.
 pub async fn serve(
     listen: &str,
     metrics: Arc<Metrics>,
@@ -34,20 +45,41 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| format!("[daemon] listen {listen:?}: {e}"))?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let task = tokio::spawn(async move {
+        let mut pause = std::time::Duration::from_millis(10);
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => {
+                    pause = std::time::Duration::from_millis(10);
+                    tcp
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "metrics listener: accept: {e}; pausing {} ms",
+                        pause.as_millis()
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(tcp);
                 continue;
             };
             let (metrics, beat) = (metrics.clone(), beat.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let (metrics, beat) = (metrics.clone(), beat.clone());
                     async move { Ok::<_, hyper::Error>(route(&req, &metrics, &beat, liveness_secs)) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(tcp), svc);
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
             });
         }
     });
