@@ -366,6 +366,10 @@ pub enum Outcome {
         new_binding: Option<String>,
         generation: String,
         hook_failures: Vec<String>,
+        /// The new generation is live, but the state write after the commit failed (the
+        /// run exits non-zero; the next run adopts the commit from the intent).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        state_not_saved: Option<String>,
     },
     NotDue {
         #[serde(with = "time::serde::rfc3339")]
@@ -412,6 +416,7 @@ impl Summary {
                 old_binding,
                 new_binding,
                 hook_failures,
+                state_not_saved,
                 ..
             } => {
                 let mut s = format!(
@@ -433,6 +438,11 @@ impl Summary {
                         "; {} hook(s) failed: {}",
                         hook_failures.len(),
                         hook_failures.join("; ")
+                    ));
+                }
+                if let Some(e) = state_not_saved {
+                    s.push_str(&format!(
+                        "; the new generation is live in the target, but its state was not saved: {e}"
                     ));
                 }
                 s
@@ -493,6 +503,17 @@ impl Summary {
 
     pub fn hooks_failed(&self) -> bool {
         matches!(&self.outcome, Outcome::Rotated { hook_failures, .. } if !hook_failures.is_empty())
+    }
+
+    /// Rotated, but the state write after the commit failed.
+    pub fn state_not_saved(&self) -> bool {
+        matches!(
+            &self.outcome,
+            Outcome::Rotated {
+                state_not_saved: Some(_),
+                ..
+            }
+        )
     }
 
     pub fn locked(&self) -> bool {
@@ -734,12 +755,14 @@ impl Rotator {
             Decision::Rotate(r) => r,
             Decision::NotDue { renews_at } => {
                 if !opts.dry_run {
+                    self.settle_interrupted(w, now).await;
                     self.retire(w, false).await;
                 }
                 return Outcome::NotDue { renews_at };
             }
             Decision::BackingOff { until } => {
                 if !opts.dry_run {
+                    self.settle_interrupted(w, now).await;
                     self.retire(w, false).await;
                 }
                 return Outcome::BackingOff { until };
@@ -1185,10 +1208,15 @@ impl Rotator {
         w.state.last_success = Some(now);
         w.state.consecutive_failures = 0;
         w.state.next_attempt = None;
-        if let Err(e) = w.backend.save_state(&w.state).await {
-            // The new generation is live and works; the binding ids are in the log.
-            tracing::error!(credential = %cred.name, binding = ?new_binding, old_binding = ?old_binding, "state not saved after commit: {e}");
-        }
+        let state_not_saved = match w.backend.save_state(&w.state).await {
+            Ok(()) => None,
+            Err(e) => {
+                // The new generation is live and works; the binding ids are in the log, and
+                // the intent still names the commit for the next run to adopt.
+                tracing::error!(credential = %cred.name, binding = ?new_binding, old_binding = ?old_binding, "state not saved after commit: {e}");
+                Some(crate::text::printable(&e.to_string(), 300))
+            }
+        };
         // A rotated Service Manager access: later calls use the new generation.
         self.forget_clients_of(&cred.name).await;
         // 8. hooks
@@ -1210,6 +1238,7 @@ impl Rotator {
             new_binding: new_binding.map(|(id, _)| id),
             generation: dir,
             hook_failures,
+            state_not_saved,
         }
     }
 
@@ -1488,6 +1517,31 @@ impl Rotator {
         tracing::warn!(credential = %w.cred.name, binding = %id, "adopted the binding of a commit whose state write was interrupted");
         if let Err(e) = w.backend.save_state(&w.state).await {
             tracing::warn!(credential = %w.cred.name, "state not saved after adoption: {e}");
+        }
+    }
+
+    /// A run that is not rotating still settles an interrupted rotation's intent (a binding
+    /// created, its run killed before the commit): reconcile deletes that orphan unless the
+    /// target serves it, so it does not live on until the next renewal.
+    async fn settle_interrupted(&self, w: &mut Work<'_>, now: OffsetDateTime) {
+        let Some(p) = w.state.pending.clone() else {
+            return;
+        };
+        if p.binding_id.is_none() || w.backend.pending_in_flight(&p, now) {
+            return;
+        }
+        let Some(Issuer::ServiceManager(iss)) = &w.cred.issuer else {
+            return;
+        };
+        let client = match self.client(&iss.service_manager).await {
+            Ok(c) => c,
+            Err(f) => {
+                tracing::warn!(credential = %w.cred.name, "interrupted rotation not settled: {}", f.message);
+                return;
+            }
+        };
+        if let Err(f) = self.reconcile(w, iss, &client, true).await {
+            tracing::warn!(credential = %w.cred.name, "interrupted rotation not settled: {}", f.message);
         }
     }
 
@@ -2255,6 +2309,39 @@ mod tests {
         assert_eq!(
             p,
             json!({"credential-type": "X509_PROVIDED", "certificate": "PEM"})
+        );
+    }
+
+    #[test]
+    fn a_rotation_whose_state_was_not_saved_says_so_and_counts_as_failed() {
+        let now = OffsetDateTime::now_utc();
+        let summary = |state_not_saved: Option<String>| Summary {
+            credential: "orders".into(),
+            outcome: Outcome::Rotated {
+                reason: Reason::Due,
+                old_not_after: None,
+                new_not_after: now,
+                old_binding: None,
+                new_binding: Some("b2".into()),
+                generation: "..g".into(),
+                hook_failures: Vec::new(),
+                state_not_saved,
+            },
+            reconciled: Vec::new(),
+            retired: Vec::new(),
+            retire_errors: Vec::new(),
+            duration_ms: 1,
+        };
+        let ok = summary(None);
+        assert!(!ok.state_not_saved() && !ok.line().contains("not saved"));
+        let bad = summary(Some("disk full".into()));
+        assert!(bad.state_not_saved());
+        assert!(
+            bad.line().contains(
+                "the new generation is live in the target, but its state was not saved: disk full"
+            ),
+            "{}",
+            bad.line()
         );
     }
 

@@ -342,3 +342,37 @@ fn demo_runs() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
 }
+
+/// Control characters in values from outside (a client id) are escaped in every human
+/// output: no terminal escape reaches `import`, `status` or `check`.
+#[test]
+fn control_characters_from_outside_never_reach_the_terminal() {
+    let w = ws(&["orders"], "");
+    let i = issue(&w.ca, "orders", Duration::hours(1), Duration::days(7));
+    let evil = "sb-orders\u{1b}[2J\u{1b}]0;pwned\u{7}\r\nOK orders: fine";
+    let key = w.root.join("evil.json");
+    std::fs::write(&key, service_key(&i, evil).to_string()).unwrap();
+    let o = w.import(&key);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let status = run(&["--config", &w.config, "status"]);
+    let (_, check) = w.check(&[]);
+    for (what, out) in [
+        ("import", joined(&o)),
+        ("status", joined(&status)),
+        ("check", check),
+    ] {
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\r'),
+            "{what}: {out:?}"
+        );
+        assert!(
+            !out.contains("\nOK orders: fine"),
+            "{what}: a forged line: {out:?}"
+        );
+    }
+    assert!(
+        joined(&status).contains("sb-orders\\u{1b}[2J"),
+        "{}",
+        joined(&status)
+    );
+}

@@ -1326,3 +1326,50 @@ fn a_signal_hook_refuses_fifos_and_other_users_processes() {
         let _ = c.wait();
     }
 }
+
+/// A run killed after creating its binding leaves an intent: `check` warns about it, and a
+/// `rotate --if-due` that is not due still deletes that orphan (never the served binding).
+#[test]
+fn an_interrupted_rotation_is_shown_and_settled_by_a_run_that_is_not_due() {
+    let w = World::new(SmOptions::default());
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-orphan!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let live = w.state("orders").current.unwrap().binding_id.unwrap();
+    // A second run caught at its token check, then killed.
+    let run = w.rotation_in_flight(&cfg, 2);
+    wait_until("the intent naming the new binding", || {
+        w.state("orders")
+            .pending
+            .is_some_and(|p| p.binding_id.is_some())
+    });
+    drop(run);
+    let orphan = w.state("orders").pending.unwrap().binding_id.unwrap();
+    assert!(w.binding_ids().contains(&orphan));
+    // An hour later (the intent's clock moved back instead of waiting).
+    let path = w.root().join("state/orders.json");
+    let mut raw: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    raw["pending"]["started_at"] = serde_json::json!(
+        (time::OffsetDateTime::now_utc() - time::Duration::hours(1))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    );
+    std::fs::write(&path, raw.to_string()).unwrap();
+    let (code, out, _) = w.certrot(&cfg, &["check"]);
+    assert_eq!(code, 1, "WARNING expected: {out}");
+    assert!(
+        out.contains("interrupted") && out.contains(&orphan),
+        "{out}"
+    );
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("not due"), "{out}");
+    let ids = w.binding_ids();
+    assert!(!ids.contains(&orphan), "the orphan lives on: {out}{err}");
+    assert!(ids.contains(&live));
+    assert!(w.state("orders").pending.is_none());
+    let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
+    assert_eq!(code, 0, "{out}");
+}

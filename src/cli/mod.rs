@@ -434,15 +434,18 @@ pub fn render_check(reports: &[Report], worst: Health) -> String {
         count(Health::Warning),
         count(Health::Ok)
     );
+    // Reasons and warnings quote values from outside (subjects, client ids, server
+    // answers): control characters are escaped so that none can rewrite the terminal.
+    let p = |s: &str| crate::text::printable(s, 2000);
     for r in reports {
         out.push_str(&format!(
             "{} {}: {}\n",
             r.health.as_str(),
             r.credential,
-            r.reason
+            p(&r.reason)
         ));
         for w in &r.warnings {
-            out.push_str(&format!("  warning: {w}\n"));
+            out.push_str(&format!("  warning: {}\n", p(w)));
         }
     }
     out
@@ -487,9 +490,9 @@ pub fn render_status(reports: &[Report], now: OffsetDateTime) -> String {
     for r in reports {
         let who = r
             .client_id
-            .clone()
-            .or_else(|| r.subject.clone())
-            .unwrap_or_else(dash);
+            .as_deref()
+            .or(r.subject.as_deref())
+            .map_or_else(dash, |w| crate::text::printable(w, 200));
         let expires = r.not_after.map_or_else(dash, |t| {
             if t > now {
                 crate::policy::human(t - now)
@@ -663,8 +666,8 @@ pub async fn import(
     Ok(format!(
         "imported {}: {} (client id {}), valid until {}, into {} ({dir})",
         cred.name,
-        g.leaf().subject,
-        g.client_id().unwrap_or("-"),
+        crate::text::printable(&g.leaf().subject, 200),
+        crate::text::printable(g.client_id().unwrap_or("-"), 200),
         short_time(g.leaf().not_after),
         backend.describe()
     ))

@@ -114,7 +114,11 @@ pub fn run(
         }
     }
     // A failed hook is reported with exit code 1; the committed generation stays.
-    if metrics_failed || summaries.iter().any(|s| s.failed() || s.hooks_failed()) {
+    if metrics_failed
+        || summaries
+            .iter()
+            .any(|s| s.failed() || s.hooks_failed() || s.state_not_saved())
+    {
         1
     } else if summaries.iter().any(|s| s.locked()) {
         EXIT_LOCKED
