@@ -50,7 +50,17 @@ pub async fn run(hooks: &[Hook], on: HookOn, env: &HookEnv) -> Vec<String> {
     for (i, h) in hooks.iter().enumerate().filter(|(_, h)| h.on == on) {
         let r = match &h.action {
             HookAction::Exec { argv, timeout } => exec(argv, timeout.0, env).await,
-            HookAction::Signal { signal, pid_file } => send_signal(signal, pid_file),
+            HookAction::Signal { signal, pid_file } => {
+                // Off the runtime's workers, and bounded: nothing about a pid file may hold
+                // a rotation (or the daemon) up.
+                let (signal, pid_file) = (signal.clone(), pid_file.clone());
+                let job = tokio::task::spawn_blocking(move || send_signal(&signal, &pid_file));
+                match tokio::time::timeout(std::time::Duration::from_secs(5), job).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => Err(format!("signal hook: {e}")),
+                    Err(_) => Err("signal hook: no answer within 5 s".into()),
+                }
+            }
         };
         match r {
             Ok(()) => tracing::info!(credential = %env.credential, hook = i, "hook succeeded"),
