@@ -159,21 +159,15 @@ fn send_signal(signal: &str, pid_file: &std::path::Path) -> Result<(), String> {
         "QUIT" => Signal::QUIT,
         other => return Err(format!("unsupported signal {other}")),
     };
-    // The pid file: a regular file (no planted link or FIFO), owned by root or certrot's
-    // user; the process it names must belong to the file's owner (a pid file a user can
-    // write must not get another user's — or root's — process signalled).
+    // The pid file: a regular file (no planted link or FIFO); the process it names must
+    // belong to the file's owner (a pid file a user can write must not get another user's —
+    // or root's — process signalled).
     let show = pid_file.display();
     let mut f = crate::fsutil::open_regular(pid_file, false).map_err(|e| format!("{show}: {e}"))?;
     let owner = {
         use std::os::unix::fs::MetadataExt;
         f.metadata().map_err(|e| format!("{show}: {e}"))?.uid()
     };
-    let me = rustix::process::geteuid().as_raw();
-    if owner != 0 && owner != me {
-        return Err(format!(
-            "{show}: refusing a pid file owned by uid {owner} (neither root nor certrot's uid {me})"
-        ));
-    }
     let text = crate::fsutil::read_limited(&mut f, 64).map_err(|e| format!("{show}: {e}"))?;
     let pid_text = String::from_utf8_lossy(&text);
     let pid: i32 = pid_text.trim().parse().map_err(|_| {

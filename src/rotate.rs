@@ -138,11 +138,14 @@ pub const LABEL_CREDENTIAL: &str = "certrot_credential";
 /// Label naming the installation (its state) that made a binding.
 pub const LABEL_INSTALLATION: &str = "certrot_installation";
 
-/// A fresh installation id: 16 random hex digits.
+/// A fresh installation id: `i` and 16 random hex digits (never mistaken for a number).
 fn new_installation_id() -> Option<String> {
     let mut b = [0u8; 8];
     aws_lc_rs::rand::fill(&mut b).ok()?;
-    Some(b.iter().map(|x| format!("{x:02x}")).collect())
+    Some(format!(
+        "i{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    ))
 }
 
 /// The label query for this installation's bindings of `credential`.
@@ -550,6 +553,9 @@ struct Work<'a> {
     reconciled: Vec<String>,
     retired: Vec<String>,
     retire_errors: Vec<String>,
+    /// The binding (and certificate fingerprint) of an interrupted earlier attempt whose
+    /// intent this run replaced.
+    earlier_attempt: Option<(String, Option<String>)>,
 }
 
 impl<'a> Work<'a> {
@@ -576,6 +582,7 @@ impl<'a> Work<'a> {
             reconciled: Vec::new(),
             retired: Vec::new(),
             retire_errors: Vec::new(),
+            earlier_attempt: None,
         }
     }
 }
@@ -840,6 +847,16 @@ impl Rotator {
         let Some(installation) = w.state.installation.clone() else {
             return Outcome::Failed(failure(Step::Issue, "keygen", "no random bytes"));
         };
+        // An earlier run's intent with a binding (interrupted): reconcile below may delete
+        // that binding as this credential's own attempt, even if it shows no certificate.
+        if let Some(p) = &w.state.pending
+            && p.binding_id.is_some()
+        {
+            w.earlier_attempt = p
+                .binding_id
+                .clone()
+                .map(|id| (id, p.fingerprint_sha256.clone()));
+        }
         w.state.pending = Some(PendingRecord {
             binding_name: name.clone(),
             binding_id: None,
@@ -1302,14 +1319,30 @@ impl Rotator {
         let sm_name = w.state.pending.as_ref().map(|p| p.service_manager.clone());
         if let Some((id, fp)) = new_binding {
             let sm_name = sm_name.clone().unwrap_or_default();
-            let deleted = match self.client(&sm_name).await {
-                Ok(c) => c.delete_binding(&id).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.message),
+            // Never the binding of the certificate the target serves (a commit that landed
+            // although it answered an error): that one is kept, and the intent with it.
+            let served = match w.backend.read_current().await {
+                Ok(c) => c.map(|c| c.generation.leaf().fingerprint_sha256.clone()),
+                Err(_) => None,
+            };
+            let is_served = fp.is_some() && fp == served;
+            if is_served {
+                w.keep_pending = true;
+                tracing::warn!(credential = %w.cred.name, binding = %id, "not deleted: the target serves this attempt's certificate; the next run adopts it");
+            }
+            let deleted = if is_served {
+                Err("the target serves its certificate".to_string())
+            } else {
+                match self.client(&sm_name).await {
+                    Ok(c) => c.delete_binding(&id).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.message),
+                }
             };
             match deleted {
                 Ok(_) => {
                     tracing::info!(credential = %w.cred.name, binding = %id, "deleted the binding of the failed attempt")
                 }
+                Err(_) if is_served => {}
                 Err(e) => {
                     tracing::warn!(credential = %w.cred.name, binding = %id, "could not delete the binding of the failed attempt, queued: {e}");
                     w.state.retiring.push(RetiringRecord {
@@ -1403,15 +1436,35 @@ impl Rotator {
         }
         // Only this installation's bindings: another installation's (or those made before
         // this state existed) are never taken for orphans.
-        let Some(installation) = w.state.installation.clone() else {
-            return Ok(());
-        };
-        let labels = own_labels(&w.cred.name, &installation);
+        // (A state from before installation ids: only its intent's own binding, read by id.)
         let fields = format!("service_instance_id eq {}", quote(&iss.instance_id));
-        let found = client
-            .list_bindings(&labels, &fields)
-            .await
-            .map_err(|e| sm_failure(Step::Reconcile, &e))?;
+        let found = match w.state.installation.clone() {
+            Some(installation) => client
+                .list_bindings(&own_labels(&w.cred.name, &installation), &fields)
+                .await
+                .map_err(|e| sm_failure(Step::Reconcile, &e))?,
+            None => {
+                let mut own = Vec::new();
+                let ids = w
+                    .state
+                    .pending
+                    .as_ref()
+                    .and_then(|p| p.binding_id.clone())
+                    .into_iter()
+                    .chain(w.earlier_attempt.clone().map(|(id, _)| id));
+                for id in ids {
+                    if let Some(b) = client
+                        .get_binding(&id)
+                        .await
+                        .map_err(|e| sm_failure(Step::Reconcile, &e))?
+                        && is_credentials_binding(&b, &w.cred.name, Some(&iss.instance_id))
+                    {
+                        own.push(b);
+                    }
+                }
+                own
+            }
+        };
         // The list may have taken a while: deleting on the view of a run that has lost its
         // Lease could remove the binding another run is creating.
         w.backend
@@ -1449,10 +1502,18 @@ impl Rotator {
             }
             // A binding that shows no certificate (self-managed) is deleted only when it is
             // this run's own interrupted attempt, whose certificate the target does not serve.
-            let own_attempt = w.state.pending.as_ref().is_some_and(|p| {
-                p.binding_id.as_deref() == Some(b.id.as_str())
-                    && p.fingerprint_sha256.as_ref() != served.as_ref()
-            });
+            let own_attempt = w
+                .state
+                .pending
+                .as_ref()
+                .and_then(|p| {
+                    p.binding_id
+                        .clone()
+                        .map(|id| (id, p.fingerprint_sha256.clone()))
+                })
+                .into_iter()
+                .chain(w.earlier_attempt.clone())
+                .any(|(id, fp)| id == b.id && (fp.is_none() || fp != served));
             if fps.is_empty() && !own_attempt {
                 tracing::warn!(credential = %w.cred.name, binding = %b.id, name = %b.name, "not deleted: the binding shows no certificate, so it cannot be told apart from the one the target serves; delete it by hand if it is an orphan");
                 continue;
@@ -1527,7 +1588,9 @@ impl Rotator {
         let Some(p) = w.state.pending.clone() else {
             return;
         };
-        if p.binding_id.is_none() || w.backend.pending_in_flight(&p, now) {
+        // Without an exclusive lock another run may be creating a binding right now.
+        if p.binding_id.is_none() || !w.backend.exclusive() || w.backend.pending_in_flight(&p, now)
+        {
             return;
         }
         let Some(Issuer::ServiceManager(iss)) = &w.cred.issuer else {
@@ -1638,12 +1701,11 @@ impl Rotator {
             Ok(None) => return Ok(RetireOutcome::Deleted),
             Err(e) => return Err(e.to_string()),
         };
-        if let Some(i) = instance
-            && !is_credentials_binding(&b, cred, i)
-        {
+        if !is_credentials_binding(&b, cred, instance) {
             return Ok(RetireOutcome::Refused(format!(
-                "binding {} does not carry this credential's labels on instance {i}",
-                r.binding_id
+                "binding {} does not carry this credential's labels on instance {}",
+                r.binding_id,
+                instance.unwrap_or("(any)")
             )));
         }
         if served.is_some_and(|s| binding_fingerprints(&b).iter().any(|f| f == s)) {
@@ -1832,14 +1894,14 @@ fn binding_fingerprints(b: &Binding) -> Vec<String> {
 }
 
 /// True when `b` carries this credential's labels and lives on its instance.
-fn is_credentials_binding(b: &Binding, cred: &str, instance_id: &str) -> bool {
+fn is_credentials_binding(b: &Binding, cred: &str, instance_id: Option<&str>) -> bool {
     let has = |k: &str, v: &str| {
         b.labels
             .get(k)
             .and_then(Value::as_array)
             .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(v)))
     };
-    b.instance_id == instance_id
+    instance_id.is_none_or(|i| b.instance_id == i)
         && has(LABEL_MANAGED_BY.0, LABEL_MANAGED_BY.1)
         && has(LABEL_CREDENTIAL, cred)
 }

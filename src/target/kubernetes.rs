@@ -302,7 +302,7 @@ fn state_annotations(state: &State) -> Vec<(String, Option<String>)> {
 }
 
 /// State fields kept as plain strings (never parsed as JSON: a credential may be named `123`).
-const STRING_FIELDS: [&str; 3] = ["credential", "last-success", "next-attempt"];
+const STRING_FIELDS: [&str; 4] = ["credential", "last-success", "next-attempt", "installation"];
 
 /// The state read back from annotations; `Err` names the annotation.
 fn parse_state(
