@@ -76,14 +76,7 @@ fn config_oversize_garbage_and_missing() {
     );
     // Not a regular file: refused at once (a FIFO would hang, /dev/zero never end).
     let fifo = tmp.path().join("fifo.toml");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    mkfifo(&fifo);
     for p in [fifo.as_path(), Path::new("/dev/zero")] {
         check_config_case(
             p,

@@ -45,6 +45,32 @@ fn get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The child's stdout, line by line, as it comes.
+fn stdout_lines(child: &mut std::process::Child) -> Arc<Mutex<Vec<String>>> {
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (sink, out) = (lines.clone(), child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    lines
+}
+
+/// `host:port` of the daemon's metrics listener, from its `metrics at http://…` line.
+fn metrics_addr(lines: &Mutex<Vec<String>>) -> String {
+    lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| {
+            l.split("http://")
+                .nth(1)
+                .map(|a| a.trim_end_matches("/metrics").to_string())
+        })
+        .unwrap()
+}
+
 fn metric(body: &str, name: &str, cred: &str, extra: &str) -> Option<f64> {
     body.lines()
         .find(|l| {
@@ -125,15 +151,7 @@ fn daemon_rotates_serves_health_reloads_and_stops_cleanly() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-    {
-        let (lines, out) = (lines.clone(), child.stdout.take().unwrap());
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(l);
-            }
-        });
-    }
+    let lines = stdout_lines(&mut child);
     let errs: Arc<Mutex<Vec<String>>> = Arc::default();
     {
         let (errs, err) = (errs.clone(), child.stderr.take().unwrap());
@@ -150,16 +168,7 @@ fn daemon_rotates_serves_health_reloads_and_stops_cleanly() {
             .iter()
             .any(|l| l.contains("metrics at http://"))
     });
-    let addr = lines
-        .lock()
-        .unwrap()
-        .iter()
-        .find_map(|l| {
-            l.split("http://")
-                .nth(1)
-                .map(|a| a.trim_end_matches("/metrics").to_string())
-        })
-        .unwrap();
+    let addr = metrics_addr(&lines);
     let rotations = |name: &str| {
         lines
             .lock()
@@ -307,15 +316,7 @@ fn a_connection_flood_on_the_metrics_port_stalls_nothing() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-    {
-        let (lines, out) = (lines.clone(), child.stdout.take().unwrap());
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(l);
-            }
-        });
-    }
+    let lines = stdout_lines(&mut child);
     wait_for("the metrics address", Duration::from_secs(10), || {
         lines
             .lock()
@@ -323,16 +324,7 @@ fn a_connection_flood_on_the_metrics_port_stalls_nothing() {
             .iter()
             .any(|l| l.contains("metrics at http://"))
     });
-    let addr = lines
-        .lock()
-        .unwrap()
-        .iter()
-        .find_map(|l| {
-            l.split("http://")
-                .nth(1)
-                .map(|a| a.trim_end_matches("/metrics").to_string())
-        })
-        .unwrap();
+    let addr = metrics_addr(&lines);
     let rotations = || {
         lines
             .lock()

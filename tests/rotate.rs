@@ -1042,16 +1042,10 @@ fn a_next_attempt_from_a_clock_that_ran_ahead_does_not_hold_a_renewal_back() {
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 0, "{out}{err}");
     let first = w.current_fingerprint("orders");
-    let path = w.root().join("state/orders.json");
-    let mut st: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let ahead = time::OffsetDateTime::now_utc() + time::Duration::days(30);
-    st["next_attempt"] = serde_json::json!(
-        ahead
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap()
-    );
-    st["consecutive_failures"] = serde_json::json!(4);
-    std::fs::write(&path, st.to_string()).unwrap();
+    w.edit_state("orders", |st| {
+        st["next_attempt"] = rfc3339_in(time::Duration::days(30));
+        st["consecutive_failures"] = serde_json::json!(4);
+    });
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -1087,16 +1081,11 @@ fn a_router_404_on_retirement_keeps_the_binding_queued() {
     // Service Manager reachable again: the next run retires it.
     // (Its deadline was pushed out a minute; the test moves it back instead of waiting.)
     w.stack.sm.clear_faults();
-    let path = w.root().join("state/orders.json");
-    let mut raw: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let due = (time::OffsetDateTime::now_utc() - time::Duration::seconds(1))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
-    for r in raw["retiring"].as_array_mut().unwrap() {
-        r["retire_at"] = serde_json::json!(due);
-    }
-    std::fs::write(&path, raw.to_string()).unwrap();
+    w.edit_state("orders", |st| {
+        for r in st["retiring"].as_array_mut().unwrap() {
+            r["retire_at"] = rfc3339_in(-time::Duration::seconds(1));
+        }
+    });
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!w.binding_ids().contains(&old), "{out}{err}");
@@ -1182,19 +1171,15 @@ fn retirement_deletes_only_this_credentials_bindings_and_never_the_served_one() 
     assert_eq!(code, 0, "{out}{err}");
     let served = w.state("orders").current.unwrap().binding_id.unwrap();
     let foreign = w.state("billing").current.unwrap().binding_id.unwrap();
-    let path = w.root().join("state/orders.json");
-    let mut raw: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let due = (time::OffsetDateTime::now_utc() - time::Duration::seconds(1))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
-    raw["retiring"] = serde_json::json!([
-        {"binding_id": foreign, "service_manager": "main", "fingerprint_sha256": "AA:BB",
-         "retire_at": due, "reason": "forged", "attempts": 0},
-        {"binding_id": served, "service_manager": "main", "fingerprint_sha256": "CC:DD",
-         "retire_at": due, "reason": "forged", "attempts": 0},
-    ]);
-    std::fs::write(&path, raw.to_string()).unwrap();
+    let due = rfc3339_in(-time::Duration::seconds(1));
+    w.edit_state("orders", |st| {
+        st["retiring"] = serde_json::json!([
+            {"binding_id": foreign, "service_manager": "main", "fingerprint_sha256": "AA:BB",
+             "retire_at": due, "reason": "forged", "attempts": 0},
+            {"binding_id": served, "service_manager": "main", "fingerprint_sha256": "CC:DD",
+             "retire_at": due, "reason": "forged", "attempts": 0},
+        ])
+    });
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due", "orders"]);
     assert_eq!(code, 0, "{out}{err}");
     let ids = w.binding_ids();
@@ -1244,14 +1229,7 @@ fn a_hostile_state_directory_is_refused_and_planted_files_are_not_followed() {
     std::fs::remove_file(state_dir.join("orders.lock")).unwrap();
     // A FIFO in place of the state file: a clear error, no hang, no binding.
     let fifo = state_dir.join("orders.json");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    mkfifo(&fifo);
     let t = std::time::Instant::now();
     let (code, out, err) = w.certrot(&cfg, &["check"]);
     assert!(
@@ -1281,14 +1259,7 @@ fn a_signal_hook_refuses_fifos_and_other_users_processes() {
         pid_file.display().to_string()
     );
     let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, &hook)]);
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &pid_file,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    mkfifo(&pid_file);
     let t = std::time::Instant::now();
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
     assert!(
@@ -1352,25 +1323,12 @@ fn an_interrupted_rotation_is_shown_and_settled_by_a_run_that_is_not_due() {
     assert_eq!(code, 0, "{out}{err}");
     let live = w.state("orders").current.unwrap().binding_id.unwrap();
     // A second run caught at its token check, then killed.
-    let run = w.rotation_in_flight(&cfg, 2);
-    wait_until("the intent naming the new binding", || {
-        w.state("orders")
-            .pending
-            .is_some_and(|p| p.binding_id.is_some())
-    });
-    drop(run);
-    let orphan = w.state("orders").pending.unwrap().binding_id.unwrap();
+    let orphan = w.interrupted_rotation(&cfg, "orders", 2);
     assert!(w.binding_ids().contains(&orphan));
     // An hour later (the intent's clock moved back instead of waiting).
-    let path = w.root().join("state/orders.json");
-    let mut raw: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    raw["pending"]["started_at"] = serde_json::json!(
-        (time::OffsetDateTime::now_utc() - time::Duration::hours(1))
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap()
-    );
-    std::fs::write(&path, raw.to_string()).unwrap();
+    w.edit_state("orders", |st| {
+        st["pending"]["started_at"] = rfc3339_in(-time::Duration::hours(1));
+    });
     let (code, out, _) = w.certrot(&cfg, &["check"]);
     assert_eq!(code, 1, "WARNING expected: {out}");
     assert!(
@@ -1409,14 +1367,7 @@ fn a_self_managed_interrupted_attempt_is_cleaned_up_by_the_next_rotation() {
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 0, "{out}{err}");
     let live = w.state("own").current.unwrap().binding_id.unwrap();
-    let run = w.rotation_in_flight(&cfg, 2);
-    wait_until("the intent naming the new binding", || {
-        w.state("own")
-            .pending
-            .is_some_and(|p| p.binding_id.is_some())
-    });
-    drop(run);
-    let orphan = w.state("own").pending.unwrap().binding_id.unwrap();
+    let orphan = w.interrupted_rotation(&cfg, "own", 2);
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 0, "{out}{err}");
     let ids = w.binding_ids();

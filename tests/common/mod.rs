@@ -185,6 +185,27 @@ pub fn snapshot(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// `now + offset` as the state files write times (RFC 3339), for forged states.
+pub fn rfc3339_in(offset: Duration) -> serde_json::Value {
+    serde_json::json!(
+        (OffsetDateTime::now_utc() + offset)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    )
+}
+
+/// Makes a FIFO at `path` (planted where certrot expects a regular file).
+pub fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+}
+
 /// Sleeps until the wall clock is past `t` (a retirement deadline, say).
 pub fn sleep_past(t: time::OffsetDateTime) {
     let left = t - time::OffsetDateTime::now_utc();

@@ -110,6 +110,27 @@ impl World {
         .unwrap()
     }
 
+    /// Rewrites the state file of `name` through `edit` (a test's forged or aged state).
+    pub fn edit_state(&self, name: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+        let p = self.root().join("state").join(format!("{name}.json"));
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(&p, v.to_string()).unwrap();
+    }
+
+    /// A rotation of `name` caught at its token check after creating its binding, then
+    /// killed: returns that binding's id (named by the intent it left).
+    pub fn interrupted_rotation(&self, cfg: &Path, name: &str, bindings: usize) -> String {
+        let run = self.rotation_in_flight(cfg, bindings);
+        super::wait_until("the intent naming the new binding", || {
+            self.state(name)
+                .pending
+                .is_some_and(|p| p.binding_id.is_some())
+        });
+        drop(run);
+        self.state(name).pending.unwrap().binding_id.unwrap()
+    }
+
     /// Fingerprint of the current certificate in the target of `name`.
     pub fn current_fingerprint(&self, name: &str) -> String {
         self.generation(name).leaf().fingerprint_sha256.clone()
