@@ -35,26 +35,26 @@ fn mutated(seed: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-fn pem_seed() -> Vec<u8> {
+/// A fresh certificate and key to build valid inputs from.
+fn issued() -> certrot::sandbox::ca::Issued {
     let ca = certrot::sandbox::ca::LocalCa::new("fuzz CA").unwrap();
-    let i = common::issue(
+    common::issue(
         &ca,
         "fuzz",
         time::Duration::hours(1),
         time::Duration::days(1),
-    );
+    )
+}
+
+fn pem_seed() -> Vec<u8> {
+    let i = issued();
     format!("{}{}", i.chain_pem, i.key_pem.as_str()).into_bytes()
 }
 
 fn service_key_seed() -> Vec<u8> {
-    let ca = certrot::sandbox::ca::LocalCa::new("fuzz CA").unwrap();
-    let i = common::issue(
-        &ca,
-        "fuzz",
-        time::Duration::hours(1),
-        time::Duration::days(1),
-    );
-    common::service_key(&i, "sb-fuzz").to_string().into_bytes()
+    common::service_key(&issued(), "sb-fuzz")
+        .to_string()
+        .into_bytes()
 }
 
 const CONFIG_SEED: &str = "state_dir = \"/var/lib/certrot\"\n[daemon]\nlisten = \"127.0.0.1:9464\"\n\

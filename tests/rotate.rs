@@ -148,11 +148,7 @@ fn failure_at_each_step_keeps_the_old_generation_and_deletes_the_new_binding() {
         rsa_pool: 2,
         ..SmOptions::default()
     });
-    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-f!t1");
-    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
-    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let current = w.state("orders").current.unwrap().binding_id.unwrap();
+    let (cfg, current) = orders_rotated(&w, "sb-f!t1");
     type Arrange<'a> = Box<dyn Fn() + 'a>;
     let cases: Vec<(&str, Arrange, &str)> = vec![
         (
@@ -284,11 +280,7 @@ fn crash_between_binding_creation_and_commit_is_reconciled() {
         rsa_pool: 2,
         ..SmOptions::default()
     });
-    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-c!t1");
-    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
-    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let current = w.state("orders").current.unwrap().binding_id.unwrap();
+    let (cfg, current) = orders_rotated(&w, "sb-c!t1");
     let before = snapshot(&w.target("orders"));
     w.stack
         .tokens
@@ -567,6 +559,17 @@ fn service_manager_access_rotates_itself_first() {
     }
     let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
     assert_eq!(code, 0, "{out}");
+}
+
+/// Credential `orders` on a new xsuaa instance of `client`, rotated once: (its config, the
+/// binding that is current).
+fn orders_rotated(w: &World, client: &str) -> (std::path::PathBuf, String) {
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, client);
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let binding = w.state("orders").current.unwrap().binding_id.unwrap();
+    (cfg, binding)
 }
 
 /// A customer CA on disk (certificate, key) for the `local-ca` signer.
@@ -1061,11 +1064,7 @@ fn a_next_attempt_from_a_clock_that_ran_ahead_does_not_hold_a_renewal_back() {
 #[test]
 fn a_router_404_on_retirement_keeps_the_binding_queued() {
     let w = World::new(SmOptions::default());
-    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-router!t1");
-    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
-    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let old = w.state("orders").current.unwrap().binding_id.unwrap();
+    let (cfg, old) = orders_rotated(&w, "sb-router!t1");
     w.stack
         .sm
         .inject(SmCall::Delete, SmFault::RouterNotFound, 100);
@@ -1097,11 +1096,7 @@ fn a_router_404_on_retirement_keeps_the_binding_queued() {
 #[test]
 fn a_lost_state_file_never_costs_the_live_binding() {
     let w = World::new(SmOptions::default());
-    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-lost!t1");
-    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
-    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let live = w.state("orders").current.unwrap().binding_id.unwrap();
+    let (cfg, live) = orders_rotated(&w, "sb-lost!t1");
     let state = w.root().join("state/orders.json");
     std::fs::rename(&state, w.root().join("orders.json.moved")).unwrap();
     w.stack.tokens.inject(Fault::Status(503), ALWAYS);
@@ -1125,11 +1120,7 @@ fn a_lost_state_file_never_costs_the_live_binding() {
 #[test]
 fn a_second_installation_leaves_the_first_ones_bindings_alone() {
     let w = World::new(SmOptions::default());
-    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-two!t1");
-    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
-    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let first = w.state("orders").current.unwrap().binding_id.unwrap();
+    let (cfg, first) = orders_rotated(&w, "sb-two!t1");
     let other = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace(
@@ -1317,11 +1308,7 @@ fn a_signal_hook_refuses_fifos_and_other_users_processes() {
 #[test]
 fn an_interrupted_rotation_is_shown_and_settled_by_a_run_that_is_not_due() {
     let w = World::new(SmOptions::default());
-    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-orphan!t1");
-    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
-    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let live = w.state("orders").current.unwrap().binding_id.unwrap();
+    let (cfg, live) = orders_rotated(&w, "sb-orphan!t1");
     // A second run caught at its token check, then killed.
     let orphan = w.interrupted_rotation(&cfg, "orders", 2);
     assert!(w.binding_ids().contains(&orphan));
