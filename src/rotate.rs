@@ -1321,10 +1321,7 @@ impl Rotator {
             let sm_name = sm_name.clone().unwrap_or_default();
             // Never the binding of the certificate the target serves (a commit that landed
             // although it answered an error): that one is kept, and the intent with it.
-            let served = match w.backend.read_current().await {
-                Ok(c) => c.map(|c| c.generation.leaf().fingerprint_sha256.clone()),
-                Err(_) => None,
-            };
+            let served = w.backend.served_fingerprint().await.ok().flatten();
             let is_served = fp.is_some() && fp == served;
             if is_served {
                 w.keep_pending = true;
@@ -1473,8 +1470,8 @@ impl Rotator {
             .map_err(|e| failure(Step::Reconcile, "lease", e.to_string()))?;
         let current = w.state.current.as_ref().and_then(|c| c.binding_id.clone());
         // What the target serves right now decides, whatever the state says.
-        let served = match w.backend.read_current().await {
-            Ok(c) => c.map(|c| c.generation.leaf().fingerprint_sha256.clone()),
+        let served = match w.backend.served_fingerprint().await {
+            Ok(fp) => fp,
             Err(e) => {
                 tracing::warn!(credential = %w.cred.name, "reconcile skipped: the target cannot be read, so what it serves is unknown: {e}");
                 return Ok(());
@@ -1625,8 +1622,8 @@ impl Rotator {
             tracing::warn!(credential = %w.cred.name, "retirement skipped: {e}");
             return;
         }
-        let served = match w.backend.read_current().await {
-            Ok(c) => c.map(|c| c.generation.leaf().fingerprint_sha256.clone()),
+        let served = match w.backend.served_fingerprint().await {
+            Ok(fp) => fp,
             Err(e) => {
                 tracing::warn!(credential = %w.cred.name, "retirement skipped: the target cannot be read, so what it serves is unknown: {e}");
                 return;

@@ -92,17 +92,19 @@ pub async fn inspect(
     };
     // An intent left behind: a rotation that was interrupted after (or while) creating a
     // binding; the next rotation (`--if-due` too) reconciles it.
-    if let Some(p) = state.as_ref().and_then(|s| s.pending.as_ref())
-        && p.binding_id.is_some()
-        && p.started_at < now - time::Duration::minutes(10)
-    {
-        warnings.push(format!(
+    let interrupted = state
+        .as_ref()
+        .and_then(|s| s.pending.as_ref())
+        .filter(|p| p.binding_id.is_some() && p.started_at < now - time::Duration::minutes(10))
+        .map(|p| {
+            format!(
             "a rotation interrupted at {} left binding {} ({}) behind; the next rotation reconciles it",
             short_time(p.started_at),
             crate::text::printable(p.binding_id.as_deref().unwrap_or("-"), 100),
             crate::text::printable(&p.binding_name, 100)
-        ));
-    }
+            )
+        });
+    warnings.extend(interrupted.clone());
     let last_rotation = state.as_ref().and_then(|s| s.last_rotation.clone());
     let mut report = match backend.read_current().await {
         Ok(None) => Report::bare(
@@ -153,13 +155,11 @@ pub async fn inspect(
         }
     };
     report.last_rotation = last_rotation;
-    if let Some(w) = warnings
-        .iter()
-        .find(|w| w.starts_with("a rotation interrupted"))
+    if let Some(why) = interrupted
         && report.health == Health::Ok
     {
         report.health = Health::Warning;
-        report.reason = w.clone();
+        report.reason = why;
     }
     report.warnings = warnings;
     (report, state)

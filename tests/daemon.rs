@@ -45,6 +45,29 @@ fn get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Credential settings for certificates that live 12 seconds.
+const SHORT_LIVED: &str =
+    "critical_before = \"2s\"\nretire_after = \"3s\"\nissuer.validity_days = 1\n";
+
+/// A sandbox whose days last 12 seconds (ECDSA keys: quick to make).
+fn short_lived_world() -> World {
+    World::new(SmOptions {
+        seconds_per_day: 12,
+        key_override: Some(certrot::sandbox::ca::KeyAlg::EcdsaP256),
+        ..SmOptions::default()
+    })
+}
+
+/// Points the daemon's metrics listener of `cfg` at any loopback port, with `extra`
+/// `[daemon]` settings.
+fn listen_on_loopback(cfg: &std::path::Path, extra: &str) {
+    let text = std::fs::read_to_string(cfg).unwrap().replace(
+        "[daemon]\nlisten = \"\"\n",
+        &format!("[daemon]\nlisten = \"127.0.0.1:0\"\n{extra}"),
+    );
+    std::fs::write(cfg, text).unwrap();
+}
+
 /// The child's stdout, line by line, as it comes.
 fn stdout_lines(child: &mut std::process::Child) -> Arc<Mutex<Vec<String>>> {
     let lines: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -84,14 +107,10 @@ fn metric(body: &str, name: &str, cred: &str, extra: &str) -> Option<f64> {
 
 #[test]
 fn daemon_rotates_serves_health_reloads_and_stops_cleanly() {
-    let w = World::new(SmOptions {
-        seconds_per_day: 12,
-        key_override: Some(certrot::sandbox::ca::KeyAlg::EcdsaP256),
-        ..SmOptions::default()
-    });
+    let w = short_lived_world();
     let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-d!t1");
     let ias = w.stack.sm.add_instance(InstanceKind::Identity, "ias-d");
-    let short = "critical_before = \"2s\"\nretire_after = \"3s\"\nissuer.validity_days = 1\n";
+    let short = SHORT_LIVED;
     let creds = [
         w.credential("orders", "xsuaa", &xs, short),
         w.credential(
@@ -102,11 +121,11 @@ fn daemon_rotates_serves_health_reloads_and_stops_cleanly() {
         ),
     ];
     let cfg = w.config(None, &creds);
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "[daemon]\nlisten = \"\"\n",
-        "[daemon]\nlisten = \"127.0.0.1:0\"\ncheck_schedule = \"*/2 * * * * *\"\nprobe_schedule = \"*/2 * * * * *\"\n",
+    listen_on_loopback(
+        &cfg,
+        "check_schedule = \"*/2 * * * * *\"\nprobe_schedule = \"*/2 * * * * *\"\n",
     );
-    std::fs::write(&cfg, &text).unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap();
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 0, "{out}{err}");
 
@@ -289,19 +308,11 @@ fn daemon_rotates_serves_health_reloads_and_stops_cleanly() {
 /// as soon as the flood ends.
 #[test]
 fn a_connection_flood_on_the_metrics_port_stalls_nothing() {
-    let w = World::new(SmOptions {
-        seconds_per_day: 12,
-        key_override: Some(certrot::sandbox::ca::KeyAlg::EcdsaP256),
-        ..SmOptions::default()
-    });
+    let w = short_lived_world();
     let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-flood!t1");
-    let short = "critical_before = \"2s\"\nretire_after = \"3s\"\nissuer.validity_days = 1\n";
+    let short = SHORT_LIVED;
     let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, short)]);
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "[daemon]\nlisten = \"\"\n",
-        "[daemon]\nlisten = \"127.0.0.1:0\"\n",
-    );
-    std::fs::write(&cfg, &text).unwrap();
+    listen_on_loopback(&cfg, "");
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 0, "{out}{err}");
     // 256 file descriptors: fewer than the flood's connections, so a daemon that accepted

@@ -667,14 +667,13 @@ impl SmClient {
                         ));
                         return Err(e);
                     }
-                    let w = h;
                     tracing::info!(
                         url,
                         label = kind.label(),
-                        wait_s = w.as_secs(),
+                        wait_s = h.as_secs(),
                         "service manager asks to wait (Retry-After); waiting"
                     );
-                    w
+                    h
                 }
                 _ => backoff,
             };

@@ -469,9 +469,7 @@ fn broker_error(code: u16, message: &str) -> Response<Full<Bytes>> {
 
 /// Subject and issuer DN of a chain's first certificate.
 fn leaf_names(chain_pem: &str) -> Option<(String, String)> {
-    let der = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .next()?
-        .ok()?;
+    let der = leaf_der(chain_pem)?;
     let (_, c) = x509_parser::parse_x509_certificate(&der).ok()?;
     Some((c.subject().to_string(), c.issuer().to_string()))
 }
@@ -1129,10 +1127,14 @@ fn merge(into: &mut Value, extra: Value) {
 }
 
 fn leaf_fingerprint(chain_pem: &str) -> Option<String> {
-    let der = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+    Some(super::fingerprint(&leaf_der(chain_pem)?))
+}
+
+/// The DER of a chain's first certificate.
+fn leaf_der(chain_pem: &str) -> Option<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .next()?
-        .ok()?;
-    Some(super::fingerprint(&der))
+        .ok()
 }
 
 fn delete(sh: &Shared, id: &str, async_mode: bool) -> Response<Full<Bytes>> {

@@ -311,10 +311,7 @@ impl DirectoryTarget {
         let mut names: Vec<&str> = rendered.visible.iter().map(String::as_str).collect();
         // Links of certrot's own files that an earlier version showed in a servicebinding
         // target stay: a consumer may read them.
-        let kept: Vec<&str> = crate::target::binding::OWN_FILES
-            .into_iter()
-            .filter(|f| !names.contains(f) && self.is_our_link(f))
-            .collect();
+        let kept = self.kept_own_links(&names);
         if !kept.is_empty() {
             tracing::warn!(
                 target = %root.display(),
@@ -424,6 +421,15 @@ impl DirectoryTarget {
         if let Err(e) = self.remove_stale_links(names) {
             tracing::warn!(target = %root.display(), "{when}: {e}");
         }
+    }
+
+    /// certrot's own files that `names` leaves out but an earlier version linked here: they
+    /// stay shown, so that no consumer of them loses them.
+    fn kept_own_links(&self, names: &[&str]) -> Vec<&'static str> {
+        crate::target::binding::OWN_FILES
+            .into_iter()
+            .filter(|f| !names.contains(f) && self.is_our_link(f))
+            .collect()
     }
 
     /// True when `<path>/<name>` is a link of certrot's: to `..data/<name>`, or to
@@ -617,10 +623,7 @@ impl DirectoryTarget {
             .as_ref()
             .map(|n| n.iter().map(String::as_str).collect());
         if let Some(n) = names.as_mut() {
-            let kept: Vec<&str> = crate::target::binding::OWN_FILES
-                .into_iter()
-                .filter(|f| !n.contains(f) && self.is_our_link(f))
-                .collect();
+            let kept = self.kept_own_links(n);
             n.extend(kept);
             self.pin_stale_links(n, &current);
         }

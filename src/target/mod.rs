@@ -180,6 +180,15 @@ impl Backend {
         }
     }
 
+    /// The fingerprint of the leaf the target serves right now (read afresh), `None` when it
+    /// holds no generation: what no deletion may ever touch.
+    pub async fn served_fingerprint(&self) -> Result<Option<String>, TargetError> {
+        Ok(self
+            .read_current()
+            .await?
+            .map(|c| c.generation.leaf().fingerprint_sha256.clone()))
+    }
+
     /// Makes `g` current in one step; returns the new generation's name.
     pub async fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, TargetError> {
         match self {
