@@ -80,8 +80,16 @@ fn stdout_lines(child: &mut std::process::Child) -> Arc<Mutex<Vec<String>>> {
     lines
 }
 
-/// `host:port` of the daemon's metrics listener, from its `metrics at http://…` line.
+/// `host:port` of the daemon's metrics listener, from its `metrics at http://…` line (waited
+/// for).
 fn metrics_addr(lines: &Mutex<Vec<String>>) -> String {
+    wait_for("the metrics address", Duration::from_secs(10), || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("metrics at http://"))
+    });
     lines
         .lock()
         .unwrap()
@@ -180,13 +188,6 @@ fn daemon_rotates_serves_health_reloads_and_stops_cleanly() {
             }
         });
     }
-    wait_for("the metrics address", Duration::from_secs(10), || {
-        lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("metrics at http://"))
-    });
     let addr = metrics_addr(&lines);
     let rotations = |name: &str| {
         lines
@@ -328,13 +329,6 @@ fn a_connection_flood_on_the_metrics_port_stalls_nothing() {
         .spawn()
         .unwrap();
     let lines = stdout_lines(&mut child);
-    wait_for("the metrics address", Duration::from_secs(10), || {
-        lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("metrics at http://"))
-    });
     let addr = metrics_addr(&lines);
     let rotations = || {
         lines
