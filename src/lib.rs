@@ -13,6 +13,7 @@ pub mod health;
 pub mod hooks;
 pub mod issuer;
 pub mod lock;
+pub mod logging;
 pub mod policy;
 pub mod rotate;
 pub mod rt;

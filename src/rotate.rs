@@ -409,8 +409,12 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The one line `certrot rotate` prints.
+    /// The one line `certrot rotate` prints (values from outside escaped: one line, always).
     pub fn line(&self) -> String {
+        crate::text::printable(&self.raw_line(), usize::MAX)
+    }
+
+    fn raw_line(&self) -> String {
         let mut s = match &self.outcome {
             Outcome::Rotated {
                 reason,

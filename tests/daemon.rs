@@ -374,3 +374,86 @@ fn a_connection_flood_on_the_metrics_port_stalls_nothing() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// libfaketime (Debian `faketime`, installed by scripts/test-deps.sh).
+fn faketime_library() -> &'static str {
+    let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    assert!(
+        std::path::Path::new(lib).exists(),
+        "{lib} missing: run scripts/test-deps.sh (Debian package faketime)"
+    );
+    lib
+}
+
+/// A daemon started with its wall clock 30 days ahead (a wrong hardware clock, NTP not yet
+/// synchronised) sees every certificate as expired and rests between attempts. When the
+/// clock is set right — libfaketime's clock file rewritten while the process runs; the
+/// monotonic clock is the real one, as on a real machine — it notices the step and renews the
+/// served certificate before that expires, instead of resting on instants planned on the
+/// wrong clock.
+#[test]
+fn a_daemon_whose_clock_is_set_back_renews_the_served_certificate_before_expiry() {
+    let lib = faketime_library();
+    // 40-second days: certificates that live 40 s.
+    let w = World::new(SmOptions {
+        seconds_per_day: 40,
+        key_override: Some(certrot::sandbox::ca::KeyAlg::EcdsaP256),
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-clock!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, SHORT_LIVED)]);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let clock = w.root().join("faketime");
+    std::fs::write(&clock, "+30d\n").unwrap();
+    let stderr = std::fs::File::create(w.root().join("daemon.log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_certrot"))
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .env("LD_PRELOAD", lib)
+        .env("FAKETIME_TIMESTAMP_FILE", &clock)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("DONT_FAKE_MONOTONIC", "1")
+        // A watchdog of 1 s: the loop wakes every 0.5 s (no NOTIFY_SOCKET: nothing is sent).
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("CERTROT_LOG_FORMAT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let lines = stdout_lines(&mut child);
+    let log = || std::fs::read_to_string(w.root().join("daemon.log")).unwrap_or_default();
+    wait_for(
+        "an attempt on the clock 30 days ahead",
+        Duration::from_secs(20),
+        || log().contains("orders"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(&clock, "+0\n").unwrap();
+    let served = w.generation("orders").leaf().clone();
+    let set_right = time::OffsetDateTime::now_utc();
+    wait_for(
+        "the served certificate renewed on the corrected clock",
+        Duration::from_secs(45),
+        || {
+            let now = w.generation("orders").leaf().clone();
+            now.fingerprint_sha256 != served.fingerprint_sha256
+                && now.not_before >= set_right - time::Duration::seconds(1)
+        },
+    );
+    let renewed = time::OffsetDateTime::now_utc();
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log();
+    assert!(
+        renewed < served.not_after,
+        "renewed at {renewed}, after the served certificate expired at {}\n{log}",
+        served.not_after
+    );
+    assert!(
+        log.contains("the wall clock was set back by 30d"),
+        "the step is logged:\n{log}\n{:?}",
+        lines.lock().unwrap()
+    );
+}

@@ -1367,3 +1367,31 @@ fn a_self_managed_interrupted_attempt_is_cleaned_up_by_the_next_rotation() {
         "the binding rotated away from is retired later, not now"
     );
 }
+
+/// A value from outside that reaches the output — here a binding id in a forged state file,
+/// in the summary line and the debug log — is escaped there: no control character forges a
+/// second line or drives a terminal (the log formatter itself: `logging::tests`).
+#[test]
+fn control_characters_in_logged_values_are_escaped() {
+    let w = World::new(SmOptions::default());
+    let (cfg, _) = orders_rotated(&w, "sb-logs!t1");
+    let evil = "b1\u{1b}[2J\r\n2026-12-02T00:00:00Z  INFO certrot: retired binding b1";
+    w.edit_state("orders", |v| {
+        v["retiring"] = serde_json::json!([{
+            "binding_id": evil, "service_manager": "main", "fingerprint_sha256": null,
+            "retire_at": "2026-01-01T00:00:00Z", "reason": "replaced", "attempts": 0,
+        }]);
+    });
+    let (_, out, err) = w.certrot(&cfg, &["-vv", "rotate", "--if-due"]);
+    assert!(out.contains("b1\\u{1b}[2J\\r\\n2026"), "{out}{err}");
+    for text in [&out, &err] {
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\r'),
+            "a raw control character: {text:?}"
+        );
+        assert!(
+            !text.contains("\n2026-12-02T00:00:00Z"),
+            "a forged line: {text:?}"
+        );
+    }
+}

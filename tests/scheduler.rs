@@ -410,3 +410,147 @@ async fn no_spinning_on_a_stuck_credential_and_panics_free_their_credential() {
         .collect();
     assert_eq!(crashy, vec![1.0, 6.0], "{crashy:?}");
 }
+
+/// One credential whose certificates come from an issuer with a right clock: each rotation
+/// makes the next renewal 400 s after the issuer's now, whatever the daemon's clock says.
+struct Issued {
+    issuer: Arc<TokioClock>,
+    daemon: Arc<TokioClock>,
+    times: Arc<Mutex<Vec<CredTimes>>>,
+    rotations: Arc<Mutex<Vec<f64>>>,
+    probes: Arc<Mutex<Vec<f64>>>,
+}
+
+impl Executor for Issued {
+    fn inspect_all(&self, _: OffsetDateTime) -> Inspection {
+        Box::pin(std::future::ready(self.times.lock().unwrap().clone()))
+    }
+    fn rotate(&self, _names: Vec<String>) -> Task {
+        let (issuer, daemon, times, rotations) = (
+            self.issuer.clone(),
+            self.daemon.clone(),
+            self.times.clone(),
+            self.rotations.clone(),
+        );
+        Box::pin(async move {
+            rotations.lock().unwrap().push(secs(daemon.now()));
+            times.lock().unwrap()[0].rotate_at = Some(issuer.now() + time::Duration::seconds(400));
+        })
+    }
+    fn probe(&self) -> Task {
+        let (daemon, probes) = (self.daemon.clone(), self.probes.clone());
+        Box::pin(async move { probes.lock().unwrap().push(secs(daemon.now())) })
+    }
+    fn schedules(&self) -> (cron::Schedule, cron::Schedule) {
+        (
+            "0 0 0 * * *".parse().unwrap(),
+            "0 0 * * * *".parse().unwrap(),
+        )
+    }
+    fn reload(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn status_line(&self, _: &[CredTimes], _: OffsetDateTime) -> String {
+        String::new()
+    }
+}
+
+/// Runs [`Issued`] with the daemon's clock starting `offset` away from the issuer's, steps it
+/// by `step` after a minute, and returns (rotations, probes) in the daemon's seconds from T0.
+async fn run_with_clock_step(
+    offset: time::Duration,
+    step: time::Duration,
+    first_renewal: time::Duration,
+    run_for: Duration,
+) -> (Vec<f64>, Vec<f64>) {
+    let issuer = Arc::new(TokioClock::starting_at(T0));
+    let daemon = Arc::new(TokioClock::starting_at(T0 + offset));
+    let exec = Issued {
+        issuer,
+        daemon: daemon.clone(),
+        times: Arc::new(Mutex::new(vec![CredTimes {
+            name: "orders".into(),
+            rotate_at: Some(T0 + first_renewal),
+            retire_at: None,
+        }])),
+        rotations: Arc::default(),
+        probes: Arc::default(),
+    };
+    let (rotations, probes) = (exec.rotations.clone(), exec.probes.clone());
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let run = tokio::spawn(
+        Scheduler {
+            exec: Arc::new(exec),
+            clock: daemon.clone(),
+            settings: LoopSettings::default(),
+            beat: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+        }
+        .run(rx),
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    daemon.step(step);
+    tokio::time::sleep(run_for).await;
+    tx.send(Control::Stop).await.unwrap();
+    run.await.unwrap();
+    let r = rotations.lock().unwrap().clone();
+    let p = probes.lock().unwrap().clone();
+    (r, p)
+}
+
+/// A daemon started with its clock 30 days ahead sees every certificate as due and rests
+/// between attempts; when the clock is set right, the rests and the probe schedule planned on
+/// the wrong clock must not postpone the next renewal or probe by 30 days.
+#[tokio::test(start_paused = true)]
+async fn a_clock_set_back_is_noticed_and_renewal_and_probes_follow_the_right_time() {
+    let month = time::Duration::days(30);
+    let (rotations, probes) = run_with_clock_step(
+        month,
+        -month,
+        time::Duration::seconds(100),
+        Duration::from_secs(2 * 3600),
+    )
+    .await;
+    let day = 86_400.0;
+    assert!(
+        rotations.iter().any(|&s| s > 30.0 * day),
+        "the wrong clock made it due at once: {rotations:?}"
+    );
+    let after: Vec<f64> = rotations
+        .iter()
+        .copied()
+        .filter(|&s| s < 30.0 * day)
+        .collect();
+    // The last certificate was issued within the first minute, so it renews 400 s after
+    // that (plus at most the 10-minute rest the wrong clock built up).
+    assert!(
+        after
+            .first()
+            .is_some_and(|&s| (400.0..=1100.0).contains(&s)),
+        "renewal on the corrected clock: {after:?} (all: {rotations:?})"
+    );
+    let later_probes: Vec<f64> = probes.iter().copied().filter(|&s| s < 30.0 * day).collect();
+    assert!(
+        later_probes.first().is_some_and(|&s| s < 120.0),
+        "a probe right after the step: {later_probes:?}"
+    );
+    assert!(
+        later_probes.iter().any(|&s| (3589.0..3591.0).contains(&s)),
+        "the hourly probe on the corrected clock (13:00): {later_probes:?}"
+    );
+}
+
+/// A resume from suspend: the wall clock jumps forward past a renewal while the monotonic
+/// clock stood still. The renewal runs within the heartbeat, not a whole planned sleep later.
+#[tokio::test(start_paused = true)]
+async fn a_clock_set_forward_past_a_renewal_renews_within_the_heartbeat() {
+    let day = time::Duration::days(1);
+    let (rotations, _) =
+        run_with_clock_step(time::Duration::ZERO, day * 2, day, Duration::from_secs(120)).await;
+    let jumped = 2.0 * 86_400.0 + 60.0;
+    assert!(
+        rotations
+            .first()
+            .is_some_and(|&s| (jumped..=jumped + 31.0).contains(&s)),
+        "{rotations:?}"
+    );
+}

@@ -4,15 +4,15 @@ mod rotate;
 
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
 use crate::lock::{EXIT_LOCKED, LockError};
+pub use crate::logging::LogFormat;
+use crate::logging::init_logging;
 use crate::policy::Health;
 use crate::state::CurrentRecord;
 use crate::status::{self, Report, short_time};
 use crate::target::{Backend, Current, Guard};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use time::OffsetDateTime;
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Exit code for usage and configuration errors.
 pub const EXIT_USAGE: i32 = 2;
@@ -39,12 +39,6 @@ pub struct Cli {
     pub quiet: u8,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,51 +174,6 @@ pub enum Command {
 pub enum ConfigAction {
     /// Validate the configuration and print a normalised summary.
     Check,
-}
-
-impl LogFormat {
-    /// JSON where logs go to a collector (a pod: `KUBERNETES_SERVICE_HOST` is set, and
-    /// stderr is not a terminal); text otherwise.
-    pub fn default_for(in_pod: bool, terminal: bool) -> LogFormat {
-        if in_pod && !terminal {
-            LogFormat::Json
-        } else {
-            LogFormat::Text
-        }
-    }
-}
-
-/// Sets up `tracing` on stderr.
-pub fn init_logging(format: LogFormat, verbose: u8, quiet: u8) {
-    let level = match (verbose as i32) - (quiet as i32) {
-        i32::MIN..=-2 => "error",
-        -1 => "warn",
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CERTROT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("certrot={level},warn")));
-    // kube-client logs whole response bodies (a Secret's private key) at WARN when it cannot
-    // parse them: only its errors pass, whatever CERTROT_LOG says.
-    let cap = tracing_subscriber::filter::filter_fn(|m| {
-        !m.target().starts_with("kube_client") || *m.level() <= tracing::Level::ERROR
-    });
-    // Colour only for a person at a terminal: never into a file, a pipe or the journal, and
-    // never with NO_COLOR (https://no-color.org) set.
-    let ansi = {
-        use std::io::IsTerminal;
-        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-    };
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false);
-    let registry = tracing_subscriber::registry().with(filter).with(cap);
-    let _ = match format {
-        LogFormat::Text => registry.with(layer).try_init(),
-        LogFormat::Json => registry.with(layer.json()).try_init(),
-    };
 }
 
 /// Parses arguments, runs the command, returns the process exit code.

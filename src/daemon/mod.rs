@@ -11,6 +11,12 @@
 //! first inspection, `STATUS=`, `RELOADING=1`/`READY=1` around reloads, `STOPPING=1`, and
 //! `WATCHDOG=1` from the loop itself, so a stuck loop lets the watchdog fire.
 //!
+//! Wall-clock steps (set by hand, by NTP, a resume from suspend): each iteration compares how
+//! far the wall clock and the monotonic clock advanced; a difference of 5 s or more re-plans
+//! every credential from its certificate and state, shifts rests by the step, and runs the
+//! checks and probes at once. The loop wakes at least every heartbeat, so a step is noticed
+//! within it.
+//!
 //! The loop ([`Scheduler`]) talks to the world through [`Executor`] and [`Clock`], so tests
 //! drive it with a paused tokio clock and a recording executor.
 
@@ -20,7 +26,7 @@ pub mod schedule;
 use crate::config::Config;
 use crate::health::Metrics;
 use crate::rotate::{Options, Rotator};
-use schedule::{CredTimes, cron_after, due, next_wake, times_for};
+use schedule::{CredTimes, clock_step, cron_after, due, next_wake, times_for};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -48,24 +54,33 @@ impl Clock for SystemClock {
     }
 }
 
-/// Wall time that advances with tokio's clock (pausable in tests).
+/// Wall time that advances with tokio's clock (pausable in tests), and can be set like a
+/// real clock is set by hand, by NTP or by a resume from suspend.
 pub struct TokioClock {
-    wall: OffsetDateTime,
+    /// The wall time at `start`.
+    wall: std::sync::Mutex<OffsetDateTime>,
     start: tokio::time::Instant,
 }
 
 impl TokioClock {
     pub fn starting_at(wall: OffsetDateTime) -> TokioClock {
         TokioClock {
-            wall,
+            wall: std::sync::Mutex::new(wall),
             start: tokio::time::Instant::now(),
         }
+    }
+
+    /// Steps the wall clock by `by` (forward or back); tokio's clock is not touched.
+    pub fn step(&self, by: time::Duration) {
+        let mut wall = self.wall.lock().unwrap_or_else(|e| e.into_inner());
+        *wall += by;
     }
 }
 
 impl Clock for TokioClock {
     fn now(&self) -> OffsetDateTime {
-        self.wall + self.start.elapsed()
+        let wall = *self.wall.lock().unwrap_or_else(|e| e.into_inner());
+        wall + self.start.elapsed()
     }
 }
 
@@ -166,8 +181,34 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             Some(w) => self.settings.heartbeat.min(w / 2),
             None => self.settings.heartbeat,
         };
+        // The wall clock and tokio's (monotonic) clock at the previous iteration: a
+        // difference between their advances is a step of the wall clock.
+        let mut mark = (self.clock.now(), tokio::time::Instant::now());
         loop {
             let now = self.clock.now();
+            let monotonic = tokio::time::Instant::now();
+            if let Some(step) = clock_step(mark.0, monotonic - mark.1, now) {
+                // Every instant the loop holds was planned on the old wall clock: plan again
+                // from the credentials themselves, keep rests as long as they were meant to be,
+                // and run the checks and probes now rather than on a schedule from the old
+                // clock (a step back would otherwise postpone them by the step).
+                let (direction, by) = if step.is_negative() {
+                    ("back", -step)
+                } else {
+                    ("forward", step)
+                };
+                tracing::warn!(
+                    "the wall clock was set {direction} by {}; every credential is planned again",
+                    crate::policy::human(by)
+                );
+                times = exec.inspect_all(now).await;
+                for until in rest.values_mut() {
+                    *until += step;
+                }
+                next_check = Some(now);
+                next_probe = Some(now);
+            }
+            mark = (now, monotonic);
             self.beat.store(now.unix_timestamp(), Ordering::Relaxed);
             if let Some(w) = self.settings.watchdog
                 && last_ping.elapsed() >= w / 4

@@ -93,6 +93,23 @@ pub fn next_wake(
         .fold(heartbeat, OffsetDateTime::min)
 }
 
+/// A step of the wall clock smaller than this is ordinary drift (NTP slews, scheduling
+/// delays) and is not treated as a step.
+pub const CLOCK_STEP: time::Duration = time::Duration::seconds(5);
+
+/// Whether the wall clock was set between two iterations: it read `before`, then the
+/// monotonic clock advanced by `elapsed` and the wall clock now reads `now`. Returns the
+/// step (positive: the wall clock went forward) when it is at least [`CLOCK_STEP`].
+pub fn clock_step(
+    before: OffsetDateTime,
+    elapsed: std::time::Duration,
+    now: OffsetDateTime,
+) -> Option<time::Duration> {
+    let expected = before + elapsed;
+    let step = now - expected;
+    (step.abs() >= CLOCK_STEP).then_some(step)
+}
+
 /// The next instant strictly after `after` of a cron schedule (UTC).
 pub fn cron_after(schedule: &cron::Schedule, after: OffsetDateTime) -> Option<OffsetDateTime> {
     let secs = after.unix_timestamp();
@@ -113,6 +130,35 @@ mod tests {
         let mut r = Report::bare("orders", Health::Ok, String::new());
         r.renews_at = renews_at;
         r
+    }
+
+    #[test]
+    fn clock_steps_are_told_from_drift() {
+        let t = datetime!(2026-11-23 12:00 UTC);
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(
+            clock_step(t, secs(30), t + time::Duration::seconds(30)),
+            None
+        );
+        assert_eq!(
+            clock_step(t, secs(30), t + time::Duration::seconds(34)),
+            None,
+            "4 s of drift is not a step"
+        );
+        assert_eq!(
+            clock_step(t, secs(30), t + time::Duration::days(30)),
+            Some(time::Duration::days(30) - time::Duration::seconds(30))
+        );
+        assert_eq!(
+            clock_step(t, secs(30), t - time::Duration::days(30)),
+            Some(-time::Duration::days(30) - time::Duration::seconds(30)),
+            "a step back"
+        );
+        // A suspended machine: the monotonic clock stood still while the wall clock ran.
+        assert_eq!(
+            clock_step(t, secs(0), t + time::Duration::hours(8)),
+            Some(time::Duration::hours(8))
+        );
     }
 
     #[test]
