@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod generation;
 pub mod health;
 pub mod hooks;
+pub mod inputs;
 pub mod issuer;
 pub mod lock;
 pub mod logging;

@@ -249,7 +249,8 @@ impl fmt::Debug for Binding {
 }
 
 impl Binding {
-    fn from_json(v: &Value, url: &str) -> Result<Binding, SmError> {
+    /// A binding from Service Manager's JSON (from `url`, for errors).
+    pub fn from_json(v: &Value, url: &str) -> Result<Binding, SmError> {
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let id = s("id").ok_or_else(|| {
             err(
@@ -271,6 +272,27 @@ impl Binding {
             created_at: s("created_at"),
         })
     }
+}
+
+/// One page of `GET /v1/service_bindings` (from `url`): its bindings and the token of the
+/// next page, if any.
+pub fn parse_list_page(body: &[u8], url: &str) -> Result<(Vec<Binding>, Option<String>), SmError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| err(SmErrorKind::BadResponse, url, "the response is not JSON"))?;
+    let items = v
+        .get("items")
+        .and_then(Value::as_array)
+        .ok_or_else(|| err(SmErrorKind::BadResponse, url, "the list has no items"))?;
+    let bindings = items
+        .iter()
+        .map(|i| Binding::from_json(i, url))
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = v
+        .get("token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
+    Ok((bindings, next))
 }
 
 /// What to create.
@@ -946,16 +968,11 @@ impl SmClient {
             };
             let url = self.url(&format!("/v1/service_bindings?{query}"));
             let a = self.call(reqwest::Method::GET, &url, None).await?;
-            let v = Self::json(&a, &url)?;
-            let items = v
-                .get("items")
-                .and_then(Value::as_array)
-                .ok_or_else(|| err(SmErrorKind::BadResponse, &url, "the list has no items"))?;
-            for i in items {
-                out.push(Binding::from_json(i, &url)?);
-            }
-            match v.get("token").and_then(Value::as_str) {
-                Some(t) if !t.is_empty() && !items.is_empty() => token = Some(t.to_string()),
+            let (items, next) = parse_list_page(&a.body, &url)?;
+            let empty = items.is_empty();
+            out.extend(items);
+            match next {
+                Some(t) if !empty => token = Some(t),
                 _ => return Ok(out),
             }
         }

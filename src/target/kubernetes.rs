@@ -305,7 +305,7 @@ fn state_annotations(state: &State) -> Vec<(String, Option<String>)> {
 const STRING_FIELDS: [&str; 4] = ["credential", "last-success", "next-attempt", "installation"];
 
 /// The state read back from annotations; `Err` names the annotation.
-fn parse_state(
+pub fn parse_state(
     annotations: Option<&BTreeMap<String, String>>,
     credential: &str,
 ) -> Result<State, String> {
