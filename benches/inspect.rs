@@ -5,8 +5,8 @@
 
 use certrot::config::{CronSpec, Policy, Window};
 use certrot::policy::{Validity, renewal};
-use certrot::sandbox::ca::{KeyAlg, LocalCa};
 use certrot::units::Span;
+use certrot_sandbox::ca::{KeyAlg, LocalCa};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use time::{Duration, OffsetDateTime};

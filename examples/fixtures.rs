@@ -4,8 +4,8 @@
 //! Usage: `fixtures DIR N` — prints the config path.
 
 use certrot::config::Config;
-use certrot::sandbox::ca::KeyAlg;
-use certrot::sandbox::fixtures::{Spec, write_workspace};
+use certrot_sandbox::ca::KeyAlg;
+use certrot_sandbox::fixtures::{Spec, write_workspace};
 
 fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1);

@@ -9,8 +9,8 @@
 
 use crate::cli::{render_status, reports};
 use crate::config::Config;
-use crate::sandbox::sm::{InstanceKind, SmOptions};
-use crate::sandbox::stack::Stack;
+use certrot_sandbox::sm::{InstanceKind, SmOptions};
+use certrot_sandbox::stack::Stack;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,7 +73,7 @@ async fn demo(settings: &DemoSettings, root: &Path) -> Result<(), String> {
         SmOptions {
             // One "day" of validity lasts `life`: the bindings ask for 1 day.
             seconds_per_day: life.as_secs().max(1),
-            key_override: Some(crate::sandbox::ca::KeyAlg::EcdsaP256),
+            key_override: Some(certrot_sandbox::ca::KeyAlg::EcdsaP256),
             ..SmOptions::default()
         },
     )

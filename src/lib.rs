@@ -6,6 +6,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "sandbox")]
 pub mod demo;
 pub mod fsutil;
 pub mod generation;
@@ -18,6 +19,7 @@ pub mod logging;
 pub mod policy;
 pub mod rotate;
 pub mod rt;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod servicekey;
 pub mod state;

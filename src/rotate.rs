@@ -2129,12 +2129,12 @@ mod tests {
     }
 
     fn generation(cn: &str) -> Generation {
-        let ca = crate::sandbox::ca::LocalCa::new("rollback CA").unwrap();
+        let ca = certrot_sandbox::ca::LocalCa::new("rollback CA").unwrap();
         let now = OffsetDateTime::now_utc();
         let i = ca
             .issue(
                 cn,
-                crate::sandbox::ca::KeyAlg::EcdsaP256,
+                certrot_sandbox::ca::KeyAlg::EcdsaP256,
                 now - time::Duration::hours(1),
                 now + time::Duration::days(7),
             )

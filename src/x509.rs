@@ -490,7 +490,7 @@ pub fn inspect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::ca::{KeyAlg, LocalCa};
+    use certrot_sandbox::ca::{KeyAlg, LocalCa};
     use time::{Duration, OffsetDateTime};
 
     /// Unwraps PKCS#8 to the inner PKCS#1 (RSA) or SEC1 (EC) key.
@@ -501,7 +501,7 @@ mod tests {
         seq[2].as_slice().unwrap().to_vec()
     }
 
-    fn issued(alg: KeyAlg) -> (LocalCa, crate::sandbox::ca::Issued) {
+    fn issued(alg: KeyAlg) -> (LocalCa, certrot_sandbox::ca::Issued) {
         let ca = LocalCa::with_intermediate("x509 test CA").unwrap();
         let now = OffsetDateTime::now_utc();
         let i = ca.issue("leaf", alg, now, now + Duration::days(7)).unwrap();

@@ -111,14 +111,14 @@ struct Workspace {
     _tmp: tempfile::TempDir,
     root: std::path::PathBuf,
     config: std::path::PathBuf,
-    ca: certrot::sandbox::ca::LocalCa,
+    ca: certrot_sandbox::ca::LocalCa,
 }
 
 fn workspace() -> Workspace {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let config = write_config(&root, &["orders"], "");
-    let ca = certrot::sandbox::ca::LocalCa::new("bad-input CA").unwrap();
+    let ca = certrot_sandbox::ca::LocalCa::new("bad-input CA").unwrap();
     let good = issue(&ca, "orders", Duration::hours(1), Duration::days(7));
     let key = root.join("good.json");
     std::fs::write(&key, service_key(&good, "sb-orders").to_string()).unwrap();

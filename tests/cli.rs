@@ -10,14 +10,14 @@ struct Ws {
     _tmp: tempfile::TempDir,
     root: std::path::PathBuf,
     config: String,
-    ca: certrot::sandbox::ca::LocalCa,
+    ca: certrot_sandbox::ca::LocalCa,
 }
 
 fn ws(names: &[&str], extra: &str) -> Ws {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let config = write_config(&root, names, extra).display().to_string();
-    let ca = certrot::sandbox::ca::LocalCa::new("cli CA").unwrap();
+    let ca = certrot_sandbox::ca::LocalCa::new("cli CA").unwrap();
     Ws {
         _tmp: tmp,
         root,
@@ -27,7 +27,7 @@ fn ws(names: &[&str], extra: &str) -> Ws {
 }
 
 impl Ws {
-    fn put(&self, name: &str, age: Duration, lifetime: Duration) -> certrot::sandbox::ca::Issued {
+    fn put(&self, name: &str, age: Duration, lifetime: Duration) -> certrot_sandbox::ca::Issued {
         let i = issue(&self.ca, name, age, lifetime);
         dir_target(&self.root.join("targets").join(name), 3, Layout::Files)
             .commit(&generation(&i), OffsetDateTime::now_utc())
@@ -159,7 +159,7 @@ fn import_round_trip_status_and_rollback() {
     let key2 = w.root.join("sk2.json");
     std::fs::write(&key2, service_key(&i2, "sb-orders!t7").to_string()).unwrap();
     assert_eq!(w.import(&key2).status.code(), Some(0));
-    let serial = |i: &certrot::sandbox::ca::Issued| generation(i).leaf().serial.clone();
+    let serial = |i: &certrot_sandbox::ca::Issued| generation(i).leaf().serial.clone();
     let o = run(&["--config", &w.config, "status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v[0]["serial"], serial(&i2).as_str());

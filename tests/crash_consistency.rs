@@ -68,7 +68,7 @@ fn crash_consistency_under_sigkill() {
         .unwrap_or(200);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let ca = certrot::sandbox::ca::LocalCa::with_intermediate("crash CA").unwrap();
+    let ca = certrot_sandbox::ca::LocalCa::with_intermediate("crash CA").unwrap();
     let mut serials = Vec::new();
     for i in 0..4 {
         let issued = issue(

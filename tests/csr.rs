@@ -5,7 +5,7 @@
 //! new certificate without re-registration.
 
 mod common;
-use certrot::sandbox::sm::SmOptions;
+use certrot_sandbox::sm::SmOptions;
 use common::ca_files;
 use common::world::World;
 use std::path::PathBuf;

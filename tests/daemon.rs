@@ -6,7 +6,7 @@
 //! datagram socket (READY, STATUS, WATCHDOG, RELOADING, STOPPING).
 
 mod common;
-use certrot::sandbox::sm::{InstanceKind, SmOptions};
+use certrot_sandbox::sm::{InstanceKind, SmOptions};
 use common::world::World;
 use common::*;
 use std::io::{BufRead, BufReader};
@@ -53,7 +53,7 @@ const SHORT_LIVED: &str =
 fn short_lived_world() -> World {
     World::new(SmOptions {
         seconds_per_day: 12,
-        key_override: Some(certrot::sandbox::ca::KeyAlg::EcdsaP256),
+        key_override: Some(certrot_sandbox::ca::KeyAlg::EcdsaP256),
         ..SmOptions::default()
     })
 }
@@ -397,7 +397,7 @@ fn a_daemon_whose_clock_is_set_back_renews_the_served_certificate_before_expiry(
     // 40-second days: certificates that live 40 s.
     let w = World::new(SmOptions {
         seconds_per_day: 40,
-        key_override: Some(certrot::sandbox::ca::KeyAlg::EcdsaP256),
+        key_override: Some(certrot_sandbox::ca::KeyAlg::EcdsaP256),
         ..SmOptions::default()
     });
     let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-clock!t1");

@@ -17,7 +17,7 @@ fn layout_and_permissions() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("orders");
     let t = dir_target(&path, 3, Layout::Files);
-    let ca = certrot::sandbox::ca::LocalCa::with_intermediate("perm CA").unwrap();
+    let ca = certrot_sandbox::ca::LocalCa::with_intermediate("perm CA").unwrap();
     let g = generation(&issue(&ca, "orders", Duration::hours(1), Duration::days(7)));
     let name = t.commit(&g, OffsetDateTime::now_utc()).unwrap();
     assert_eq!(mode(&path), 0o700);
@@ -67,7 +67,7 @@ fn group_readable_mode_gives_group_search_on_directories() {
     };
     cfg.mode = certrot::units::FileMode(0o640);
     let t = certrot::target::DirectoryTarget::new(cfg, 3);
-    let ca = certrot::sandbox::ca::LocalCa::new("m").unwrap();
+    let ca = certrot_sandbox::ca::LocalCa::new("m").unwrap();
     let name = t
         .commit(
             &generation(&issue(&ca, "o", Duration::hours(1), Duration::days(7))),
@@ -81,7 +81,7 @@ fn group_readable_mode_gives_group_search_on_directories() {
 #[test]
 fn unsafe_directories_are_refused_and_untouched() {
     let tmp = tempfile::tempdir().unwrap();
-    let ca = certrot::sandbox::ca::LocalCa::new("unsafe CA").unwrap();
+    let ca = certrot_sandbox::ca::LocalCa::new("unsafe CA").unwrap();
     let g = generation(&issue(&ca, "orders", Duration::hours(1), Duration::days(7)));
 
     // World-writable directory.
@@ -167,7 +167,7 @@ fn planted_symlinks_are_replaced_never_followed() {
     std::fs::write(&victim, "do not touch").unwrap();
     std::os::unix::fs::symlink(&victim, path.join("key.pem")).unwrap();
     std::os::unix::fs::symlink(&victim, path.join("..data")).unwrap();
-    let ca = certrot::sandbox::ca::LocalCa::new("plant CA").unwrap();
+    let ca = certrot_sandbox::ca::LocalCa::new("plant CA").unwrap();
     let g = generation(&issue(&ca, "orders", Duration::hours(1), Duration::days(7)));
     // `..data` pointing outside the target is refused…
     let t = dir_target(&path, 3, Layout::Files);
@@ -191,7 +191,7 @@ fn keep_generations_prunes_and_rollback_switches_back() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("orders");
     let t = dir_target(&path, 2, Layout::Files);
-    let ca = certrot::sandbox::ca::LocalCa::new("prune CA").unwrap();
+    let ca = certrot_sandbox::ca::LocalCa::new("prune CA").unwrap();
     let mut serials = Vec::new();
     let mut names = Vec::new();
     let start = OffsetDateTime::now_utc();
@@ -249,7 +249,7 @@ fn half_written_generations_are_removed_on_next_commit() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("orders");
     let t = dir_target(&path, 3, Layout::Files);
-    let ca = certrot::sandbox::ca::LocalCa::new("staging CA").unwrap();
+    let ca = certrot_sandbox::ca::LocalCa::new("staging CA").unwrap();
     t.commit(
         &generation(&issue(&ca, "a", Duration::hours(1), Duration::days(7))),
         OffsetDateTime::now_utc(),
@@ -278,7 +278,7 @@ fn servicebinding_layout_writes_one_file_per_field() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("sb");
     let t = dir_target(&path, 3, Layout::Servicebinding);
-    let ca = certrot::sandbox::ca::LocalCa::new("sb CA").unwrap();
+    let ca = certrot_sandbox::ca::LocalCa::new("sb CA").unwrap();
     let i = issue(&ca, "sb", Duration::hours(1), Duration::days(7));
     let sk = service_key(&i, "sb-client");
     let g = certrot::servicekey::parse_service_key(sk.to_string().as_bytes(), "sk").unwrap();
@@ -316,7 +316,7 @@ fn owner_and_group_applied_when_root() {
         binding: Default::default(),
     };
     let t = certrot::target::DirectoryTarget::new(cfg, 3);
-    let ca = certrot::sandbox::ca::LocalCa::new("own").unwrap();
+    let ca = certrot_sandbox::ca::LocalCa::new("own").unwrap();
     for _ in 0..2 {
         let g = generation(&issue(&ca, "o", Duration::hours(1), Duration::days(7)));
         let name = t.commit(&g, OffsetDateTime::now_utc()).unwrap();
@@ -346,7 +346,7 @@ fn servicebinding_layout_shows_exactly_the_current_generations_fields() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("sb");
     let t = dir_target(&path, 3, Layout::Servicebinding);
-    let ca = certrot::sandbox::ca::LocalCa::new("sb CA").unwrap();
+    let ca = certrot_sandbox::ca::LocalCa::new("sb CA").unwrap();
     let with_field = |extra: Option<&str>| {
         let i = issue(&ca, "sb", Duration::hours(1), Duration::days(7));
         let mut sk = service_key(&i, "sb-client");

@@ -4,8 +4,8 @@
 //! injected conflicts, Leases, and Status bodies shaped like the API server's. (The Secret
 //! target that will use it is issue 6; this is its ground.)
 
-use certrot::sandbox::ca::LocalCa;
-use certrot::sandbox::kube::KubeServer;
+use certrot_sandbox::ca::LocalCa;
+use certrot_sandbox::kube::KubeServer;
 use serde_json::{Value, json};
 
 struct Api {

@@ -12,9 +12,9 @@ mod common;
 
 use base64::Engine as _;
 use certrot::generation::Generation;
-use certrot::sandbox::kube::KubeServer;
-use certrot::sandbox::sm::{InstanceKind, SmCall, SmFault, SmOptions};
-use certrot::sandbox::token::Fault;
+use certrot_sandbox::kube::KubeServer;
+use certrot_sandbox::sm::{InstanceKind, SmCall, SmFault, SmOptions};
+use certrot_sandbox::token::Fault;
 use common::bin;
 use common::world::World;
 use serde_json::{Value, json};

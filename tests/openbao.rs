@@ -7,7 +7,7 @@
 //! gone mid-run — each a clear error with the old generation intact.
 
 mod common;
-use certrot::sandbox::sm::SmOptions;
+use certrot_sandbox::sm::SmOptions;
 use common::world::World;
 use std::path::Path;
 use std::process::{Command, Stdio};

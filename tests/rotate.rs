@@ -6,8 +6,8 @@
 //! Service Manager access rotating itself.
 
 mod common;
-use certrot::sandbox::sm::{InstanceKind, SmCall, SmFault, SmOptions};
-use certrot::sandbox::token::{ALWAYS, Fault};
+use certrot_sandbox::sm::{InstanceKind, SmCall, SmFault, SmOptions};
+use certrot_sandbox::token::{ALWAYS, Fault};
 use common::world::World;
 use common::*;
 use std::time::Duration;
@@ -497,7 +497,7 @@ fn hooks_run_with_the_environment_and_never_roll_back() {
 /// old one still works, and everything after it uses the new one.
 #[test]
 fn service_manager_access_rotates_itself_first() {
-    use certrot::sandbox::stack::SM_X509_CLIENT;
+    use certrot_sandbox::stack::SM_X509_CLIENT;
     let w = World::new(SmOptions {
         rsa_pool: 2,
         ..SmOptions::default()
@@ -671,7 +671,7 @@ fn self_managed_xsuaa_and_identity_with_local_ca() {
 /// Manager client secret, no private key, no bearer or access token.
 #[test]
 fn no_secret_in_output_at_trace() {
-    use certrot::sandbox::stack::SM_SECRET;
+    use certrot_sandbox::stack::SM_SECRET;
     let w = World::new(SmOptions {
         rsa_pool: 2,
         async_default: true,

@@ -7,7 +7,7 @@
 //! target/test-deps/node; `tests/sap-libraries/fetch-token.js` is the application.
 
 mod common;
-use certrot::sandbox::sm::{InstanceKind, SmOptions};
+use certrot_sandbox::sm::{InstanceKind, SmOptions};
 use common::world::World;
 use serde_json::{Value, json};
 use std::path::Path;

@@ -7,8 +7,8 @@ use certrot::check::{Limits, ServerTrust};
 use certrot::issuer::service_manager::{
     BindingRequest, Mode, RetryPolicy, SmAccess, SmClient, SmErrorKind, quote,
 };
-use certrot::sandbox::sm::{InstanceKind, SmCall, SmFault, SmOptions};
-use certrot::sandbox::stack::Stack;
+use certrot_sandbox::sm::{InstanceKind, SmCall, SmFault, SmOptions};
+use certrot_sandbox::stack::Stack;
 use serde_json::json;
 use std::time::Duration;
 
@@ -455,7 +455,7 @@ async fn uniqueness_and_subject_limits_of_the_services() {
         let i =
             s.ca.issue(
                 cn,
-                certrot::sandbox::ca::KeyAlg::EcdsaP256,
+                certrot_sandbox::ca::KeyAlg::EcdsaP256,
                 now - time::Duration::minutes(1),
                 now + time::Duration::days(1),
             )

@@ -5,8 +5,8 @@
 
 mod common;
 use certrot::check::{FailureKind, Limits, ServerTrust, request_token};
-use certrot::sandbox::ca::LocalCa;
-use certrot::sandbox::token::{Fault, TokenServer};
+use certrot_sandbox::ca::LocalCa;
+use certrot_sandbox::token::{Fault, TokenServer};
 use common::*;
 use time::Duration;
 
@@ -247,7 +247,7 @@ async fn import_and_check_validate_through_the_binary() {
         root.join("ca.pem").display().to_string()
     );
     let config = write_config(&root, &[], &extra).display().to_string();
-    let write_key = |name: &str, i: &certrot::sandbox::ca::Issued| {
+    let write_key = |name: &str, i: &certrot_sandbox::ca::Issued| {
         let p = root.join(name);
         std::fs::write(&p, service_key(i, "sb-app!t1").to_string()).unwrap();
         p.display().to_string()

@@ -121,6 +121,7 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    #[cfg(feature = "sandbox")]
     /// Local stand-in for XSUAA's token hosts, with one working credential.
     Sandbox {
         /// Port of the mTLS token endpoint on 127.0.0.1 (0 = any free port).
@@ -133,8 +134,8 @@ pub enum Command {
         /// rate-limited:SECONDS, latency:DURATION, malformed, oversize, reset,
         /// handshake-abort; N = how many requests (default: every one). Repeatable; faults
         /// apply in order.
-        #[arg(long = "fault", value_name = "SPEC", value_parser = crate::sandbox::token::Fault::parse_spec)]
-        faults: Vec<(crate::sandbox::token::Fault, usize)>,
+        #[arg(long = "fault", value_name = "SPEC", value_parser = certrot_sandbox::token::Fault::parse_spec)]
+        faults: Vec<(certrot_sandbox::token::Fault, usize)>,
         /// Credentials in the generated configuration: `sandbox` (imported) and `app-0002`…
         /// (created by the first rotation).
         #[arg(long, default_value_t = 1)]
@@ -156,6 +157,7 @@ pub enum Command {
         #[arg(long)]
         kube: bool,
     },
+    #[cfg(feature = "sandbox")]
     /// The whole product on loopback: sandbox + daemon with short-lived certificates (no SAP account needed).
     Demo {
         /// Keep the demo files here instead of a temporary directory.
@@ -179,7 +181,11 @@ pub enum ConfigAction {
 /// Parses arguments, runs the command, returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     // The demo narrates its own events; its log shows only warnings unless asked.
-    let quiet = cli.quiet + u8::from(matches!(cli.command, Command::Demo { .. }));
+    #[cfg(feature = "sandbox")]
+    let demo = matches!(cli.command, Command::Demo { .. });
+    #[cfg(not(feature = "sandbox"))]
+    let demo = false;
+    let quiet = cli.quiet + u8::from(demo);
     let format = cli.log_format.unwrap_or_else(|| {
         use std::io::IsTerminal;
         LogFormat::default_for(
@@ -243,6 +249,7 @@ pub fn run(cli: Cli) -> i32 {
             }
             Err(e) => fail_config(&e),
         },
+        #[cfg(feature = "sandbox")]
         Command::Demo {
             dir,
             rotations,
@@ -252,6 +259,7 @@ pub fn run(cli: Cli) -> i32 {
             rotations,
             lifetime,
         }),
+        #[cfg(feature = "sandbox")]
         Command::Sandbox {
             port,
             dir,
@@ -262,18 +270,18 @@ pub fn run(cli: Cli) -> i32 {
             rsa_pool,
             ecdsa_bindings,
             kube,
-        } => crate::sandbox::run::run(crate::sandbox::run::Settings {
+        } => crate::sandbox::run(crate::sandbox::Settings {
             kube,
             port,
             dir,
             faults,
             credentials,
-            sm: crate::sandbox::sm::SmOptions {
+            sm: certrot_sandbox::sm::SmOptions {
                 async_default,
                 seconds_per_day: seconds_per_day.max(1),
                 rsa_pool,
-                key_override: ecdsa_bindings.then_some(crate::sandbox::ca::KeyAlg::EcdsaP256),
-                ..crate::sandbox::sm::SmOptions::default()
+                key_override: ecdsa_bindings.then_some(certrot_sandbox::ca::KeyAlg::EcdsaP256),
+                ..certrot_sandbox::sm::SmOptions::default()
             },
         }),
     }

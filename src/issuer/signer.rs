@@ -19,6 +19,17 @@ pub struct SignError {
     pub message: String,
 }
 
+/// A serial number for a certificate this signer issues: 20 random bytes (RFC 5280's
+/// maximum; 159 bits of randomness, positive and without a leading zero byte, so that no
+/// two certificates of one CA share a serial). No randomness, no certificate.
+fn random_serial() -> Result<rcgen::SerialNumber, &'static str> {
+    let mut b = [0u8; 20];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| "no random bytes for a serial number")?;
+    b[0] &= 0x7f;
+    b[0] |= 0x01;
+    Ok(rcgen::SerialNumber::from_slice(&b))
+}
+
 /// A configured signer.
 pub enum Signer {
     LocalCa(LocalCaSigner),
@@ -131,12 +142,27 @@ impl LocalCaSigner {
         // Clock-skew allowance: a minute, never a noticeable share of a short lifetime.
         p.not_before = now - (validity / 10_i32).min(time::Duration::minutes(1));
         p.not_after = now + validity;
-        p.serial_number = Some(crate::sandbox::ca::random_serial());
+        p.serial_number = Some(random_serial().map_err(|x| e(x.to_string()))?);
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.use_authority_key_identifier_extension = true;
         p.is_ca = rcgen::IsCa::ExplicitNoCa;
         let cert = csr.signed_by(&issuer).map_err(|x| e(x.to_string()))?;
         Ok(format!("{}{}{}", cert.pem(), self.ca_pem, self.chain_above))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn serials_are_positive_twenty_bytes_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let s = super::random_serial().unwrap();
+            let b = s.to_bytes();
+            assert_eq!(b.len(), 20);
+            assert!(b[0] & 0x80 == 0 && b[0] != 0, "{b:?}");
+            assert!(seen.insert(b), "a serial repeated");
+        }
     }
 }

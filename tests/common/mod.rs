@@ -6,9 +6,9 @@ pub mod world;
 
 use certrot::config::{DirectoryTarget as DirCfg, Layout};
 use certrot::generation::Generation;
-use certrot::sandbox::ca::{Issued, KeyAlg, LocalCa};
 use certrot::target::DirectoryTarget;
 use certrot::units::FileMode;
+use certrot_sandbox::ca::{Issued, KeyAlg, LocalCa};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use time::{Duration, OffsetDateTime};

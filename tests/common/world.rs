@@ -2,9 +2,9 @@
 //! background runtime, a Service Manager service key and CA file on disk, config writers,
 //! and helpers to run `certrot` against it.
 
-use certrot::sandbox::sm::SmOptions;
-use certrot::sandbox::stack::Stack;
 use certrot::state::State;
+use certrot_sandbox::sm::SmOptions;
+use certrot_sandbox::stack::Stack;
 use std::path::{Path, PathBuf};
 
 pub struct World {

@@ -4,11 +4,11 @@
 //! credentials to rotate, and a configuration. `certrot check --validate` and
 //! `certrot rotate --now` work against it at once.
 
-use super::ca::KeyAlg;
-use super::sm::{InstanceKind, SmOptions};
-use super::stack::Stack;
-use super::token::Fault;
 use crate::config::Config;
+use certrot_sandbox::ca::KeyAlg;
+use certrot_sandbox::sm::{InstanceKind, SmOptions};
+use certrot_sandbox::stack::Stack;
+use certrot_sandbox::token::Fault;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
@@ -62,7 +62,8 @@ pub fn run(settings: Settings) -> i32 {
 }
 
 fn write(path: &Path, data: impl AsRef<[u8]>) -> Result<(), String> {
-    super::write_private(path, data.as_ref()).map_err(|e| format!("{}: {e}", path.display()))
+    certrot_sandbox::write_private(path, data.as_ref())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The first credential: issued directly by the sandbox CA and registered, so that it works
@@ -117,7 +118,7 @@ async fn serve(settings: Settings, root: &Path) -> Result<(), String> {
         let mut raw = [0u8; 16];
         aws_lc_rs::rand::fill(&mut raw).map_err(|_| "no random bytes".to_string())?;
         let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        let server = super::kube::KubeServer::start(&stack.ca, &token)
+        let server = certrot_sandbox::kube::KubeServer::start(&stack.ca, &token)
             .await
             .map_err(|e| e.to_string())?;
         let kubeconfig = root.join("kubeconfig");
@@ -191,7 +192,7 @@ async fn serve(settings: Settings, root: &Path) -> Result<(), String> {
     println!("  {imported}");
     // Faults start after the import's own token check, so the workspace is always usable.
     for (f, n) in settings.faults {
-        let times = if n == super::token::ALWAYS {
+        let times = if n == certrot_sandbox::token::ALWAYS {
             "every request".to_string()
         } else {
             format!("{n} request(s)")

@@ -1,5 +1,7 @@
-//! Local stand-ins for the services certrot talks to, used by `certrot demo`, the tests and
-//! the benchmarks. Everything here listens on, or writes to, local places only.
+//! certrot-sandbox: local stand-ins for the services certrot talks to (SAP Service Manager,
+//! the XSUAA and Identity token hosts, the Kubernetes API, a CA), used by `certrot demo`,
+//! `certrot sandbox`, the tests and the benchmarks. Everything here listens on, or writes
+//! to, local places only. This crate depends on nothing of certrot's.
 //!
 //! The stand-ins judge certrot with rules of their own, written from the services'
 //! documented behaviour (certificate fingerprints, Kubernetes name rules, query parsing,
@@ -9,7 +11,6 @@
 pub mod ca;
 pub mod fixtures;
 pub mod kube;
-pub mod run;
 pub mod sm;
 pub mod stack;
 pub mod token;

@@ -499,7 +499,7 @@ fn now() -> String {
 
 /// Name and (for Secrets) base64 data, as the API server validates them.
 fn validate(kind: &str, name: &str, o: &Value) -> Result<(), Box<Response<Full<Bytes>>>> {
-    if !crate::sandbox::is_dns1123_subdomain(name) {
+    if !crate::is_dns1123_subdomain(name) {
         return Err(Box::new(status(
             422,
             "Invalid",
@@ -539,10 +539,10 @@ mod tests {
 
     #[test]
     fn names_and_merge_patch() {
-        assert!(crate::sandbox::is_dns1123_subdomain("orders-cert"));
-        assert!(crate::sandbox::is_dns1123_subdomain("a.b-c"));
+        assert!(crate::is_dns1123_subdomain("orders-cert"));
+        assert!(crate::is_dns1123_subdomain("a.b-c"));
         for bad in ["", "Orders", "-a", "a-", "a_b", &"a".repeat(254)] {
-            assert!(!crate::sandbox::is_dns1123_subdomain(bad), "{bad}");
+            assert!(!crate::is_dns1123_subdomain(bad), "{bad}");
         }
         let mut o = json!({"metadata": {"name": "x", "annotations": {"a": "1", "b": "2"}}, "data": {"k": "dg=="}});
         merge_patch(
