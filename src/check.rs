@@ -503,7 +503,9 @@ pub async fn validate(
 ) -> Result<std::time::Duration, CheckFailure> {
     let cfg = &cred.check;
     let ca = match &cfg.ca_file {
-        Some(p) => Some(crate::cli::read_input(p).map_err(|e| fail(FailureKind::Connect, "-", e))?),
+        Some(p) => {
+            Some(crate::fsutil::read_input(p).map_err(|e| fail(FailureKind::Connect, "-", e))?)
+        }
         None => None,
     };
     let trust = ServerTrust {

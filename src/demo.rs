@@ -7,8 +7,8 @@
 //! retired), a status table after each rotation, and the metrics URL; it ends after
 //! `--rotations` per credential or Ctrl-C, and leaves nothing running.
 
-use crate::cli::{render_status, reports};
 use crate::config::Config;
+use crate::status::{render_status, reports};
 use certrot_sandbox::sm::{InstanceKind, SmOptions};
 use certrot_sandbox::stack::Stack;
 use std::io::{BufRead, BufReader};

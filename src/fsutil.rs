@@ -70,3 +70,9 @@ pub fn read_limited(r: &mut impl Read, limit: usize) -> std::io::Result<Vec<u8>>
     }
     Ok(buf)
 }
+
+/// Reads a user-supplied file with the 1 MiB limit, naming it in errors.
+pub fn read_input(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let mut f = open_regular(path, true).map_err(|e| format!("{}: {e}", path.display()))?;
+    read_limited(&mut f, crate::x509::MAX_PEM_BYTES).map_err(|e| format!("{}: {e}", path.display()))
+}

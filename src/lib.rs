@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 #[cfg(feature = "sandbox")]
 pub mod demo;
+pub mod dn;
 pub mod fsutil;
 pub mod generation;
 pub mod health;
@@ -16,6 +17,7 @@ pub mod inputs;
 pub mod issuer;
 pub mod lock;
 pub mod logging;
+pub mod manual;
 pub mod policy;
 pub mod rotate;
 pub mod rt;

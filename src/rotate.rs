@@ -1072,7 +1072,7 @@ impl Rotator {
         }
         // 4. issue
         let issue = async {
-            let subject = crate::issuer::csr::parse_dn(&iss.subject)
+            let subject = crate::dn::parse_dn(&iss.subject)
                 .map_err(|m| failure(Step::Issue, "subject", m))?;
             let existing = match iss.rotate_key {
                 crate::config::RotateKey::Never => current.as_ref().map(|g| g.key_pem()),
@@ -1735,7 +1735,7 @@ impl Rotator {
             .ok_or_else(|| f(format!("no [service_manager.{name}] is configured")))?;
         let access = match (&cfg.service_key, &cfg.credential) {
             (Some(path), _) => {
-                let bytes = zeroize::Zeroizing::new(crate::cli::read_input(path).map_err(f)?);
+                let bytes = zeroize::Zeroizing::new(crate::fsutil::read_input(path).map_err(f)?);
                 SmAccess::from_service_key(&bytes, &path.display().to_string())
                     .map_err(|e| f(e.to_string()))?
             }
@@ -1773,7 +1773,7 @@ impl Rotator {
             }
         };
         let ca = match &cfg.ca_file {
-            Some(p) => Some(crate::cli::read_input(p).map_err(f)?),
+            Some(p) => Some(crate::fsutil::read_input(p).map_err(f)?),
             None => None,
         };
         let trust = crate::check::ServerTrust {
@@ -1854,7 +1854,7 @@ async fn self_made(
     };
     let cn_for_log = cn.clone();
     let made = tokio::task::spawn_blocking(move || {
-        crate::issuer::csr::key_and_csr(key_type, crate::issuer::csr::subject(&cn, None))
+        crate::issuer::csr::key_and_csr(key_type, crate::dn::subject(&cn, None))
     })
     .await
     .map_err(|e| failure(Step::Issue, "keygen", e.to_string()))?

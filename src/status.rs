@@ -192,3 +192,73 @@ pub fn short_time(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
 }
+
+/// Inspects the selected credentials.
+pub async fn reports(
+    config: &crate::config::Config,
+    names: &[String],
+) -> Result<Vec<Report>, String> {
+    let selected = config.select(names)?;
+    let now = OffsetDateTime::now_utc();
+    let mut out = Vec::with_capacity(selected.len());
+    for c in selected {
+        out.push(inspect(c, &config.state_dir, now).await.0);
+    }
+    Ok(out)
+}
+
+/// The `status` table.
+pub fn render_status(reports: &[Report], now: OffsetDateTime) -> String {
+    let header = [
+        "CREDENTIAL",
+        "CLIENT ID / SUBJECT",
+        "NOT AFTER",
+        "EXPIRES IN",
+        "RENEWS AT",
+        "LAST ROTATION",
+        "HEALTH",
+    ];
+    let dash = || "-".to_string();
+    let mut rows: Vec<[String; 7]> = vec![header.map(str::to_string)];
+    for r in reports {
+        let who = r
+            .client_id
+            .as_deref()
+            .or(r.subject.as_deref())
+            .map_or_else(dash, |w| crate::text::printable(w, 200));
+        let expires = r.not_after.map_or_else(dash, |t| {
+            if t > now {
+                crate::policy::human(t - now)
+            } else {
+                "expired".into()
+            }
+        });
+        let last = r
+            .last_rotation
+            .as_ref()
+            .map_or_else(dash, |l| format!("{} {}", short_time(l.at), l.result));
+        rows.push([
+            r.credential.clone(),
+            who,
+            r.not_after.map_or_else(dash, short_time),
+            expires,
+            r.renews_at.map_or_else(dash, short_time),
+            last,
+            r.health.as_str().to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

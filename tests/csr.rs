@@ -15,7 +15,7 @@ pub fn display_of(rfc4514: &str) -> String {
     use x509_parser::prelude::FromDer;
     let k = certrot::issuer::csr::key_and_csr(
         certrot::config::KeyType::EcdsaP256,
-        certrot::issuer::csr::parse_dn(rfc4514).unwrap(),
+        certrot::dn::parse_dn(rfc4514).unwrap(),
     )
     .unwrap();
     let der = pem::parse(&k.csr_pem).unwrap();

@@ -7,8 +7,7 @@ use crate::lock::{EXIT_LOCKED, LockError};
 pub use crate::logging::LogFormat;
 use crate::logging::init_logging;
 use crate::policy::Health;
-use crate::state::CurrentRecord;
-use crate::status::{self, Report, short_time};
+use crate::status::{self, Report};
 use crate::target::{Backend, Current, Guard};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -236,7 +235,16 @@ pub fn run(cli: Cli) -> i32 {
             parallel,
             &metrics,
         ),
-        Command::Run => crate::daemon::run(&cli.config),
+        Command::Run => match Config::load(&cli.config) {
+            Err(e) => fail_config(&e),
+            Ok(config) => match crate::daemon::run(&cli.config, config) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("certrot run: {e}");
+                    1
+                }
+            },
+        },
         Command::Config {
             action: ConfigAction::Check,
         } => match Config::load(&cli.config) {
@@ -292,17 +300,6 @@ fn fail_config(e: &ConfigError) -> i32 {
     EXIT_USAGE
 }
 
-/// Inspects the selected credentials.
-pub async fn reports(config: &Config, names: &[String]) -> Result<Vec<Report>, String> {
-    let selected = config.select(names)?;
-    let now = OffsetDateTime::now_utc();
-    let mut out = Vec::with_capacity(selected.len());
-    for c in selected {
-        out.push(status::inspect(c, &config.state_dir, now).await.0);
-    }
-    Ok(out)
-}
-
 /// Runs `f` to completion on a fresh runtime (for the synchronous commands).
 fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
     Ok(crate::rt::runtime()?.block_on(f))
@@ -332,7 +329,7 @@ fn cmd_check(
             return Health::Unknown.exit_code();
         }
     };
-    let mut reports = match block_on(reports(&config, names)).and_then(|r| r) {
+    let mut reports = match block_on(status::reports(&config, names)).and_then(|r| r) {
         Ok(r) => r,
         Err(e) => {
             println!("UNKNOWN - {e}");
@@ -413,7 +410,7 @@ fn cmd_status(config_path: &std::path::Path, json: bool) -> i32 {
         Ok(c) => c,
         Err(e) => return fail_config(&e),
     };
-    let reports = match block_on(reports(&config, &[])).and_then(|r| r) {
+    let reports = match block_on(status::reports(&config, &[])).and_then(|r| r) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("certrot: {e}");
@@ -426,65 +423,12 @@ fn cmd_status(config_path: &std::path::Path, json: bool) -> i32 {
             serde_json::to_string_pretty(&reports).unwrap_or_default()
         );
     } else {
-        print!("{}", render_status(&reports, OffsetDateTime::now_utc()));
+        print!(
+            "{}",
+            status::render_status(&reports, OffsetDateTime::now_utc())
+        );
     }
     0
-}
-
-/// The `status` table.
-pub fn render_status(reports: &[Report], now: OffsetDateTime) -> String {
-    let header = [
-        "CREDENTIAL",
-        "CLIENT ID / SUBJECT",
-        "NOT AFTER",
-        "EXPIRES IN",
-        "RENEWS AT",
-        "LAST ROTATION",
-        "HEALTH",
-    ];
-    let dash = || "-".to_string();
-    let mut rows: Vec<[String; 7]> = vec![header.map(str::to_string)];
-    for r in reports {
-        let who = r
-            .client_id
-            .as_deref()
-            .or(r.subject.as_deref())
-            .map_or_else(dash, |w| crate::text::printable(w, 200));
-        let expires = r.not_after.map_or_else(dash, |t| {
-            if t > now {
-                crate::policy::human(t - now)
-            } else {
-                "expired".into()
-            }
-        });
-        let last = r
-            .last_rotation
-            .as_ref()
-            .map_or_else(dash, |l| format!("{} {}", short_time(l.at), l.result));
-        rows.push([
-            r.credential.clone(),
-            who,
-            r.not_after.map_or_else(dash, short_time),
-            expires,
-            r.renews_at.map_or_else(dash, short_time),
-            last,
-            r.health.as_str().to_string(),
-        ]);
-    }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 /// Loads the configuration and selects credential `name`; `Err` is the exit code, the
@@ -558,139 +502,37 @@ fn cmd_import(
     wait: bool,
     validate: bool,
 ) -> i32 {
-    with_locked(config_path, name, wait, async |cred, backend| match import(
-        cred, backend, key_file, validate,
+    with_locked(
+        config_path,
+        name,
+        wait,
+        async |cred, backend| match crate::manual::import(cred, backend, key_file, validate).await {
+            Ok(msg) => {
+                println!("{msg}");
+                0
+            }
+            Err(e) => {
+                eprintln!("certrot: import {}: {e}", cred.name);
+                1
+            }
+        },
     )
-    .await
-    {
-        Ok(msg) => {
-            println!("{msg}");
-            0
-        }
-        Err(e) => {
-            eprintln!("certrot: import {}: {e}", cred.name);
-            1
-        }
-    })
-}
-
-/// Reads a service key, verifies it and commits it as the credential's new generation.
-pub async fn import(
-    cred: &crate::config::Credential,
-    backend: &Backend,
-    key_file: &std::path::Path,
-    validate: bool,
-) -> Result<String, String> {
-    let bytes = read_input(key_file)?;
-    let bytes = zeroize::Zeroizing::new(bytes);
-    let label = key_file.display().to_string();
-    let g = crate::servicekey::parse_service_key(&bytes, &label).map_err(|e| e.to_string())?;
-    // [credential.fields] fill in what the service key lacks; the key's own fields win.
-    let fields = crate::generation::merge_fields(None, &cred.fields, g.credentials());
-    let g = g.with_credentials(fields);
-    let now = OffsetDateTime::now_utc();
-    if g.leaf().not_after <= now {
-        return Err(format!(
-            "{label}: the certificate expired at {}; create a new service key",
-            short_time(g.leaf().not_after)
-        ));
-    }
-    if validate {
-        crate::check::validate(cred, &g).await.map_err(|e| {
-            format!("{label}: the token check failed, nothing was written: {e} (use --no-validate to write it anyway)")
-        })?;
-    }
-    let mut state = backend
-        .load_state(&cred.name, true)
-        .await
-        .map_err(|e| e.to_string())?
-        .state;
-    let dir = backend.commit(&g, now).await.map_err(|e| e.to_string())?;
-    state.current = Some(CurrentRecord {
-        serial: g.leaf().serial.clone(),
-        fingerprint_sha256: g.leaf().fingerprint_sha256.clone(),
-        not_after: g.leaf().not_after,
-        generation: Some(dir.clone()),
-        binding_id: None,
-        committed_at: now,
-        source: "import".into(),
-    });
-    backend
-        .save_state(&state)
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!(credential = %cred.name, generation = %dir, serial = %g.leaf().serial, "imported");
-    Ok(format!(
-        "imported {}: {} (client id {}), valid until {}, into {} ({dir})",
-        cred.name,
-        crate::text::printable(&g.leaf().subject, 200),
-        crate::text::printable(g.client_id().unwrap_or("-"), 200),
-        short_time(g.leaf().not_after),
-        backend.describe()
-    ))
-}
-
-/// Reads a user-supplied file with the 1 MiB limit, naming it in errors.
-pub fn read_input(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let mut f =
-        crate::fsutil::open_regular(path, true).map_err(|e| format!("{}: {e}", path.display()))?;
-    crate::fsutil::read_limited(&mut f, crate::x509::MAX_PEM_BYTES)
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn cmd_rollback(config_path: &std::path::Path, name: &str, wait: bool, validate: bool) -> i32 {
-    with_locked(config_path, name, wait, async |cred, backend| {
-        rollback(cred, backend, validate).await
-    })
-}
-
-async fn rollback(cred: &crate::config::Credential, backend: &Backend, validate: bool) -> i32 {
-    let name = &cred.name;
-    let previous = match backend.previous().await {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("certrot: rollback {name}: {e}");
-            return 1;
-        }
-    };
-    if validate && let Err(e) = crate::check::validate(cred, &previous).await {
-        eprintln!(
-            "certrot: rollback {name}: the previous generation fails its token check, nothing was switched: {e} (--no-validate switches anyway)"
-        );
-        return 1;
-    }
-    let now = OffsetDateTime::now_utc();
-    // The generation switched to must be the one checked (a Secret may change meanwhile).
-    let expected = previous.leaf().fingerprint_sha256.clone();
-    let (from, to, g) = match backend.rollback(&expected).await {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("certrot: rollback {name}: {e}");
-            return 1;
-        }
-    };
-    if g.leaf().not_after <= now {
-        tracing::warn!(
-            credential = %name,
-            "the generation rolled back to has expired"
-        );
-    }
-    let saved = match backend.load_state(name, true).await {
-        Ok(l) => {
-            let mut state = l.state;
-            crate::rotate::rolled_back(&mut state, cred, &g, &to, now);
-            backend.save_state(&state).await
-        }
-        Err(e) => Err(e),
-    };
-    if let Err(e) = saved {
-        eprintln!("certrot: rollback {name}: switched, but the state was not saved: {e}");
-        return 1;
-    }
-    println!(
-        "rolled back {name}: {from} -> {to} ({}, valid until {})",
-        g.leaf().subject,
-        short_time(g.leaf().not_after)
-    );
-    0
+    with_locked(
+        config_path,
+        name,
+        wait,
+        async |cred, backend| match crate::manual::rollback(cred, backend, validate).await {
+            Ok(line) => {
+                println!("{line}");
+                0
+            }
+            Err(e) => {
+                eprintln!("certrot: rollback {}: {e}", cred.name);
+                1
+            }
+        },
+    )
 }

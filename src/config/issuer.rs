@@ -328,7 +328,7 @@ impl RawIssuer {
                     "a csr issuer needs the subject DN (RFC 4514, e.g. \"CN=orders,O=ACME\"); it stays the same across rotations".into(),
                 );
             };
-            if let Err(m) = crate::issuer::csr::parse_dn(&subject) {
+            if let Err(m) = crate::dn::parse_dn(&subject) {
                 return e("subject", m);
             }
             let Some(signer) = self.signer else {

@@ -485,26 +485,13 @@ impl Executor for Live {
     }
 }
 
-/// Runs `certrot run`; returns the exit code.
-pub fn run(config_path: &Path) -> i32 {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("certrot: {e}");
-            return crate::cli::EXIT_USAGE;
-        }
-    };
-    let rt = match crate::rt::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("certrot run: {e}");
-            return 1;
-        }
-    };
-    rt.block_on(serve(config_path, config))
+/// Runs `certrot run` with `config` (loaded from `config_path`, re-read on SIGHUP) until
+/// SIGTERM or SIGINT; `Err` when it cannot start.
+pub fn run(config_path: &Path, config: Config) -> Result<(), String> {
+    crate::rt::runtime()?.block_on(serve(config_path, config))
 }
 
-async fn serve(config_path: &Path, config: Config) -> i32 {
+async fn serve(config_path: &Path, config: Config) -> Result<(), String> {
     let listen = config.daemon.listen.clone();
     let live = Arc::new(Live::new(config_path, config));
     let beat = Arc::new(AtomicI64::new(OffsetDateTime::now_utc().unix_timestamp()));
@@ -521,10 +508,7 @@ async fn serve(config_path: &Path, config: Config) -> i32 {
                 println!("certrot run: metrics at http://{addr}/metrics");
                 Some(task)
             }
-            Err(e) => {
-                eprintln!("certrot run: {e}");
-                return 1;
-            }
+            Err(e) => return Err(e.to_string()),
         }
     };
     // Orphans of a crash are deleted at start, before anything else rotates.
@@ -539,7 +523,7 @@ async fn serve(config_path: &Path, config: Config) -> i32 {
     }
     .run(rx)
     .await;
-    0
+    Ok(())
 }
 
 async fn reconcile_at_start(live: &Live) {

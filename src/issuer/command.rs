@@ -4,7 +4,7 @@
 //! non-zero exit or output that is not a certificate chain is an error that carries the
 //! command's stderr (last 2 KiB).
 
-use super::signer::{SignError, SignRequest};
+use super::sign::{SignError, SignRequest};
 use crate::config::SignerConfig;
 use std::process::Stdio;
 use std::time::Duration;

@@ -1,10 +1,12 @@
 //! Issuers: how a new generation of a credential is obtained. `service_manager` holds the
 //! Service Manager API client (the pipeline creates a binding per generation with it);
-//! `csr` makes self-managed keys and CSRs (RFC 4514 subjects); `signer` signs them with a
-//! local CA, `vault` (Vault / OpenBao PKI) or `command` (an external program).
+//! `csr` makes self-managed keys and CSRs; `signer` signs them with a local CA, `vault`
+//! (Vault / OpenBao PKI) or `command` (an external program), all under the contract in
+//! `sign`.
 
 pub mod command;
 pub mod csr;
 pub mod service_manager;
+pub mod sign;
 pub mod signer;
 pub mod vault;

@@ -3,6 +3,7 @@
 //! secrets engine over HTTPS; `command` runs a program (CSR on stdin, chain on stdout), which
 //! covers step-ca, cfssl, openssl and in-house CAs.
 
+pub use super::sign::{SignError, SignRequest};
 use crate::config::{SignerConfig, SignerType};
 use rcgen::{
     CertificateSigningRequestParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose,
@@ -10,14 +11,6 @@ use rcgen::{
 };
 use std::time::Duration;
 use time::OffsetDateTime;
-
-/// Why a CSR was not signed.
-#[derive(Debug, thiserror::Error)]
-#[error("signer {signer}: {message}")]
-pub struct SignError {
-    pub signer: String,
-    pub message: String,
-}
 
 /// A serial number for a certificate this signer issues: 20 random bytes (RFC 5280's
 /// maximum; 159 bits of randomness, positive and without a leading zero byte, so that no
@@ -35,15 +28,6 @@ pub enum Signer {
     LocalCa(LocalCaSigner),
     Vault(super::vault::VaultSigner),
     Command(super::command::CommandSigner),
-}
-
-/// What a signer may tell the outside about the request.
-#[derive(Clone, Debug)]
-pub struct SignRequest<'a> {
-    pub csr_pem: &'a str,
-    pub credential: &'a str,
-    /// The requested subject (RFC 4514, as configured).
-    pub subject: &'a str,
 }
 
 impl Signer {
@@ -89,10 +73,10 @@ impl LocalCaSigner {
             signer: name.clone(),
             message: m,
         };
-        let cert_text = String::from_utf8(crate::cli::read_input(cert_path).map_err(e)?)
+        let cert_text = String::from_utf8(crate::fsutil::read_input(cert_path).map_err(e)?)
             .map_err(|_| e(format!("{}: not PEM text", cert_path.display())))?;
         let key_text = zeroize::Zeroizing::new(
-            String::from_utf8(crate::cli::read_input(key_path).map_err(e)?)
+            String::from_utf8(crate::fsutil::read_input(key_path).map_err(e)?)
                 .map_err(|_| e(format!("{}: not PEM text", key_path.display())))?,
         );
         let blocks =

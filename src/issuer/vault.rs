@@ -6,7 +6,7 @@
 //! server verified (system roots and `ca_file`), timeouts, 1 MiB responses; Vault's `errors`
 //! array is carried into the message. The token never appears in an error.
 
-use super::signer::{SignError, SignRequest};
+use super::sign::{SignError, SignRequest};
 use crate::check::{Limits, ServerTrust, classify_transport, http_client, read_limited_body};
 use crate::config::{AppRole, SignerConfig};
 use secrecy::{ExposeSecret, SecretString};
@@ -54,7 +54,7 @@ impl VaultSigner {
             .trim_end_matches('/')
             .to_string();
         let ca = match &cfg.ca_file {
-            Some(p) => Some(crate::cli::read_input(p).map_err(e)?),
+            Some(p) => Some(crate::fsutil::read_input(p).map_err(e)?),
             None => None,
         };
         let limits = Limits {
@@ -126,7 +126,7 @@ impl VaultSigner {
 
     async fn token(&self) -> Result<SecretString, SignError> {
         if let Some(p) = &self.token_file {
-            let t = zeroize::Zeroizing::new(crate::cli::read_input(p).map_err(|m| self.err(m))?);
+            let t = zeroize::Zeroizing::new(crate::fsutil::read_input(p).map_err(|m| self.err(m))?);
             let t = String::from_utf8_lossy(&t).trim().to_string();
             if t.is_empty() {
                 return Err(self.err(format!("{}: the token file is empty", p.display())));
@@ -135,7 +135,7 @@ impl VaultSigner {
         }
         if let Some(a) = &self.approle {
             let secret = zeroize::Zeroizing::new(
-                crate::cli::read_input(&a.secret_id_file).map_err(|m| self.err(m))?,
+                crate::fsutil::read_input(&a.secret_id_file).map_err(|m| self.err(m))?,
             );
             let secret = String::from_utf8_lossy(&secret).trim().to_string();
             let (status, body) = self
