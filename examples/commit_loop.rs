@@ -6,7 +6,7 @@
 
 use certrot::config::{DirectoryTarget as DirCfg, Layout};
 use certrot::generation::Generation;
-use certrot::target::DirectoryTarget;
+use certrot::store::DirectoryTarget;
 use certrot::units::FileMode;
 use std::path::PathBuf;
 

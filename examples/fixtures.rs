@@ -28,7 +28,7 @@ fn main() -> Result<(), String> {
     for cred in &config.credentials {
         let key = dir.join("keys").join(format!("{}.json", cred.name));
         rt.block_on(async {
-            let backend = certrot::target::Backend::open(cred, &config.state_dir)
+            let backend = certrot::store::Backend::open(cred, &config.state_dir)
                 .await
                 .map_err(|e| e.to_string())?;
             certrot::manual::import(cred, &backend, &key, false).await

@@ -57,8 +57,8 @@ pub fn service_manager_answer(data: &[u8]) {
 /// `.metadata`; every field file holds the input's first 40 bytes).
 pub fn servicebinding_metadata(data: &[u8]) {
     let head = &data[..data.len().min(40)];
-    let _ = crate::target::binding::parse_fields(|name| match name {
-        crate::target::binding::METADATA => Some(data),
+    let _ = crate::store::binding::parse_fields(|name| match name {
+        crate::store::binding::METADATA => Some(data),
         _ => Some(head),
     });
 }
@@ -71,7 +71,7 @@ pub fn kubernetes_annotations(data: &[u8]) {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let _ = crate::target::kubernetes::parse_state(Some(&map), "orders");
+    let _ = crate::store::kubernetes::parse_state(Some(&map), "orders");
 }
 
 /// An entry: a parser of one kind of outside input, fed arbitrary bytes.

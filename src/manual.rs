@@ -5,7 +5,7 @@
 
 use crate::state::CurrentRecord;
 use crate::status::short_time;
-use crate::target::Backend;
+use crate::store::Backend;
 use time::OffsetDateTime;
 
 /// Reads a service key, verifies it and commits it as the credential's new generation.

@@ -19,7 +19,7 @@ use crate::lock::LockError;
 use crate::policy::{self, Validity};
 use crate::state::{CurrentRecord, PendingRecord, RetiringRecord, RotationRecord, State};
 use crate::status::short_time;
-use crate::target::Backend;
+use crate::store::Backend;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -871,7 +871,7 @@ impl Rotator {
         });
         if let Err(e) = w.backend.save_state(&w.state).await {
             w.state.pending = None;
-            w.redecide = crate::target::is_conflict(&e);
+            w.redecide = crate::store::is_conflict(&e);
             return Outcome::Failed(failure(Step::Issue, "state", e.to_string()));
         }
         // reconcile: labelled bindings of earlier runs that are neither current nor queued.
@@ -983,7 +983,7 @@ impl Rotator {
         }
         if let Err(e) = w.backend.save_state(&w.state).await {
             // Another run has the Lease now: stop here, delete what this one created.
-            if crate::target::is_lease_lost(&e) {
+            if crate::store::is_lease_lost(&e) {
                 let f = failure(Step::Issue, "lease", e.to_string());
                 return self
                     .record_failure(w, f, Some((binding.id.clone(), None)), critical_at)

@@ -164,7 +164,7 @@ async fn serve(settings: Settings, root: &Path) -> Result<(), String> {
     write(&cfg_path, cfg_text)?;
     let config = Config::load(&cfg_path).map_err(|e| e.to_string())?;
     let cred = config.credentials[0].clone();
-    let backend = crate::target::Backend::open(&cred, &config.state_dir)
+    let backend = crate::store::Backend::open(&cred, &config.state_dir)
         .await
         .map_err(|e| e.to_string())?;
     let imported = crate::manual::import(&cred, &backend, &key_file, true).await?;

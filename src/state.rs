@@ -120,7 +120,7 @@ pub enum StateError {
     #[error("{path}: refusing to use this state directory: {reason}")]
     Unsafe { path: PathBuf, reason: String },
     #[error(transparent)]
-    Kube(#[from] crate::target::KubeError),
+    Kube(#[from] crate::store::kubernetes::error::KubeError),
 }
 
 /// Why `dir` cannot hold certrot's state and locks, if so: it must be a directory that no

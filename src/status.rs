@@ -4,7 +4,7 @@
 use crate::config::Credential;
 use crate::policy::{self, Health, Validity};
 use crate::state::RotationRecord;
-use crate::target::Backend;
+use crate::store::Backend;
 use serde::Serialize;
 use std::path::Path;
 use time::OffsetDateTime;

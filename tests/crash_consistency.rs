@@ -41,7 +41,7 @@ fn read_pair(target: &Path) -> Result<Option<String>, String> {
         Ok(Some(c)) => Ok(Some(c.generation.leaf().serial.clone())),
         Ok(None) => Ok(None),
         // A generation pruned between resolving `..data` and opening it: not an inconsistency.
-        Err(certrot::target::TargetError::Io { source, .. })
+        Err(certrot::store::TargetError::Io { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
             Ok(None)

@@ -3,7 +3,7 @@
 
 mod common;
 use certrot::config::Layout;
-use certrot::target::{DirectoryTarget, TargetError};
+use certrot::store::{DirectoryTarget, TargetError};
 use common::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use time::{Duration, OffsetDateTime};
@@ -26,7 +26,7 @@ fn layout_and_permissions() {
         std::fs::read_link(path.join("..data")).unwrap().to_str(),
         Some(name.as_str())
     );
-    for f in certrot::target::binding::OWN_FILES {
+    for f in certrot::store::binding::OWN_FILES {
         assert_eq!(mode(&path.join(&name).join(f)), 0o600, "{f}");
         assert_eq!(
             std::fs::read_link(path.join(f)).unwrap(),
@@ -66,7 +66,7 @@ fn group_readable_mode_gives_group_search_on_directories() {
         binding: Default::default(),
     };
     cfg.mode = certrot::units::FileMode(0o640);
-    let t = certrot::target::DirectoryTarget::new(cfg, 3);
+    let t = certrot::store::DirectoryTarget::new(cfg, 3);
     let ca = certrot_sandbox::ca::LocalCa::new("m").unwrap();
     let name = t
         .commit(
@@ -315,7 +315,7 @@ fn owner_and_group_applied_when_root() {
         layout: Layout::Files,
         binding: Default::default(),
     };
-    let t = certrot::target::DirectoryTarget::new(cfg, 3);
+    let t = certrot::store::DirectoryTarget::new(cfg, 3);
     let ca = certrot_sandbox::ca::LocalCa::new("own").unwrap();
     for _ in 0..2 {
         let g = generation(&issue(&ca, "o", Duration::hours(1), Duration::days(7)));
@@ -359,7 +359,7 @@ fn servicebinding_layout_shows_exactly_the_current_generations_fields() {
         .unwrap();
     assert!(path.join("sburl").exists());
     // certrot's own files stay inside the generation, not among the binding's fields.
-    for own in certrot::target::binding::OWN_FILES {
+    for own in certrot::store::binding::OWN_FILES {
         assert!(
             std::fs::symlink_metadata(path.join(own)).is_err(),
             "{own} is shown"

@@ -116,6 +116,6 @@ fn seeds_are_accepted_by_their_parsers() {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-    let st = certrot::target::kubernetes::parse_state(Some(&ann), "orders").unwrap();
+    let st = certrot::store::kubernetes::parse_state(Some(&ann), "orders").unwrap();
     assert_eq!(st.retiring.len(), 1);
 }

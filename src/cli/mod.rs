@@ -8,7 +8,7 @@ pub use crate::logging::LogFormat;
 use crate::logging::init_logging;
 use crate::policy::Health;
 use crate::status::{self, Report};
-use crate::target::{Backend, Current, Guard};
+use crate::store::{Backend, Current, Guard};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use time::OffsetDateTime;

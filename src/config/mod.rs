@@ -767,18 +767,18 @@ fn kubernetes_target(
         ));
     };
     // `<name>-previous` must be a valid name, too.
-    let previous = format!("{name}{}", crate::target::kubernetes::PREVIOUS_SUFFIX);
-    if !crate::target::kubernetes::is_dns_subdomain(&previous) {
+    let previous = format!("{name}{}", crate::names::PREVIOUS_SUFFIX);
+    if !crate::names::is_dns_subdomain(&previous) {
         return Err((
             "name",
             format!(
                 "{name:?} is not a valid Secret name (lower-case a-z 0-9 - ., starting and ending alphanumeric, at most {} characters)",
-                253 - crate::target::kubernetes::PREVIOUS_SUFFIX.len()
+                253 - crate::names::PREVIOUS_SUFFIX.len()
             ),
         ));
     }
     if let Some(ns) = &t.namespace
-        && !crate::target::kubernetes::is_dns_label(ns)
+        && !crate::names::is_dns_label(ns)
     {
         return Err((
             "namespace",
@@ -939,7 +939,7 @@ impl RawConfig {
                             ));
                         }
                     }
-                    let binding = service_binding(raw.kind, &t, &crate::target::binding::OWN_FILES)
+                    let binding = service_binding(raw.kind, &t, &crate::names::OWN_FILES)
                         .map_err(|(f, m)| err(Some(i), at(&format!("target.{f}")), m))?;
                     let Some(dir) = t.path else {
                         return Err(err(
@@ -1074,14 +1074,14 @@ impl RawConfig {
                     Some("comes from each generation's own certificate and key".to_string())
                 } else if crate::generation::SECRET_FIELDS.contains(&k.as_str()) {
                     Some("is a secret; it does not belong in the configuration file".into())
-                } else if crate::target::binding::RESERVED.contains(&k.as_str()) {
+                } else if crate::names::RESERVED.contains(&k.as_str()) {
                     Some("is a name certrot's own files use".into())
                 } else if crate::generation::INVENTED_FIELDS.contains(&k.as_str()) {
                     Some(
                         "is not a service-key field (the token check's URL is check.token_url)"
                             .into(),
                     )
-                } else if !crate::target::binding::is_field_name(k) {
+                } else if !crate::names::is_field_name(k) {
                     Some("is not a field name (letters, digits, '-', '_', '.')".into())
                 } else if v.is_null() || v.is_object() {
                     Some("must be a string, number, boolean or array".into())
@@ -1118,7 +1118,7 @@ impl RawConfig {
                 Target::Directory(t) => ("path", dirs.insert(resolved_path(&t.path), i)),
                 Target::KubernetesSecret(k) => {
                     let mut clash = None;
-                    for n in crate::target::kubernetes::secret_names(&k.name) {
+                    for n in crate::names::secret_names(&k.name) {
                         let key = (k.namespace.as_deref(), k.kubeconfig.as_deref(), n);
                         if let Some(&b) = secrets.get(&key) {
                             clash = Some(b);

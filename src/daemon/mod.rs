@@ -409,7 +409,7 @@ impl Executor for Live {
         let metrics = self.metrics.clone();
         Box::pin(async move {
             for c in &config.credentials {
-                let Ok(backend) = crate::target::Backend::open(c, &config.state_dir).await else {
+                let Ok(backend) = crate::store::Backend::open(c, &config.state_dir).await else {
                     continue;
                 };
                 let Ok(Some(cur)) = backend.read_current().await else {

@@ -6,7 +6,7 @@ pub mod world;
 
 use certrot::config::{DirectoryTarget as DirCfg, Layout};
 use certrot::generation::Generation;
-use certrot::target::DirectoryTarget;
+use certrot::store::DirectoryTarget;
 use certrot::units::FileMode;
 use certrot_sandbox::ca::{Issued, KeyAlg, LocalCa};
 use std::path::{Path, PathBuf};

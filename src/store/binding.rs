@@ -12,24 +12,10 @@
 
 use crate::config::{Layout, ServiceBinding};
 use crate::generation::Generation;
+pub use crate::names::{METADATA, OWN_FILES, RESERVED, is_field_name};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-/// certrot's own files: every generation directory holds them.
-pub const OWN_FILES: [&str; 4] = ["cert.pem", "key.pem", "bundle.pem", "credentials.json"];
-/// The servicebinding property list (`@sap/xsenv`'s `.metadata`).
-pub const METADATA: &str = ".metadata";
-/// Names no credential field may take: certrot's own files, the `.metadata` file and the
-/// `kubernetes.io/tls` keys of a Secret.
-pub const RESERVED: [&str; 7] = [
-    "cert.pem",
-    "key.pem",
-    "bundle.pem",
-    "credentials.json",
-    METADATA,
-    "tls.crt",
-    "tls.key",
-];
 /// At most this many credential fields become files (a binding is a handful; a runaway
 /// answer must not become thousands of files).
 pub const MAX_FIELDS: usize = 100;
@@ -59,16 +45,6 @@ pub enum BindingError {
 pub struct Rendered {
     pub files: Files,
     pub visible: Vec<String>,
-}
-
-/// True for a credential field name that can be a file (and a Secret key).
-pub fn is_field_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name.len() <= 100
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// Lays out `g` in `layout`.

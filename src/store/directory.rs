@@ -16,7 +16,7 @@
 use crate::config;
 use crate::fsutil::{fsync_dir, read_limited_nofollow};
 use crate::generation::Generation;
-use crate::target::binding::render;
+use crate::store::binding::render;
 use crate::x509::{InspectError, MAX_PEM_BYTES};
 use rustix::fs::{Mode, OFlags};
 use std::io::Write;
@@ -48,7 +48,7 @@ pub enum TargetError {
     #[error("{path}: {reason}")]
     NoPrevious { path: PathBuf, reason: String },
     #[error(transparent)]
-    Kube(#[from] super::kubernetes::KubeError),
+    Kube(#[from] super::kubernetes::error::KubeError),
 }
 
 fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> TargetError + use<> {
@@ -426,7 +426,7 @@ impl DirectoryTarget {
     /// certrot's own files that `names` leaves out but an earlier version linked here: they
     /// stay shown, so that no consumer of them loses them.
     fn kept_own_links(&self, names: &[&str]) -> Vec<&'static str> {
-        crate::target::binding::OWN_FILES
+        crate::store::binding::OWN_FILES
             .into_iter()
             .filter(|f| !names.contains(f) && self.is_our_link(f))
             .collect()

@@ -15,7 +15,7 @@
 use crate::config::{KubernetesSecretTarget, Layout, ServiceBinding};
 use crate::generation::Generation;
 use crate::state::State;
-use crate::target::directory::{Current, generation_dir_name};
+use crate::store::directory::{Current, generation_dir_name};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Secret;
@@ -25,108 +25,20 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
-/// Suffix of the Secret that keeps the previous generation.
-pub const PREVIOUS_SUFFIX: &str = "-previous";
-/// Prefix of certrot's annotations.
-pub const ANNOTATION_PREFIX: &str = "certrot.io/";
-/// The annotation naming the generation a Secret holds (a timestamp, like a directory name).
-pub const GENERATION_ANNOTATION: &str = "certrot.io/generation";
 const TLS_TYPE: &str = "kubernetes.io/tls";
 /// Largest API response read (a Secret is at most 1 MiB).
 const MAX_RESPONSE_BYTES: usize = 4 << 20;
 /// Writes retried after conflicts caused by foreign changes.
 const WRITE_ATTEMPTS: usize = 5;
 
-/// True for a DNS-1123 subdomain (Secret and Lease names).
-pub fn is_dns_subdomain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
-}
+mod annotations;
+pub mod error;
+mod lease;
 
-/// The Secrets a target named `name` uses: itself and its `-previous` copy.
-pub fn secret_names(name: &str) -> [String; 2] {
-    [name.to_string(), format!("{name}{PREVIOUS_SUFFIX}")]
-}
-
-/// True for a DNS-1123 label (namespace names).
-pub fn is_dns_label(name: &str) -> bool {
-    name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name)
-}
-
-/// Why the Kubernetes API could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum KubeError {
-    #[error("{place}: {message}")]
-    Client { place: String, message: String },
-    #[error("{place}: {action}: the API server answered {code} {reason}: {message}")]
-    Api {
-        place: String,
-        action: &'static str,
-        code: u16,
-        reason: String,
-        message: String,
-    },
-    #[error("{place}: {action}: {message}")]
-    Transport {
-        place: String,
-        action: &'static str,
-        message: String,
-    },
-    #[error(
-        "{place}: changed by another certrot run while this one was {action}; re-read and decide again"
-    )]
-    Conflict { place: String, action: &'static str },
-    #[error("{place}: {reason}")]
-    Invalid { place: String, reason: String },
-    #[error(
-        "{place}: the lease is now held by {holder}, so this run writes nothing more (it outlived lease_duration or another run took the lease)"
-    )]
-    LeaseLost { place: String, holder: String },
-}
-
-impl KubeError {
-    fn of(place: &str, server: &str, action: &'static str, e: kube::Error) -> KubeError {
-        match e {
-            kube::Error::Api(s) => KubeError::Api {
-                place: place.to_string(),
-                action,
-                code: s.code,
-                reason: s.reason.clone(),
-                message: s.message.clone(),
-            },
-            other => {
-                // kube's message is terse ("client error (Connect)"): add the causes.
-                let mut message = other.to_string();
-                let mut cause = std::error::Error::source(&other);
-                while let Some(c) = cause {
-                    let text = c.to_string();
-                    if !message.contains(&text) {
-                        message = format!("{message}: {text}");
-                    }
-                    cause = c.source();
-                }
-                KubeError::Transport {
-                    place: format!("{place} (API server {server})"),
-                    action,
-                    message,
-                }
-            }
-        }
-    }
-
-    /// The API server's HTTP status, when it answered.
-    pub fn code(&self) -> Option<u16> {
-        match self {
-            KubeError::Api { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
-}
+pub use crate::names::{PREVIOUS_SUFFIX, is_dns_label, is_dns_subdomain, secret_names};
+pub use annotations::{ANNOTATION_PREFIX, GENERATION_ANNOTATION, UNUSABLE_ANNOTATION, parse_state};
+use annotations::{ours, set_annotation, state_annotations};
+pub use error::KubeError;
 
 /// Builds an API client: `kubeconfig` from the target, else `KUBECONFIG`, else the
 /// in-cluster service account. Returns the client and the namespace to use.
@@ -254,109 +166,6 @@ fn to_offset(t: &MicroTime) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(t.0.as_nanosecond()).ok()
 }
 
-/// Where unusable state annotations are kept (as a JSON object) when certrot's are rewritten.
-pub const UNUSABLE_ANNOTATION: &str = "certrot.io/unusable-state";
-
-/// certrot's part of a Secret: its `certrot.io/` annotations and the certificate. A change
-/// in it between a read and a write means another certrot run (or an operator's rollback).
-fn ours(obj: &Option<Secret>) -> (BTreeMap<String, String>, Vec<u8>) {
-    let Some(o) = obj else {
-        return (BTreeMap::new(), Vec::new());
-    };
-    let ann = o
-        .metadata
-        .annotations
-        .iter()
-        .flatten()
-        .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX) && k.as_str() != UNUSABLE_ANNOTATION)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let crt = o
-        .data
-        .as_ref()
-        .and_then(|d| d.get("tls.crt"))
-        .map(|v| v.0.clone())
-        .unwrap_or_default();
-    (ann, crt)
-}
-
-/// The state as annotations: one per field, `certrot.io/<field-name>`; strings as they are,
-/// everything else as JSON; empty fields are removed (`None`).
-fn state_annotations(state: &State) -> Vec<(String, Option<String>)> {
-    let Ok(Value::Object(map)) = serde_json::to_value(state) else {
-        return Vec::new();
-    };
-    map.into_iter()
-        .map(|(k, v)| {
-            let key = format!("{ANNOTATION_PREFIX}{}", k.replace('_', "-"));
-            let value = match v {
-                Value::Null => None,
-                Value::Array(a) if a.is_empty() => None,
-                Value::Number(n) if n.as_u64() == Some(0) && k != "version" => None,
-                Value::String(s) => Some(s),
-                other => Some(other.to_string()),
-            };
-            (key, value)
-        })
-        .collect()
-}
-
-/// State fields kept as plain strings (never parsed as JSON: a credential may be named `123`).
-const STRING_FIELDS: [&str; 4] = ["credential", "last-success", "next-attempt", "installation"];
-
-/// The state read back from annotations; `Err` names the annotation.
-pub fn parse_state(
-    annotations: Option<&BTreeMap<String, String>>,
-    credential: &str,
-) -> Result<State, String> {
-    let mut map = Map::new();
-    for (k, v) in annotations.into_iter().flatten() {
-        let Some(field) = k.strip_prefix(ANNOTATION_PREFIX) else {
-            continue;
-        };
-        if k == GENERATION_ANNOTATION || k == UNUSABLE_ANNOTATION || field.starts_with("previous") {
-            continue;
-        }
-        let value = if STRING_FIELDS.contains(&field) {
-            Value::String(v.clone())
-        } else {
-            serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.clone()))
-        };
-        map.insert(field.replace('-', "_"), value);
-    }
-    if map.is_empty() {
-        return Ok(State {
-            version: 1,
-            credential: credential.to_string(),
-            ..State::default()
-        });
-    }
-    let state: State = serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
-        let path = e.path().to_string();
-        let (field, rest) = path.split_once('.').unwrap_or((&path, ""));
-        let at = format!("{ANNOTATION_PREFIX}{}", field.replace('_', "-"));
-        let at = if rest.is_empty() {
-            at
-        } else {
-            format!("{at} ({rest})")
-        };
-        format!("annotation {at}: {}", e.inner())
-    })?;
-    if state.credential != credential {
-        return Err(format!(
-            "annotation {ANNOTATION_PREFIX}credential says it belongs to credential {:?}, not {credential:?}",
-            state.credential
-        ));
-    }
-    if state.version != 1 {
-        return Err(format!(
-            "annotation {ANNOTATION_PREFIX}version: unsupported state version {}",
-            state.version
-        ));
-    }
-    Ok(state)
-}
-
 fn has_generation(obj: &Secret) -> bool {
     obj.data
         .as_ref()
@@ -378,18 +187,6 @@ fn generation_name(obj: &Secret) -> String {
         })
 }
 
-fn set_annotation(obj: &mut Secret, key: &str, value: Option<&str>) {
-    let a = obj.metadata.annotations.get_or_insert_with(BTreeMap::new);
-    match value {
-        Some(v) => {
-            a.insert(key.to_string(), v.to_string());
-        }
-        None => {
-            a.remove(key);
-        }
-    }
-}
-
 /// The Secret data of a generation: the files the layout shows, `cert.pem` and `key.pem`
 /// under the `kubernetes.io/tls` keys (always present: the Secret type requires them).
 /// `keep`: keys of certrot's own files the Secret holds now (written by an earlier version
@@ -399,8 +196,8 @@ fn data_of(
     layout: Layout,
     binding: &ServiceBinding,
     keep: &[&str],
-) -> Result<BTreeMap<String, ByteString>, crate::target::binding::BindingError> {
-    let r = crate::target::binding::render(g, layout, binding)?;
+) -> Result<BTreeMap<String, ByteString>, crate::store::binding::BindingError> {
+    let r = crate::store::binding::render(g, layout, binding)?;
     Ok(r.files
         .into_iter()
         .filter_map(|(name, bytes)| {
@@ -600,7 +397,7 @@ impl SecretTarget {
         &self,
         obj: &Secret,
         place: &str,
-    ) -> Result<Generation, crate::target::TargetError> {
+    ) -> Result<Generation, crate::store::TargetError> {
         let data = obj.data.as_ref();
         let get = |k: &str| data.and_then(|d| d.get(k)).map(|v| v.0.as_slice());
         let invalid = |reason: String| KubeError::Invalid {
@@ -627,9 +424,9 @@ impl SecretTarget {
                 ))
             })?;
             g = g.with_credentials(map);
-        } else if get(crate::target::binding::METADATA).is_some() {
+        } else if get(crate::store::binding::METADATA).is_some() {
             // The servicebinding layout without credentials.json: the fields are the keys.
-            let map = crate::target::binding::parse_fields(get)
+            let map = crate::store::binding::parse_fields(get)
                 .map_err(|e| invalid(format!("key {e}")))?;
             g = g.with_credentials(map);
         }
@@ -637,7 +434,7 @@ impl SecretTarget {
     }
 
     /// The current generation (from the Secret as last read; read now if not yet).
-    pub async fn read_current(&self) -> Result<Option<Current>, crate::target::TargetError> {
+    pub async fn read_current(&self) -> Result<Option<Current>, crate::store::TargetError> {
         let mut seen = self.seen.lock().await;
         if seen.is_none() {
             *seen = Some(self.fetch().await?);
@@ -692,7 +489,7 @@ impl SecretTarget {
     }
 
     /// The generation a rollback would switch to (read from `<name>-previous`).
-    pub async fn previous(&self) -> Result<Generation, crate::target::TargetError> {
+    pub async fn previous(&self) -> Result<Generation, crate::store::TargetError> {
         let (previous, place) = self.previous_secret().await?;
         self.generation_of(&previous, &place)
     }
@@ -741,7 +538,7 @@ impl SecretTarget {
     /// Makes `g` current: the generation it replaces goes to `<name>-previous` first, then
     /// one replace of the Secret writes cert, key and bundle together.
     pub async fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, KubeError> {
-        let invalid = |e: crate::target::binding::BindingError| KubeError::Invalid {
+        let invalid = |e: crate::store::binding::BindingError| KubeError::Invalid {
             place: self.place(),
             reason: format!("nothing was written: {e}"),
         };
@@ -851,7 +648,7 @@ impl SecretTarget {
     pub async fn rollback(
         &self,
         expected: &str,
-    ) -> Result<(String, String, Generation), crate::target::TargetError> {
+    ) -> Result<(String, String, Generation), crate::store::TargetError> {
         let (previous, place) = self.previous_secret().await?;
         let no_previous = |reason: String| KubeError::Invalid {
             place: place.clone(),
@@ -931,315 +728,5 @@ impl SecretTarget {
             tracing::info!(secret = %place, "removed the previous generation: its binding is retired");
         }
         Ok(())
-    }
-
-    fn lease_name(&self) -> String {
-        let mut n = format!("certrot-{}", self.cfg.name);
-        n.truncate(253);
-        n.trim_end_matches(['-', '.']).to_string()
-    }
-
-    /// Takes the Lease `certrot-<name>` (creating it); `Ok(Err(holder))` while another holder
-    /// has it and it has not expired. With `wait`, polls until it is free.
-    pub async fn acquire_lease(&self, wait: bool) -> Result<Result<LeaseGuard, String>, KubeError> {
-        let name = self.lease_name();
-        let place = format!("lease {}/{name}", self.namespace);
-        let host = rustix::system::uname()
-            .nodename()
-            .to_string_lossy()
-            .into_owned();
-        // pid 1 in every container, and pods may share a host name: a per-run nonce too.
-        let nonce = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 & 0xffff_ffff;
-        let holder = format!("{host}/{}/{nonce:08x}", std::process::id());
-        let pp = PostParams::default();
-        let duration = i32::try_from(self.lease_secs().as_secs()).unwrap_or(i32::MAX);
-        loop {
-            let existing = self
-                .leases
-                .get_opt(&name)
-                .await
-                .map_err(|e| self.fail(&place, "reading", e))?;
-            let now = OffsetDateTime::now_utc();
-            let busy = existing.as_ref().and_then(|l| {
-                let spec = l.spec.as_ref()?;
-                let who = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
-                let renewed = spec.renew_time.as_ref().and_then(to_offset)?;
-                let until = renewed
-                    .checked_add(time::Duration::seconds(i64::from(
-                        spec.lease_duration_seconds.unwrap_or(0),
-                    )))
-                    .unwrap_or(renewed);
-                (until > now && who != holder).then(|| {
-                    format!(
-                        "{who} (lease {name} until {})",
-                        crate::status::short_time(until)
-                    )
-                })
-            });
-            if let Some(who) = busy {
-                if !wait {
-                    return Ok(Err(who));
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                continue;
-            }
-            let spec = LeaseSpec {
-                holder_identity: Some(holder.clone()),
-                lease_duration_seconds: Some(duration),
-                acquire_time: Some(micro_now()),
-                renew_time: Some(micro_now()),
-                lease_transitions: Some(
-                    existing
-                        .as_ref()
-                        .and_then(|l| l.spec.as_ref()?.lease_transitions)
-                        .unwrap_or(0)
-                        .saturating_add(i32::from(existing.is_some())),
-                ),
-                ..LeaseSpec::default()
-            };
-            // The Lease runs from its renew time, taken before the request.
-            let asked = tokio::time::Instant::now();
-            let r = match existing {
-                Some(mut l) => {
-                    l.spec = Some(spec);
-                    self.leases.replace(&name, &pp, &l).await
-                }
-                None => {
-                    let l = Lease {
-                        metadata: ObjectMeta {
-                            name: Some(name.clone()),
-                            namespace: Some(self.namespace.clone()),
-                            ..ObjectMeta::default()
-                        },
-                        spec: Some(spec),
-                    };
-                    self.leases.create(&pp, &l).await
-                }
-            };
-            match r {
-                Ok(_) => {
-                    *self.held.lock().await = Some(HeldLease {
-                        name: name.clone(),
-                        holder: holder.clone(),
-                        renewed: asked,
-                        lost_to: None,
-                    });
-                    return Ok(Ok(LeaseGuard { name, holder }));
-                }
-                // Someone took it between our read and write: look again.
-                Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(e) => return Err(self.fail(&place, "taking the lease", e)),
-            }
-        }
-    }
-
-    /// Renews the held Lease every third of `lease_duration` for as long as it is polled;
-    /// never completes. A renewal that finds another holder marks the Lease lost.
-    pub async fn keep_lease(&self) -> std::convert::Infallible {
-        let every = self.lease_secs() / 3;
-        // After a failed renewal, sooner: the Lease still holds for a while.
-        let soon = (every / 4).min(std::time::Duration::from_secs(5));
-        let mut wait = every;
-        loop {
-            tokio::time::sleep(wait).await;
-            let renewed = tokio::time::timeout(every, self.renew_lease(every))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(KubeError::Transport {
-                        place: self.place(),
-                        action: "renewing the lease",
-                        message: format!("no answer within {every:?}"),
-                    })
-                });
-            wait = match renewed {
-                Ok(()) => every,
-                Err(e @ KubeError::LeaseLost { .. }) => {
-                    tracing::error!(secret = %self.place(), "{e}");
-                    return std::future::pending().await;
-                }
-                Err(e) => {
-                    tracing::warn!(secret = %self.place(), "could not renew the lease (trying again): {e}");
-                    soon
-                }
-            }
-        }
-    }
-
-    /// `lease_duration` as the Lease states it: whole seconds.
-    fn lease_secs(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.cfg.lease_duration.0.as_secs())
-    }
-
-    /// Before a write: the Lease, if this run holds one, must still be its own. A Lease
-    /// found lost (by [`SecretTarget::keep_lease`] or here) refuses the write; one renewed
-    /// within the last two thirds of `lease_duration` is taken as still held (no other
-    /// run can take it before it expires, clocks in sync), an older one is renewed first.
-    pub async fn hold_lease(&self) -> Result<(), KubeError> {
-        self.renew_lease(self.lease_secs() * 2 / 3).await
-    }
-
-    /// Renews the Lease when the last renewal is at least `older_than` ago; `LeaseLost`
-    /// when someone else holds it (remembered: later calls refuse without asking).
-    async fn renew_lease(&self, older_than: std::time::Duration) -> Result<(), KubeError> {
-        let mut held = self.held.lock().await;
-        let Some(h) = held.as_mut() else {
-            return Ok(());
-        };
-        let place = format!("lease {}/{}", self.namespace, h.name);
-        if let Some(holder) = &h.lost_to {
-            return Err(KubeError::LeaseLost {
-                place,
-                holder: holder.clone(),
-            });
-        }
-        if h.renewed.elapsed() < older_than {
-            return Ok(());
-        }
-        for _ in 0..WRITE_ATTEMPTS {
-            let asked = tokio::time::Instant::now();
-            let lease = self
-                .leases
-                .get_opt(&h.name)
-                .await
-                .map_err(|e| self.fail(&place, "reading", e))?;
-            let holder = lease
-                .as_ref()
-                .and_then(|l| l.spec.as_ref()?.holder_identity.clone())
-                .unwrap_or_default();
-            let Some(mut lease) = lease.filter(|_| holder == h.holder) else {
-                let holder = if holder.is_empty() {
-                    "nobody (released or deleted by someone else)".to_string()
-                } else {
-                    holder
-                };
-                h.lost_to = Some(holder.clone());
-                return Err(KubeError::LeaseLost { place, holder });
-            };
-            lease.spec.get_or_insert_with(LeaseSpec::default).renew_time = Some(micro_now());
-            match self
-                .leases
-                .replace(&h.name, &PostParams::default(), &lease)
-                .await
-            {
-                Ok(_) => {
-                    h.renewed = asked;
-                    tracing::debug!(lease = %place, "lease renewed");
-                    return Ok(());
-                }
-                Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(e) => return Err(self.fail(&place, "renewing the lease", e)),
-            }
-        }
-        // Not `Conflict`: that would read as another run's change to the state.
-        Err(KubeError::Transport {
-            place,
-            action: "renewing the lease",
-            message: format!("the Lease changed on each of {WRITE_ATTEMPTS} attempts"),
-        })
-    }
-
-    /// Gives the Lease back (clears the holder); it would expire anyway.
-    pub async fn release(&self, guard: LeaseGuard) {
-        let lost = self
-            .held
-            .lock()
-            .await
-            .take()
-            .is_some_and(|h| h.lost_to.is_some());
-        if lost {
-            return;
-        }
-        let place = format!("lease {}/{}", self.namespace, guard.name);
-        let result = async {
-            // A renewal cut short may still land meanwhile: 409 → read again.
-            for _ in 0..WRITE_ATTEMPTS {
-                let Some(mut l) = self.leases.get_opt(&guard.name).await? else {
-                    return Ok(());
-                };
-                let spec = l.spec.get_or_insert_with(LeaseSpec::default);
-                if spec.holder_identity.as_deref() != Some(&guard.holder) {
-                    return Ok(());
-                }
-                spec.holder_identity = None;
-                spec.renew_time = None;
-                spec.acquire_time = None;
-                match self
-                    .leases
-                    .replace(&guard.name, &PostParams::default(), &l)
-                    .await
-                {
-                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                    r => return r.map(|_| ()),
-                }
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(lease = %place, "could not release the lease (it expires by itself): {e}");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::{PendingRecord, RetiringRecord};
-
-    #[test]
-    fn names() {
-        assert!(is_dns_subdomain("orders-credentials"));
-        assert!(is_dns_subdomain("a.b-c"));
-        assert!(!is_dns_subdomain("Orders"));
-        assert!(!is_dns_subdomain("-a"));
-        assert!(!is_dns_subdomain("a_b"));
-        assert!(!is_dns_subdomain(""));
-        assert!(is_dns_label("apps"));
-        assert!(!is_dns_label("a.b"));
-    }
-
-    #[test]
-    fn state_round_trips_through_annotations() {
-        let t = time::macros::datetime!(2026-11-23 12:00:00.123456789 UTC);
-        let st = State {
-            version: 1,
-            credential: "orders".into(),
-            consecutive_failures: 2,
-            next_attempt: Some(t),
-            pending: Some(PendingRecord {
-                binding_name: "certrot-orders-1".into(),
-                binding_id: Some("b1".into()),
-                service_manager: "default".into(),
-                instance_id: "i1".into(),
-                started_at: t,
-                fingerprint_sha256: None,
-            }),
-            retiring: vec![RetiringRecord {
-                binding_id: "b0".into(),
-                service_manager: "default".into(),
-                fingerprint_sha256: Some("ab".into()),
-                retire_at: t,
-                reason: "replaced".into(),
-                attempts: 0,
-            }],
-            ..State::default()
-        };
-        let ann: BTreeMap<String, String> = state_annotations(&st)
-            .into_iter()
-            .filter_map(|(k, v)| Some((k, v?)))
-            .collect();
-        assert_eq!(ann["certrot.io/credential"], "orders");
-        assert_eq!(ann["certrot.io/consecutive-failures"], "2");
-        assert!(!ann.contains_key("certrot.io/current"));
-        assert_eq!(parse_state(Some(&ann), "orders").unwrap(), st);
-        // Someone else's credential, or a broken value, is reported with the annotation.
-        let e = parse_state(Some(&ann), "billing").unwrap_err();
-        assert!(e.contains("belongs to credential \"orders\""), "{e}");
-        let mut bad = ann.clone();
-        bad.insert("certrot.io/next-attempt".into(), "yesterday".into());
-        let e = parse_state(Some(&bad), "orders").unwrap_err();
-        assert!(e.starts_with("annotation certrot.io/next-attempt"), "{e}");
-        // No annotations: a fresh state.
-        assert_eq!(parse_state(None, "x").unwrap().credential, "x");
     }
 }
