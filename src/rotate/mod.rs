@@ -1,0 +1,279 @@
+//! The rotation pipeline: lock → inspect → decide → (reconcile) → issue → verify → check →
+//! commit → hooks → retire. This module holds the run itself (`Rotator::rotate_all`,
+//! `Rotator::rotate`: lock, load the state, settle what an earlier run left, hand over to
+//! the issuer's path); each step lives in its own module:
+//!
+//! - `plan`: pure decisions and bookkeeping (`decide`, `binding_parameters`, `binding_name`,
+//!   `rolled_back`, `settle_tracking`);
+//! - `service_manager` and `csr`: the two issuer paths (issue → verify → check → commit);
+//! - `verify`: the new generation proved against the request and by a token request;
+//! - `commit`: what is written after a commit or a failure;
+//! - `reconcile` and `retire`: deleting orphans and retired bindings, never the served one;
+//! - `outcome`: what a run reports.
+//!
+//! On a failure in issue, verify, check or commit nothing visible changes: the old
+//! generation stays, a binding created for the attempt is deleted (or, if that fails, queued
+//! for retirement so it is never forgotten), and the failure is recorded with the next
+//! attempt time from the policy's backoff. The intent is written to the state file before a
+//! binding is created, so a crash at any point leaves a record; the next run's reconcile
+//! deletes every labelled binding that is neither current nor queued for retirement.
+
+use crate::config::{CertificateMode, Config, Credential, HookOn, Issuer, Kind, SmIssuer, SmMode};
+use crate::generation::{Generation, merge_fields};
+use crate::issuer::service_manager::{
+    Binding, BindingRequest, Mode, RetryPolicy, SmAccess, SmClient, SmError, SmErrorKind, quote,
+};
+use crate::lock::LockError;
+use crate::policy::{self, Validity};
+use crate::state::{CurrentRecord, PendingRecord, RetiringRecord, RotationRecord, State};
+use crate::status::short_time;
+use crate::store::Backend;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+mod commit;
+mod csr;
+mod outcome;
+mod plan;
+mod reconcile;
+mod retire;
+mod service_manager;
+mod verify;
+
+use csr::self_made;
+pub use outcome::*;
+pub use plan::*;
+use reconcile::{binding_fingerprints, is_credentials_binding};
+use verify::{check_with_retries, verify, verify_signed};
+
+/// Labels every binding certrot creates carries.
+pub const LABEL_MANAGED_BY: (&str, &str) = ("managed_by", "certrot");
+/// Label naming the credential a binding belongs to.
+pub const LABEL_CREDENTIAL: &str = "certrot_credential";
+/// Label naming the installation (its state) that made a binding.
+pub const LABEL_INSTALLATION: &str = "certrot_installation";
+
+/// A fresh installation id: `i` and 16 random hex digits (never mistaken for a number).
+fn new_installation_id() -> Option<String> {
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut b).ok()?;
+    Some(format!(
+        "i{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    ))
+}
+
+/// The label query for this installation's bindings of `credential`.
+fn own_labels(credential: &str, installation: &str) -> String {
+    format!(
+        "{} eq {} and {LABEL_CREDENTIAL} eq {} and {LABEL_INSTALLATION} eq {}",
+        LABEL_MANAGED_BY.0,
+        quote(LABEL_MANAGED_BY.1),
+        quote(credential),
+        quote(installation)
+    )
+}
+/// How far in the future a new certificate's `not_before` may lie (clock skew).
+const NOT_BEFORE_SKEW: time::Duration = time::Duration::minutes(5);
+
+/// How `certrot rotate` was asked to run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// `--now`: rotate regardless of the policy and of backoff.
+    pub force: bool,
+    /// `--revoke-previous`: delete the replaced binding right after the commit.
+    pub revoke_previous: bool,
+    /// `--dry-run`: decide and show, create nothing.
+    pub dry_run: bool,
+    /// `--wait`: wait for the credential's lock instead of giving up.
+    pub wait: bool,
+}
+
+/// Runs rotations for one configuration; caches one Service Manager client per access.
+pub struct Rotator {
+    config: Arc<Config>,
+    clients: tokio::sync::Mutex<HashMap<String, Arc<SmClient>>>,
+    /// Retry policy of Service Manager calls (attempts from the configuration).
+    pub retry_base: std::time::Duration,
+}
+
+/// Whether a failed commit may have landed after all.
+enum CommitUnknown {
+    No,
+    Yes,
+}
+
+/// What a run of the pipeline carries between steps.
+struct Work<'a> {
+    cred: &'a Credential,
+    /// The state file was unreadable and set aside: what certrot tracked is unknown, so
+    /// reconcile must not delete anything.
+    state_lost: bool,
+    backend: &'a Backend,
+    state: State,
+    /// Another run changed the state before this one created anything: decide again.
+    redecide: bool,
+    /// The commit's outcome is unknown: the intent must outlive this run.
+    keep_pending: bool,
+    reconciled: Vec<String>,
+    retired: Vec<String>,
+    retire_errors: Vec<String>,
+    /// The binding (and certificate fingerprint) of an interrupted earlier attempt whose
+    /// intent this run replaced.
+    earlier_attempt: Option<(String, Option<String>)>,
+}
+
+impl<'a> Work<'a> {
+    /// A target that serves a generation the state does not know of (the state file was
+    /// lost, moved away, or is another installation's fresh one): what certrot tracked is
+    /// unknown, exactly as after a corrupt state file — nothing is an orphan until a
+    /// generation rotated in from now on has been current for `retire_after`.
+    fn note_untracked(&mut self, target_serves: bool, now: OffsetDateTime) {
+        if target_serves && self.state.current.is_none() && self.state.unknown_since.is_none() {
+            tracing::warn!(credential = %self.cred.name, "the target serves a generation the state does not know (state file lost?): no binding is deleted until a new generation has been current for retire_after");
+            self.state.unknown_since = Some(now);
+            self.state_lost = true;
+        }
+    }
+
+    fn new(cred: &'a Credential, backend: &'a Backend, state: State) -> Work<'a> {
+        Work {
+            cred,
+            state_lost: false,
+            backend,
+            state,
+            redecide: false,
+            keep_pending: false,
+            reconciled: Vec::new(),
+            retired: Vec::new(),
+            retire_errors: Vec::new(),
+            earlier_attempt: None,
+        }
+    }
+}
+
+impl Rotator {
+    pub fn new(config: Arc<Config>) -> Rotator {
+        Rotator {
+            config,
+            clients: tokio::sync::Mutex::new(HashMap::new()),
+            retry_base: std::time::Duration::from_millis(500),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Rotates the credentials named (all when empty): Service Manager access credentials
+    /// first, one by one, then the rest with at most `parallel` at once. Summaries come back
+    /// in configuration order.
+    pub async fn rotate_all(
+        self: &Arc<Self>,
+        creds: Vec<Credential>,
+        opts: Options,
+        parallel: usize,
+    ) -> Vec<Summary> {
+        let access: Vec<&str> = self
+            .config
+            .service_managers
+            .values()
+            .filter_map(|m| m.credential.as_deref())
+            .collect();
+        let mut out: Vec<Option<Summary>> = vec![None; creds.len()];
+        for (i, c) in creds.iter().enumerate() {
+            if access.contains(&c.name.as_str()) {
+                out[i] = Some(self.rotate(c, opts).await);
+            }
+        }
+        let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, c) in creds.into_iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            let (me, sem) = (self.clone(), sem.clone());
+            tasks.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                (i, me.rotate(&c, opts).await)
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            if let Ok((i, s)) = r {
+                out[i] = Some(s);
+            }
+        }
+        out.into_iter().flatten().collect()
+    }
+
+    /// Runs the pipeline for one credential.
+    pub async fn rotate(&self, cred: &Credential, opts: Options) -> Summary {
+        let started = std::time::Instant::now();
+        type Lists = (Vec<String>, Vec<String>, Vec<String>);
+        let summary = |outcome, lists: Option<Lists>| {
+            let (reconciled, retired, retire_errors) = lists.unwrap_or_default();
+            Summary {
+                credential: cred.name.clone(),
+                outcome,
+                reconciled,
+                retired,
+                retire_errors,
+                duration_ms: started.elapsed().as_millis() as u64,
+            }
+        };
+        let failed = |step, label, e: String| Outcome::Failed(failure(step, label, e));
+        // 1. lock
+        let backend = match Backend::open(cred, &self.config.state_dir).await {
+            Ok(b) => b,
+            Err(e) => return summary(failed(Step::Lock, "target", e.to_string()), None),
+        };
+        let guard = match backend.lock(&cred.name, opts.wait).await {
+            Ok(g) => g,
+            Err(e @ LockError::Locked { .. }) => {
+                let message = e.to_string();
+                return summary(Outcome::Locked { message }, None);
+            }
+            Err(e) => return summary(failed(Step::Lock, "lock", e.to_string()), None),
+        };
+        // Without an exclusive lock (a Secret without a Lease) a write can meet another
+        // run's: then the state is read again and the decision taken again.
+        let mut attempt = 0;
+        let run = async {
+            loop {
+                attempt += 1;
+                // A dry run changes nothing, not even a corrupt state file.
+                let loaded = match backend.load_state(&cred.name, !opts.dry_run).await {
+                    Ok(l) => l,
+                    Err(e) => break (failed(Step::Inspect, "state", e.to_string()), None),
+                };
+                let mut w = Work::new(cred, &backend, loaded.state);
+                if let Some((p, why)) = loaded.set_aside {
+                    tracing::warn!(credential = %cred.name, path = %p.display(), "state set aside: {why}");
+                }
+                w.state_lost = settle_tracking(&mut w.state, cred, OffsetDateTime::now_utc());
+                let outcome = self.pipeline(&mut w, opts).await;
+                if w.redecide && attempt < 3 {
+                    tracing::info!(credential = %cred.name, "another run changed the state before this one created anything; deciding again");
+                    continue;
+                }
+                break (outcome, Some((w.reconciled, w.retired, w.retire_errors)));
+            }
+        };
+        let run = crate::issuer::service_manager::with_wait_bound(run);
+        let (outcome, lists) = backend.hold(&guard, run).await;
+        backend.release(guard).await;
+        match &outcome {
+            Outcome::Rotated { new_binding, .. } => {
+                tracing::info!(credential = %cred.name, binding = ?new_binding, "rotated")
+            }
+            Outcome::Failed(f) => {
+                tracing::warn!(credential = %cred.name, step = f.step.label(), label = %f.label, "rotation failed: {}", f.message)
+            }
+            _ => {}
+        }
+        summary(outcome, lists)
+    }
+}

@@ -1,0 +1,508 @@
+//! Pure rules of the pipeline: what to do (`decide`), what to ask Service Manager for
+//! (`binding_parameters`, `binding_name`), and the bookkeeping of a rollback and of a lost
+//! state (`rolled_back`, `settle_tracking`). No clock, no I/O.
+
+use super::*;
+
+/// Whether certrot still lacks track of the credential's bindings after its state was
+/// lost (`unknown_since`): until a generation committed since then has been current for
+/// `retire_after`, an unknown binding may be the one a consumer still uses. Clears the mark
+/// once that has passed.
+pub fn settle_tracking(state: &mut State, cred: &Credential, now: OffsetDateTime) -> bool {
+    let Some(since) = state.unknown_since else {
+        return false;
+    };
+    // Only a generation certrot rotated in since: its binding is the one it knows for sure.
+    let settled = state.current.as_ref().is_some_and(|c| {
+        c.source.starts_with("rotate")
+            && c.binding_id.is_some() == matches!(cred.issuer, Some(Issuer::ServiceManager(_)))
+            && c.committed_at >= since
+            && c.committed_at
+                .checked_add(cred.policy.retire_after.to_time())
+                .is_some_and(|t| now >= t)
+    });
+    if settled {
+        state.unknown_since = None;
+    }
+    !settled
+}
+
+/// The state after a rollback to `g`: its binding leaves the retirement queue and is current
+/// again; the binding rolled away from is queued for retirement after `retire_after`.
+pub fn rolled_back(
+    state: &mut State,
+    cred: &Credential,
+    g: &Generation,
+    generation: &str,
+    now: OffsetDateTime,
+) {
+    let fp = &g.leaf().fingerprint_sha256;
+    // The state may name the generation switched to as current already (a commit it never
+    // recorded): its binding stays current.
+    let mut same = state
+        .current
+        .as_ref()
+        .filter(|c| &c.fingerprint_sha256 == fp)
+        .and_then(|c| c.binding_id.clone());
+    let restored = state
+        .retiring
+        .iter()
+        .position(|r| r.fingerprint_sha256.as_ref() == Some(fp))
+        .map(|i| state.retiring.remove(i));
+    // An intent with a binding (a commit the state never recorded, or an attempt): if it is
+    // the generation switched to, that is its binding; otherwise its binding is retired
+    // after the grace period like the one rolled away from, not reconciled away at once.
+    if let Some(p) = state.pending.take_if(|p| p.binding_id.is_some())
+        && let Some(id) = p.binding_id
+    {
+        if p.fingerprint_sha256.as_ref() == Some(fp) {
+            same = same.or(Some(id));
+        } else {
+            state.retiring.push(RetiringRecord {
+                binding_id: id,
+                service_manager: p.service_manager,
+                fingerprint_sha256: p.fingerprint_sha256,
+                retire_at: now + cred.policy.retire_after.to_time(),
+                reason: "rolled-back".into(),
+                attempts: 0,
+            });
+        }
+    }
+    let service_managed = matches!(cred.issuer, Some(Issuer::ServiceManager(_)));
+    if restored.is_none() && same.is_none() && service_managed {
+        // Which binding this generation has is unknown: it may still exist and be used,
+        // so nothing is deleted as an orphan until a rotation settles it.
+        tracing::warn!(credential = %cred.name, "the binding of the generation rolled back to is not known; reconcile deletes nothing until the next rotation has been current for retire_after");
+        state.unknown_since = Some(now);
+    }
+    let manager = match &cred.issuer {
+        Some(Issuer::ServiceManager(i)) => Some(i.service_manager.clone()),
+        _ => restored.as_ref().map(|r| r.service_manager.clone()),
+    };
+    if let Some(old) = state.current.take()
+        && &old.fingerprint_sha256 != fp
+        && let Some(id) = old.binding_id
+        && restored.as_ref().map(|r| &r.binding_id) != Some(&id)
+    {
+        match &manager {
+            Some(sm) => state.retiring.push(RetiringRecord {
+                binding_id: id,
+                service_manager: sm.clone(),
+                fingerprint_sha256: Some(old.fingerprint_sha256),
+                retire_at: now + cred.policy.retire_after.to_time(),
+                reason: "rolled-back".into(),
+                attempts: 0,
+            }),
+            None => {
+                tracing::warn!(credential = %cred.name, binding = %id, "the binding rolled away from is not queued for retirement (no Service Manager is known for it); delete it by hand")
+            }
+        }
+    }
+    state.current = Some(CurrentRecord {
+        serial: g.leaf().serial.clone(),
+        fingerprint_sha256: fp.clone(),
+        not_after: g.leaf().not_after,
+        generation: Some(generation.to_string()),
+        binding_id: restored.map(|r| r.binding_id).or(same),
+        committed_at: now,
+        source: "rollback".into(),
+    });
+}
+
+/// Why a rotation happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    Forced,
+    Missing,
+    Unusable,
+    Expired,
+    Due,
+}
+
+impl Reason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Forced => "forced",
+            Reason::Missing => "missing",
+            Reason::Unusable => "unusable",
+            Reason::Expired => "expired",
+            Reason::Due => "due",
+        }
+    }
+}
+
+/// The current generation as the decision sees it.
+#[derive(Clone, Debug)]
+pub enum CurrentView {
+    Missing,
+    Unusable(String),
+    Valid {
+        not_after: OffsetDateTime,
+        renews_at: OffsetDateTime,
+    },
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Rotate(Reason),
+    NotDue { renews_at: OffsetDateTime },
+    BackingOff { until: OffsetDateTime },
+}
+
+/// Decides from the current generation, the recorded next attempt and the clock. Pure.
+pub fn decide(
+    force: bool,
+    current: &CurrentView,
+    next_attempt: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Decision {
+    if force {
+        return Decision::Rotate(Reason::Forced);
+    }
+    let reason = match current {
+        CurrentView::Missing => Reason::Missing,
+        CurrentView::Unusable(_) => Reason::Unusable,
+        CurrentView::Valid { not_after, .. } if *not_after <= now => Reason::Expired,
+        CurrentView::Valid { renews_at, .. } if *renews_at <= now => Reason::Due,
+        CurrentView::Valid { renews_at, .. } => {
+            return Decision::NotDue {
+                renews_at: *renews_at,
+            };
+        }
+    };
+    match next_attempt {
+        Some(t) if t > now => Decision::BackingOff { until: t },
+        _ => Decision::Rotate(reason),
+    }
+}
+
+/// The binding parameters for a service-managed certificate of `kind`, with the configured
+/// extra parameters merged over them (objects merge key by key). Pure.
+pub fn binding_parameters(kind: Kind, iss: &SmIssuer, certificate: Option<&str>) -> Value {
+    let base = match (kind, certificate) {
+        (Kind::Xsuaa, None) => json!({
+            "credential-type": "x509",
+            "x509": {"key-length": iss.key_length, "validity": iss.validity_days, "validity-type": "DAYS"},
+        }),
+        (Kind::Xsuaa, Some(c)) => json!({
+            "credential-type": "x509",
+            "x509": {"certificate": c, "certificate-pinning": iss.certificate_pinning},
+        }),
+        (Kind::Identity, None) => {
+            let mut v = json!({
+                "credential-type": "X509_GENERATED", "key-length": iss.key_length,
+                "validity": iss.validity_days, "validity-type": "DAYS",
+            });
+            if let Some(a) = &iss.app_identifier {
+                v["app-identifier"] = json!(a);
+            }
+            v
+        }
+        (Kind::Identity, Some(c)) => json!({"credential-type": "X509_PROVIDED", "certificate": c}),
+    };
+    let mut out = base;
+    merge(&mut out, &Value::Object(iss.parameters.clone()));
+    out
+}
+
+pub(super) fn merge(into: &mut Value, extra: &Value) {
+    match (into, extra) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(slot) if slot.is_object() && v.is_object() => merge(slot, v),
+                    _ => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
+/// `<prefix>-<UTC yyyymmddThhmmssZ>`.
+pub fn binding_name(prefix: &str, now: OffsetDateTime) -> String {
+    let t = now.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{prefix}-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn sm_credential() -> Credential {
+        let text = "[service_manager.main]\nservice_key = \"/k.json\"\n[[credential]]\nname = \"orders\"\n\
+                    retire_after = \"1h\"\ntarget.path = \"/srv/orders\"\nissuer.instance_id = \"i\"\n";
+        Config::parse(text, std::path::Path::new("t.toml"))
+            .unwrap()
+            .credentials
+            .remove(0)
+    }
+
+    fn generation(cn: &str) -> Generation {
+        let ca = certrot_sandbox::ca::LocalCa::new("rollback CA").unwrap();
+        let now = OffsetDateTime::now_utc();
+        let i = ca
+            .issue(
+                cn,
+                certrot_sandbox::ca::KeyAlg::EcdsaP256,
+                now - time::Duration::hours(1),
+                now + time::Duration::days(7),
+            )
+            .unwrap();
+        Generation::from_pem(i.chain_pem.as_bytes(), "c", i.key_pem.as_bytes(), "k").unwrap()
+    }
+
+    fn current(
+        g: &Generation,
+        binding: Option<&str>,
+        at: OffsetDateTime,
+        source: &str,
+    ) -> CurrentRecord {
+        CurrentRecord {
+            serial: g.leaf().serial.clone(),
+            fingerprint_sha256: g.leaf().fingerprint_sha256.clone(),
+            not_after: g.leaf().not_after,
+            generation: None,
+            binding_id: binding.map(str::to_string),
+            committed_at: at,
+            source: source.into(),
+        }
+    }
+
+    fn queued(g: &Generation, binding: &str) -> RetiringRecord {
+        RetiringRecord {
+            binding_id: binding.into(),
+            service_manager: "main".into(),
+            fingerprint_sha256: Some(g.leaf().fingerprint_sha256.clone()),
+            retire_at: OffsetDateTime::now_utc() + time::Duration::hours(1),
+            reason: "replaced".into(),
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn rollback_bookkeeping() {
+        let cred = sm_credential();
+        let now = datetime!(2026-11-23 12:00 UTC);
+        let (a, b) = (generation("a"), generation("b"));
+        // B current, A's binding waiting for retirement: back to A.
+        let mut st = State {
+            current: Some(current(&b, Some("bind-b"), now, "rotate")),
+            retiring: vec![queued(&a, "bind-a")],
+            ..State::default()
+        };
+        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        let cur = st.current.clone().unwrap();
+        assert_eq!(cur.binding_id.as_deref(), Some("bind-a"));
+        assert_eq!(cur.source, "rollback");
+        assert_eq!(st.retiring.len(), 1);
+        assert_eq!(st.retiring[0].binding_id, "bind-b");
+        assert_eq!(st.retiring[0].reason, "rolled-back");
+        assert_eq!(st.retiring[0].retire_at, now + time::Duration::hours(1));
+        assert!(st.unknown_since.is_none());
+        // Back to the generation the state already names (an unrecorded commit): its
+        // binding stays current and nothing is queued.
+        let mut st = State {
+            current: Some(current(&a, Some("bind-a"), now, "rotate")),
+            ..State::default()
+        };
+        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        assert_eq!(st.current.unwrap().binding_id.as_deref(), Some("bind-a"));
+        assert!(st.retiring.is_empty());
+        assert!(st.unknown_since.is_none());
+        // A commit of B the state never recorded (its intent still names B's binding), then
+        // back to A: B's binding gets the grace period instead of being reconciled away.
+        let intent = |g: &Generation, id: &str| PendingRecord {
+            binding_name: "n".into(),
+            binding_id: Some(id.into()),
+            service_manager: "main".into(),
+            instance_id: "i".into(),
+            started_at: now,
+            fingerprint_sha256: Some(g.leaf().fingerprint_sha256.clone()),
+        };
+        let mut st = State {
+            current: Some(current(&a, Some("bind-a"), now, "rotate")),
+            pending: Some(intent(&b, "bind-b")),
+            ..State::default()
+        };
+        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        assert_eq!(
+            st.current.clone().unwrap().binding_id.as_deref(),
+            Some("bind-a")
+        );
+        assert!(st.pending.is_none());
+        assert_eq!(st.retiring.len(), 1);
+        assert_eq!(st.retiring[0].binding_id, "bind-b");
+        assert!(st.unknown_since.is_none());
+        // The intent's generation is the one switched to: its binding is current.
+        let mut st = State {
+            current: Some(current(&b, Some("bind-b"), now, "rotate")),
+            pending: Some(intent(&a, "bind-a")),
+            ..State::default()
+        };
+        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        assert_eq!(st.current.unwrap().binding_id.as_deref(), Some("bind-a"));
+        assert_eq!(st.retiring.len(), 1);
+        assert_eq!(st.retiring[0].binding_id, "bind-b");
+        assert!(st.unknown_since.is_none());
+        // A generation whose binding is unknown: reconcile must not take it for an orphan.
+        let mut st = State {
+            current: Some(current(&b, Some("bind-b"), now, "rotate")),
+            ..State::default()
+        };
+        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        assert_eq!(st.current.unwrap().binding_id, None);
+        assert_eq!(st.unknown_since, Some(now));
+        assert_eq!(st.retiring[0].binding_id, "bind-b");
+    }
+
+    #[test]
+    fn tracking_settles_only_after_a_rotation_has_been_current_for_retire_after() {
+        let cred = sm_credential();
+        let lost = datetime!(2026-11-23 12:00 UTC);
+        let g = generation("a");
+        let hour = time::Duration::hours(1);
+        let mut st = State {
+            unknown_since: Some(lost),
+            ..State::default()
+        };
+        assert!(
+            settle_tracking(&mut st, &cred, lost + hour * 5),
+            "no current at all"
+        );
+        st.current = Some(current(&g, Some("b1"), lost - hour, "rotate"));
+        assert!(
+            settle_tracking(&mut st, &cred, lost + hour * 5),
+            "committed before the loss"
+        );
+        st.current = Some(current(&g, Some("b1"), lost + hour, "rollback"));
+        assert!(
+            settle_tracking(&mut st, &cred, lost + hour * 5),
+            "a rollback settles nothing"
+        );
+        st.current = Some(current(&g, Some("b1"), lost + hour, "rotate"));
+        assert!(
+            settle_tracking(&mut st, &cred, lost + hour + hour / 2),
+            "not yet retire_after"
+        );
+        assert!(st.unknown_since.is_some());
+        assert!(!settle_tracking(&mut st, &cred, lost + hour * 2));
+        assert!(st.unknown_since.is_none(), "the mark is cleared");
+        // A date at the end of time cannot overflow.
+        st.unknown_since = Some(lost);
+        st.current = Some(current(
+            &g,
+            Some("b1"),
+            datetime!(9999-12-31 23:59 UTC),
+            "rotate",
+        ));
+        assert!(settle_tracking(&mut st, &cred, lost));
+    }
+
+    #[test]
+    fn decisions() {
+        let now = datetime!(2026-11-23 12:00 UTC);
+        let valid = |renew: OffsetDateTime, after: OffsetDateTime| CurrentView::Valid {
+            not_after: after,
+            renews_at: renew,
+        };
+        let later = now + time::Duration::days(2);
+        let far = now + time::Duration::days(5);
+        assert_eq!(
+            decide(true, &valid(later, far), Some(far), now),
+            Decision::Rotate(Reason::Forced)
+        );
+        assert_eq!(
+            decide(false, &valid(later, far), None, now),
+            Decision::NotDue { renews_at: later }
+        );
+        let past = now - time::Duration::hours(1);
+        assert_eq!(
+            decide(false, &valid(past, far), None, now),
+            Decision::Rotate(Reason::Due)
+        );
+        assert_eq!(
+            decide(false, &valid(past, past), None, now),
+            Decision::Rotate(Reason::Expired)
+        );
+        assert_eq!(
+            decide(false, &CurrentView::Missing, None, now),
+            Decision::Rotate(Reason::Missing)
+        );
+        assert_eq!(
+            decide(false, &CurrentView::Unusable("x".into()), Some(past), now),
+            Decision::Rotate(Reason::Unusable)
+        );
+        assert_eq!(
+            decide(false, &valid(past, far), Some(later), now),
+            Decision::BackingOff { until: later }
+        );
+    }
+
+    fn iss(params: Value) -> SmIssuer {
+        SmIssuer {
+            service_manager: "main".into(),
+            instance_id: "i".into(),
+            binding_prefix: "orders".into(),
+            key_length: 4096,
+            validity_days: 3,
+            app_identifier: Some("orders".into()),
+            certificate: CertificateMode::ServiceManaged,
+            key_type: crate::config::KeyType::EcdsaP256,
+            certificate_pinning: false,
+            signer: None,
+            parameters: params.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn parameters_per_kind_with_pass_through() {
+        let p = binding_parameters(
+            Kind::Xsuaa,
+            &iss(json!({"x509": {"ensure-uniqueness": true}, "extra": 1})),
+            None,
+        );
+        assert_eq!(
+            p,
+            json!({"credential-type": "x509", "extra": 1,
+                   "x509": {"key-length": 4096, "validity": 3, "validity-type": "DAYS", "ensure-uniqueness": true}})
+        );
+        let p = binding_parameters(Kind::Identity, &iss(json!({})), None);
+        assert_eq!(
+            p,
+            json!({"credential-type": "X509_GENERATED", "key-length": 4096, "validity": 3,
+                   "validity-type": "DAYS", "app-identifier": "orders"})
+        );
+        let p = binding_parameters(Kind::Xsuaa, &iss(json!({})), Some("PEM"));
+        assert_eq!(
+            p["x509"],
+            json!({"certificate": "PEM", "certificate-pinning": false})
+        );
+        let p = binding_parameters(Kind::Identity, &iss(json!({})), Some("PEM"));
+        assert_eq!(
+            p,
+            json!({"credential-type": "X509_PROVIDED", "certificate": "PEM"})
+        );
+    }
+
+    #[test]
+    fn binding_names_are_utc_stamped() {
+        assert_eq!(
+            binding_name("orders", datetime!(2026-11-23 09:05:07.9 +01:00)),
+            "orders-20261123T080507Z"
+        );
+    }
+}

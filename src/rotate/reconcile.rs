@@ -1,0 +1,272 @@
+//! Reconcile: labelled bindings that are neither current nor queued are deleted — never
+//! the one whose certificate the target serves, never another installation's; a commit whose
+//! state write was interrupted is adopted; an interrupted rotation is settled.
+
+use super::*;
+
+impl Rotator {
+    /// Reconcile alone (daemon start): under the credential's lock, deletes labelled
+    /// bindings that are neither current nor queued; returns their ids.
+    pub async fn reconcile_only(&self, cred: &Credential) -> Result<Vec<String>, String> {
+        let Some(Issuer::ServiceManager(iss)) = &cred.issuer else {
+            return Ok(Vec::new());
+        };
+        let backend = Backend::open(cred, &self.config.state_dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        let guard = backend
+            .lock(&cred.name, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        let result = async {
+            let loaded = backend
+                .load_state(&cred.name, true)
+                .await
+                .map_err(|e| e.to_string())?;
+            let client = self
+                .client(&iss.service_manager)
+                .await
+                .map_err(|f| f.message)?;
+            let mut w = Work::new(cred, &backend, loaded.state);
+            w.state_lost = settle_tracking(&mut w.state, cred, OffsetDateTime::now_utc());
+            let serves = !matches!(backend.read_current().await, Ok(None));
+            w.note_untracked(serves, OffsetDateTime::now_utc());
+            // Without an exclusive lock, a one-shot run may be creating a binding right now.
+            if !backend.exclusive() {
+                return Ok(Vec::new());
+            }
+            // Another run's intent is not an orphan's.
+            if let Some(p) = &w.state.pending
+                && backend.pending_in_flight(p, OffsetDateTime::now_utc())
+            {
+                return Ok(Vec::new());
+            }
+            self.adopt_committed(&mut w).await;
+            self.reconcile(&mut w, iss, &client, true)
+                .await
+                .map_err(|f| f.message)?;
+            Ok(w.reconciled)
+        };
+        let result = backend.hold(&guard, result).await;
+        backend.release(guard).await;
+        result
+    }
+
+    /// Deletes labelled bindings of this credential that are neither current nor queued.
+    /// With `clear_pending`, a leftover intent is settled too (its binding, if any, was
+    /// among the orphans).
+    pub(super) async fn reconcile(
+        &self,
+        w: &mut Work<'_>,
+        iss: &SmIssuer,
+        client: &SmClient,
+        clear_pending: bool,
+    ) -> Result<(), Failure> {
+        if w.state_lost {
+            tracing::warn!(credential = %w.cred.name, "reconcile skipped: the state was unusable and set aside, so which bindings are current or retiring is unknown (until a new generation has been current for retire_after); delete orphans by hand (label certrot_credential)");
+            return Ok(());
+        }
+        // Only this installation's bindings: another installation's (or those made before
+        // this state existed) are never taken for orphans.
+        // (A state from before installation ids: only its intent's own binding, read by id.)
+        let fields = format!("service_instance_id eq {}", quote(&iss.instance_id));
+        let found = match w.state.installation.clone() {
+            Some(installation) => client
+                .list_bindings(&own_labels(&w.cred.name, &installation), &fields)
+                .await
+                .map_err(|e| sm_failure(Step::Reconcile, &e))?,
+            None => {
+                let mut own = Vec::new();
+                let ids = w
+                    .state
+                    .pending
+                    .as_ref()
+                    .and_then(|p| p.binding_id.clone())
+                    .into_iter()
+                    .chain(w.earlier_attempt.clone().map(|(id, _)| id));
+                for id in ids {
+                    if let Some(b) = client
+                        .get_binding(&id)
+                        .await
+                        .map_err(|e| sm_failure(Step::Reconcile, &e))?
+                        && is_credentials_binding(&b, &w.cred.name, Some(&iss.instance_id))
+                    {
+                        own.push(b);
+                    }
+                }
+                own
+            }
+        };
+        // The list may have taken a while: deleting on the view of a run that has lost its
+        // Lease could remove the binding another run is creating.
+        w.backend
+            .still_held()
+            .await
+            .map_err(|e| failure(Step::Reconcile, "lease", e.to_string()))?;
+        let current = w.state.current.as_ref().and_then(|c| c.binding_id.clone());
+        // What the target serves right now decides, whatever the state says.
+        let served = match w.backend.served_fingerprint().await {
+            Ok(fp) => fp,
+            Err(e) => {
+                tracing::warn!(credential = %w.cred.name, "reconcile skipped: the target cannot be read, so what it serves is unknown: {e}");
+                return Ok(());
+            }
+        };
+        for b in found {
+            let known = Some(&b.id) == current.as_ref()
+                || w.state.retiring.iter().any(|r| r.binding_id == b.id);
+            if known {
+                continue;
+            }
+            // The list may not show credentials: read the binding itself.
+            let full = match &b.credentials {
+                Some(_) => Some(b.clone()),
+                None => client
+                    .get_binding(&b.id)
+                    .await
+                    .map_err(|e| sm_failure(Step::Reconcile, &e))?,
+            };
+            let Some(full) = full else { continue };
+            let fps = binding_fingerprints(&full);
+            if served.as_ref().is_some_and(|s| fps.contains(s)) {
+                tracing::warn!(credential = %w.cred.name, binding = %b.id, "not deleted: this binding's certificate is the one the target serves");
+                continue;
+            }
+            // A binding that shows no certificate (self-managed) is deleted only when it is
+            // this run's own interrupted attempt, whose certificate the target does not serve.
+            let own_attempt = w
+                .state
+                .pending
+                .as_ref()
+                .and_then(|p| {
+                    p.binding_id
+                        .clone()
+                        .map(|id| (id, p.fingerprint_sha256.clone()))
+                })
+                .into_iter()
+                .chain(w.earlier_attempt.clone())
+                .any(|(id, fp)| id == b.id && (fp.is_none() || fp != served));
+            if fps.is_empty() && !own_attempt {
+                tracing::warn!(credential = %w.cred.name, binding = %b.id, name = %b.name, "not deleted: the binding shows no certificate, so it cannot be told apart from the one the target serves; delete it by hand if it is an orphan");
+                continue;
+            }
+            client
+                .delete_binding(&b.id)
+                .await
+                .map_err(|e| sm_failure(Step::Reconcile, &e))?;
+            tracing::info!(credential = %w.cred.name, binding = %b.id, name = %b.name, "deleted orphan binding");
+            w.reconciled.push(b.id);
+        }
+        let cleared = clear_pending && w.state.pending.take().is_some();
+        if (cleared || !w.reconciled.is_empty())
+            && let Err(e) = w.backend.save_state(&w.state).await
+        {
+            tracing::warn!(credential = %w.cred.name, "state not saved after reconcile: {e}");
+        }
+        Ok(())
+    }
+
+    /// After a crash between the target commit and the state write, the target already
+    /// shows the pending certificate: its binding is the current one. Adopt it (the
+    /// previous binding goes to retirement) instead of letting reconcile delete it.
+    pub(super) async fn adopt_committed(&self, w: &mut Work<'_>) {
+        let Some(p) = w.state.pending.clone() else {
+            return;
+        };
+        let (Some(id), Some(fp)) = (p.binding_id.clone(), p.fingerprint_sha256.clone()) else {
+            return;
+        };
+        let Ok(Some(cur)) = w.backend.read_current().await else {
+            return;
+        };
+        let g = &cur.generation;
+        if g.leaf().fingerprint_sha256 != fp {
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        let old = w.state.current.take();
+        if let Some(old_id) = old.as_ref().and_then(|c| c.binding_id.clone())
+            && old_id != id
+        {
+            w.state.retiring.push(RetiringRecord {
+                binding_id: old_id,
+                service_manager: p.service_manager.clone(),
+                fingerprint_sha256: old.as_ref().map(|c| c.fingerprint_sha256.clone()),
+                retire_at: now + w.cred.policy.retire_after.to_time(),
+                reason: "replaced".into(),
+                attempts: 0,
+            });
+        }
+        w.state.current = Some(CurrentRecord {
+            serial: g.leaf().serial.clone(),
+            fingerprint_sha256: fp,
+            not_after: g.leaf().not_after,
+            generation: Some(cur.dir_name.clone()),
+            binding_id: Some(id.clone()),
+            committed_at: now,
+            source: "rotate (recovered after an interrupted commit)".into(),
+        });
+        w.state.pending = None;
+        tracing::warn!(credential = %w.cred.name, binding = %id, "adopted the binding of a commit whose state write was interrupted");
+        if let Err(e) = w.backend.save_state(&w.state).await {
+            tracing::warn!(credential = %w.cred.name, "state not saved after adoption: {e}");
+        }
+    }
+
+    /// A run that is not rotating still settles an interrupted rotation's intent (a binding
+    /// created, its run killed before the commit): reconcile deletes that orphan unless the
+    /// target serves it, so it does not live on until the next renewal.
+    pub(super) async fn settle_interrupted(&self, w: &mut Work<'_>, now: OffsetDateTime) {
+        let Some(p) = w.state.pending.clone() else {
+            return;
+        };
+        // Without an exclusive lock another run may be creating a binding right now.
+        if p.binding_id.is_none() || !w.backend.exclusive() || w.backend.pending_in_flight(&p, now)
+        {
+            return;
+        }
+        let Some(Issuer::ServiceManager(iss)) = &w.cred.issuer else {
+            return;
+        };
+        let client = match self.client(&iss.service_manager).await {
+            Ok(c) => c,
+            Err(f) => {
+                tracing::warn!(credential = %w.cred.name, "interrupted rotation not settled: {}", f.message);
+                return;
+            }
+        };
+        if let Err(f) = self.reconcile(w, iss, &client, true).await {
+            tracing::warn!(credential = %w.cred.name, "interrupted rotation not settled: {}", f.message);
+        }
+    }
+}
+
+/// What a binding's credentials show of its certificate: the fingerprints of every
+/// certificate in `certificate` (empty when it shows none, as for a self-managed one).
+pub(super) fn binding_fingerprints(b: &Binding) -> Vec<String> {
+    b.credentials
+        .as_ref()
+        .and_then(|c| c.get("certificate"))
+        .and_then(Value::as_str)
+        .and_then(|pem| crate::x509::parse_chain(pem.as_bytes(), "binding certificate").ok())
+        .map(|chain| {
+            chain
+                .iter()
+                .map(|c| c.info.fingerprint_sha256.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// True when `b` carries this credential's labels and lives on its instance.
+pub(super) fn is_credentials_binding(b: &Binding, cred: &str, instance_id: Option<&str>) -> bool {
+    let has = |k: &str, v: &str| {
+        b.labels
+            .get(k)
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(v)))
+    };
+    instance_id.is_none_or(|i| b.instance_id == i)
+        && has(LABEL_MANAGED_BY.0, LABEL_MANAGED_BY.1)
+        && has(LABEL_CREDENTIAL, cred)
+}

@@ -1,0 +1,464 @@
+//! The pipeline for a credential issued by Service Manager (a new binding per generation,
+//! service- or self-managed certificate), and the Service Manager clients it uses: one per
+//! access, rebuilt when the access credential itself rotates.
+
+use super::*;
+
+impl Rotator {
+    pub(super) async fn pipeline(&self, w: &mut Work<'_>, opts: Options) -> Outcome {
+        let cred = w.cred;
+        let now = OffsetDateTime::now_utc();
+        // 2. inspect
+        let (current, view, critical_at) = match w.backend.read_current().await {
+            Ok(None) => (None, CurrentView::Missing, None),
+            Err(e) => (None, CurrentView::Unusable(e.to_string()), None),
+            Ok(Some(c)) => {
+                let leaf = c.generation.leaf();
+                let v = Validity {
+                    not_before: leaf.not_before,
+                    not_after: leaf.not_after,
+                };
+                let r = policy::renewal(&cred.policy, v, &leaf.serial);
+                let view = CurrentView::Valid {
+                    not_after: leaf.not_after,
+                    renews_at: r.at,
+                };
+                (Some(c.generation), view, Some(r.critical_at))
+            }
+        };
+        w.note_untracked(
+            current.is_some() || matches!(view, CurrentView::Unusable(_)),
+            now,
+        );
+        // No wait Service Manager asks for may run past the credential's critical point.
+        // Past that point, no longer than the critical backoff either.
+        if let Some(c) = critical_at {
+            let left = if c > now {
+                (c - now).unsigned_abs()
+            } else {
+                policy::BACKOFF_CRITICAL_CAP.unsigned_abs()
+            };
+            crate::issuer::service_manager::bound_waits(std::time::Instant::now() + left);
+        }
+        // A commit whose state write was interrupted (or whose answer was lost) is adopted
+        // first, whatever the decision: the state then names the live binding.
+        if !opts.dry_run
+            && !w
+                .state
+                .pending
+                .as_ref()
+                .is_some_and(|p| w.backend.pending_in_flight(p, now))
+        {
+            self.adopt_committed(w).await;
+        }
+        // 3. decide
+        let next_attempt = policy::trusted_next_attempt(w.state.next_attempt, now, critical_at);
+        let decision = decide(opts.force, &view, next_attempt, now);
+        let reason = match decision {
+            Decision::Rotate(r) => r,
+            Decision::NotDue { renews_at } => {
+                if !opts.dry_run {
+                    self.settle_interrupted(w, now).await;
+                    self.retire(w, false).await;
+                }
+                return Outcome::NotDue { renews_at };
+            }
+            Decision::BackingOff { until } => {
+                if !opts.dry_run {
+                    self.settle_interrupted(w, now).await;
+                    self.retire(w, false).await;
+                }
+                return Outcome::BackingOff { until };
+            }
+        };
+        tracing::info!(credential = %cred.name, reason = reason.label(), event = "decided", "renewal decided");
+        if let CurrentView::Unusable(why) = &view {
+            tracing::warn!(credential = %cred.name, "current generation unusable: {why}");
+        }
+        if let Some(Issuer::Csr(iss)) = &cred.issuer {
+            return self
+                .pipeline_csr(w, opts, iss, reason, current, critical_at)
+                .await;
+        }
+        let Some(Issuer::ServiceManager(iss)) = &cred.issuer else {
+            return Outcome::Failed(failure(
+                Step::Decide,
+                "no-issuer",
+                format!(
+                    "{} needs a new generation ({}) but has no [credential.issuer]; configure one, or run `certrot import {} --service-key FILE`",
+                    cred.name,
+                    reason.label(),
+                    cred.name
+                ),
+            ));
+        };
+        let name = binding_name(&iss.binding_prefix, now);
+        let self_managed = iss.certificate == CertificateMode::SelfManaged;
+        if opts.dry_run {
+            let placeholder = self_managed.then_some("<certificate signed for a new key>");
+            return Outcome::DryRun {
+                decision: format!("would rotate ({})", reason.label()),
+                binding_name: Some(name),
+                parameters: Some(binding_parameters(cred.kind, iss, placeholder)),
+            };
+        }
+        // Self-managed: the key is born here; only the CSR goes to the signer.
+        let own = if self_managed {
+            match self_made(cred.kind, iss, &name).await {
+                Ok(o) => Some(o),
+                Err(f) => return self.record_failure(w, f, None, critical_at).await,
+            }
+        } else {
+            None
+        };
+        let parameters = binding_parameters(
+            cred.kind,
+            iss,
+            own.as_ref().map(|(chain, _)| chain.as_str()),
+        );
+        let client = match self.client(&iss.service_manager).await {
+            Ok(c) => c,
+            Err(f) => return self.record_failure(w, f, None, critical_at).await,
+        };
+        // Without an exclusive lock, an intent may be another run's, still at work.
+        if let Some(p) = &w.state.pending
+            && w.backend.pending_in_flight(p, now)
+        {
+            return Outcome::Locked {
+                message: format!(
+                    "credential {:?} is being rotated by another run (binding {} since {}, {}); retry later",
+                    cred.name,
+                    p.binding_name,
+                    short_time(p.started_at),
+                    w.backend.describe()
+                ),
+            };
+        }
+        // 4. issue: the intent first (it also claims the credential where no lock excludes
+        // other runs: a second run's write of its intent conflicts), then reconcile, then
+        // the binding.
+        if w.state.installation.is_none() {
+            w.state.installation = new_installation_id();
+        }
+        let Some(installation) = w.state.installation.clone() else {
+            return Outcome::Failed(failure(Step::Issue, "keygen", "no random bytes"));
+        };
+        // An earlier run's intent with a binding (interrupted): reconcile below may delete
+        // that binding as this credential's own attempt, even if it shows no certificate.
+        if let Some(p) = &w.state.pending
+            && p.binding_id.is_some()
+        {
+            w.earlier_attempt = p
+                .binding_id
+                .clone()
+                .map(|id| (id, p.fingerprint_sha256.clone()));
+        }
+        w.state.pending = Some(PendingRecord {
+            binding_name: name.clone(),
+            binding_id: None,
+            service_manager: iss.service_manager.clone(),
+            instance_id: iss.instance_id.clone(),
+            started_at: now,
+            fingerprint_sha256: None,
+        });
+        if let Err(e) = w.backend.save_state(&w.state).await {
+            w.state.pending = None;
+            w.redecide = crate::store::is_conflict(&e);
+            return Outcome::Failed(failure(Step::Issue, "state", e.to_string()));
+        }
+        // reconcile: labelled bindings of earlier runs that are neither current nor queued.
+        if let Err(f) = self.reconcile(w, iss, &client, false).await {
+            // Nothing was created for this intent.
+            w.state.pending = None;
+            return self.record_failure(w, f, None, critical_at).await;
+        }
+        let request = BindingRequest {
+            name: name.clone(),
+            instance_id: iss.instance_id.clone(),
+            parameters,
+            labels: vec![
+                (LABEL_MANAGED_BY.0.into(), LABEL_MANAGED_BY.1.into()),
+                (LABEL_CREDENTIAL.into(), cred.name.clone()),
+                (LABEL_INSTALLATION.into(), installation),
+            ],
+        };
+        let mode = match self
+            .config
+            .service_managers
+            .get(&iss.service_manager)
+            .map(|m| m.mode)
+        {
+            Some(SmMode::Sync) => Mode::Sync,
+            Some(SmMode::Async) => Mode::Async,
+            _ => Mode::Auto,
+        };
+        let issue_started = std::time::Instant::now();
+        let mut request = request;
+        let mut suffix = 1;
+        let binding = loop {
+            match client.create_binding(&request, mode).await {
+                Ok(b) => break b,
+                // The name is taken (two rotations within one second): the next free suffix.
+                Err(e) if e.kind == SmErrorKind::Conflict && suffix < 100 => {
+                    // Our own earlier attempt may hold the name (a retried POST whose first
+                    // answer was lost): queue it for deletion so it is never forgotten.
+                    // (Not when the state was lost: then every binding looks untracked.)
+                    let lost = if w.state_lost {
+                        None
+                    } else {
+                        self.find_by_name(&client, iss, &request.name, &w.state)
+                            .await
+                            .ok()
+                            .flatten()
+                    };
+                    if let Some(lost) = lost {
+                        tracing::warn!(credential = %cred.name, binding = %lost, "a binding from a lost answer holds the name; queued for deletion");
+                        w.state.retiring.push(RetiringRecord {
+                            binding_id: lost,
+                            service_manager: iss.service_manager.clone(),
+                            fingerprint_sha256: None,
+                            retire_at: OffsetDateTime::now_utc(),
+                            reason: "orphan".into(),
+                            attempts: 0,
+                        });
+                    }
+                    suffix += 1;
+                    request.name = format!("{name}-{suffix}");
+                    if let Some(p) = w.state.pending.as_mut() {
+                        p.binding_name = request.name.clone();
+                    }
+                    if let Err(e) = w.backend.save_state(&w.state).await {
+                        return self
+                            .record_failure(
+                                w,
+                                failure(Step::Issue, "state", e.to_string()),
+                                None,
+                                critical_at,
+                            )
+                            .await;
+                    }
+                }
+                Err(e) => {
+                    let f = sm_failure(Step::Issue, &e);
+                    // The request may have created a binding (async failure, lost answer):
+                    // find it by name and delete it now; reconcile catches anything left.
+                    let found = if e.kind == SmErrorKind::Conflict {
+                        Ok(None)
+                    } else if w.state_lost {
+                        // Unknown: keep the intent; reconcile is up to the operator.
+                        Err(())
+                    } else {
+                        self.find_by_name(&client, iss, &request.name, &w.state)
+                            .await
+                    };
+                    match &found {
+                        // Nothing was created: the intent is settled.
+                        Ok(None) => w.state.pending = None,
+                        Ok(Some(id)) => {
+                            if let Some(p) = w.state.pending.as_mut() {
+                                p.binding_id = Some(id.clone());
+                            }
+                        }
+                        // Unknown: the intent stays for the next reconcile.
+                        Err(()) => {}
+                    }
+                    let id = found.ok().flatten();
+                    return self
+                        .record_failure(w, f, id.map(|i| (i, None)), critical_at)
+                        .await;
+                }
+            }
+        };
+        tracing::info!(credential = %cred.name, binding = %binding.id, name = %binding.name, ms = issue_started.elapsed().as_millis() as u64, event = "issued", "binding created");
+        if let Some(p) = w.state.pending.as_mut() {
+            p.binding_id = Some(binding.id.clone());
+        }
+        if let Err(e) = w.backend.save_state(&w.state).await {
+            // Another run has the Lease now: stop here, delete what this one created.
+            if crate::store::is_lease_lost(&e) {
+                let f = failure(Step::Issue, "lease", e.to_string());
+                return self
+                    .record_failure(w, f, Some((binding.id.clone(), None)), critical_at)
+                    .await;
+            }
+            tracing::warn!(credential = %cred.name, "state not saved after binding creation: {e}");
+        }
+        // 5. verify
+        let own_pem = own.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
+        let g = match verify(
+            cred,
+            &binding,
+            own_pem,
+            current.as_ref(),
+            OffsetDateTime::now_utc(),
+        ) {
+            Ok(g) => g,
+            Err(f) => {
+                return self
+                    .record_failure(w, f, Some((binding.id.clone(), None)), critical_at)
+                    .await;
+            }
+        };
+        let new_fp = g.leaf().fingerprint_sha256.clone();
+        // 6. check
+        if let Err(f) = check_with_retries(cred, &g).await {
+            return self
+                .record_failure(w, f, Some((binding.id.clone(), Some(new_fp))), critical_at)
+                .await;
+        }
+        // 7. commit: first record which certificate is about to go live, so that a crash
+        // between the commit and the state write is recognised (and adopted, not deleted).
+        if let Some(p) = w.state.pending.as_mut() {
+            p.fingerprint_sha256 = Some(new_fp.clone());
+        }
+        if let Err(e) = w.backend.save_state(&w.state).await {
+            let f = failure(Step::Commit, "state", e.to_string());
+            return self
+                .record_failure(w, f, Some((binding.id.clone(), Some(new_fp))), critical_at)
+                .await;
+        }
+        // Then the target, then the state.
+        let now = OffsetDateTime::now_utc();
+        let dir = match self.commit_outcome(w, &g, &new_fp, now).await {
+            Ok(d) => d,
+            Err((f, CommitUnknown::No)) => {
+                return self
+                    .record_failure(w, f, Some((binding.id.clone(), Some(new_fp))), critical_at)
+                    .await;
+            }
+            Err((f, CommitUnknown::Yes)) => {
+                // Maybe live: the binding stays, and the intent (binding id + fingerprint)
+                // stays for the next run to adopt or reconcile.
+                w.keep_pending = true;
+                return self.record_failure(w, f, None, critical_at).await;
+            }
+        };
+        tracing::info!(credential = %cred.name, generation = %dir, not_after = %short_time(g.leaf().not_after), event = "committed", "committed");
+        let new_binding = Some((binding.id.clone(), iss.service_manager.clone()));
+        self.after_commit(w, reason, &g, dir, new_binding, opts, now)
+            .await
+    }
+
+    /// The binding named `name` on the instance, unless it is one certrot already tracks.
+    pub(super) async fn find_by_name(
+        &self,
+        client: &SmClient,
+        iss: &SmIssuer,
+        name: &str,
+        state: &State,
+    ) -> Result<Option<String>, ()> {
+        let field = format!(
+            "service_instance_id eq {} and name eq {}",
+            quote(&iss.instance_id),
+            quote(name)
+        );
+        // Only bindings this installation made for this credential (a name clash with a
+        // foreign binding is not ours).
+        let Some(installation) = &state.installation else {
+            return Ok(None);
+        };
+        let labels = own_labels(&state.credential, installation);
+        let found = client.list_bindings(&labels, &field).await.map_err(|e| {
+            tracing::warn!(binding = %name, "could not look for the binding of the failed attempt: {e}");
+        })?;
+        Ok(found.into_iter().map(|b| b.id).find(|id| {
+            state.current.as_ref().and_then(|c| c.binding_id.as_ref()) != Some(id)
+                && !state.retiring.iter().any(|r| &r.binding_id == id)
+        }))
+    }
+
+    /// The client for Service Manager `name`, built on first use.
+    pub(super) async fn client(&self, name: &str) -> Result<Arc<SmClient>, Failure> {
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(name) {
+            return Ok(c.clone());
+        }
+        let f = |m: String| failure(Step::Issue, "sm-access-key", m);
+        let cfg = self
+            .config
+            .service_managers
+            .get(name)
+            .ok_or_else(|| f(format!("no [service_manager.{name}] is configured")))?;
+        let access = match (&cfg.service_key, &cfg.credential) {
+            (Some(path), _) => {
+                let bytes = zeroize::Zeroizing::new(crate::fsutil::read_input(path).map_err(f)?);
+                SmAccess::from_service_key(&bytes, &path.display().to_string())
+                    .map_err(|e| f(e.to_string()))?
+            }
+            (None, Some(cred_name)) => {
+                let cred = self
+                    .config
+                    .credentials
+                    .iter()
+                    .find(|c| &c.name == cred_name)
+                    .ok_or_else(|| f(format!("no credential named {cred_name:?}")))?;
+                let backend = Backend::open(cred, &self.config.state_dir)
+                    .await
+                    .map_err(|e| f(format!("Service Manager access {cred_name:?}: {e}")))?;
+                let current = backend
+                    .read_current()
+                    .await
+                    .map_err(|e| f(format!("Service Manager access {cred_name:?}: {e}")))?
+                    .ok_or_else(|| {
+                        f(format!(
+                            "Service Manager access {cred_name:?} has no current generation (import it first)"
+                        ))
+                    })?;
+                let fields = current.generation.credentials().clone();
+                SmAccess::from_fields(
+                    &fields,
+                    Some(current.generation),
+                    &format!("credential {cred_name}"),
+                )
+                .map_err(|e| f(e.to_string()))?
+            }
+            (None, None) => {
+                return Err(f(format!(
+                    "[service_manager.{name}] has no access configured"
+                )));
+            }
+        };
+        let ca = match &cfg.ca_file {
+            Some(p) => Some(crate::fsutil::read_input(p).map_err(f)?),
+            None => None,
+        };
+        let trust = crate::check::ServerTrust {
+            system_roots: cfg.system_roots,
+            extra_ca_pem: ca.as_deref(),
+        };
+        let limits = crate::check::Limits {
+            connect_timeout: cfg.connect_timeout.0,
+            timeout: cfg.timeout.0,
+            ..crate::check::Limits::default()
+        };
+        let retry = RetryPolicy {
+            attempts: cfg.attempts,
+            base: self.retry_base,
+            max_delay: std::time::Duration::from_secs(30),
+            max_server_wait: std::time::Duration::from_secs(300),
+        };
+        let mut client =
+            SmClient::new(access, trust, limits, retry).map_err(|e| f(e.to_string()))?;
+        client.operation_timeout = cfg.operation_timeout.0;
+        let client = Arc::new(client);
+        clients.insert(name.to_string(), client.clone());
+        Ok(client)
+    }
+
+    pub(super) async fn forget_clients_of(&self, credential: &str) {
+        let names: Vec<String> = self
+            .config
+            .service_managers
+            .iter()
+            .filter(|(_, m)| m.credential.as_deref() == Some(credential))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let mut clients = self.clients.lock().await;
+        for n in names {
+            clients.remove(&n);
+        }
+    }
+}
