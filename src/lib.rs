@@ -19,6 +19,7 @@ pub mod lock;
 pub mod logging;
 pub mod manual;
 pub mod names;
+pub mod net;
 pub mod policy;
 pub mod rotate;
 pub mod rt;

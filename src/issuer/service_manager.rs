@@ -10,8 +10,8 @@
 //! carried into the error text. Secrets (client secret, private key, bearer token) never
 //! appear in errors or `Debug` output.
 
-use crate::check::{Limits, ServerTrust, classify_transport, http_client, read_limited_body};
 use crate::generation::Generation;
+use crate::net::{Limits, ServerTrust, classify_transport, http_client, read_limited_body};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 use std::fmt;
@@ -514,7 +514,7 @@ impl SmClient {
         let api = http_client(None, trust, limits, true).map_err(c)?;
         let identity = match &access.auth {
             SmAuth::X509 { generation, .. } => {
-                Some(crate::check::identity_of(generation).map_err(c)?)
+                Some(crate::net::identity_of(generation).map_err(c)?)
             }
             SmAuth::Secret { .. } => None,
         };
@@ -1028,8 +1028,8 @@ pub fn is_resource_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn from_check(e: crate::check::CheckFailure, url: &str) -> SmError {
-    use crate::check::FailureKind as F;
+fn from_check(e: crate::net::CheckFailure, url: &str) -> SmError {
+    use crate::net::FailureKind as F;
     let kind = match e.kind {
         F::Timeout => SmErrorKind::Timeout,
         F::TlsRejected | F::Connect => SmErrorKind::Connect,

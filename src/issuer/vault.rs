@@ -7,8 +7,8 @@
 //! array is carried into the message. The token never appears in an error.
 
 use super::sign::{SignError, SignRequest};
-use crate::check::{Limits, ServerTrust, classify_transport, http_client, read_limited_body};
 use crate::config::{AppRole, SignerConfig};
+use crate::net::{Limits, ServerTrust, classify_transport, http_client, read_limited_body};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use std::time::Duration;

@@ -422,14 +422,14 @@ impl Rotator {
             Some(p) => Some(crate::fsutil::read_input(p).map_err(f)?),
             None => None,
         };
-        let trust = crate::check::ServerTrust {
+        let trust = crate::net::ServerTrust {
             system_roots: cfg.system_roots,
             extra_ca_pem: ca.as_deref(),
         };
-        let limits = crate::check::Limits {
+        let limits = crate::net::Limits {
             connect_timeout: cfg.connect_timeout.0,
             timeout: cfg.timeout.0,
-            ..crate::check::Limits::default()
+            ..crate::net::Limits::default()
         };
         let retry = RetryPolicy {
             attempts: cfg.attempts,
