@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 #[cfg(feature = "sandbox")]

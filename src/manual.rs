@@ -47,7 +47,7 @@ pub async fn import(
         generation: Some(dir.clone()),
         binding_id: None,
         committed_at: now,
-        source: "import".into(),
+        source: crate::state::CommitSource::Import,
     });
     backend
         .save_state(&state)

@@ -69,8 +69,8 @@ pub struct RetiringRecord {
     pub fingerprint_sha256: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub retire_at: OffsetDateTime,
-    /// Why: `replaced`, `failed-rotation`, `orphan`.
-    pub reason: String,
+    /// Why it is queued.
+    pub reason: RetireReason,
     /// Failed deletion attempts so far (each pushes `retire_at` further out).
     #[serde(default)]
     pub attempts: u32,
@@ -88,8 +88,8 @@ pub struct CurrentRecord {
     pub binding_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub committed_at: OffsetDateTime,
-    /// How it got there: `import`, `rotate`, `rollback`.
-    pub source: String,
+    /// How it got there.
+    pub source: CommitSource,
 }
 
 /// One rotation attempt.
@@ -97,14 +97,115 @@ pub struct CurrentRecord {
 pub struct RotationRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
-    /// `success` or `failure`.
-    pub result: String,
+    pub result: RotationResult,
     /// Failed step, when `result` is `failure`.
-    pub step: Option<String>,
+    pub step: Option<Step>,
     /// Stable failure label (e.g. `unauthorized`, `sm-rate-limited`).
     #[serde(default)]
     pub label: Option<String>,
     pub message: Option<String>,
+}
+
+/// Why a binding is queued for retirement (the names are those of the state files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetireReason {
+    /// Its generation was replaced by a rotation.
+    Replaced,
+    /// A failed attempt's binding whose deletion failed.
+    FailedRotation,
+    /// Found by reconcile, neither current nor queued.
+    Orphan,
+    /// The generation rolled away from.
+    RolledBack,
+}
+
+impl RetireReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            RetireReason::Replaced => "replaced",
+            RetireReason::FailedRotation => "failed-rotation",
+            RetireReason::Orphan => "orphan",
+            RetireReason::RolledBack => "rolled-back",
+        }
+    }
+}
+
+impl std::fmt::Display for RetireReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// How the current generation became current.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommitSource {
+    #[serde(rename = "import")]
+    Import,
+    #[serde(rename = "rotate")]
+    Rotate,
+    /// A rotation whose state write was interrupted, adopted by the next run.
+    #[serde(rename = "rotate (recovered after an interrupted commit)")]
+    Recovered,
+    #[serde(rename = "rollback")]
+    Rollback,
+}
+
+impl CommitSource {
+    /// Made current by a rotation (not by hand).
+    pub fn is_rotation(self) -> bool {
+        matches!(self, CommitSource::Rotate | CommitSource::Recovered)
+    }
+}
+
+/// How a rotation attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RotationResult {
+    Success,
+    Failure,
+}
+
+impl std::fmt::Display for RotationResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RotationResult::Success => "success",
+            RotationResult::Failure => "failure",
+        })
+    }
+}
+
+/// The pipeline's steps, as failures name them (logs, metrics, state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Lock,
+    Inspect,
+    Decide,
+    Reconcile,
+    Issue,
+    Verify,
+    Check,
+    Commit,
+    Hooks,
+    Retire,
+}
+
+impl Step {
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Lock => "lock",
+            Step::Inspect => "inspect",
+            Step::Decide => "decide",
+            Step::Reconcile => "reconcile",
+            Step::Issue => "issue",
+            Step::Verify => "verify",
+            Step::Check => "check",
+            Step::Commit => "commit",
+            Step::Hooks => "hooks",
+            Step::Retire => "retire",
+        }
+    }
 }
 
 /// Why state could not be read or written.

@@ -239,9 +239,9 @@ fn failure_at_each_step_keeps_the_old_generation_and_deletes_the_new_binding() {
         assert_eq!(st.consecutive_failures, i as u32 + 1, "{what}");
         assert!(st.next_attempt.is_some() && st.pending.is_none(), "{what}");
         let last = st.last_rotation.unwrap();
-        assert_eq!(last.result, "failure");
+        assert_eq!(last.result.to_string(), "failure");
         assert!(
-            expect.contains(last.step.as_deref().unwrap()),
+            expect.contains(last.step.unwrap().label()),
             "{what}: {last:?}"
         );
         // --if-due now backs off instead of hammering the service.
@@ -1394,4 +1394,58 @@ fn control_characters_in_logged_values_are_escaped() {
             "a forged line: {text:?}"
         );
     }
+}
+
+/// A wall clock that stands where it is told, plus the real time that passes.
+struct AheadClock(time::Duration);
+
+impl certrot::clock::Clock for AheadClock {
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc() + self.0
+    }
+}
+
+/// Every step of a rotation reads the time through the injected clock: with a clock two
+/// hours ahead, the commit, the last rotation and the retirement deadline are all on that
+/// clock, not on the system's.
+#[test]
+fn the_pipeline_reads_time_only_from_its_clock() {
+    let w = World::new(SmOptions::default());
+    let (cfg, _) = orders_rotated(&w, "sb-clock!t1");
+    let config = std::sync::Arc::new(certrot::config::Config::load(&cfg).unwrap());
+    let ahead = time::Duration::hours(2);
+    let rotator = certrot::rotate::Rotator::with_clock(
+        config.clone(),
+        std::sync::Arc::new(AheadClock(ahead)),
+    );
+    let cred = config
+        .credentials
+        .iter()
+        .find(|c| c.name == "orders")
+        .unwrap();
+    let before = time::OffsetDateTime::now_utc() + ahead;
+    let summary = certrot::rt::runtime().unwrap().block_on(rotator.rotate(
+        cred,
+        certrot::rotate::Options {
+            force: true,
+            ..Default::default()
+        },
+    ));
+    let after = time::OffsetDateTime::now_utc() + ahead;
+    assert!(!summary.failed(), "{}", summary.line());
+    let st = w.state("orders");
+    let on_clock = |t: time::OffsetDateTime, what: &str| {
+        assert!(
+            before <= t && t <= after,
+            "{what} {t} is not on the clock ({before} … {after})"
+        );
+    };
+    on_clock(st.current.as_ref().unwrap().committed_at, "committed_at");
+    on_clock(st.last_rotation.as_ref().unwrap().at, "last rotation");
+    on_clock(st.last_success.unwrap(), "last success");
+    let retire_after = cred.policy.retire_after.to_time();
+    on_clock(
+        st.retiring[0].retire_at - retire_after,
+        "retirement deadline less retire_after",
+    );
 }

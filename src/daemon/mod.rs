@@ -40,49 +40,7 @@ pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// A re-inspection of every credential, giving their times.
 pub type Inspection = Pin<Box<dyn Future<Output = Vec<CredTimes>> + Send>>;
 
-/// Wall-clock time as the scheduler sees it.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> OffsetDateTime;
-}
-
-/// The system clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
-
-/// Wall time that advances with tokio's clock (pausable in tests), and can be set like a
-/// real clock is set by hand, by NTP or by a resume from suspend.
-pub struct TokioClock {
-    /// The wall time at `start`.
-    wall: std::sync::Mutex<OffsetDateTime>,
-    start: tokio::time::Instant,
-}
-
-impl TokioClock {
-    pub fn starting_at(wall: OffsetDateTime) -> TokioClock {
-        TokioClock {
-            wall: std::sync::Mutex::new(wall),
-            start: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Steps the wall clock by `by` (forward or back); tokio's clock is not touched.
-    pub fn step(&self, by: time::Duration) {
-        let mut wall = self.wall.lock().unwrap_or_else(|e| e.into_inner());
-        *wall += by;
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> OffsetDateTime {
-        let wall = *self.wall.lock().unwrap_or_else(|e| e.into_inner());
-        wall + self.start.elapsed()
-    }
-}
+pub use crate::clock::{Clock, SystemClock, TokioClock};
 
 /// What the loop asks of the world.
 pub trait Executor: Send + Sync + 'static {

@@ -181,7 +181,7 @@ mod tests {
             service_manager: "m".into(),
             fingerprint_sha256: None,
             retire_at: now + time::Duration::minutes(20),
-            reason: "replaced".into(),
+            reason: crate::state::RetireReason::Replaced,
             attempts: 0,
         });
         let renew_soon = now + time::Duration::minutes(10);

@@ -74,7 +74,7 @@ impl Rotator {
                 } else {
                     now + cred.policy.retire_after.to_time()
                 },
-                reason: "replaced".into(),
+                reason: RetireReason::Replaced,
                 attempts: 0,
             });
         }
@@ -85,12 +85,12 @@ impl Rotator {
             generation: Some(dir.clone()),
             binding_id: new_binding.as_ref().map(|(id, _)| id.clone()),
             committed_at: now,
-            source: "rotate".into(),
+            source: CommitSource::Rotate,
         });
         w.state.pending = None;
         w.state.last_rotation = Some(RotationRecord {
             at: now,
-            result: "success".into(),
+            result: RotationResult::Success,
             step: None,
             label: None,
             message: None,
@@ -141,7 +141,7 @@ impl Rotator {
         new_binding: Option<(String, Option<String>)>,
         critical_at: Option<OffsetDateTime>,
     ) -> Outcome {
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         let sm_name = w.state.pending.as_ref().map(|p| p.service_manager.clone());
         if let Some((id, fp)) = new_binding {
             let sm_name = sm_name.clone().unwrap_or_default();
@@ -173,7 +173,7 @@ impl Rotator {
                         service_manager: sm_name,
                         fingerprint_sha256: fp,
                         retire_at: now,
-                        reason: "failed-rotation".into(),
+                        reason: RetireReason::FailedRotation,
                         attempts: 0,
                     });
                 }
@@ -196,8 +196,8 @@ impl Rotator {
         ));
         w.state.last_rotation = Some(RotationRecord {
             at: now,
-            result: "failure".into(),
-            step: Some(f.step.label().into()),
+            result: RotationResult::Failure,
+            step: Some(f.step),
             label: Some(f.label.clone()),
             message: Some(f.message.clone()),
         });

@@ -73,7 +73,7 @@ impl Rotator {
             &made.key_pem,
             current.as_ref(),
             opts.force,
-            OffsetDateTime::now_utc(),
+            self.now(),
         ) {
             Ok(g) => g,
             Err(f) => return self.record_failure(w, f, None, critical_at).await,
@@ -83,7 +83,7 @@ impl Rotator {
             return self.record_failure(w, f, None, critical_at).await;
         }
         // 7. commit
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         let fp = g.leaf().fingerprint_sha256.clone();
         let dir = match self.commit_outcome(w, &g, &fp, now).await {
             Ok(d) => d,

@@ -25,7 +25,10 @@ use crate::issuer::service_manager::{
 };
 use crate::lock::LockError;
 use crate::policy::{self, Validity};
-use crate::state::{CurrentRecord, PendingRecord, RetiringRecord, RotationRecord, State};
+use crate::state::{
+    CommitSource, CurrentRecord, PendingRecord, RetireReason, RetiringRecord, RotationRecord,
+    RotationResult, State,
+};
 use crate::status::short_time;
 use crate::store::Backend;
 use serde::Serialize;
@@ -98,6 +101,8 @@ pub struct Rotator {
     clients: tokio::sync::Mutex<HashMap<String, Arc<SmClient>>>,
     /// Retry policy of Service Manager calls (attempts from the configuration).
     pub retry_base: std::time::Duration,
+    /// Where every step reads the time.
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Whether a failed commit may have landed after all.
@@ -157,11 +162,22 @@ impl<'a> Work<'a> {
 
 impl Rotator {
     pub fn new(config: Arc<Config>) -> Rotator {
+        Rotator::with_clock(config, Arc::new(crate::clock::SystemClock))
+    }
+
+    /// A rotator that reads the time from `clock` (tests: a clock set ahead or behind).
+    pub fn with_clock(config: Arc<Config>, clock: Arc<dyn crate::clock::Clock>) -> Rotator {
         Rotator {
             config,
             clients: tokio::sync::Mutex::new(HashMap::new()),
             retry_base: std::time::Duration::from_millis(500),
+            clock,
         }
+    }
+
+    /// The time, as the injected clock tells it.
+    fn now(&self) -> OffsetDateTime {
+        self.clock.now()
     }
 
     pub fn config(&self) -> &Config {
@@ -253,7 +269,7 @@ impl Rotator {
                 if let Some((p, why)) = loaded.set_aside {
                     tracing::warn!(credential = %cred.name, path = %p.display(), "state set aside: {why}");
                 }
-                w.state_lost = settle_tracking(&mut w.state, cred, OffsetDateTime::now_utc());
+                w.state_lost = settle_tracking(&mut w.state, cred, self.now());
                 let outcome = self.pipeline(&mut w, opts).await;
                 if w.redecide && attempt < 3 {
                     tracing::info!(credential = %cred.name, "another run changed the state before this one created anything; deciding again");

@@ -3,38 +3,7 @@
 
 use super::*;
 
-/// The pipeline's steps, named in logs, metrics and the summary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Step {
-    Lock,
-    Inspect,
-    Decide,
-    Reconcile,
-    Issue,
-    Verify,
-    Check,
-    Commit,
-    Hooks,
-    Retire,
-}
-
-impl Step {
-    pub fn label(self) -> &'static str {
-        match self {
-            Step::Lock => "lock",
-            Step::Inspect => "inspect",
-            Step::Decide => "decide",
-            Step::Reconcile => "reconcile",
-            Step::Issue => "issue",
-            Step::Verify => "verify",
-            Step::Check => "check",
-            Step::Commit => "commit",
-            Step::Hooks => "hooks",
-            Step::Retire => "retire",
-        }
-    }
-}
+pub use crate::state::Step;
 
 /// A failed step: where, the stable label, and a plain message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -14,7 +14,7 @@ pub fn settle_tracking(state: &mut State, cred: &Credential, now: OffsetDateTime
     };
     // Only a generation certrot rotated in since: its binding is the one it knows for sure.
     let settled = state.current.as_ref().is_some_and(|c| {
-        c.source.starts_with("rotate")
+        c.source.is_rotation()
             && c.binding_id.is_some() == matches!(cred.issuer, Some(Issuer::ServiceManager(_)))
             && c.committed_at >= since
             && c.committed_at
@@ -63,7 +63,7 @@ pub fn rolled_back(
                 service_manager: p.service_manager,
                 fingerprint_sha256: p.fingerprint_sha256,
                 retire_at: now + cred.policy.retire_after.to_time(),
-                reason: "rolled-back".into(),
+                reason: RetireReason::RolledBack,
                 attempts: 0,
             });
         }
@@ -90,7 +90,7 @@ pub fn rolled_back(
                 service_manager: sm.clone(),
                 fingerprint_sha256: Some(old.fingerprint_sha256),
                 retire_at: now + cred.policy.retire_after.to_time(),
-                reason: "rolled-back".into(),
+                reason: RetireReason::RolledBack,
                 attempts: 0,
             }),
             None => {
@@ -105,7 +105,7 @@ pub fn rolled_back(
         generation: Some(generation.to_string()),
         binding_id: restored.map(|r| r.binding_id).or(same),
         committed_at: now,
-        source: "rollback".into(),
+        source: CommitSource::Rollback,
     });
 }
 
@@ -269,7 +269,7 @@ mod tests {
         g: &Generation,
         binding: Option<&str>,
         at: OffsetDateTime,
-        source: &str,
+        source: CommitSource,
     ) -> CurrentRecord {
         CurrentRecord {
             serial: g.leaf().serial.clone(),
@@ -278,7 +278,7 @@ mod tests {
             generation: None,
             binding_id: binding.map(str::to_string),
             committed_at: at,
-            source: source.into(),
+            source,
         }
     }
 
@@ -288,7 +288,7 @@ mod tests {
             service_manager: "main".into(),
             fingerprint_sha256: Some(g.leaf().fingerprint_sha256.clone()),
             retire_at: OffsetDateTime::now_utc() + time::Duration::hours(1),
-            reason: "replaced".into(),
+            reason: RetireReason::Replaced,
             attempts: 0,
         }
     }
@@ -300,23 +300,23 @@ mod tests {
         let (a, b) = (generation("a"), generation("b"));
         // B current, A's binding waiting for retirement: back to A.
         let mut st = State {
-            current: Some(current(&b, Some("bind-b"), now, "rotate")),
+            current: Some(current(&b, Some("bind-b"), now, CommitSource::Rotate)),
             retiring: vec![queued(&a, "bind-a")],
             ..State::default()
         };
         rolled_back(&mut st, &cred, &a, "gen-a", now);
         let cur = st.current.clone().unwrap();
         assert_eq!(cur.binding_id.as_deref(), Some("bind-a"));
-        assert_eq!(cur.source, "rollback");
+        assert_eq!(cur.source, CommitSource::Rollback);
         assert_eq!(st.retiring.len(), 1);
         assert_eq!(st.retiring[0].binding_id, "bind-b");
-        assert_eq!(st.retiring[0].reason, "rolled-back");
+        assert_eq!(st.retiring[0].reason, RetireReason::RolledBack);
         assert_eq!(st.retiring[0].retire_at, now + time::Duration::hours(1));
         assert!(st.unknown_since.is_none());
         // Back to the generation the state already names (an unrecorded commit): its
         // binding stays current and nothing is queued.
         let mut st = State {
-            current: Some(current(&a, Some("bind-a"), now, "rotate")),
+            current: Some(current(&a, Some("bind-a"), now, CommitSource::Rotate)),
             ..State::default()
         };
         rolled_back(&mut st, &cred, &a, "gen-a", now);
@@ -334,7 +334,7 @@ mod tests {
             fingerprint_sha256: Some(g.leaf().fingerprint_sha256.clone()),
         };
         let mut st = State {
-            current: Some(current(&a, Some("bind-a"), now, "rotate")),
+            current: Some(current(&a, Some("bind-a"), now, CommitSource::Rotate)),
             pending: Some(intent(&b, "bind-b")),
             ..State::default()
         };
@@ -349,7 +349,7 @@ mod tests {
         assert!(st.unknown_since.is_none());
         // The intent's generation is the one switched to: its binding is current.
         let mut st = State {
-            current: Some(current(&b, Some("bind-b"), now, "rotate")),
+            current: Some(current(&b, Some("bind-b"), now, CommitSource::Rotate)),
             pending: Some(intent(&a, "bind-a")),
             ..State::default()
         };
@@ -360,7 +360,7 @@ mod tests {
         assert!(st.unknown_since.is_none());
         // A generation whose binding is unknown: reconcile must not take it for an orphan.
         let mut st = State {
-            current: Some(current(&b, Some("bind-b"), now, "rotate")),
+            current: Some(current(&b, Some("bind-b"), now, CommitSource::Rotate)),
             ..State::default()
         };
         rolled_back(&mut st, &cred, &a, "gen-a", now);
@@ -383,17 +383,17 @@ mod tests {
             settle_tracking(&mut st, &cred, lost + hour * 5),
             "no current at all"
         );
-        st.current = Some(current(&g, Some("b1"), lost - hour, "rotate"));
+        st.current = Some(current(&g, Some("b1"), lost - hour, CommitSource::Rotate));
         assert!(
             settle_tracking(&mut st, &cred, lost + hour * 5),
             "committed before the loss"
         );
-        st.current = Some(current(&g, Some("b1"), lost + hour, "rollback"));
+        st.current = Some(current(&g, Some("b1"), lost + hour, CommitSource::Rollback));
         assert!(
             settle_tracking(&mut st, &cred, lost + hour * 5),
             "a rollback settles nothing"
         );
-        st.current = Some(current(&g, Some("b1"), lost + hour, "rotate"));
+        st.current = Some(current(&g, Some("b1"), lost + hour, CommitSource::Rotate));
         assert!(
             settle_tracking(&mut st, &cred, lost + hour + hour / 2),
             "not yet retire_after"
@@ -407,7 +407,7 @@ mod tests {
             &g,
             Some("b1"),
             datetime!(9999-12-31 23:59 UTC),
-            "rotate",
+            CommitSource::Rotate,
         ));
         assert!(settle_tracking(&mut st, &cred, lost));
     }

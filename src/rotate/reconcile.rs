@@ -28,16 +28,16 @@ impl Rotator {
                 .await
                 .map_err(|f| f.message)?;
             let mut w = Work::new(cred, &backend, loaded.state);
-            w.state_lost = settle_tracking(&mut w.state, cred, OffsetDateTime::now_utc());
+            w.state_lost = settle_tracking(&mut w.state, cred, self.now());
             let serves = !matches!(backend.read_current().await, Ok(None));
-            w.note_untracked(serves, OffsetDateTime::now_utc());
+            w.note_untracked(serves, self.now());
             // Without an exclusive lock, a one-shot run may be creating a binding right now.
             if !backend.exclusive() {
                 return Ok(Vec::new());
             }
             // Another run's intent is not an orphan's.
             if let Some(p) = &w.state.pending
-                && backend.pending_in_flight(p, OffsetDateTime::now_utc())
+                && backend.pending_in_flight(p, self.now())
             {
                 return Ok(Vec::new());
             }
@@ -183,7 +183,7 @@ impl Rotator {
         if g.leaf().fingerprint_sha256 != fp {
             return;
         }
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         let old = w.state.current.take();
         if let Some(old_id) = old.as_ref().and_then(|c| c.binding_id.clone())
             && old_id != id
@@ -193,7 +193,7 @@ impl Rotator {
                 service_manager: p.service_manager.clone(),
                 fingerprint_sha256: old.as_ref().map(|c| c.fingerprint_sha256.clone()),
                 retire_at: now + w.cred.policy.retire_after.to_time(),
-                reason: "replaced".into(),
+                reason: RetireReason::Replaced,
                 attempts: 0,
             });
         }
@@ -204,7 +204,7 @@ impl Rotator {
             generation: Some(cur.dir_name.clone()),
             binding_id: Some(id.clone()),
             committed_at: now,
-            source: "rotate (recovered after an interrupted commit)".into(),
+            source: CommitSource::Recovered,
         });
         w.state.pending = None;
         tracing::warn!(credential = %w.cred.name, binding = %id, "adopted the binding of a commit whose state write was interrupted");

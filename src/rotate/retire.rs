@@ -7,7 +7,7 @@ use super::*;
 impl Rotator {
     /// Deletes queued bindings whose deadline passed (all of them with `now_all`).
     pub(super) async fn retire(&self, w: &mut Work<'_>, now_all: bool) {
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         let due: Vec<RetiringRecord> = w
             .state
             .retiring

@@ -7,7 +7,7 @@ use super::*;
 impl Rotator {
     pub(super) async fn pipeline(&self, w: &mut Work<'_>, opts: Options) -> Outcome {
         let cred = w.cred;
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         // 2. inspect
         let (current, view, critical_at) = match w.backend.read_current().await {
             Ok(None) => (None, CurrentView::Missing, None),
@@ -217,8 +217,8 @@ impl Rotator {
                             binding_id: lost,
                             service_manager: iss.service_manager.clone(),
                             fingerprint_sha256: None,
-                            retire_at: OffsetDateTime::now_utc(),
-                            reason: "orphan".into(),
+                            retire_at: self.now(),
+                            reason: RetireReason::Orphan,
                             attempts: 0,
                         });
                     }
@@ -285,13 +285,7 @@ impl Rotator {
         }
         // 5. verify
         let own_pem = own.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
-        let g = match verify(
-            cred,
-            &binding,
-            own_pem,
-            current.as_ref(),
-            OffsetDateTime::now_utc(),
-        ) {
+        let g = match verify(cred, &binding, own_pem, current.as_ref(), self.now()) {
             Ok(g) => g,
             Err(f) => {
                 return self
@@ -318,7 +312,7 @@ impl Rotator {
                 .await;
         }
         // Then the target, then the state.
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         let dir = match self.commit_outcome(w, &g, &new_fp, now).await {
             Ok(d) => d,
             Err((f, CommitUnknown::No)) => {

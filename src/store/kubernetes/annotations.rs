@@ -153,7 +153,7 @@ mod tests {
                 service_manager: "default".into(),
                 fingerprint_sha256: Some("ab".into()),
                 retire_at: t,
-                reason: "replaced".into(),
+                reason: crate::state::RetireReason::Replaced,
                 attempts: 0,
             }],
             ..State::default()
