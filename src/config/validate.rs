@@ -1,0 +1,349 @@
+//! From the raw TOML to the effective configuration: every credential resolved against
+//! `[defaults]`, every rule checked, each error naming the file, line:column and field path.
+
+use super::*;
+
+/// Converts a byte span into a 1-based (line, column).
+pub(super) fn position_of(
+    text: &str,
+    span: Option<std::ops::Range<usize>>,
+) -> Option<(usize, usize)> {
+    let start = span?.start.min(text.len());
+    let before = text.get(..start)?;
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(start, |i| start - i - 1) + 1;
+    Some((line, col))
+}
+
+/// Finds the line of the `n`-th `[[credential]]` header, for errors found after parsing.
+pub(super) fn credential_position(text: &str, n: usize) -> Option<(usize, usize)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("[[credential]]"))
+        .nth(n)
+        .map(|(i, _)| (i + 1, 1))
+}
+
+pub(super) fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.')
+}
+
+/// Refuses a `retire_after` over a year (it would outlive any certificate, and time
+/// arithmetic on it must not overflow).
+pub(super) fn too_long_retirement(span: Span) -> Option<String> {
+    (span.0 > std::time::Duration::from_secs(366 * 86_400)).then(|| {
+        format!(
+            "{span} is longer than a year; a replaced binding would outlive its certificate by far"
+        )
+    })
+}
+
+pub(super) fn resolve_id(text: &str, lookup: impl Fn(&str) -> Option<u32>) -> Option<u32> {
+    text.parse::<u32>().ok().or_else(|| lookup(text))
+}
+
+impl RawConfig {
+    pub(super) fn validate(self, path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let err = |n: Option<usize>, field: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            position: n.and_then(|n| credential_position(text, n)),
+            field,
+            message,
+        };
+        let defaults = Policy::default().overlay(&self.defaults);
+        if let Some(m) = too_long_retirement(defaults.retire_after) {
+            return Err(err(None, "defaults.retire_after".into(), m));
+        }
+        if let Some(dir) = &self.state_dir
+            && !dir.is_absolute()
+        {
+            return Err(err(
+                None,
+                "state_dir".into(),
+                format!("{:?} must be an absolute path", dir.display().to_string()),
+            ));
+        }
+        if !self.daemon.listen.is_empty()
+            && self.daemon.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(err(
+                None,
+                "daemon.listen".into(),
+                format!(
+                    "{:?} is not an address:port (e.g. \"127.0.0.1:9464\"; \"\" disables)",
+                    self.daemon.listen
+                ),
+            ));
+        }
+        if self.daemon.max_parallel == 0 {
+            return Err(err(
+                None,
+                "daemon.max_parallel".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut credentials = Vec::with_capacity(self.credential.len());
+        for (i, raw) in self.credential.into_iter().enumerate() {
+            let at = |f: &str| format!("credential[{i}].{f}");
+            if !is_valid_name(&raw.name) {
+                return Err(err(
+                    Some(i),
+                    at("name"),
+                    format!(
+                        "{:?} is not a valid name (1-63 characters of A-Z a-z 0-9 . _ -, not starting with '.')",
+                        raw.name
+                    ),
+                ));
+            }
+            if let Some(first) = seen.insert(raw.name.clone(), i) {
+                return Err(err(
+                    Some(i),
+                    at("name"),
+                    format!("{:?} is already the name of credential[{first}]", raw.name),
+                ));
+            }
+            let policy = defaults.overlay(&raw.policy());
+            if let Some(m) = too_long_retirement(policy.retire_after) {
+                return Err(err(Some(i), at("retire_after"), m));
+            }
+            let t = raw.target;
+            let target = match t.type_ {
+                TargetType::Directory => {
+                    for (field, set) in [
+                        ("namespace", t.namespace.is_some()),
+                        ("name", t.name.is_some()),
+                        ("kubeconfig", t.kubeconfig.is_some()),
+                        ("lease", t.lease.is_some()),
+                        ("lease_duration", t.lease_duration.is_some()),
+                    ] {
+                        if set {
+                            return Err(err(
+                                Some(i),
+                                at(&format!("target.{field}")),
+                                format!(
+                                    "`{field}` is for kubernetes-secret targets; set type = \"kubernetes-secret\" or remove it"
+                                ),
+                            ));
+                        }
+                    }
+                    let binding = service_binding(raw.kind, &t, &crate::names::OWN_FILES)
+                        .map_err(|(f, m)| err(Some(i), at(&format!("target.{f}")), m))?;
+                    let Some(dir) = t.path else {
+                        return Err(err(
+                            Some(i),
+                            at("target.path"),
+                            "a directory target needs `path`".into(),
+                        ));
+                    };
+                    if !dir.is_absolute() {
+                        return Err(err(
+                            Some(i),
+                            at("target.path"),
+                            format!("{:?} must be an absolute path", dir.display().to_string()),
+                        ));
+                    }
+                    let owner = match &t.owner {
+                        None => None,
+                        Some(o) => Some(
+                            resolve_id(o, |n| uzers::get_user_by_name(n).map(|u| u.uid()))
+                                .ok_or_else(|| {
+                                    err(Some(i), at("target.owner"), format!("no user named {o:?}"))
+                                })?,
+                        ),
+                    };
+                    let group = match &t.group {
+                        None => None,
+                        Some(g) => Some(
+                            resolve_id(g, |n| uzers::get_group_by_name(n).map(|g| g.gid()))
+                                .ok_or_else(|| {
+                                    err(
+                                        Some(i),
+                                        at("target.group"),
+                                        format!("no group named {g:?}"),
+                                    )
+                                })?,
+                        ),
+                    };
+                    let mode = t.mode.unwrap_or(FileMode(0o600));
+                    if mode.0 & 0o002 != 0 {
+                        return Err(err(
+                            Some(i),
+                            at("target.mode"),
+                            format!("{mode} would make private keys writable by others"),
+                        ));
+                    }
+                    if mode.0 & 0o600 != 0o600 {
+                        return Err(err(
+                            Some(i),
+                            at("target.mode"),
+                            format!("{mode} must let the owner read and write (0600 at least)"),
+                        ));
+                    }
+                    Target::Directory(DirectoryTarget {
+                        path: dir,
+                        mode,
+                        owner,
+                        group,
+                        layout: t.layout.unwrap_or_default(),
+                        binding,
+                    })
+                }
+                TargetType::KubernetesSecret => Target::KubernetesSecret(
+                    kubernetes_target(t, raw.kind)
+                        .map_err(|(f, m)| err(Some(i), at(&format!("target.{f}")), m))?,
+                ),
+            };
+            if let Some(u) = &raw.check.token_url
+                && !u.starts_with("https://")
+            {
+                return Err(err(
+                    Some(i),
+                    at("check.token_url"),
+                    format!("{u:?} must be an https URL"),
+                ));
+            }
+            if let Some(u) = &raw.check.discovery_url
+                && !u.starts_with("https://")
+            {
+                return Err(err(
+                    Some(i),
+                    at("check.discovery_url"),
+                    format!("{u:?} must be an https URL"),
+                ));
+            }
+            if raw.check.timeout.0.is_zero() || raw.check.connect_timeout.0.is_zero() {
+                return Err(err(
+                    Some(i),
+                    at("check.timeout"),
+                    "timeouts must be greater than zero".into(),
+                ));
+            }
+            if raw.check.attempts == 0 {
+                return Err(err(
+                    Some(i),
+                    at("check.attempts"),
+                    "must be at least 1".into(),
+                ));
+            }
+            let issuer = match raw.issuer {
+                None => None,
+                Some(r) => Some(
+                    r.resolve(&raw.name, raw.kind, &self.service_manager)
+                        .map_err(|(f, m)| err(Some(i), at(&f), m))?,
+                ),
+            };
+            if matches!(issuer, Some(Issuer::Csr(_))) {
+                // Without a binding, nothing supplies the client id or the token URL.
+                if raw.check.client_id.is_none() {
+                    return Err(err(
+                        Some(i),
+                        at("check.client_id"),
+                        "a csr issuer needs check.client_id (the OAuth client registered for the subject)".into(),
+                    ));
+                }
+                if raw.check.token_url.is_none() && raw.check.discovery_url.is_none() {
+                    return Err(err(
+                        Some(i),
+                        at("check.token_url"),
+                        "a csr issuer needs check.token_url or check.discovery_url".into(),
+                    ));
+                }
+            }
+            let mut hooks = Vec::with_capacity(raw.hook.len());
+            for (h, rh) in raw.hook.into_iter().enumerate() {
+                hooks.push(
+                    rh.resolve()
+                        .map_err(|(f, m)| err(Some(i), at(&format!("hook[{h}].{f}")), m))?,
+                );
+            }
+            for (k, v) in &raw.fields {
+                let why = if crate::generation::PEM_FIELDS.contains(&k.as_str()) {
+                    Some("comes from each generation's own certificate and key".to_string())
+                } else if crate::generation::SECRET_FIELDS.contains(&k.as_str()) {
+                    Some("is a secret; it does not belong in the configuration file".into())
+                } else if crate::names::RESERVED.contains(&k.as_str()) {
+                    Some("is a name certrot's own files use".into())
+                } else if crate::generation::INVENTED_FIELDS.contains(&k.as_str()) {
+                    Some(
+                        "is not a service-key field (the token check's URL is check.token_url)"
+                            .into(),
+                    )
+                } else if !crate::names::is_field_name(k) {
+                    Some("is not a field name (letters, digits, '-', '_', '.')".into())
+                } else if v.is_null() || v.is_object() {
+                    Some("must be a string, number, boolean or array".into())
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(err(
+                        Some(i),
+                        at(&format!("fields.{k}")),
+                        format!("{k:?} {why}"),
+                    ));
+                }
+            }
+            credentials.push(Credential {
+                name: raw.name,
+                kind: raw.kind,
+                policy,
+                target,
+                check: raw.check,
+                issuer,
+                hooks,
+                fields: raw.fields,
+            });
+        }
+        // Two credentials writing into one directory or Secret would overwrite each other.
+        // Directories are compared as the kernel resolves them (`x/../t`, a symlink to `t`),
+        // Secrets by every name each uses (<name> and <name>-previous); one pass with maps.
+        let mut dirs: std::collections::HashMap<PathBuf, usize> = std::collections::HashMap::new();
+        let mut secrets: std::collections::HashMap<(Option<&str>, Option<&Path>, String), usize> =
+            std::collections::HashMap::new();
+        for (i, a) in credentials.iter().enumerate() {
+            let (field, clash) = match &a.target {
+                Target::Directory(t) => ("path", dirs.insert(resolved_path(&t.path), i)),
+                Target::KubernetesSecret(k) => {
+                    let mut clash = None;
+                    for n in crate::names::secret_names(&k.name) {
+                        let key = (k.namespace.as_deref(), k.kubeconfig.as_deref(), n);
+                        if let Some(&b) = secrets.get(&key) {
+                            clash = Some(b);
+                        }
+                        secrets.entry(key).or_insert(i);
+                    }
+                    ("name", clash)
+                }
+            };
+            if let Some(b) = clash {
+                return Err(err(
+                    Some(i),
+                    format!("credential[{i}].target.{field}"),
+                    format!(
+                        "{} is already the target of credential {:?}",
+                        a.target, credentials[b].name
+                    ),
+                ));
+            }
+        }
+        let names: Vec<&str> = credentials.iter().map(|c| c.name.as_str()).collect();
+        issuer::validate_managers(&self.service_manager, &names)
+            .map_err(|(f, m)| err(None, f, m))?;
+        Ok(Config {
+            path: path.to_path_buf(),
+            state_dir: self
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            daemon: self.daemon,
+            defaults,
+            service_managers: self.service_manager,
+            credentials,
+        })
+    }
+}
