@@ -1,4 +1,4 @@
-//! The Kubernetes API stand-in (`src/sandbox/kube.rs`) over real TLS: create, read, replace
+//! The Kubernetes API stand-in (`sandbox/src/kube.rs`) over real TLS: create, read, replace
 //! with the current resourceVersion, 409 on a stale one, merge patch with and without a
 //! precondition, 404, 422 on an invalid name, 400 on bad base64, 401 without the token,
 //! injected conflicts, Leases, and Status bodies shaped like the API server's. (The Secret

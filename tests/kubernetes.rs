@@ -1,6 +1,6 @@
 //! The `kubernetes-secret` target end to end: the real `certrot` binary against the
 //! sandbox token endpoint and Service Manager, with the Kubernetes API stand-in
-//! (`src/sandbox/kube.rs`: Secrets and Leases over TLS, resourceVersion, 409 on stale
+//! (`sandbox/src/kube.rs`: Secrets and Leases over TLS, resourceVersion, 409 on stale
 //! writes) reached through a kubeconfig file. Covers: the first rotation creates the Secret;
 //! a run that is not due writes nothing; a concurrent foreign write during the commit is
 //! re-read and kept; two overlapping runs rotate once; the state lives in annotations

@@ -1166,9 +1166,9 @@ fn retirement_deletes_only_this_credentials_bindings_and_never_the_served_one() 
     w.edit_state("orders", |st| {
         st["retiring"] = serde_json::json!([
             {"binding_id": foreign, "service_manager": "main", "fingerprint_sha256": "AA:BB",
-             "retire_at": due, "reason": "forged", "attempts": 0},
+             "retire_at": due, "reason": "replaced", "attempts": 0},
             {"binding_id": served, "service_manager": "main", "fingerprint_sha256": "CC:DD",
-             "retire_at": due, "reason": "forged", "attempts": 0},
+             "retire_at": due, "reason": "replaced", "attempts": 0},
         ])
     });
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due", "orders"]);

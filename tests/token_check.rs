@@ -1,4 +1,4 @@
-//! The token check against the sandbox token endpoint (`src/sandbox/token.rs`: a real rustls
+//! The token check against the sandbox token endpoint (`sandbox/src/token/`: a real rustls
 //! mTLS server on 127.0.0.1): success, generation switch without session reuse, unregistered
 //! and revoked clients, no certificate, wrong server CA, discovery, every injected fault → its
 //! label, and `import` / `check --validate` through the real binary.

@@ -101,23 +101,23 @@ impl fmt::Display for Kind {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCredential {
-    pub(super) name: String,
+    name: String,
     #[serde(default)]
-    pub(super) kind: Kind,
-    pub(super) renew_before: Option<RenewBefore>,
-    pub(super) critical_before: Option<Span>,
-    pub(super) jitter: Option<Jitter>,
-    pub(super) retire_after: Option<Span>,
-    pub(super) keep_generations: Option<u32>,
-    pub(super) window: Option<Vec<Window>>,
-    pub(super) target: RawTarget,
+    kind: Kind,
+    renew_before: Option<RenewBefore>,
+    critical_before: Option<Span>,
+    jitter: Option<Jitter>,
+    retire_after: Option<Span>,
+    keep_generations: Option<u32>,
+    window: Option<Vec<Window>>,
+    target: RawTarget,
     #[serde(default)]
-    pub(super) check: CheckConfig,
-    pub(super) issuer: Option<issuer::RawIssuer>,
+    check: CheckConfig,
+    issuer: Option<issuer::RawIssuer>,
     #[serde(default)]
-    pub(super) hook: Vec<hook::RawHook>,
+    hook: Vec<hook::RawHook>,
     #[serde(default)]
-    pub(super) fields: serde_json::Map<String, serde_json::Value>,
+    fields: serde_json::Map<String, serde_json::Value>,
 }
 
 impl RawCredential {
@@ -193,15 +193,15 @@ impl Default for CheckConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    pub(super) state_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
     #[serde(default)]
-    pub(super) daemon: Daemon,
+    daemon: Daemon,
     #[serde(default)]
-    pub(super) defaults: RawPolicy,
+    defaults: RawPolicy,
     #[serde(default)]
-    pub(super) service_manager: std::collections::BTreeMap<String, ServiceManagerConfig>,
+    service_manager: std::collections::BTreeMap<String, ServiceManagerConfig>,
     #[serde(default)]
-    pub(super) credential: Vec<RawCredential>,
+    credential: Vec<RawCredential>,
 }
 
 /// The whole, validated configuration.
