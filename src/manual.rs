@@ -34,21 +34,20 @@ pub async fn import(
             format!("{label}: the token check failed, nothing was written: {e} (use --no-validate to write it anyway)")
         })?;
     }
-    let mut state = backend
+    let state = backend
         .load_state(&cred.name, true)
         .await
         .map_err(|e| e.to_string())?
         .state;
     let dir = backend.commit(&g, now).await.map_err(|e| e.to_string())?;
-    state.current = Some(CurrentRecord {
-        serial: g.leaf().serial.clone(),
-        fingerprint_sha256: g.leaf().fingerprint_sha256.clone(),
-        not_after: g.leaf().not_after,
-        generation: Some(dir.clone()),
-        binding_id: None,
-        committed_at: now,
-        source: crate::state::CommitSource::Import,
-    });
+    let current = CurrentRecord::of(
+        g.leaf(),
+        Some(dir.clone()),
+        None,
+        crate::state::CommitSource::Import,
+        now,
+    );
+    let state = state.committed(current, None);
     backend
         .save_state(&state)
         .await

@@ -165,6 +165,13 @@ pub fn backoff(
     }
 }
 
+/// How long a queued binding whose deletion failed `attempts` times waits before the next
+/// try: 1 minute, doubling each time, at most an hour.
+pub fn retirement_backoff(attempts: u32) -> Duration {
+    let exp = attempts.saturating_sub(1).min(6);
+    (Duration::minutes(1) * (1i32 << exp)).min(Duration::hours(1))
+}
+
 /// A recorded next attempt as far as it can be trusted at `now`. Backoff never waits more
 /// than [`BACKOFF_CAP`] from a failure (and a failure is never in the future), so a value
 /// further out than that — written while the clock ran ahead — is not trusted at all: the

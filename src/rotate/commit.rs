@@ -55,49 +55,31 @@ impl Rotator {
         now: OffsetDateTime,
     ) -> Outcome {
         let cred = w.cred;
-        let old = w.state.current.take();
+        let old = w.state.current.clone();
         let old_binding = old.as_ref().and_then(|c| c.binding_id.clone());
-        if let Some(id) = &old_binding {
-            // The replaced binding belongs to the Service Manager of the new one, or, when
-            // the issuer changed to one without bindings, to the one that made it.
-            let sm = new_binding
+        // The replaced binding belongs to the Service Manager of the new one, or, when the
+        // issuer changed to one without bindings, to the one that made it.
+        let retire = RetirePlan {
+            service_manager: new_binding
                 .as_ref()
                 .map(|(_, sm)| sm.clone())
                 .or_else(|| self.config.service_managers.keys().next().cloned())
-                .unwrap_or_default();
-            w.state.retiring.push(RetiringRecord {
-                binding_id: id.clone(),
-                service_manager: sm,
-                fingerprint_sha256: old.as_ref().map(|c| c.fingerprint_sha256.clone()),
-                retire_at: if opts.revoke_previous {
-                    now
-                } else {
-                    now + cred.policy.retire_after.to_time()
-                },
-                reason: RetireReason::Replaced,
-                attempts: 0,
-            });
-        }
-        w.state.current = Some(CurrentRecord {
-            serial: g.leaf().serial.clone(),
-            fingerprint_sha256: g.leaf().fingerprint_sha256.clone(),
-            not_after: g.leaf().not_after,
-            generation: Some(dir.clone()),
-            binding_id: new_binding.as_ref().map(|(id, _)| id.clone()),
-            committed_at: now,
-            source: CommitSource::Rotate,
-        });
-        w.state.pending = None;
-        w.state.last_rotation = Some(RotationRecord {
-            at: now,
-            result: RotationResult::Success,
-            step: None,
-            label: None,
-            message: None,
-        });
-        w.state.last_success = Some(now);
-        w.state.consecutive_failures = 0;
-        w.state.next_attempt = None;
+                .unwrap_or_default(),
+            at: if opts.revoke_previous {
+                now
+            } else {
+                now + cred.policy.retire_after.to_time()
+            },
+            reason: RetireReason::Replaced,
+        };
+        let current = CurrentRecord::of(
+            g.leaf(),
+            Some(dir.clone()),
+            new_binding.as_ref().map(|(id, _)| id.clone()),
+            CommitSource::Rotate,
+            now,
+        );
+        w.step(|s| s.committed(current, Some(retire)).rotation_succeeded(now));
         let state_not_saved = match w.backend.save_state(&w.state).await {
             Ok(()) => None,
             Err(e) => {
@@ -168,39 +150,26 @@ impl Rotator {
                 Err(_) if is_served => {}
                 Err(e) => {
                     tracing::warn!(credential = %w.cred.name, binding = %id, "could not delete the binding of the failed attempt, queued: {e}");
-                    w.state.retiring.push(RetiringRecord {
-                        binding_id: id,
-                        service_manager: sm_name,
-                        fingerprint_sha256: fp,
-                        retire_at: now,
-                        reason: RetireReason::FailedRotation,
-                        attempts: 0,
+                    w.step(|s| {
+                        s.queue(RetiringRecord {
+                            binding_id: id,
+                            service_manager: sm_name,
+                            fingerprint_sha256: fp,
+                            retire_at: now,
+                            reason: RetireReason::FailedRotation,
+                            attempts: 0,
+                        })
                     });
                 }
             }
         }
-        // An intent whose binding is unknown stays for reconcile; otherwise it is done.
-        if !w.keep_pending
-            && w.state
-                .pending
-                .as_ref()
-                .is_some_and(|p| p.binding_id.is_some())
-        {
-            w.state.pending = None;
-        }
-        w.state.consecutive_failures = w.state.consecutive_failures.saturating_add(1);
-        w.state.next_attempt = Some(policy::backoff(
-            w.state.consecutive_failures,
-            now,
-            critical_at,
-        ));
-        w.state.last_rotation = Some(RotationRecord {
-            at: now,
-            result: RotationResult::Failure,
-            step: Some(f.step),
-            label: Some(f.label.clone()),
-            message: Some(f.message.clone()),
-        });
+        let note = FailureNote {
+            step: f.step,
+            label: f.label.clone(),
+            message: f.message.clone(),
+        };
+        let keep = w.keep_pending;
+        w.step(|s| s.rotation_failed(&note, keep, critical_at, now));
         if let Err(e) = w.backend.save_state(&w.state).await {
             tracing::error!(credential = %w.cred.name, "state not saved after a failed rotation: {e}");
         }

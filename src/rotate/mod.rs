@@ -25,9 +25,9 @@ use crate::issuer::service_manager::{
 };
 use crate::lock::LockError;
 use crate::policy::{self, Validity};
+use crate::state::transition::FailureNote;
 use crate::state::{
-    CommitSource, CurrentRecord, PendingRecord, RetireReason, RetiringRecord, RotationRecord,
-    RotationResult, State,
+    CommitSource, CurrentRecord, PendingRecord, RetirePlan, RetireReason, RetiringRecord, State,
 };
 use crate::status::short_time;
 use crate::store::Backend;
@@ -132,6 +132,11 @@ struct Work<'a> {
 }
 
 impl<'a> Work<'a> {
+    /// Takes one of the state's pure steps ([`crate::state::transition`]).
+    fn step(&mut self, f: impl FnOnce(State) -> State) {
+        self.state = f(std::mem::take(&mut self.state));
+    }
+
     /// A target that serves a generation the state does not know of (the state file was
     /// lost, moved away, or is another installation's fresh one): what certrot tracked is
     /// unknown, exactly as after a corrupt state file — nothing is an orphan until a

@@ -58,7 +58,7 @@ pub fn rolled_back(
         if p.fingerprint_sha256.as_ref() == Some(fp) {
             same = same.or(Some(id));
         } else {
-            state.retiring.push(RetiringRecord {
+            *state = std::mem::take(state).queue(RetiringRecord {
                 binding_id: id,
                 service_manager: p.service_manager,
                 fingerprint_sha256: p.fingerprint_sha256,
@@ -79,34 +79,34 @@ pub fn rolled_back(
         Some(Issuer::ServiceManager(i)) => Some(i.service_manager.clone()),
         _ => restored.as_ref().map(|r| r.service_manager.clone()),
     };
-    if let Some(old) = state.current.take()
-        && &old.fingerprint_sha256 != fp
-        && let Some(id) = old.binding_id
-        && restored.as_ref().map(|r| &r.binding_id) != Some(&id)
-    {
-        match &manager {
-            Some(sm) => state.retiring.push(RetiringRecord {
-                binding_id: id,
-                service_manager: sm.clone(),
-                fingerprint_sha256: Some(old.fingerprint_sha256),
-                retire_at: now + cred.policy.retire_after.to_time(),
-                reason: RetireReason::RolledBack,
-                attempts: 0,
-            }),
-            None => {
-                tracing::warn!(credential = %cred.name, binding = %id, "the binding rolled away from is not queued for retirement (no Service Manager is known for it); delete it by hand")
-            }
+    let binding = restored.map(|r| r.binding_id).or(same);
+    // The binding rolled away from (when it differs) is queued, by its Service Manager.
+    let away = state
+        .current
+        .as_ref()
+        .filter(|old| &old.fingerprint_sha256 != fp)
+        .and_then(|old| old.binding_id.clone())
+        .filter(|id| binding.as_ref() != Some(id));
+    let retire = match (&away, manager) {
+        (Some(_), Some(sm)) => Some(RetirePlan {
+            service_manager: sm,
+            at: now + cred.policy.retire_after.to_time(),
+            reason: RetireReason::RolledBack,
+        }),
+        (Some(id), None) => {
+            tracing::warn!(credential = %cred.name, binding = %id, "the binding rolled away from is not queued for retirement (no Service Manager is known for it); delete it by hand");
+            None
         }
-    }
-    state.current = Some(CurrentRecord {
-        serial: g.leaf().serial.clone(),
-        fingerprint_sha256: fp.clone(),
-        not_after: g.leaf().not_after,
-        generation: Some(generation.to_string()),
-        binding_id: restored.map(|r| r.binding_id).or(same),
-        committed_at: now,
-        source: CommitSource::Rollback,
-    });
+        (None, _) => None,
+    };
+    let current = CurrentRecord::of(
+        g.leaf(),
+        Some(generation.to_string()),
+        binding,
+        CommitSource::Rollback,
+        now,
+    );
+    *state = std::mem::take(state).committed(current, retire);
 }
 
 /// Why a rotation happens.
@@ -271,15 +271,7 @@ mod tests {
         at: OffsetDateTime,
         source: CommitSource,
     ) -> CurrentRecord {
-        CurrentRecord {
-            serial: g.leaf().serial.clone(),
-            fingerprint_sha256: g.leaf().fingerprint_sha256.clone(),
-            not_after: g.leaf().not_after,
-            generation: None,
-            binding_id: binding.map(str::to_string),
-            committed_at: at,
-            source,
-        }
+        CurrentRecord::of(g.leaf(), None, binding.map(str::to_string), source, at)
     }
 
     fn queued(g: &Generation, binding: &str) -> RetiringRecord {

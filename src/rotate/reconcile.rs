@@ -184,29 +184,19 @@ impl Rotator {
             return;
         }
         let now = self.now();
-        let old = w.state.current.take();
-        if let Some(old_id) = old.as_ref().and_then(|c| c.binding_id.clone())
-            && old_id != id
-        {
-            w.state.retiring.push(RetiringRecord {
-                binding_id: old_id,
-                service_manager: p.service_manager.clone(),
-                fingerprint_sha256: old.as_ref().map(|c| c.fingerprint_sha256.clone()),
-                retire_at: now + w.cred.policy.retire_after.to_time(),
-                reason: RetireReason::Replaced,
-                attempts: 0,
-            });
-        }
-        w.state.current = Some(CurrentRecord {
-            serial: g.leaf().serial.clone(),
-            fingerprint_sha256: fp,
-            not_after: g.leaf().not_after,
-            generation: Some(cur.dir_name.clone()),
-            binding_id: Some(id.clone()),
-            committed_at: now,
-            source: CommitSource::Recovered,
-        });
-        w.state.pending = None;
+        let retire = RetirePlan {
+            service_manager: p.service_manager.clone(),
+            at: now + w.cred.policy.retire_after.to_time(),
+            reason: RetireReason::Replaced,
+        };
+        let current = CurrentRecord::of(
+            g.leaf(),
+            Some(cur.dir_name.clone()),
+            Some(id.clone()),
+            CommitSource::Recovered,
+            now,
+        );
+        w.step(|s| s.committed(current, Some(retire)).intent_done());
         tracing::warn!(credential = %w.cred.name, binding = %id, "adopted the binding of a commit whose state write was interrupted");
         if let Err(e) = w.backend.save_state(&w.state).await {
             tracing::warn!(credential = %w.cred.name, "state not saved after adoption: {e}");

@@ -8,13 +8,7 @@ impl Rotator {
     /// Deletes queued bindings whose deadline passed (all of them with `now_all`).
     pub(super) async fn retire(&self, w: &mut Work<'_>, now_all: bool) {
         let now = self.now();
-        let due: Vec<RetiringRecord> = w
-            .state
-            .retiring
-            .iter()
-            .filter(|r| now_all || r.retire_at <= now)
-            .cloned()
-            .collect();
+        let due = w.state.due_retirements(now, now_all);
         if due.is_empty() {
             return;
         }
@@ -36,7 +30,7 @@ impl Rotator {
         let mut retired_fps = Vec::new();
         for r in due {
             if served.is_some() && r.fingerprint_sha256 == served {
-                w.state.retiring.retain(|x| x.binding_id != r.binding_id);
+                w.step(|s| s.unqueued(&r.binding_id));
                 tracing::warn!(credential = %w.cred.name, binding = %r.binding_id, "not retired: its certificate is the one the target serves; dropped from the queue");
                 continue;
             }
@@ -49,28 +43,18 @@ impl Rotator {
             };
             match result {
                 Ok(RetireOutcome::Refused(why)) => {
-                    w.state.retiring.retain(|x| x.binding_id != r.binding_id);
+                    w.step(|s| s.unqueued(&r.binding_id));
                     tracing::warn!(credential = %w.cred.name, binding = %r.binding_id, "not retired: {why}; dropped from the queue, left in Service Manager");
                 }
                 Ok(RetireOutcome::Deleted) => {
-                    w.state.retiring.retain(|x| x.binding_id != r.binding_id);
+                    w.step(|s| s.unqueued(&r.binding_id));
                     tracing::info!(credential = %w.cred.name, binding = %r.binding_id, reason = %r.reason, event = "retired", "retired binding");
                     retired_fps.extend(r.fingerprint_sha256.clone());
                     w.retired.push(r.binding_id);
                 }
                 Err(e) => {
                     // Try again later, further out each time (1 min, 2, 4, … at most 1 h).
-                    if let Some(q) = w
-                        .state
-                        .retiring
-                        .iter_mut()
-                        .find(|x| x.binding_id == r.binding_id)
-                    {
-                        q.attempts = q.attempts.saturating_add(1);
-                        let wait = time::Duration::minutes(1 << (q.attempts - 1).min(6))
-                            .min(time::Duration::hours(1));
-                        q.retire_at = now + wait;
-                    }
+                    w.step(|s| s.retirement_failed(&r.binding_id, now));
                     w.retire_errors.push(format!("{}: {e}", r.binding_id));
                 }
             }

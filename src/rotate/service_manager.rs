@@ -213,14 +213,15 @@ impl Rotator {
                     };
                     if let Some(lost) = lost {
                         tracing::warn!(credential = %cred.name, binding = %lost, "a binding from a lost answer holds the name; queued for deletion");
-                        w.state.retiring.push(RetiringRecord {
+                        let r = RetiringRecord {
                             binding_id: lost,
                             service_manager: iss.service_manager.clone(),
                             fingerprint_sha256: None,
                             retire_at: self.now(),
                             reason: RetireReason::Orphan,
                             attempts: 0,
-                        });
+                        };
+                        w.step(|s| s.queue(r));
                     }
                     suffix += 1;
                     request.name = format!("{name}-{suffix}");
