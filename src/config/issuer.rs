@@ -7,30 +7,64 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
-/// How certrot reaches one Service Manager.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+/// `[service_manager.<name>]` as written.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServiceManagerConfig {
-    /// A Service Manager service key (JSON, secret or x509 flavour).
-    pub service_key: Option<PathBuf>,
-    /// Or: a managed credential whose current generation is the access (x509 flavour).
-    pub credential: Option<String>,
+pub(crate) struct RawServiceManager {
+    service_key: Option<PathBuf>,
+    credential: Option<String>,
     /// Extra CA certificates for the Service Manager and its token endpoint.
-    pub ca_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     #[serde(default = "yes")]
-    pub system_roots: bool,
+    system_roots: bool,
     /// `auto` lets Service Manager choose; `sync` / `async` force `?async=`.
     #[serde(default)]
-    pub mode: SmMode,
+    mode: SmMode,
     #[serde(default = "five_minutes")]
-    pub operation_timeout: Span,
+    operation_timeout: Span,
     #[serde(default = "ten_seconds")]
-    pub connect_timeout: Span,
+    connect_timeout: Span,
     #[serde(default = "thirty_seconds")]
-    pub timeout: Span,
+    timeout: Span,
     /// Attempts per call for 422/429/5xx/timeouts.
     #[serde(default = "five")]
+    attempts: u32,
+}
+
+/// Where the access to a Service Manager comes from: exactly one of the two.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmAccessSource {
+    /// A Service Manager service key (JSON, secret or x509 flavour).
+    ServiceKey(PathBuf),
+    /// A managed credential whose current generation is the access (x509 flavour).
+    Credential(String),
+}
+
+/// How certrot reaches one Service Manager, resolved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceManagerConfig {
+    pub access: SmAccessSource,
+    /// Extra CA certificates for the Service Manager and its token endpoint.
+    pub ca_file: Option<PathBuf>,
+    pub system_roots: bool,
+    /// `auto` lets Service Manager choose; `sync` / `async` force `?async=`.
+    pub mode: SmMode,
+    pub operation_timeout: Span,
+    pub connect_timeout: Span,
+    pub timeout: Span,
+    /// Attempts per call for 422/429/5xx/timeouts.
     pub attempts: u32,
+}
+
+impl ServiceManagerConfig {
+    /// The managed credential that is this Service Manager's access, if it is one.
+    pub fn access_credential(&self) -> Option<&str> {
+        match &self.access {
+            SmAccessSource::Credential(c) => Some(c),
+            SmAccessSource::ServiceKey(_) => None,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -92,6 +126,27 @@ pub enum CertificateMode {
     SelfManaged,
 }
 
+/// Who makes a Service Manager binding's certificate, resolved: a self-managed one always has
+/// its signer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum SmCertificate {
+    /// The service generates key and certificate.
+    ServiceManaged,
+    /// certrot makes the key and CSR; `signer` signs.
+    SelfManaged { signer: SignerConfig },
+}
+
+impl SmCertificate {
+    /// The signer of a self-managed certificate.
+    pub fn signer(&self) -> Option<&SignerConfig> {
+        match self {
+            SmCertificate::ServiceManaged => None,
+            SmCertificate::SelfManaged { signer } => Some(signer),
+        }
+    }
+}
+
 /// Key algorithm of self-made keys.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -147,53 +202,140 @@ fn approle() -> String {
 }
 
 /// `[credential.issuer.signer]` as written.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SignerConfig {
+pub(crate) struct RawSigner {
     #[serde(rename = "type")]
-    pub type_: SignerType,
-    /// `local-ca`: the CA certificate (PEM; intermediates after it are sent along).
-    pub ca_cert: Option<PathBuf>,
-    /// `local-ca`: the CA's private key (PEM).
-    pub ca_key: Option<PathBuf>,
-    /// Lifetime of signed certificates (`local-ca` default 7 days; `vault`: the `ttl` asked
-    /// for, default the role's).
+    type_: SignerType,
+    ca_cert: Option<PathBuf>,
+    ca_key: Option<PathBuf>,
+    validity: Option<Span>,
+    url: Option<String>,
+    mount: Option<String>,
+    role: Option<String>,
+    verbatim: Option<bool>,
+    token_file: Option<PathBuf>,
+    approle: Option<AppRole>,
+    namespace: Option<String>,
+    ca_file: Option<PathBuf>,
+    timeout: Option<Span>,
+    argv: Option<Vec<String>>,
+}
+
+/// A signer of self-made CSRs: each type with exactly the fields it uses.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum SignerConfig {
+    LocalCa(LocalCaConfig),
+    Vault(VaultConfig),
+    Command(CommandConfig),
+}
+
+/// `local-ca`: a CA certificate and key on this host.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LocalCaConfig {
+    /// The CA certificate (PEM; intermediates after it are sent along).
+    pub ca_cert: PathBuf,
+    /// The CA's private key (PEM).
+    pub ca_key: PathBuf,
+    /// Lifetime of signed certificates (default 7 days).
     pub validity: Option<Span>,
-    /// `vault`: the server, e.g. `https://vault.example:8200`.
-    pub url: Option<String>,
-    /// `vault`: the PKI secrets engine's mount. Default `pki`.
-    pub mount: Option<String>,
-    /// `vault`: the role.
-    pub role: Option<String>,
-    /// `vault`: `sign-verbatim` (keeps the CSR's whole subject) instead of `sign`.
-    #[serde(default)]
+}
+
+/// `vault`: a Vault / OpenBao PKI secrets engine.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VaultConfig {
+    /// The server, e.g. `https://vault.example:8200` (https only).
+    pub url: String,
+    /// The PKI secrets engine's mount (default `pki`).
+    pub mount: String,
+    /// The role.
+    pub role: String,
+    /// `sign-verbatim` (keeps the CSR's whole subject) instead of `sign`.
     pub verbatim: bool,
-    /// `vault`: a file holding the token (else `VAULT_TOKEN`, else `approle`).
+    /// A file holding the token (else `VAULT_TOKEN`, else `approle`).
     pub token_file: Option<PathBuf>,
-    /// `vault`: AppRole login.
     pub approle: Option<AppRole>,
-    /// `vault`: `X-Vault-Namespace`.
+    /// `X-Vault-Namespace`.
     pub namespace: Option<String>,
-    /// `vault`: extra CA certificates for the server (verification cannot be turned off).
+    /// Extra CA certificates for the server (verification cannot be turned off).
     pub ca_file: Option<PathBuf>,
-    /// `vault` / `command`: time limit (default 30 s / 60 s).
+    /// Time limit of a call (default 30 s).
     pub timeout: Option<Span>,
-    /// `command`: argv, run without a shell.
-    pub argv: Option<Vec<String>>,
+    /// The `ttl` asked for (default the role's).
+    pub validity: Option<Span>,
+}
+
+/// `command`: an external program, CSR PEM on stdin, chain PEM on stdout.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CommandConfig {
+    /// argv, run without a shell; never empty.
+    pub argv: Vec<String>,
+    /// Time limit (default 60 s).
+    pub timeout: Option<Span>,
 }
 
 impl SignerConfig {
-    /// Checks the fields each signer type needs; `(field, message)` on error.
-    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+    /// Its `signer.type`.
+    pub fn type_(&self) -> SignerType {
+        match self {
+            SignerConfig::LocalCa(_) => SignerType::LocalCa,
+            SignerConfig::Vault(_) => SignerType::Vault,
+            SignerConfig::Command(_) => SignerType::Command,
+        }
+    }
+}
+
+impl RawSigner {
+    /// Resolves to the fields its type uses; a field of another type, or a missing one, is
+    /// an error `(field, message)`.
+    pub(crate) fn resolve(self) -> Result<SignerConfig, (String, String)> {
         let e = |f: &str, m: &str| Err((format!("signer.{f}"), m.to_string()));
+        if self.timeout.is_some_and(|t| t.0.is_zero()) {
+            return e("timeout", "must be greater than zero");
+        }
+        let name = match self.type_ {
+            SignerType::LocalCa => "local-ca",
+            SignerType::Vault => "vault",
+            SignerType::Command => "command",
+        };
+        let uses = |f: &str| match self.type_ {
+            SignerType::LocalCa => ["ca_cert", "ca_key", "validity"].contains(&f),
+            SignerType::Vault => !["ca_cert", "ca_key", "argv"].contains(&f),
+            SignerType::Command => ["argv", "timeout"].contains(&f),
+        };
+        for (set, f) in [
+            (self.ca_cert.is_some(), "ca_cert"),
+            (self.ca_key.is_some(), "ca_key"),
+            (self.validity.is_some(), "validity"),
+            (self.url.is_some(), "url"),
+            (self.mount.is_some(), "mount"),
+            (self.role.is_some(), "role"),
+            (self.verbatim.is_some(), "verbatim"),
+            (self.token_file.is_some(), "token_file"),
+            (self.approle.is_some(), "approle"),
+            (self.namespace.is_some(), "namespace"),
+            (self.ca_file.is_some(), "ca_file"),
+            (self.timeout.is_some(), "timeout"),
+            (self.argv.is_some(), "argv"),
+        ] {
+            if set && !uses(f) {
+                return e(f, &format!("is not used by a {name} signer"));
+            }
+        }
         match self.type_ {
             SignerType::LocalCa => {
-                if self.ca_cert.is_none() || self.ca_key.is_none() {
+                let (Some(ca_cert), Some(ca_key)) = (self.ca_cert, self.ca_key) else {
                     return e("ca_cert", "a local-ca signer needs ca_cert and ca_key");
-                }
+                };
+                Ok(SignerConfig::LocalCa(LocalCaConfig {
+                    ca_cert,
+                    ca_key,
+                    validity: self.validity,
+                }))
             }
             SignerType::Vault => {
-                match &self.url {
+                let url = match self.url {
                     None => return e("url", "a vault signer needs url (https://…)"),
                     Some(u) if !u.starts_with("https://") => {
                         return e(
@@ -201,26 +343,37 @@ impl SignerConfig {
                             "must be an https URL: the token and the CSR travel over it",
                         );
                     }
-                    _ => {}
-                }
-                if self.role.as_deref().is_none_or(str::is_empty) {
+                    Some(u) => u,
+                };
+                let Some(role) = self.role.filter(|r| !r.is_empty()) else {
                     return e("role", "a vault signer needs the PKI role");
-                }
+                };
+                Ok(SignerConfig::Vault(VaultConfig {
+                    url,
+                    mount: self.mount.unwrap_or_else(|| "pki".into()),
+                    role,
+                    verbatim: self.verbatim.unwrap_or(false),
+                    token_file: self.token_file,
+                    approle: self.approle,
+                    namespace: self.namespace,
+                    ca_file: self.ca_file,
+                    timeout: self.timeout,
+                    validity: self.validity,
+                }))
             }
-            SignerType::Command => match &self.argv {
-                Some(a) if !a.is_empty() && !a[0].is_empty() => {}
-                _ => {
-                    return e(
-                        "argv",
-                        "a command signer needs argv = [\"/path/to/program\", …]",
-                    );
+            SignerType::Command => match self.argv {
+                Some(argv) if !argv.is_empty() && !argv[0].is_empty() => {
+                    Ok(SignerConfig::Command(CommandConfig {
+                        argv,
+                        timeout: self.timeout,
+                    }))
                 }
+                _ => e(
+                    "argv",
+                    "a command signer needs argv = [\"/path/to/program\", …]",
+                ),
             },
         }
-        if self.timeout.is_some_and(|t| t.0.is_zero()) {
-            return e("timeout", "must be greater than zero");
-        }
-        Ok(())
     }
 }
 
@@ -241,7 +394,7 @@ pub(crate) struct RawIssuer {
     #[serde(default)]
     key_type: KeyType,
     certificate_pinning: Option<bool>,
-    signer: Option<SignerConfig>,
+    signer: Option<RawSigner>,
     parameters: Option<Map<String, Value>>,
     subject: Option<String>,
     sans: Option<Vec<String>>,
@@ -270,10 +423,9 @@ pub struct SmIssuer {
     pub key_length: u32,
     pub validity_days: u32,
     pub app_identifier: Option<String>,
-    pub certificate: CertificateMode,
+    pub certificate: SmCertificate,
     pub key_type: KeyType,
     pub certificate_pinning: bool,
-    pub signer: Option<SignerConfig>,
     /// Extra binding parameters, passed through.
     pub parameters: Map<String, Value>,
 }
@@ -299,12 +451,13 @@ impl RawIssuer {
         self,
         credential: &str,
         kind: super::Kind,
-        managers: &std::collections::BTreeMap<String, ServiceManagerConfig>,
+        managers: &std::collections::BTreeMap<String, RawServiceManager>,
     ) -> Result<Issuer, (String, String)> {
         let e = |f: &str, m: String| Err((format!("issuer.{f}"), m));
-        if let Some(s) = &self.signer {
-            s.validate().map_err(|(f, m)| (format!("issuer.{f}"), m))?;
-        }
+        let signer = match self.signer {
+            Some(s) => Some(s.resolve().map_err(|(f, m)| (format!("issuer.{f}"), m))?),
+            None => None,
+        };
         if self.type_ == IssuerType::Csr {
             for (set, f) in [
                 (self.service_manager.is_some(), "service_manager"),
@@ -331,7 +484,7 @@ impl RawIssuer {
             if let Err(m) = crate::dn::parse_dn(&subject) {
                 return e("subject", m);
             }
-            let Some(signer) = self.signer else {
+            let Some(signer) = signer else {
                 return e(
                     "signer",
                     "a csr issuer needs a signer (local-ca, vault or command)".into(),
@@ -430,19 +583,22 @@ impl RawIssuer {
         {
             return e("app_identifier", format!("{a:?} must be 1-20 characters"));
         }
-        if self.certificate == CertificateMode::SelfManaged {
-            if self.signer.is_none() {
+        let certificate = match (self.certificate, signer) {
+            (CertificateMode::SelfManaged, Some(signer)) => SmCertificate::SelfManaged { signer },
+            (CertificateMode::SelfManaged, None) => {
                 return e(
                     "signer",
                     "certificate = \"self-managed\" needs a signer (e.g. signer = { type = \"local-ca\", ca_cert = …, ca_key = … })".into(),
                 );
             }
-        } else if self.signer.is_some() {
-            return e(
-                "signer",
-                "a signer is used only with certificate = \"self-managed\"".into(),
-            );
-        }
+            (CertificateMode::ServiceManaged, None) => SmCertificate::ServiceManaged,
+            (CertificateMode::ServiceManaged, Some(_)) => {
+                return e(
+                    "signer",
+                    "a signer is used only with certificate = \"self-managed\"".into(),
+                );
+            }
+        };
         Ok(Issuer::ServiceManager(SmIssuer {
             service_manager,
             instance_id,
@@ -450,23 +606,23 @@ impl RawIssuer {
             key_length,
             validity_days,
             app_identifier: self.app_identifier,
-            certificate: self.certificate,
+            certificate,
             key_type: self.key_type,
             certificate_pinning: self.certificate_pinning.unwrap_or(true),
-            signer: self.signer,
             parameters: self.parameters.unwrap_or_default(),
         }))
     }
 }
 
-/// Validates the `[service_manager.*]` entries against the credential names.
-pub(crate) fn validate_managers(
-    managers: &std::collections::BTreeMap<String, ServiceManagerConfig>,
+/// Resolves the `[service_manager.*]` entries, checked against the credential names.
+pub(crate) fn resolve_managers(
+    managers: std::collections::BTreeMap<String, RawServiceManager>,
     credential_names: &[&str],
-) -> Result<(), (String, String)> {
+) -> Result<std::collections::BTreeMap<String, ServiceManagerConfig>, (String, String)> {
+    let mut out = std::collections::BTreeMap::new();
     for (name, m) in managers {
         let f = |k: &str| format!("service_manager.{name}.{k}");
-        match (&m.service_key, &m.credential) {
+        let access = match (m.service_key, m.credential) {
             (Some(_), Some(_)) => {
                 return Err((
                     f("credential"),
@@ -483,8 +639,9 @@ pub(crate) fn validate_managers(
             (None, Some(c)) if !credential_names.contains(&c.as_str()) => {
                 return Err((f("credential"), format!("no credential named {c:?}")));
             }
-            _ => {}
-        }
+            (None, Some(c)) => SmAccessSource::Credential(c),
+            (Some(k), None) => SmAccessSource::ServiceKey(k),
+        };
         if m.attempts == 0 {
             return Err((f("attempts"), "must be at least 1".into()));
         }
@@ -492,6 +649,19 @@ pub(crate) fn validate_managers(
         {
             return Err((f("timeout"), "timeouts must be greater than zero".into()));
         }
+        out.insert(
+            name,
+            ServiceManagerConfig {
+                access,
+                ca_file: m.ca_file,
+                system_roots: m.system_roots,
+                mode: m.mode,
+                operation_timeout: m.operation_timeout,
+                connect_timeout: m.connect_timeout,
+                timeout: m.timeout,
+                attempts: m.attempts,
+            },
+        );
     }
-    Ok(())
+    Ok(out)
 }

@@ -17,8 +17,9 @@ use validate::*;
 
 pub use hook::{Hook, HookAction, HookOn};
 pub use issuer::{
-    AppRole, CertificateMode, CsrIssuer, Issuer, KeyType, RotateKey, ServiceManagerConfig,
-    SignerConfig, SignerType, SmIssuer, SmMode,
+    AppRole, CertificateMode, CommandConfig, CsrIssuer, Issuer, KeyType, LocalCaConfig, RotateKey,
+    ServiceManagerConfig, SignerConfig, SignerType, SmAccessSource, SmCertificate, SmIssuer,
+    SmMode, VaultConfig,
 };
 
 use crate::units::{FileMode, Jitter, RenewBefore, Span};
@@ -199,7 +200,7 @@ struct RawConfig {
     #[serde(default)]
     defaults: RawPolicy,
     #[serde(default)]
-    service_manager: std::collections::BTreeMap<String, ServiceManagerConfig>,
+    service_manager: std::collections::BTreeMap<String, issuer::RawServiceManager>,
     #[serde(default)]
     credential: Vec<RawCredential>,
 }
@@ -309,7 +310,7 @@ impl Config {
             }
             if let Some(Issuer::ServiceManager(i)) = &c.issuer
                 && c.kind == Kind::Identity
-                && i.certificate == CertificateMode::ServiceManaged
+                && i.certificate == SmCertificate::ServiceManaged
                 && i.app_identifier.is_none()
             {
                 out.push(format!(
@@ -361,14 +362,14 @@ impl Config {
                 None => out.push_str("  issuer: none (import only)\n"),
                 Some(Issuer::Csr(_)) => {}
                 Some(Issuer::ServiceManager(i)) => {
-                    let keys = match i.certificate {
-                        CertificateMode::ServiceManaged => {
+                    let keys = match &i.certificate {
+                        SmCertificate::ServiceManaged => {
                             format!("service-managed {}-bit RSA", i.key_length)
                         }
-                        CertificateMode::SelfManaged => format!(
+                        SmCertificate::SelfManaged { signer } => format!(
                             "self-managed {} key signed by {:?}",
                             i.key_type.name(),
-                            i.signer.as_ref().map(|s| s.type_)
+                            signer.type_()
                         ),
                     };
                     out.push_str(&format!(
@@ -383,7 +384,7 @@ impl Config {
                     i.subject,
                     i.key_type.name(),
                     i.rotate_key,
-                    i.signer.type_
+                    i.signer.type_()
                 ));
             }
             if !c.hooks.is_empty() {
@@ -393,10 +394,9 @@ impl Config {
         for (name, m) in &self.service_managers {
             out.push_str(&format!(
                 "service_manager {name}: {}, mode {:?}\n",
-                match (&m.service_key, &m.credential) {
-                    (Some(k), _) => format!("service key {}", k.display()),
-                    (None, Some(c)) => format!("managed credential {c:?}"),
-                    (None, None) => "no access".into(),
+                match &m.access {
+                    SmAccessSource::ServiceKey(k) => format!("service key {}", k.display()),
+                    SmAccessSource::Credential(c) => format!("managed credential {c:?}"),
                 },
                 m.mode
             ));

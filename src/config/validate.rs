@@ -333,7 +333,7 @@ impl RawConfig {
             }
         }
         let names: Vec<&str> = credentials.iter().map(|c| c.name.as_str()).collect();
-        issuer::validate_managers(&self.service_manager, &names)
+        let service_managers = issuer::resolve_managers(self.service_manager, &names)
             .map_err(|(f, m)| err(None, f, m))?;
         Ok(Config {
             path: path.to_path_buf(),
@@ -342,7 +342,7 @@ impl RawConfig {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             daemon: self.daemon,
             defaults,
-            service_managers: self.service_manager,
+            service_managers,
             credentials,
         })
     }

@@ -419,9 +419,9 @@ impl Executor for Live {
         config
             .service_managers
             .get(&iss.service_manager)?
-            .credential
-            .clone()
-            .filter(|access| access != name)
+            .access_credential()
+            .filter(|access| *access != name)
+            .map(str::to_string)
     }
 
     fn status_line(&self, times: &[CredTimes], now: OffsetDateTime) -> String {

@@ -5,7 +5,7 @@
 //! command's stderr (last 2 KiB).
 
 use super::sign::{SignError, SignRequest};
-use crate::config::SignerConfig;
+use crate::config::CommandConfig;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,17 +20,15 @@ pub struct CommandSigner {
 }
 
 impl CommandSigner {
-    pub fn load(cfg: &SignerConfig) -> Result<CommandSigner, SignError> {
-        let argv = cfg
-            .argv
-            .clone()
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| SignError {
+    pub fn load(cfg: &CommandConfig) -> Result<CommandSigner, SignError> {
+        if cfg.argv.is_empty() {
+            return Err(SignError {
                 signer: "command".into(),
                 message: "argv is required".into(),
-            })?;
+            });
+        }
         Ok(CommandSigner {
-            argv,
+            argv: cfg.argv.clone(),
             timeout: cfg.timeout.map_or(Duration::from_secs(60), |t| t.0),
         })
     }

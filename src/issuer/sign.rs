@@ -16,4 +16,6 @@ pub struct SignRequest<'a> {
     pub credential: &'a str,
     /// The requested subject (RFC 4514, as configured).
     pub subject: &'a str,
+    /// When it is signed (the caller's clock): a local CA's validity starts here.
+    pub now: time::OffsetDateTime,
 }

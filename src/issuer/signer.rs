@@ -4,7 +4,7 @@
 //! covers step-ca, cfssl, openssl and in-house CAs.
 
 pub use super::sign::{SignError, SignRequest};
-use crate::config::{SignerConfig, SignerType};
+use crate::config::{LocalCaConfig, SignerConfig};
 use rcgen::{
     CertificateSigningRequestParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose,
     PublicKeyData,
@@ -33,17 +33,19 @@ pub enum Signer {
 impl Signer {
     /// Loads the signer described by `cfg`.
     pub fn load(cfg: &SignerConfig) -> Result<Signer, SignError> {
-        match cfg.type_ {
-            SignerType::LocalCa => Ok(Signer::LocalCa(LocalCaSigner::load(cfg)?)),
-            SignerType::Vault => Ok(Signer::Vault(super::vault::VaultSigner::load(cfg)?)),
-            SignerType::Command => Ok(Signer::Command(super::command::CommandSigner::load(cfg)?)),
+        match cfg {
+            SignerConfig::LocalCa(c) => Ok(Signer::LocalCa(LocalCaSigner::load(c)?)),
+            SignerConfig::Vault(c) => Ok(Signer::Vault(super::vault::VaultSigner::load(c)?)),
+            SignerConfig::Command(c) => {
+                Ok(Signer::Command(super::command::CommandSigner::load(c)?))
+            }
         }
     }
 
     /// Signs the CSR; returns the chain (leaf first) as PEM.
     pub async fn sign(&self, req: &SignRequest<'_>) -> Result<String, SignError> {
         match self {
-            Signer::LocalCa(s) => s.sign(req.csr_pem, OffsetDateTime::now_utc()),
+            Signer::LocalCa(s) => s.sign(req.csr_pem, req.now),
             Signer::Vault(s) => s.sign(req).await,
             Signer::Command(s) => s.sign(req).await,
         }
@@ -61,13 +63,8 @@ pub struct LocalCaSigner {
 }
 
 impl LocalCaSigner {
-    pub fn load(cfg: &SignerConfig) -> Result<LocalCaSigner, SignError> {
-        let (Some(cert_path), Some(key_path)) = (&cfg.ca_cert, &cfg.ca_key) else {
-            return Err(SignError {
-                signer: "local-ca".into(),
-                message: "ca_cert and ca_key are required".into(),
-            });
-        };
+    pub fn load(cfg: &LocalCaConfig) -> Result<LocalCaSigner, SignError> {
+        let (cert_path, key_path) = (&cfg.ca_cert, &cfg.ca_key);
         let name = format!("local-ca ({})", cert_path.display());
         let e = |m: String| SignError {
             signer: name.clone(),

@@ -7,7 +7,7 @@
 //! array is carried into the message. The token never appears in an error.
 
 use super::sign::{SignError, SignRequest};
-use crate::config::{AppRole, SignerConfig};
+use crate::config::{AppRole, VaultConfig};
 use crate::net::{Limits, ServerTrust, classify_transport, http_client, read_limited_body};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -42,17 +42,12 @@ fn vault_errors(body: &[u8]) -> String {
 }
 
 impl VaultSigner {
-    pub fn load(cfg: &SignerConfig) -> Result<VaultSigner, SignError> {
+    pub fn load(cfg: &VaultConfig) -> Result<VaultSigner, SignError> {
         let e = |m: String| SignError {
             signer: "vault".into(),
             message: m,
         };
-        let url = cfg
-            .url
-            .clone()
-            .ok_or_else(|| e("url is required".into()))?
-            .trim_end_matches('/')
-            .to_string();
+        let url = cfg.url.trim_end_matches('/').to_string();
         let ca = match &cfg.ca_file {
             Some(p) => Some(crate::fsutil::read_input(p).map_err(e)?),
             None => None,
@@ -73,11 +68,8 @@ impl VaultSigner {
         .map_err(|m| e(format!("{url}: {m}")))?;
         Ok(VaultSigner {
             url,
-            mount: cfg.mount.clone().unwrap_or_else(|| "pki".into()),
-            role: cfg
-                .role
-                .clone()
-                .ok_or_else(|| e("role is required".into()))?,
+            mount: cfg.mount.clone(),
+            role: cfg.role.clone(),
             verbatim: cfg.verbatim,
             token_file: cfg.token_file.clone(),
             approle: cfg.approle.clone(),

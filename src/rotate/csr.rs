@@ -23,7 +23,7 @@ impl Rotator {
                 binding_name: None,
                 parameters: Some(json!({
                     "subject": iss.subject, "sans": iss.sans, "key_type": iss.key_type,
-                    "rotate_key": iss.rotate_key, "signer": iss.signer.type_,
+                    "rotate_key": iss.rotate_key, "signer": iss.signer.type_(),
                 })),
             };
         }
@@ -55,6 +55,7 @@ impl Rotator {
                     csr_pem: &made.csr_pem,
                     credential: &cred.name,
                     subject: &iss.subject,
+                    now: self.now(),
                 })
                 .await
                 .map_err(|e| failure(Step::Issue, "sign-failed", e.to_string()))?;
@@ -103,12 +104,10 @@ impl Rotator {
 pub(super) async fn self_made(
     kind: Kind,
     iss: &SmIssuer,
+    signer_cfg: &crate::config::SignerConfig,
     binding_name: &str,
+    now: OffsetDateTime,
 ) -> Result<(String, zeroize::Zeroizing<String>), Failure> {
-    let signer_cfg = iss
-        .signer
-        .as_ref()
-        .ok_or_else(|| failure(Step::Issue, "signer", "no signer configured"))?;
     let signer = crate::issuer::signer::Signer::load(signer_cfg)
         .map_err(|e| failure(Step::Issue, "signer", e.to_string()))?;
     let key_type = iss.key_type;
@@ -141,6 +140,7 @@ pub(super) async fn self_made(
             csr_pem: &made.csr_pem,
             credential: &iss.binding_prefix,
             subject: &format!("CN={}", cn_for_log),
+            now,
         })
         .await
         .map_err(|e| failure(Step::Issue, "sign-failed", e.to_string()))?;

@@ -18,7 +18,7 @@
 //! binding is created, so a crash at any point leaves a record; the next run's reconcile
 //! deletes every labelled binding that is neither current nor queued for retirement.
 
-use crate::config::{CertificateMode, Config, Credential, HookOn, Issuer, Kind, SmIssuer, SmMode};
+use crate::config::{Config, Credential, HookOn, Issuer, Kind, SmAccessSource, SmIssuer, SmMode};
 use crate::generation::{Generation, merge_fields};
 use crate::issuer::service_manager::{
     Binding, BindingRequest, Mode, RetryPolicy, SmAccess, SmClient, SmError, SmErrorKind, quote,
@@ -202,7 +202,7 @@ impl Rotator {
             .config
             .service_managers
             .values()
-            .filter_map(|m| m.credential.as_deref())
+            .filter_map(|m| m.access_credential())
             .collect();
         let mut out: Vec<Option<Summary>> = vec![None; creds.len()];
         for (i, c) in creds.iter().enumerate() {

@@ -452,10 +452,9 @@ mod tests {
             key_length: 4096,
             validity_days: 3,
             app_identifier: Some("orders".into()),
-            certificate: CertificateMode::ServiceManaged,
+            certificate: crate::config::SmCertificate::ServiceManaged,
             key_type: crate::config::KeyType::EcdsaP256,
             certificate_pinning: false,
-            signer: None,
             parameters: params.as_object().cloned().unwrap_or_default(),
         }
     }

@@ -93,7 +93,8 @@ impl Rotator {
             ));
         };
         let name = binding_name(&iss.binding_prefix, now);
-        let self_managed = iss.certificate == CertificateMode::SelfManaged;
+        let signer = iss.certificate.signer();
+        let self_managed = signer.is_some();
         if opts.dry_run {
             let placeholder = self_managed.then_some("<certificate signed for a new key>");
             return Outcome::DryRun {
@@ -103,13 +104,12 @@ impl Rotator {
             };
         }
         // Self-managed: the key is born here; only the CSR goes to the signer.
-        let own = if self_managed {
-            match self_made(cred.kind, iss, &name).await {
+        let own = match signer {
+            Some(signer) => match self_made(cred.kind, iss, signer, &name, now).await {
                 Ok(o) => Some(o),
                 Err(f) => return self.record_failure(w, f, None, critical_at).await,
-            }
-        } else {
-            None
+            },
+            None => None,
         };
         let parameters = binding_parameters(
             cred.kind,
@@ -182,16 +182,7 @@ impl Rotator {
                 (LABEL_INSTALLATION.into(), installation),
             ],
         };
-        let mode = match self
-            .config
-            .service_managers
-            .get(&iss.service_manager)
-            .map(|m| m.mode)
-        {
-            Some(SmMode::Sync) => Mode::Sync,
-            Some(SmMode::Async) => Mode::Async,
-            _ => Mode::Auto,
-        };
+        let mode = client.mode;
         let issue_started = std::time::Instant::now();
         let mut request = request;
         let mut suffix = 1;
@@ -374,13 +365,13 @@ impl Rotator {
             .service_managers
             .get(name)
             .ok_or_else(|| f(format!("no [service_manager.{name}] is configured")))?;
-        let access = match (&cfg.service_key, &cfg.credential) {
-            (Some(path), _) => {
+        let access = match &cfg.access {
+            SmAccessSource::ServiceKey(path) => {
                 let bytes = zeroize::Zeroizing::new(crate::fsutil::read_input(path).map_err(f)?);
                 SmAccess::from_service_key(&bytes, &path.display().to_string())
                     .map_err(|e| f(e.to_string()))?
             }
-            (None, Some(cred_name)) => {
+            SmAccessSource::Credential(cred_name) => {
                 let cred = self
                     .config
                     .credentials
@@ -407,11 +398,6 @@ impl Rotator {
                 )
                 .map_err(|e| f(e.to_string()))?
             }
-            (None, None) => {
-                return Err(f(format!(
-                    "[service_manager.{name}] has no access configured"
-                )));
-            }
         };
         let ca = match &cfg.ca_file {
             Some(p) => Some(crate::fsutil::read_input(p).map_err(f)?),
@@ -435,6 +421,11 @@ impl Rotator {
         let mut client =
             SmClient::new(access, trust, limits, retry).map_err(|e| f(e.to_string()))?;
         client.operation_timeout = cfg.operation_timeout.0;
+        client.mode = match cfg.mode {
+            SmMode::Auto => Mode::Auto,
+            SmMode::Sync => Mode::Sync,
+            SmMode::Async => Mode::Async,
+        };
         let client = Arc::new(client);
         clients.insert(name.to_string(), client.clone());
         Ok(client)
@@ -445,7 +436,7 @@ impl Rotator {
             .config
             .service_managers
             .iter()
-            .filter(|(_, m)| m.credential.as_deref() == Some(credential))
+            .filter(|(_, m)| m.access_credential() == Some(credential))
             .map(|(n, _)| n.clone())
             .collect();
         if names.is_empty() {

@@ -85,6 +85,8 @@ pub struct SmClient {
     retry: RetryPolicy,
     /// How long an asynchronous operation may take.
     pub operation_timeout: Duration,
+    /// Whether its binding calls ask for `?async=` (`Auto`: as Service Manager likes).
+    pub mode: Mode,
     token: tokio::sync::Mutex<Option<CachedToken>>,
 }
 
@@ -122,6 +124,7 @@ impl SmClient {
             limits,
             retry,
             operation_timeout: Duration::from_secs(300),
+            mode: Mode::Auto,
             token: tokio::sync::Mutex::new(None),
         })
     }
