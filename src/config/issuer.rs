@@ -134,7 +134,7 @@ pub enum SmCertificate {
     /// The service generates key and certificate.
     ServiceManaged,
     /// certrot makes the key and CSR; `signer` signs.
-    SelfManaged { signer: SignerConfig },
+    SelfManaged { signer: Box<SignerConfig> },
 }
 
 impl SmCertificate {
@@ -584,7 +584,9 @@ impl RawIssuer {
             return e("app_identifier", format!("{a:?} must be 1-20 characters"));
         }
         let certificate = match (self.certificate, signer) {
-            (CertificateMode::SelfManaged, Some(signer)) => SmCertificate::SelfManaged { signer },
+            (CertificateMode::SelfManaged, Some(signer)) => SmCertificate::SelfManaged {
+                signer: Box::new(signer),
+            },
             (CertificateMode::SelfManaged, None) => {
                 return e(
                     "signer",
