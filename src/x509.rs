@@ -92,10 +92,6 @@ impl std::fmt::Debug for ParsedKey {
 }
 
 impl ParsedKey {
-    /// The key as PKCS#8 DER.
-    pub fn pkcs8_der(&self) -> &[u8] {
-        &self.pkcs8
-    }
     /// The key as a PKCS#8 PEM block.
     pub fn pkcs8_pem(&self) -> Zeroizing<String> {
         Zeroizing::new(pem_block("PRIVATE KEY", &self.pkcs8))

@@ -150,3 +150,63 @@ fn nothing_below_the_cli_imports_it() {
     assert!(g["rotate"].contains("store"), "{:?}", g["rotate"]);
     assert!(g["store::kubernetes::lease"].contains("store::kubernetes"));
 }
+
+/// Every file outside the library that uses it: the binary, tests, benches, examples and
+/// fuzz targets.
+fn library_users() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    fn walk(dir: &Path, out: &mut String) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push_str(&std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    let mut text = std::fs::read_to_string(root.join("src/main.rs")).unwrap();
+    for d in ["tests", "benches", "examples", "fuzz/fuzz_targets"] {
+        walk(&root.join(d), &mut text);
+    }
+    text
+}
+
+#[test]
+fn the_library_exposes_only_the_modules_its_users_need() {
+    // A module is `pub` only if the binary, a test, a bench, an example or a fuzz target
+    // names it; everything else is `pub(crate)`, so the compiler reports its dead code.
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let users = library_users();
+    let named = |m: &str| {
+        users.contains(&format!("certrot::{m}::"))
+            || users.contains(&format!("certrot::{m};"))
+            || users.contains(&format!("certrot::{{{m}"))
+            || users.contains(&format!(", {m}::"))
+    };
+    let mut public = 0;
+    for line in lib.lines() {
+        if let Some(m) = line
+            .strip_prefix("pub mod ")
+            .and_then(|l| l.strip_suffix(';'))
+        {
+            public += 1;
+            assert!(
+                named(m),
+                "src/lib.rs: `pub mod {m}` but nothing outside the library names it: make it pub(crate)"
+            );
+        }
+    }
+    assert!(
+        public >= 5,
+        "src/lib.rs was not read: {public} public modules"
+    );
+    assert!(
+        lib.contains("pub(crate) mod net;"),
+        "the reader sees crate-private modules"
+    );
+}

@@ -8,8 +8,8 @@ mod rules;
 
 pub use crate::net::{CheckFailure, FailureKind, Limits, ServerTrust};
 pub use rules::{
-    TokenUrlSource, classify_status, default_discovery_url, judge_token_response,
-    token_url_by_kind, token_url_from_discovery,
+    TokenUrlSource, classify_status, judge_token_response, token_url_by_kind,
+    token_url_from_discovery,
 };
 
 use crate::config::Kind;

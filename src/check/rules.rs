@@ -12,7 +12,6 @@ use time::OffsetDateTime;
 /// Where the token URL came from, for logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenUrlSource {
-    Explicit,
     DiscoveryMtlsAlias,
     DiscoveryTokenEndpoint,
     KindRule,
@@ -21,7 +20,6 @@ pub enum TokenUrlSource {
 impl fmt::Display for TokenUrlSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            TokenUrlSource::Explicit => "token_url",
             TokenUrlSource::DiscoveryMtlsAlias => "discovery mtls_endpoint_aliases.token_endpoint",
             TokenUrlSource::DiscoveryTokenEndpoint => "discovery token_endpoint",
             TokenUrlSource::KindRule => "credential fields",
@@ -130,15 +128,6 @@ pub fn token_url_by_kind(kind: Kind, fields: &Map<String, Value>) -> Option<Stri
         }
         Kind::Identity => field("url").map(|u| format!("{}/oauth2/token", trim_slash(u))),
     }
-}
-
-/// The discovery URL when none is configured: `<url>/.well-known/openid-configuration`.
-pub fn default_discovery_url(fields: &Map<String, Value>) -> Option<String> {
-    fields
-        .get("url")
-        .and_then(Value::as_str)
-        .filter(|u| u.starts_with("https://"))
-        .map(|u| format!("{}/.well-known/openid-configuration", trim_slash(u)))
 }
 
 /// Judges a 200 token response: JSON with `access_token` and `token_type`; a JWT's `exp` must
@@ -271,10 +260,6 @@ mod tests {
         assert_eq!(
             token_url_by_kind(Kind::Identity, &ias).unwrap(),
             "https://tenant.accounts.ondemand.com/oauth2/token"
-        );
-        assert_eq!(
-            default_discovery_url(&ias).unwrap(),
-            "https://tenant.accounts.ondemand.com/.well-known/openid-configuration"
         );
     }
 

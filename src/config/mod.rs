@@ -17,7 +17,7 @@ use validate::*;
 
 pub use hook::{Hook, HookAction, HookOn};
 pub use issuer::{
-    AppRole, CertificateMode, CommandConfig, CsrIssuer, Issuer, KeyType, LocalCaConfig, RotateKey,
+    AppRole, CommandConfig, CsrIssuer, Issuer, KeyType, LocalCaConfig, RotateKey,
     ServiceManagerConfig, SignerConfig, SignerType, SmAccessSource, SmCertificate, SmIssuer,
     SmMode, VaultConfig,
 };

@@ -45,9 +45,6 @@ impl CronSpec {
     pub fn schedule(&self) -> &cron::Schedule {
         &self.schedule
     }
-    pub fn text(&self) -> &str {
-        &self.text
-    }
 }
 
 impl fmt::Debug for CronSpec {

@@ -4,9 +4,9 @@
 //! (Vault / OpenBao PKI) or `command` (an external program), all under the contract in
 //! `sign`.
 
-pub mod command;
+pub(crate) mod command;
 pub mod csr;
 pub mod service_manager;
-pub mod sign;
-pub mod signer;
-pub mod vault;
+pub(crate) mod sign;
+pub(crate) mod signer;
+pub(crate) mod vault;

@@ -185,10 +185,6 @@ impl Rotator {
         self.clock.now()
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     /// Rotates the credentials named (all when empty): Service Manager access credentials
     /// first, one by one, then the rest with at most `parallel` at once. Summaries come back
     /// in configuration order.

@@ -30,7 +30,7 @@ pub enum StateError {
 /// Why `dir` cannot hold certrot's state and locks, if so: it must be a directory that no
 /// one but its owner can write to, owned by certrot's user or root (else another local user
 /// could plant links, FIFOs or forged state files in it).
-pub fn unsafe_dir_reason(dir: &Path) -> Option<String> {
+fn unsafe_dir_reason(dir: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let m = match std::fs::metadata(dir) {
         Ok(m) => m,

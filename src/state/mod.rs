@@ -7,7 +7,7 @@
 mod file;
 pub mod transition;
 
-pub use file::{Loaded, StateError, StateStore, unsafe_dir_reason};
+pub use file::{Loaded, StateError, StateStore};
 pub use transition::RetirePlan;
 
 use serde::{Deserialize, Serialize};

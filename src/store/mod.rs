@@ -10,7 +10,7 @@
 //! the key of another.
 
 pub mod binding;
-pub mod directory;
+pub(crate) mod directory;
 pub mod kubernetes;
 
 pub use directory::{Current, DirectoryTarget, TargetError};

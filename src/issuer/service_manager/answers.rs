@@ -13,7 +13,6 @@ pub struct Binding {
     /// The binding's credentials (secret fields inside: never log them).
     pub credentials: Option<Map<String, Value>>,
     pub labels: Map<String, Value>,
-    pub created_at: Option<String>,
 }
 
 impl fmt::Debug for Binding {
@@ -52,7 +51,6 @@ impl Binding {
                 .and_then(Value::as_object)
                 .cloned()
                 .unwrap_or_default(),
-            created_at: s("created_at"),
         })
     }
 }

@@ -129,11 +129,6 @@ impl SmClient {
         })
     }
 
-    /// The Service Manager base URL.
-    pub fn sm_url(&self) -> &str {
-        &self.access.sm_url
-    }
-
     /// Drops the cached token (the next call fetches a new one).
     pub async fn forget_token(&self) {
         *self.token.lock().await = None;

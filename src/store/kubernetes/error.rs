@@ -60,12 +60,4 @@ impl KubeError {
             }
         }
     }
-
-    /// The API server's HTTP status, when it answered.
-    pub fn code(&self) -> Option<u16> {
-        match self {
-            KubeError::Api { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
 }

@@ -33,11 +33,11 @@ const WRITE_ATTEMPTS: usize = 5;
 
 mod annotations;
 mod client;
-pub mod error;
+pub(crate) mod error;
 mod lease;
 mod previous;
 
-pub use crate::names::{PREVIOUS_SUFFIX, is_dns_label, is_dns_subdomain, secret_names};
+pub use crate::names::PREVIOUS_SUFFIX;
 pub use annotations::{ANNOTATION_PREFIX, GENERATION_ANNOTATION, UNUSABLE_ANNOTATION, parse_state};
 use annotations::{ours, set_annotation, state_annotations};
 use client::connect;
