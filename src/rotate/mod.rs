@@ -3,6 +3,7 @@
 //! `Rotator::rotate`: lock, load the state, settle what an earlier run left, hand over to
 //! the issuer's path); each step lives in its own module:
 //!
+//! - `inspect`: steps 2 and 3 (what the target serves, the decision);
 //! - `plan`: pure decisions and bookkeeping (`decide`, `binding_parameters`, `binding_name`,
 //!   `rolled_back`, `settle_tracking`);
 //! - `service_manager` and `csr`: the two issuer paths (issue → verify → check → commit);
@@ -39,6 +40,7 @@ use time::OffsetDateTime;
 
 mod commit;
 mod csr;
+mod inspect;
 mod outcome;
 mod plan;
 mod reconcile;
@@ -47,6 +49,7 @@ mod service_manager;
 mod verify;
 
 use csr::self_made;
+use inspect::Inspected;
 pub use outcome::*;
 pub use plan::*;
 use reconcile::{binding_fingerprints, is_credentials_binding};
@@ -224,6 +227,41 @@ impl Rotator {
             }
         }
         out.into_iter().flatten().collect()
+    }
+
+    /// Steps 2 to 9 for one credential, under its lock: inspect, decide, then the issuer's
+    /// path (issue → verify → check → commit → hooks → retire).
+    async fn pipeline(&self, w: &mut Work<'_>, opts: Options) -> Outcome {
+        let cred = w.cred;
+        let now = self.now();
+        // 2. inspect
+        let seen = self.inspect(w, now).await;
+        self.adopt_interrupted_commit(w, opts, now).await;
+        // 3. decide
+        let reason = match self.decide_step(w, opts, &seen, now).await {
+            Ok(reason) => reason,
+            Err(outcome) => return outcome,
+        };
+        // 4.–9. by the issuer's path
+        match &cred.issuer {
+            Some(Issuer::ServiceManager(iss)) => {
+                self.pipeline_sm(w, opts, iss, reason, seen, now).await
+            }
+            Some(Issuer::Csr(iss)) => {
+                self.pipeline_csr(w, opts, iss, reason, seen.current, seen.critical_at)
+                    .await
+            }
+            None => Outcome::Failed(failure(
+                Step::Decide,
+                "no-issuer",
+                format!(
+                    "{} needs a new generation ({}) but has no [credential.issuer]; configure one, or run `certrot import {} --service-key FILE`",
+                    cred.name,
+                    reason.label(),
+                    cred.name
+                ),
+            )),
+        }
     }
 
     /// Runs the pipeline for one credential.

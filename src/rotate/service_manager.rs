@@ -5,93 +5,19 @@
 use super::*;
 
 impl Rotator {
-    pub(super) async fn pipeline(&self, w: &mut Work<'_>, opts: Options) -> Outcome {
+    /// Steps 4 to 9 for a Service Manager issuer: a new binding (its certificate made here
+    /// when self-managed), verified against the request, token-checked, committed.
+    pub(super) async fn pipeline_sm(
+        &self,
+        w: &mut Work<'_>,
+        opts: Options,
+        iss: &SmIssuer,
+        reason: Reason,
+        seen: Inspected,
+        now: OffsetDateTime,
+    ) -> Outcome {
         let cred = w.cred;
-        let now = self.now();
-        // 2. inspect
-        let (current, view, critical_at) = match w.backend.read_current().await {
-            Ok(None) => (None, CurrentView::Missing, None),
-            Err(e) => (None, CurrentView::Unusable(e.to_string()), None),
-            Ok(Some(c)) => {
-                let leaf = c.generation.leaf();
-                let v = Validity {
-                    not_before: leaf.not_before,
-                    not_after: leaf.not_after,
-                };
-                let r = policy::renewal(&cred.policy, v, &leaf.serial);
-                let view = CurrentView::Valid {
-                    not_after: leaf.not_after,
-                    renews_at: r.at,
-                };
-                (Some(c.generation), view, Some(r.critical_at))
-            }
-        };
-        w.note_untracked(
-            current.is_some() || matches!(view, CurrentView::Unusable(_)),
-            now,
-        );
-        // No wait Service Manager asks for may run past the credential's critical point.
-        // Past that point, no longer than the critical backoff either.
-        if let Some(c) = critical_at {
-            let left = if c > now {
-                (c - now).unsigned_abs()
-            } else {
-                policy::BACKOFF_CRITICAL_CAP.unsigned_abs()
-            };
-            crate::issuer::service_manager::bound_waits(std::time::Instant::now() + left);
-        }
-        // A commit whose state write was interrupted (or whose answer was lost) is adopted
-        // first, whatever the decision: the state then names the live binding.
-        if !opts.dry_run
-            && !w
-                .state
-                .pending
-                .as_ref()
-                .is_some_and(|p| w.backend.pending_in_flight(p, now))
-        {
-            self.adopt_committed(w).await;
-        }
-        // 3. decide
-        let next_attempt = policy::trusted_next_attempt(w.state.next_attempt, now, critical_at);
-        let decision = decide(opts.force, &view, next_attempt, now);
-        let reason = match decision {
-            Decision::Rotate(r) => r,
-            Decision::NotDue { renews_at } => {
-                if !opts.dry_run {
-                    self.settle_interrupted(w, now).await;
-                    self.retire(w, false).await;
-                }
-                return Outcome::NotDue { renews_at };
-            }
-            Decision::BackingOff { until } => {
-                if !opts.dry_run {
-                    self.settle_interrupted(w, now).await;
-                    self.retire(w, false).await;
-                }
-                return Outcome::BackingOff { until };
-            }
-        };
-        tracing::info!(credential = %cred.name, reason = reason.label(), event = "decided", "renewal decided");
-        if let CurrentView::Unusable(why) = &view {
-            tracing::warn!(credential = %cred.name, "current generation unusable: {why}");
-        }
-        if let Some(Issuer::Csr(iss)) = &cred.issuer {
-            return self
-                .pipeline_csr(w, opts, iss, reason, current, critical_at)
-                .await;
-        }
-        let Some(Issuer::ServiceManager(iss)) = &cred.issuer else {
-            return Outcome::Failed(failure(
-                Step::Decide,
-                "no-issuer",
-                format!(
-                    "{} needs a new generation ({}) but has no [credential.issuer]; configure one, or run `certrot import {} --service-key FILE`",
-                    cred.name,
-                    reason.label(),
-                    cred.name
-                ),
-            ));
-        };
+        let critical_at = seen.critical_at;
         let name = binding_name(&iss.binding_prefix, now);
         let signer = iss.certificate.signer();
         let self_managed = signer.is_some();
@@ -134,150 +60,17 @@ impl Rotator {
                 ),
             };
         }
-        // 4. issue: the intent first (it also claims the credential where no lock excludes
-        // other runs: a second run's write of its intent conflicts), then reconcile, then
-        // the binding.
-        if w.state.installation.is_none() {
-            w.state.installation = new_installation_id();
-        }
-        let Some(installation) = w.state.installation.clone() else {
-            return Outcome::Failed(failure(Step::Issue, "keygen", "no random bytes"));
-        };
-        // An earlier run's intent with a binding (interrupted): reconcile below may delete
-        // that binding as this credential's own attempt, even if it shows no certificate.
-        if let Some(p) = &w.state.pending
-            && p.binding_id.is_some()
+        // 4. issue
+        let binding = match self
+            .issue_binding(w, iss, &client, &name, parameters, now, critical_at)
+            .await
         {
-            w.earlier_attempt = p
-                .binding_id
-                .clone()
-                .map(|id| (id, p.fingerprint_sha256.clone()));
-        }
-        w.state.pending = Some(PendingRecord {
-            binding_name: name.clone(),
-            binding_id: None,
-            service_manager: iss.service_manager.clone(),
-            instance_id: iss.instance_id.clone(),
-            started_at: now,
-            fingerprint_sha256: None,
-        });
-        if let Err(e) = w.backend.save_state(&w.state).await {
-            w.state.pending = None;
-            w.redecide = crate::store::is_conflict(&e);
-            return Outcome::Failed(failure(Step::Issue, "state", e.to_string()));
-        }
-        // reconcile: labelled bindings of earlier runs that are neither current nor queued.
-        if let Err(f) = self.reconcile(w, iss, &client, false).await {
-            // Nothing was created for this intent.
-            w.state.pending = None;
-            return self.record_failure(w, f, None, critical_at).await;
-        }
-        let request = BindingRequest {
-            name: name.clone(),
-            instance_id: iss.instance_id.clone(),
-            parameters,
-            labels: vec![
-                (LABEL_MANAGED_BY.0.into(), LABEL_MANAGED_BY.1.into()),
-                (LABEL_CREDENTIAL.into(), cred.name.clone()),
-                (LABEL_INSTALLATION.into(), installation),
-            ],
+            Ok(b) => b,
+            Err(outcome) => return outcome,
         };
-        let mode = client.mode;
-        let issue_started = std::time::Instant::now();
-        let mut request = request;
-        let mut suffix = 1;
-        let binding = loop {
-            match client.create_binding(&request, mode).await {
-                Ok(b) => break b,
-                // The name is taken (two rotations within one second): the next free suffix.
-                Err(e) if e.kind == SmErrorKind::Conflict && suffix < 100 => {
-                    // Our own earlier attempt may hold the name (a retried POST whose first
-                    // answer was lost): queue it for deletion so it is never forgotten.
-                    // (Not when the state was lost: then every binding looks untracked.)
-                    let lost = if w.state_lost {
-                        None
-                    } else {
-                        self.find_by_name(&client, iss, &request.name, &w.state)
-                            .await
-                            .ok()
-                            .flatten()
-                    };
-                    if let Some(lost) = lost {
-                        tracing::warn!(credential = %cred.name, binding = %lost, "a binding from a lost answer holds the name; queued for deletion");
-                        let r = RetiringRecord {
-                            binding_id: lost,
-                            service_manager: iss.service_manager.clone(),
-                            fingerprint_sha256: None,
-                            retire_at: self.now(),
-                            reason: RetireReason::Orphan,
-                            attempts: 0,
-                        };
-                        w.step(|s| s.queue(r));
-                    }
-                    suffix += 1;
-                    request.name = format!("{name}-{suffix}");
-                    if let Some(p) = w.state.pending.as_mut() {
-                        p.binding_name = request.name.clone();
-                    }
-                    if let Err(e) = w.backend.save_state(&w.state).await {
-                        return self
-                            .record_failure(
-                                w,
-                                failure(Step::Issue, "state", e.to_string()),
-                                None,
-                                critical_at,
-                            )
-                            .await;
-                    }
-                }
-                Err(e) => {
-                    let f = sm_failure(Step::Issue, &e);
-                    // The request may have created a binding (async failure, lost answer):
-                    // find it by name and delete it now; reconcile catches anything left.
-                    let found = if e.kind == SmErrorKind::Conflict {
-                        Ok(None)
-                    } else if w.state_lost {
-                        // Unknown: keep the intent; reconcile is up to the operator.
-                        Err(())
-                    } else {
-                        self.find_by_name(&client, iss, &request.name, &w.state)
-                            .await
-                    };
-                    match &found {
-                        // Nothing was created: the intent is settled.
-                        Ok(None) => w.state.pending = None,
-                        Ok(Some(id)) => {
-                            if let Some(p) = w.state.pending.as_mut() {
-                                p.binding_id = Some(id.clone());
-                            }
-                        }
-                        // Unknown: the intent stays for the next reconcile.
-                        Err(()) => {}
-                    }
-                    let id = found.ok().flatten();
-                    return self
-                        .record_failure(w, f, id.map(|i| (i, None)), critical_at)
-                        .await;
-                }
-            }
-        };
-        tracing::info!(credential = %cred.name, binding = %binding.id, name = %binding.name, ms = issue_started.elapsed().as_millis() as u64, event = "issued", "binding created");
-        if let Some(p) = w.state.pending.as_mut() {
-            p.binding_id = Some(binding.id.clone());
-        }
-        if let Err(e) = w.backend.save_state(&w.state).await {
-            // Another run has the Lease now: stop here, delete what this one created.
-            if crate::store::is_lease_lost(&e) {
-                let f = failure(Step::Issue, "lease", e.to_string());
-                return self
-                    .record_failure(w, f, Some((binding.id.clone(), None)), critical_at)
-                    .await;
-            }
-            tracing::warn!(credential = %cred.name, "state not saved after binding creation: {e}");
-        }
         // 5. verify
         let own_pem = own.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
-        let g = match verify(cred, &binding, own_pem, current.as_ref(), self.now()) {
+        let g = match verify(cred, &binding, own_pem, seen.current.as_ref(), self.now()) {
             Ok(g) => g,
             Err(f) => {
                 return self
@@ -323,6 +116,182 @@ impl Rotator {
         let new_binding = Some((binding.id.clone(), iss.service_manager.clone()));
         self.after_commit(w, reason, &g, dir, new_binding, opts, now)
             .await
+    }
+
+    /// 4. issue: the intent first (it also claims the credential where no lock excludes
+    /// other runs: a second run's write of its intent conflicts), then reconcile, then the
+    /// binding (a name taken within the same second: the next suffix). `Err` is the run's
+    /// outcome, the failure already recorded.
+    #[allow(clippy::too_many_arguments)]
+    async fn issue_binding(
+        &self,
+        w: &mut Work<'_>,
+        iss: &SmIssuer,
+        client: &SmClient,
+        name: &str,
+        parameters: Value,
+        now: OffsetDateTime,
+        critical_at: Option<OffsetDateTime>,
+    ) -> Result<Binding, Outcome> {
+        let cred = w.cred;
+        if w.state.installation.is_none() {
+            w.state.installation = new_installation_id();
+        }
+        let Some(installation) = w.state.installation.clone() else {
+            return Err(Outcome::Failed(failure(
+                Step::Issue,
+                "keygen",
+                "no random bytes",
+            )));
+        };
+        // An earlier run's intent with a binding (interrupted): reconcile below may delete
+        // that binding as this credential's own attempt, even if it shows no certificate.
+        if let Some(p) = &w.state.pending
+            && p.binding_id.is_some()
+        {
+            w.earlier_attempt = p
+                .binding_id
+                .clone()
+                .map(|id| (id, p.fingerprint_sha256.clone()));
+        }
+        w.state.pending = Some(PendingRecord {
+            binding_name: name.to_string(),
+            binding_id: None,
+            service_manager: iss.service_manager.clone(),
+            instance_id: iss.instance_id.clone(),
+            started_at: now,
+            fingerprint_sha256: None,
+        });
+        if let Err(e) = w.backend.save_state(&w.state).await {
+            w.state.pending = None;
+            w.redecide = crate::store::is_conflict(&e);
+            return Err(Outcome::Failed(failure(
+                Step::Issue,
+                "state",
+                e.to_string(),
+            )));
+        }
+        // reconcile: labelled bindings of earlier runs that are neither current nor queued.
+        if let Err(f) = self.reconcile(w, iss, client, false).await {
+            // Nothing was created for this intent.
+            w.state.pending = None;
+            return Err(self.record_failure(w, f, None, critical_at).await);
+        }
+        let request = BindingRequest {
+            name: name.to_string(),
+            instance_id: iss.instance_id.clone(),
+            parameters,
+            labels: vec![
+                (LABEL_MANAGED_BY.0.into(), LABEL_MANAGED_BY.1.into()),
+                (LABEL_CREDENTIAL.into(), cred.name.clone()),
+                (LABEL_INSTALLATION.into(), installation),
+            ],
+        };
+        let issue_started = std::time::Instant::now();
+        let binding = self
+            .create_under_free_name(w, iss, client, request, critical_at)
+            .await?;
+        tracing::info!(credential = %cred.name, binding = %binding.id, name = %binding.name, ms = issue_started.elapsed().as_millis() as u64, event = "issued", "binding created");
+        if let Some(p) = w.state.pending.as_mut() {
+            p.binding_id = Some(binding.id.clone());
+        }
+        if let Err(e) = w.backend.save_state(&w.state).await {
+            // Another run has the Lease now: stop here, delete what this one created.
+            if crate::store::is_lease_lost(&e) {
+                let f = failure(Step::Issue, "lease", e.to_string());
+                return Err(self
+                    .record_failure(w, f, Some((binding.id.clone(), None)), critical_at)
+                    .await);
+            }
+            tracing::warn!(credential = %cred.name, "state not saved after binding creation: {e}");
+        }
+        Ok(binding)
+    }
+
+    /// Creates the binding; a name taken (two rotations within one second) moves to the next
+    /// free suffix, queuing a binding of a lost answer that holds it. A failure deletes what
+    /// the request may have created (found by name) and is recorded (`Err`).
+    async fn create_under_free_name(
+        &self,
+        w: &mut Work<'_>,
+        iss: &SmIssuer,
+        client: &SmClient,
+        mut request: BindingRequest,
+        critical_at: Option<OffsetDateTime>,
+    ) -> Result<Binding, Outcome> {
+        let cred = w.cred;
+        let name = request.name.clone();
+        let mode = client.mode;
+        let mut suffix = 1;
+        loop {
+            match client.create_binding(&request, mode).await {
+                Ok(b) => return Ok(b),
+                // The name is taken (two rotations within one second): the next free suffix.
+                Err(e) if e.kind == SmErrorKind::Conflict && suffix < 100 => {
+                    // Our own earlier attempt may hold the name (a retried POST whose first
+                    // answer was lost): queue it for deletion so it is never forgotten.
+                    // (Not when the state was lost: then every binding looks untracked.)
+                    let lost = if w.state_lost {
+                        None
+                    } else {
+                        self.find_by_name(client, iss, &request.name, &w.state)
+                            .await
+                            .ok()
+                            .flatten()
+                    };
+                    if let Some(lost) = lost {
+                        tracing::warn!(credential = %cred.name, binding = %lost, "a binding from a lost answer holds the name; queued for deletion");
+                        let r = RetiringRecord {
+                            binding_id: lost,
+                            service_manager: iss.service_manager.clone(),
+                            fingerprint_sha256: None,
+                            retire_at: self.now(),
+                            reason: RetireReason::Orphan,
+                            attempts: 0,
+                        };
+                        w.step(|s| s.queue(r));
+                    }
+                    suffix += 1;
+                    request.name = format!("{name}-{suffix}");
+                    if let Some(p) = w.state.pending.as_mut() {
+                        p.binding_name = request.name.clone();
+                    }
+                    if let Err(e) = w.backend.save_state(&w.state).await {
+                        let f = failure(Step::Issue, "state", e.to_string());
+                        return Err(self.record_failure(w, f, None, critical_at).await);
+                    }
+                }
+                Err(e) => {
+                    let f = sm_failure(Step::Issue, &e);
+                    // The request may have created a binding (async failure, lost answer):
+                    // find it by name and delete it now; reconcile catches anything left.
+                    let found = if e.kind == SmErrorKind::Conflict {
+                        Ok(None)
+                    } else if w.state_lost {
+                        // Unknown: keep the intent; reconcile is up to the operator.
+                        Err(())
+                    } else {
+                        self.find_by_name(client, iss, &request.name, &w.state)
+                            .await
+                    };
+                    match &found {
+                        // Nothing was created: the intent is settled.
+                        Ok(None) => w.state.pending = None,
+                        Ok(Some(id)) => {
+                            if let Some(p) = w.state.pending.as_mut() {
+                                p.binding_id = Some(id.clone());
+                            }
+                        }
+                        // Unknown: the intent stays for the next reconcile.
+                        Err(()) => {}
+                    }
+                    let id = found.ok().flatten();
+                    return Err(self
+                        .record_failure(w, f, id.map(|i| (i, None)), critical_at)
+                        .await);
+                }
+            }
+        }
     }
 
     /// The binding named `name` on the instance, unless it is one certrot already tracks.
