@@ -13,7 +13,7 @@ pub(super) struct Inspected {
 }
 
 impl Rotator {
-    /// 2. inspect: the current generation and when it renews and turns critical.
+    /// Step 2, inspect: the current generation and when it renews and turns critical.
     pub(super) async fn inspect(&self, w: &mut Work<'_>, now: OffsetDateTime) -> Inspected {
         let cred = w.cred;
         let (current, view, critical_at) = match w.backend.read_current().await {
@@ -72,7 +72,7 @@ impl Rotator {
         }
     }
 
-    /// 3. decide: why to rotate, or (`Err`) the outcome of a run that does not.
+    /// Step 3, decide: why to rotate, or (`Err`) the outcome of a run that does not.
     pub(super) async fn decide_step(
         &self,
         w: &mut Work<'_>,

@@ -118,7 +118,7 @@ impl Rotator {
             .await
     }
 
-    /// 4. issue: the intent first (it also claims the credential where no lock excludes
+    /// Step 4, issue: the intent first (it also claims the credential where no lock excludes
     /// other runs: a second run's write of its intent conflicts), then reconcile, then the
     /// binding (a name taken within the same second: the next suffix). `Err` is the run's
     /// outcome, the failure already recorded.
