@@ -8,6 +8,7 @@
 mod hook;
 mod issuer;
 mod schedule;
+mod signer;
 mod target;
 mod validate;
 
@@ -17,10 +18,10 @@ use validate::*;
 
 pub use hook::{Hook, HookAction, HookOn};
 pub use issuer::{
-    AppRole, CommandConfig, CsrIssuer, Issuer, KeyType, LocalCaConfig, RotateKey,
-    ServiceManagerConfig, SignerConfig, SignerType, SmAccessSource, SmCertificate, SmIssuer,
-    SmMode, VaultConfig,
+    CsrIssuer, Issuer, KeyType, RotateKey, ServiceManagerConfig, SmAccessSource, SmCertificate,
+    SmIssuer, SmMode,
 };
+pub use signer::{AppRole, CommandConfig, LocalCaConfig, SignerConfig, SignerType, VaultConfig};
 
 use crate::units::{FileMode, Jitter, RenewBefore, Span};
 use serde::{Deserialize, Deserializer, Serialize};
