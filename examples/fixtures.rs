@@ -31,7 +31,7 @@ fn main() -> Result<(), String> {
             let backend = certrot::store::Backend::open(cred, &config.state_dir)
                 .await
                 .map_err(|e| e.to_string())?;
-            certrot::manual::import(cred, &backend, &key, false).await
+            certrot::manual::import(cred, &backend, &key, None, false).await
         })?;
     }
     println!("{}", cfg.display());

@@ -13,11 +13,33 @@ pub async fn import(
     cred: &crate::config::Credential,
     backend: &Backend,
     key_file: &std::path::Path,
+    binding_id: Option<&str>,
     validate: bool,
 ) -> Result<String, String> {
     let bytes = crate::fsutil::read_input(key_file)?;
     let bytes = zeroize::Zeroizing::new(bytes);
     let label = key_file.display().to_string();
+    // The binding behind the key: named on the command line, or in the document itself.
+    let adopted = match binding_id
+        .map(str::to_string)
+        .or_else(|| crate::servicekey::binding_id(&bytes))
+    {
+        None => None,
+        Some(id) if !crate::issuer::service_manager::is_resource_id(&id) => {
+            return Err(format!(
+                "binding id {:?} is not a Service Manager id (letters, digits, '-', '_')",
+                crate::text::printable(&id, 100)
+            ));
+        }
+        Some(id) => match &cred.issuer {
+            Some(crate::config::Issuer::ServiceManager(_)) => Some(id),
+            _ => {
+                return Err(format!(
+                    "binding {id}: only a credential with a service-manager issuer retires the binding behind its key; import without --binding-id and delete that binding by hand"
+                ));
+            }
+        },
+    };
     let g = crate::servicekey::parse_service_key(&bytes, &label).map_err(|e| e.to_string())?;
     // [credential.fields] fill in what the service key lacks; the key's own fields win.
     let fields = crate::generation::merge_fields(None, &cred.fields, g.credentials());
@@ -43,7 +65,7 @@ pub async fn import(
     let current = CurrentRecord::of(
         g.leaf(),
         Some(dir.clone()),
-        None,
+        adopted.clone(),
         crate::state::CommitSource::Import,
         now,
     );
@@ -52,15 +74,28 @@ pub async fn import(
         .save_state(&state)
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(credential = %cred.name, generation = %dir, serial = %g.leaf().serial, "imported");
-    Ok(format!(
+    tracing::info!(credential = %cred.name, generation = %dir, serial = %g.leaf().serial, binding = ?adopted, "imported");
+    let mut line = format!(
         "imported {}: {} (client id {}), valid until {}, into {} ({dir})",
         cred.name,
         crate::text::printable(&g.leaf().subject, 200),
         crate::text::printable(g.client_id().unwrap_or("-"), 200),
         short_time(g.leaf().not_after),
         backend.describe()
-    ))
+    );
+    let retire_after = humantime::format_duration(cred.policy.retire_after.0);
+    match (&adopted, &cred.issuer) {
+        (Some(id), _) => line.push_str(&format!(
+            "\nbinding {id} adopted: the first rotation retires it {retire_after} after its commit"
+        )),
+        (None, Some(crate::config::Issuer::ServiceManager(_))) => line.push_str(&format!(
+            "\nthe binding behind this service key stays alive: once the first rotation has been current for {retire_after}, delete it (`cf delete-service-key INSTANCE KEY`, or `btp delete services/binding --name NAME`), or import again with --binding-id ID to have certrot retire it"
+        )),
+        (None, _) => line.push_str(
+            "\nthe binding or key this service key came from stays alive: delete it by hand once this credential no longer uses it",
+        ),
+    }
+    Ok(line)
 }
 
 /// Switches the credential back to its previous generation (token-checked first unless

@@ -167,7 +167,7 @@ async fn serve(settings: Settings, root: &Path) -> Result<(), String> {
     let backend = crate::store::Backend::open(&cred, &config.state_dir)
         .await
         .map_err(|e| e.to_string())?;
-    let imported = crate::manual::import(&cred, &backend, &key_file, true).await?;
+    let imported = crate::manual::import(&cred, &backend, &key_file, None, true).await?;
     println!("certrot sandbox: listening on 127.0.0.1 only");
     println!("  token endpoint (mTLS): {}", stack.tokens.url);
     println!("  plain host:            {}", stack.tokens.plain_base);

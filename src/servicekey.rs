@@ -22,6 +22,20 @@ pub enum ServiceKeyError {
     Inspect(#[from] InspectError),
 }
 
+/// The binding id a service key document carries: the top-level `id` of a binding as
+/// Service Manager and `btp get services/binding` print it (`{"id": …, "credentials": {…}}`).
+/// A `cf service-key` printout has none.
+pub fn binding_id(text: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(text).ok()?;
+    let start = text.find('{')?;
+    let value: Value = serde_json::from_str(text[start..].trim_end()).ok()?;
+    let top = value.as_object()?;
+    if !top.get("credentials").is_some_and(Value::is_object) {
+        return None;
+    }
+    top.get("id").and_then(Value::as_str).map(str::to_string)
+}
+
 /// Finds the credential object in a service key document.
 pub fn credential_fields(
     text: &[u8],

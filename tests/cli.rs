@@ -376,3 +376,124 @@ fn control_characters_from_outside_never_reach_the_terminal() {
         joined(&status)
     );
 }
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let o = run(&["--version"]);
+    assert!(o.status.success());
+    let (out, _) = text(&o);
+    let version = env!("CARGO_PKG_VERSION");
+    let commit = out
+        .trim()
+        .strip_prefix(&format!("certrot {version} ("))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not `certrot {version} (<commit>)`: {out:?}"));
+    // Built from a git checkout (as every test build is): the commit of its HEAD.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(head.status.success(), "the tests run from a git checkout");
+    assert_eq!(commit, String::from_utf8(head.stdout).unwrap().trim());
+}
+
+#[test]
+fn completions_and_man_page_cover_every_command() {
+    let commands = [
+        "check", "status", "import", "rotate", "run", "rollback", "config",
+    ];
+    // bash: the script loads and registers a completion for certrot.
+    let script = text(&run(&["completions", "bash"])).0;
+    for c in commands {
+        assert!(script.contains(c), "bash completion lacks {c}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("certrot.bash");
+    std::fs::write(&file, &script).unwrap();
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p certrot", file.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("certrot"));
+    for shell in ["zsh", "fish"] {
+        let s = text(&run(&["completions", shell])).0;
+        assert!(
+            s.contains("rotate") && s.contains("revoke-previous"),
+            "{shell}"
+        );
+    }
+    // An unknown shell is a usage error naming the choices.
+    let o = run(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("bash"), "{}", text(&o).1);
+    // The man page: roff with a title, a synopsis and every command.
+    let man = text(&run(&["man"])).0;
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH certrot"),
+        "{}",
+        &man[..200.min(man.len())]
+    );
+    assert!(man.contains(".TH certrot"));
+    for c in commands {
+        assert!(man.contains(c), "man page lacks {c}");
+    }
+}
+
+#[test]
+fn every_argument_has_help() {
+    // Every option and positional of every command is explained in `--help`.
+    let commands: &[&[&str]] = &[
+        &[],
+        &["check"],
+        &["status"],
+        &["import"],
+        &["rotate"],
+        &["rollback"],
+        &["config", "check"],
+        &["completions"],
+        &["man"],
+    ];
+    for c in commands {
+        let mut args = c.to_vec();
+        args.push("--help");
+        let o = run(&args);
+        assert!(o.status.success(), "{args:?}");
+        let (out, _) = text(&o);
+        let lines: Vec<&str> = out.lines().collect();
+        let mut section = "";
+        let mut entries = 0;
+        for (k, line) in lines.iter().enumerate() {
+            if !line.starts_with(' ') {
+                section = line;
+                continue;
+            }
+            if section != "Arguments:" && section != "Options:" {
+                continue;
+            }
+            let indent = line.len() - line.trim_start().len();
+            let entry = line.trim_start();
+            // An entry (`  -q, --quiet...`, `      --json`, `  [NAMES]...`) has its help on
+            // the same line after two spaces, or on the next, deeper-indented line.
+            if indent <= 6 && entry.starts_with(['-', '<', '[']) {
+                entries += 1;
+                let next_is_help = lines.get(k + 1).is_some_and(|n| {
+                    let ni = n.len() - n.trim_start().len();
+                    ni > indent + 2 && !n.trim().is_empty()
+                });
+                assert!(
+                    entry.contains("  ") || next_is_help,
+                    "`certrot {}`: no help for `{entry}`",
+                    c.join(" ")
+                );
+            }
+        }
+        assert!(
+            entries > 0,
+            "no arguments read from `certrot {} --help`:\n{out}",
+            c.join(" ")
+        );
+    }
+}

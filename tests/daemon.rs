@@ -202,6 +202,20 @@ fn daemon_rotates_serves_health_reloads_and_stops_cleanly() {
         Duration::from_secs(120),
         || rotations("orders") >= 3 && rotations("login") >= 3,
     );
+    // The log says when each credential renews next: at start, and after each rotation.
+    {
+        let errs = errs.lock().unwrap();
+        for name in ["orders", "login"] {
+            let told = errs
+                .iter()
+                .filter(|l| l.contains(&format!("{name} renews in")))
+                .count();
+            assert!(
+                told >= 3,
+                "{name}: the next renewal told {told} times: {errs:?}"
+            );
+        }
+    }
     // /metrics agrees with the files on disk.
     let (status, body) = get(&addr, "/metrics");
     assert_eq!(status, 200);

@@ -1449,3 +1449,129 @@ fn the_pipeline_reads_time_only_from_its_clock() {
         "retirement deadline less retire_after",
     );
 }
+
+/// A binding made by hand (no certrot labels), as `btp create services/binding` makes the
+/// bootstrap one, and its document as `btp get services/binding` prints it.
+fn binding_by_hand(w: &World, instance: &str, name: &str) -> (String, serde_json::Value) {
+    use certrot::check::{Limits, ServerTrust};
+    use certrot::issuer::service_manager::{BindingRequest, Mode, RetryPolicy, SmAccess, SmClient};
+    let access =
+        SmAccess::from_service_key(w.stack.sm_secret_key().to_string().as_bytes(), "sm.json")
+            .unwrap();
+    let trust = ServerTrust {
+        system_roots: false,
+        extra_ca_pem: Some(w.stack.ca_pem.as_bytes()),
+    };
+    let client = SmClient::new(access, trust, Limits::default(), RetryPolicy::default()).unwrap();
+    let request = BindingRequest {
+        name: name.into(),
+        instance_id: instance.into(),
+        parameters: serde_json::json!({"credential-type": "x509", "x509": {"key-length": 2048, "validity": 7, "validity-type": "DAYS"}}),
+        labels: vec![],
+    };
+    let b =
+        w.rt.block_on(client.create_binding(&request, Mode::Sync))
+            .unwrap();
+    let doc = serde_json::json!({
+        "id": b.id, "name": b.name, "service_instance_id": instance,
+        "credentials": b.credentials,
+    });
+    (b.id.clone(), doc)
+}
+
+#[test]
+fn the_binding_behind_an_imported_key_is_adopted_and_retired_by_the_first_rotation() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-orders!t1");
+    let exists = |id: &str| w.stack.sm.bindings().iter().any(|b| b.id == id);
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    // `btp get services/binding` output: the id is read from the document.
+    let (id, doc) = binding_by_hand(&w, &xs, "orders-bootstrap");
+    let key = w.root().join("binding.json");
+    std::fs::write(&key, doc.to_string()).unwrap();
+    let (code, out, err) = w.certrot(
+        &cfg,
+        &["import", "orders", "--service-key", key.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("binding {id} adopted")), "{out}");
+    assert_eq!(
+        w.state("orders").current.unwrap().binding_id,
+        Some(id.clone())
+    );
+    // The first rotation queues it (as adopted) and, with --revoke-previous, deletes it.
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now", "--revoke-previous"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !exists(&id),
+        "the adopted bootstrap binding was not retired: {out}{err}"
+    );
+
+    // A `cf service-key` printout (credentials only) without --binding-id: import says the
+    // binding stays, and no rotation touches it.
+    let (kept, doc) = binding_by_hand(&w, &xs, "orders-cf-key");
+    std::fs::write(&key, doc["credentials"].to_string()).unwrap();
+    let (code, out, err) = w.certrot(
+        &cfg,
+        &["import", "orders", "--service-key", key.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("stays alive") && out.contains("--binding-id"),
+        "{out}"
+    );
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now", "--revoke-previous"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        exists(&kept),
+        "a binding certrot was not told about was deleted"
+    );
+
+    // --binding-id naming a binding whose certificate is not the imported one: queued, but
+    // not deleted (it is not the binding behind this key).
+    let (other, _) = binding_by_hand(&w, &xs, "someone-else");
+    let (_, doc) = binding_by_hand(&w, &xs, "orders-third");
+    std::fs::write(&key, doc["credentials"].to_string()).unwrap();
+    let (code, out, err) = w.certrot(
+        &cfg,
+        &[
+            "import",
+            "orders",
+            "--service-key",
+            key.to_str().unwrap(),
+            "--binding-id",
+            &other,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now", "--revoke-previous"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        exists(&other),
+        "a binding that does not hold the imported certificate was deleted"
+    );
+    assert!(
+        w.state("orders").retiring.is_empty(),
+        "refused, it leaves the queue"
+    );
+
+    // A binding id that is no Service Manager id is refused before anything is written.
+    let before = w.current_fingerprint("orders");
+    let (code, _, err) = w.certrot(
+        &cfg,
+        &[
+            "import",
+            "orders",
+            "--service-key",
+            key.to_str().unwrap(),
+            "--binding-id",
+            "../../x",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("is not a Service Manager id"), "{err}");
+    assert_eq!(w.current_fingerprint("orders"), before);
+}

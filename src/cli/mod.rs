@@ -1,5 +1,6 @@
 //! Command line: clap definitions, dispatch, exit codes, human and JSON output.
 
+mod help;
 mod rotate;
 
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
@@ -19,7 +20,7 @@ pub const EXIT_USAGE: i32 = 2;
 #[derive(Parser, Debug)]
 #[command(
     name = "certrot",
-    version,
+    version = help::VERSION,
     about = "Keeps X.509 client credentials for SAP BTP alive"
 )]
 pub struct Cli {
@@ -57,15 +58,22 @@ pub enum Command {
     },
     /// Table of every credential: client id, expiry, renewal time, last rotation, health.
     Status {
+        /// One JSON array of every credential's report instead of the table.
         #[arg(long)]
         json: bool,
     },
     /// Bootstrap a credential's target from a service key (cf service-key / btp output).
     Import {
+        /// The credential (its `[[credential]] name`).
         name: String,
         /// The service key or binding credentials JSON.
         #[arg(long)]
         service_key: PathBuf,
+        /// The Service Manager binding behind the key (`btp get services/binding`): the first
+        /// rotation retires it after retire_after. Read from the key's `id` when it is a
+        /// binding document.
+        #[arg(long, value_name = "ID")]
+        binding_id: Option<String>,
         /// Wait for the credential's lock instead of failing.
         #[arg(long)]
         wait: bool,
@@ -108,13 +116,22 @@ pub enum Command {
     /// Switch a credential back to its previous generation (inspected and token-checked
     /// first; its binding becomes current again, the one rolled away from is retired later).
     Rollback {
+        /// The credential (its `[[credential]] name`).
         name: String,
+        /// Wait for the credential's lock instead of failing.
         #[arg(long)]
         wait: bool,
         /// Switch without the token check.
         #[arg(long)]
         no_validate: bool,
     },
+    /// Print a shell completion script: `certrot completions bash > /etc/bash_completion.d/certrot`.
+    Completions {
+        /// The shell (bash, zsh, fish, elvish, powershell).
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `certrot man > /usr/share/man/man1/certrot.1`.
+    Man,
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -204,9 +221,17 @@ pub fn run(cli: Cli) -> i32 {
         Command::Import {
             name,
             service_key,
+            binding_id,
             wait,
             no_validate,
-        } => cmd_import(&cli.config, &name, &service_key, wait, !no_validate),
+        } => cmd_import(
+            &cli.config,
+            &name,
+            &service_key,
+            binding_id.as_deref(),
+            wait,
+            !no_validate,
+        ),
         Command::Rollback {
             name,
             wait,
@@ -235,6 +260,8 @@ pub fn run(cli: Cli) -> i32 {
             parallel,
             &metrics,
         ),
+        Command::Completions { shell } => help::completions(shell),
+        Command::Man => help::man(),
         Command::Run => match Config::load(&cli.config) {
             Err(e) => fail_config(&e),
             Ok(config) => match crate::daemon::run(&cli.config, config) {
@@ -499,6 +526,7 @@ fn cmd_import(
     config_path: &std::path::Path,
     name: &str,
     key_file: &std::path::Path,
+    binding_id: Option<&str>,
     wait: bool,
     validate: bool,
 ) -> i32 {
@@ -506,7 +534,11 @@ fn cmd_import(
         config_path,
         name,
         wait,
-        async |cred, backend| match crate::manual::import(cred, backend, key_file, validate).await {
+        async |cred, backend| match crate::manual::import(
+            cred, backend, key_file, binding_id, validate,
+        )
+        .await
+        {
             Ok(msg) => {
                 println!("{msg}");
                 0

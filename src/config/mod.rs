@@ -321,6 +321,26 @@ impl Config {
                     c.name
                 ));
             }
+            out.extend(contradictions(c));
+            for (field, path) in input_files(c) {
+                if !path.exists() {
+                    out.push(format!(
+                        "credential {:?}: {field} {} does not exist (yet)",
+                        c.name,
+                        path.display()
+                    ));
+                }
+            }
+        }
+        for (name, m) in &self.service_managers {
+            if let SmAccessSource::ServiceKey(k) = &m.access
+                && !k.exists()
+            {
+                out.push(format!(
+                    "service_manager {name:?}: service_key {} does not exist (yet)",
+                    k.display()
+                ));
+            }
         }
         out
     }
@@ -406,6 +426,97 @@ impl Config {
     }
 }
 
+/// The lifetime of the credential's new generations, where the configuration fixes it.
+fn issued_lifetime(c: &Credential) -> Option<std::time::Duration> {
+    let days = |d: u32| std::time::Duration::from_secs(u64::from(d) * 86_400);
+    match &c.issuer {
+        Some(Issuer::ServiceManager(i)) => Some(days(i.validity_days)),
+        Some(Issuer::Csr(i)) => match &i.signer {
+            SignerConfig::LocalCa(l) => Some(l.validity.map_or(days(7), |v| v.0)),
+            SignerConfig::Vault(v) => v.validity.map(|v| v.0),
+            SignerConfig::Command(_) => None,
+        },
+        None => None,
+    }
+}
+
+/// Policy settings that contradict the lifetime of the certificates the issuer makes.
+fn contradictions(c: &Credential) -> Vec<String> {
+    let Some(life) = issued_lifetime(c) else {
+        return Vec::new();
+    };
+    let p = &c.policy;
+    let human = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    let renew = match p.renew_before {
+        RenewBefore::Span(s) => s.0,
+        RenewBefore::Fraction(f) => life.mul_f64(f.get()),
+    };
+    let mut out = Vec::new();
+    if p.critical_before.0 >= life {
+        out.push(format!(
+            "credential {:?}: critical_before ({}) is not shorter than the certificates' \
+             lifetime ({}): every new generation is CRITICAL for its whole life",
+            c.name,
+            human(p.critical_before.0),
+            human(life)
+        ));
+    } else if renew <= p.critical_before.0 {
+        out.push(format!(
+            "credential {:?}: renewal {} before expiry comes after critical_before ({}): \
+             the credential turns CRITICAL before each renewal; lower critical_before or \
+             raise renew_before",
+            c.name,
+            human(renew),
+            human(p.critical_before.0)
+        ));
+    }
+    if renew >= life {
+        out.push(format!(
+            "credential {:?}: renew_before ({}) is not shorter than the certificates' \
+             lifetime ({}): every new generation is due at once",
+            c.name,
+            human(renew),
+            human(life)
+        ));
+    }
+    out
+}
+
+/// Files the credential reads, by the field that names them.
+fn input_files(c: &Credential) -> Vec<(&'static str, &Path)> {
+    let mut out: Vec<(&'static str, &Path)> = Vec::new();
+    if let Some(f) = &c.check.ca_file {
+        out.push(("check.ca_file", f));
+    }
+    let signer = match &c.issuer {
+        Some(Issuer::Csr(i)) => Some(&i.signer),
+        Some(Issuer::ServiceManager(i)) => i.certificate.signer(),
+        None => None,
+    };
+    match signer {
+        Some(SignerConfig::LocalCa(l)) => {
+            out.push(("issuer.signer.ca_cert", &l.ca_cert));
+            out.push(("issuer.signer.ca_key", &l.ca_key));
+        }
+        Some(SignerConfig::Vault(v)) => {
+            if let Some(f) = &v.token_file {
+                out.push(("issuer.signer.token_file", f));
+            }
+            if let Some(f) = &v.ca_file {
+                out.push(("issuer.signer.ca_file", f));
+            }
+        }
+        Some(SignerConfig::Command(cmd)) => {
+            let program = Path::new(&cmd.argv[0]);
+            if program.is_absolute() {
+                out.push(("issuer.signer.argv[0]", program));
+            }
+        }
+        None => {}
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,6 +575,67 @@ target.path = "/tmp/b"
             e.starts_with("c.toml:6:16: credential[1].renew_before: \"-3h\" is not a duration"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn warnings_name_contradictions_and_missing_files() {
+        let c = parse(
+            r#"
+[[credential]]
+name = "orders"
+critical_before = "8d"
+target.path = "/tmp/orders"
+issuer.type = "csr"
+issuer.subject = "CN=orders"
+issuer.signer = { type = "local-ca", ca_cert = "/nonexistent/ca.pem", ca_key = "/nonexistent/ca.key" }
+check.token_url = "https://t.example/oauth/token"
+check.client_id = "sb-orders"
+fields.certurl = "https://t.example"
+[[credential]]
+name = "login"
+renew_before = "12h"
+target.path = "/tmp/login"
+issuer.type = "csr"
+issuer.subject = "CN=login"
+issuer.signer = { type = "local-ca", ca_cert = "/nonexistent/ca.pem", ca_key = "/nonexistent/ca.key", validity = "7d" }
+check.token_url = "https://t.example/oauth/token"
+check.client_id = "sb-login"
+fields.certurl = "https://t.example"
+"#,
+        )
+        .unwrap();
+        let w = c.warnings();
+        let has = |cred: &str, words: &str| {
+            w.iter()
+                .any(|l| l.contains(&format!("{cred:?}")) && l.contains(words))
+        };
+        assert!(has("orders", "CRITICAL for its whole life"), "{w:#?}");
+        assert!(has("login", "turns CRITICAL before each renewal"), "{w:#?}");
+        assert!(
+            has(
+                "orders",
+                "issuer.signer.ca_key /nonexistent/ca.key does not exist"
+            ),
+            "{w:#?}"
+        );
+        // The defaults (a third of 7 days, critical 24 h) contradict nothing; files that
+        // exist are not mentioned.
+        let here = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let fine = parse(&format!(
+            r#"
+[[credential]]
+name = "orders"
+target.path = "/tmp/orders"
+issuer.type = "csr"
+issuer.subject = "CN=orders"
+issuer.signer = {{ type = "local-ca", ca_cert = "{here}", ca_key = "{here}" }}
+check.token_url = "https://t.example/oauth/token"
+check.client_id = "sb-orders"
+fields.certurl = "https://t.example"
+"#
+        ))
+        .unwrap();
+        assert_eq!(fine.warnings(), Vec::<String>::new());
     }
 
     #[test]

@@ -69,6 +69,31 @@ pub enum Control {
     Stop,
 }
 
+/// Logs when each credential runs next: every one named in `only` (just handled), or at
+/// start the earliest [`schedule::NAMED_AT_START`] and a count of the rest.
+fn log_next_runs(times: &[CredTimes], only: Option<&[String]>, now: OffsetDateTime) {
+    let mut shown: Vec<&CredTimes> = times
+        .iter()
+        .filter(|t| only.is_none_or(|names| names.contains(&t.name)))
+        .collect();
+    // Soonest first; credentials that never run last.
+    shown.sort_by_key(|t| (t.due_at().is_none(), t.due_at()));
+    let limit = if only.is_some() {
+        usize::MAX
+    } else {
+        schedule::NAMED_AT_START
+    };
+    for t in shown.iter().take(limit) {
+        tracing::info!(credential = %t.name, "{} {}", t.name, schedule::next_run_words(t, now));
+    }
+    if shown.len() > limit {
+        tracing::info!(
+            "… and {} more credentials (`certrot status` lists them all)",
+            shown.len() - limit
+        );
+    }
+}
+
 /// Messages to systemd (a no-op without `NOTIFY_SOCKET`).
 pub fn notify(states: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
@@ -119,6 +144,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             sd_notify::NotifyState::Status(&exec.status_line(&times, self.clock.now())),
         ]);
         tracing::info!(credentials = times.len(), "certrot run: ready");
+        log_next_runs(&times, None, self.clock.now());
         let (mut check_s, mut probe_s) = exec.schedules();
         let now = self.clock.now();
         let mut next_check = cron_after(&check_s, now);
@@ -224,6 +250,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                     let names = carried.remove(&id).unwrap_or_default();
                     let now = self.clock.now();
                     times = exec.inspect_all(now).await;
+                    log_next_runs(&times, Some(&names), now);
                     for n in &names {
                         busy.remove(n);
                         let still_due = times

@@ -26,6 +26,35 @@ impl CredTimes {
     }
 }
 
+/// The credential's next run in words, for the log: when it renews (or why it never does
+/// here), and when a queued binding retires if that comes first.
+pub fn next_run_words(t: &CredTimes, now: OffsetDateTime) -> String {
+    let when = |at: OffsetDateTime| {
+        if at <= now {
+            "now".to_string()
+        } else {
+            format!(
+                "in {} (at {})",
+                crate::policy::human(at - now),
+                crate::status::short_time(at)
+            )
+        }
+    };
+    let renews = match t.rotate_at {
+        Some(at) => format!("renews {}", when(at)),
+        None => "is not renewed by certrot (no [credential.issuer]; `certrot import` it)".into(),
+    };
+    match t.retire_at {
+        Some(r) if t.rotate_at.is_none_or(|a| r < a) => {
+            format!("{renews}; a replaced binding retires {}", when(r))
+        }
+        _ => renews,
+    }
+}
+
+/// How many credentials the daemon names one by one at start (the rest are counted).
+pub const NAMED_AT_START: usize = 20;
+
 /// From an inspection report and the state: renewal at the policy instant (now when missing,
 /// unusable or expired), never before the backoff's next attempt.
 pub fn times_for(
@@ -121,6 +150,32 @@ pub fn cron_after(schedule: &cron::Schedule, after: OffsetDateTime) -> Option<Of
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_next_run_is_told_in_words() {
+        let now = time::macros::datetime!(2026-12-02 10:00 UTC);
+        let t = |rotate_at, retire_at| CredTimes {
+            name: "orders".into(),
+            rotate_at,
+            retire_at,
+        };
+        let day = time::Duration::days(1);
+        assert_eq!(
+            next_run_words(&t(Some(now + day * 4), None), now),
+            "renews in 4d 0h (at 2026-12-06T10:00:00Z)"
+        );
+        assert_eq!(next_run_words(&t(Some(now), None), now), "renews now");
+        assert_eq!(
+            next_run_words(&t(Some(now + day * 4), Some(now + day)), now),
+            "renews in 4d 0h (at 2026-12-06T10:00:00Z); a replaced binding retires in 1d 0h (at 2026-12-03T10:00:00Z)"
+        );
+        // A retirement after the renewal is not the next thing to say.
+        assert_eq!(
+            next_run_words(&t(Some(now + day), Some(now + day * 2)), now),
+            "renews in 1d 0h (at 2026-12-03T10:00:00Z)"
+        );
+        assert!(next_run_words(&t(None, None), now).contains("no [credential.issuer]"));
+    }
+
     use super::*;
     use crate::policy::Health;
     use crate::state::RetiringRecord;

@@ -82,7 +82,14 @@ impl Rotator {
             Ok(None) => return Ok(RetireOutcome::Deleted),
             Err(e) => return Err(e.to_string()),
         };
-        if !is_credentials_binding(&b, cred, instance) {
+        // An adopted binding (made by hand, behind an imported key) has no labels: it is this
+        // credential's if it is on its instance and shows the certificate that was imported.
+        let adopted = r.reason == RetireReason::Adopted
+            && instance.is_some_and(|i| b.instance_id == i)
+            && r.fingerprint_sha256
+                .as_ref()
+                .is_some_and(|fp| binding_fingerprints(&b).contains(fp));
+        if !adopted && !is_credentials_binding(&b, cred, instance) {
             return Ok(RetireOutcome::Refused(format!(
                 "binding {} does not carry this credential's labels on instance {}",
                 r.binding_id,

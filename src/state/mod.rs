@@ -122,6 +122,10 @@ pub enum RetireReason {
     Orphan,
     /// The generation rolled away from.
     RolledBack,
+    /// The binding behind an imported service key (`import --binding-id`), replaced by the
+    /// first rotation: it carries no certrot labels, so it is deleted only when it is on the
+    /// credential's instance and shows the imported certificate.
+    Adopted,
 }
 
 impl RetireReason {
@@ -131,6 +135,7 @@ impl RetireReason {
             RetireReason::FailedRotation => "failed-rotation",
             RetireReason::Orphan => "orphan",
             RetireReason::RolledBack => "rolled-back",
+            RetireReason::Adopted => "adopted",
         }
     }
 }

@@ -68,12 +68,17 @@ impl State {
             && let Some(id) = old.binding_id
             && current.binding_id.as_ref() != Some(&id)
         {
+            // An imported generation's binding was made by hand: it is the adopted one.
+            let reason = match (old.source, plan.reason) {
+                (CommitSource::Import, RetireReason::Replaced) => RetireReason::Adopted,
+                (_, r) => r,
+            };
             self = self.queue(RetiringRecord {
                 binding_id: id,
                 service_manager: plan.service_manager,
                 fingerprint_sha256: Some(old.fingerprint_sha256),
                 retire_at: plan.at,
-                reason: plan.reason,
+                reason,
                 attempts: 0,
             });
         }
@@ -520,6 +525,33 @@ mod tests {
             attempts: 0,
         });
         assert!(st.retiring.is_empty());
+    }
+
+    #[test]
+    fn the_binding_behind_an_imported_key_is_retired_as_adopted() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let imported =
+            CurrentRecord::of(&leaf(1), None, Some("b1".into()), CommitSource::Import, now);
+        let rotated =
+            CurrentRecord::of(&leaf(2), None, Some("b2".into()), CommitSource::Rotate, now);
+        let plan = RetirePlan {
+            service_manager: "sm".into(),
+            at: now + RETIRE_AFTER,
+            reason: RetireReason::Replaced,
+        };
+        let st = State::default()
+            .committed(imported, None)
+            .committed(rotated.clone(), Some(plan.clone()));
+        assert_eq!(st.retiring[0].binding_id, "b1");
+        assert_eq!(st.retiring[0].reason, RetireReason::Adopted);
+        assert_eq!(
+            st.retiring[0].fingerprint_sha256,
+            Some(leaf(1).fingerprint_sha256)
+        );
+        // A rotated generation's binding is simply replaced.
+        let next = CurrentRecord::of(&leaf(3), None, Some("b3".into()), CommitSource::Rotate, now);
+        let st = st.committed(next, Some(plan));
+        assert_eq!(st.retiring[1].reason, RetireReason::Replaced);
     }
 
     #[test]
