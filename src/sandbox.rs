@@ -28,6 +28,31 @@ pub struct Settings {
     pub sm: SmOptions,
     /// Also run the Kubernetes API stand-in; `app-0002`… then live in Secrets.
     pub kube: bool,
+    /// Port the generated configuration's daemon serves `/metrics` on (0 = a free one).
+    pub metrics_port: u16,
+}
+
+/// The `[defaults]` of the generated configuration: `critical_before` (24 h) and
+/// `retire_after` (1 h) shrink with the binding lifetime, `seconds_per_day` seconds of it per
+/// day, so a credential is not CRITICAL for its whole life when days are seconds.
+pub fn scaled_defaults(seconds_per_day: u64) -> String {
+    let scale = |secs: u64| (secs * seconds_per_day.clamp(1, 86_400) / 86_400).max(1);
+    format!(
+        "[defaults]\ncritical_before = \"{}s\"\nretire_after = \"{}s\"\n",
+        scale(86_400),
+        scale(3_600)
+    )
+}
+
+/// A free port on 127.0.0.1 (`0`), or `port` itself.
+fn choose_port(port: u16) -> Result<u16, String> {
+    if port != 0 {
+        return Ok(port);
+    }
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port for /metrics: {e}"))
 }
 
 /// Runs until SIGINT or SIGTERM; returns the exit code.
@@ -145,10 +170,13 @@ async fn serve(settings: Settings, root: &Path) -> Result<(), String> {
         )
     };
     let snippet = credential("sandbox", &instance, false);
+    let metrics_port = choose_port(settings.metrics_port)?;
     let mut cfg_text = format!(
-        "state_dir = {:?}\n[daemon]\nlisten = \"\"\n\n[service_manager.sandbox]\nservice_key = {:?}\n\
+        "state_dir = {:?}\n[daemon]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n{}\n\
+         [service_manager.sandbox]\nservice_key = {:?}\n\
          ca_file = {:?}\nsystem_roots = false\n\n{snippet}",
         root.join("state").display().to_string(),
+        scaled_defaults(settings.sm.seconds_per_day),
         sm_key_file.display().to_string(),
         ca_file.display().to_string(),
     );
@@ -205,7 +233,8 @@ async fn serve(settings: Settings, root: &Path) -> Result<(), String> {
         cfg_path.display()
     );
     println!(
-        "Try: certrot --config {0} check --validate\n     certrot --config {0} rotate --now",
+        "Try: certrot --config {0} check --validate\n     certrot --config {0} rotate --now\n     \
+         certrot --config {0} run    (then http://127.0.0.1:{metrics_port}/metrics)",
         cfg_path.display()
     );
     println!("ready");

@@ -757,3 +757,49 @@ async fn tokens_are_es256_jwts_bound_to_the_certificate() {
             .is_err()
     );
 }
+
+/// `certrot sandbox --seconds-per-day`: the generated configuration's `critical_before` and
+/// `retire_after` shrink with the lifetime, so a fresh credential is OK rather than CRITICAL
+/// for its whole life; its daemon serves /metrics on a port the sandbox names.
+#[test]
+fn a_fast_sandbox_scales_the_policy_and_names_its_metrics_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fast");
+    let (child, seen, _lines) = spawn_sandbox(
+        &dir,
+        &[
+            "--seconds-per-day",
+            "600",
+            "--credentials",
+            "2",
+            "--rsa-pool",
+            "1",
+        ],
+    );
+    let cfg = dir.join("certrot.toml");
+    let text_of = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text_of.contains("critical_before = \"600s\""), "{text_of}");
+    assert!(text_of.contains("retire_after = \"25s\""), "{text_of}");
+    let listen = text_of
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no loopback listen address: {text_of}"));
+    let port: u16 = listen.parse().unwrap();
+    assert_ne!(port, 0);
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(&format!("http://127.0.0.1:{port}/metrics"))),
+        "{seen:?}"
+    );
+    let o = run(&["--config", cfg.to_str().unwrap(), "config", "check"]);
+    let (out, _) = text(&o);
+    assert!(!out.contains("CRITICAL"), "{out}");
+    let o = run(&["--config", cfg.to_str().unwrap(), "rotate", "--if-due"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    // A 70-minute certificate (7 days of 600 s), CRITICAL only in its last 10 minutes.
+    let o = run(&["--config", cfg.to_str().unwrap(), "check", "app-0002"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out} {err}");
+    assert_eq!(stop(child), Some(0));
+}

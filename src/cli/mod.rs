@@ -159,7 +159,8 @@ pub enum Command {
         /// Service Manager answers asynchronously (202 + operation) unless told otherwise.
         #[arg(long = "async")]
         async_default: bool,
-        /// Seconds per day of binding validity (86400; smaller to watch rotations live).
+        /// Seconds per day of binding validity (86400; smaller to watch rotations live). The
+        /// generated configuration scales critical_before (24 h) and retire_after (1 h) alike.
         #[arg(long, default_value_t = 86_400)]
         seconds_per_day: u64,
         /// Pre-generate this many RSA keys and reuse them for new bindings (benchmarks).
@@ -172,6 +173,10 @@ pub enum Command {
         /// Secrets there (writes a kubeconfig).
         #[arg(long)]
         kube: bool,
+        /// Port the generated configuration's daemon (`certrot run`) serves /metrics,
+        /// /healthz and /readyz on, on 127.0.0.1 (0 = any free port).
+        #[arg(long, default_value_t = 0)]
+        metrics_port: u16,
     },
     #[cfg(feature = "sandbox")]
     /// The whole product on loopback: sandbox + daemon with short-lived certificates (no SAP account needed).
@@ -305,8 +310,10 @@ pub fn run(cli: Cli) -> i32 {
             rsa_pool,
             ecdsa_bindings,
             kube,
+            metrics_port,
         } => crate::sandbox::run(crate::sandbox::Settings {
             kube,
+            metrics_port,
             port,
             dir,
             faults,
