@@ -1558,6 +1558,23 @@ fn the_binding_behind_an_imported_key_is_adopted_and_retired_by_the_first_rotati
         "refused, it leaves the queue"
     );
 
+    // A forged queue entry marks the served binding as adopted and due: never deleted.
+    let served = w.state("orders").current.unwrap();
+    let served_id = served.binding_id.clone().unwrap();
+    w.edit_state("orders", |v| {
+        v["retiring"] = serde_json::json!([{
+            "binding_id": served_id, "service_manager": "main",
+            "fingerprint_sha256": served.fingerprint_sha256, "retire_at": "2020-01-01T00:00:00Z",
+            "reason": "adopted", "attempts": 0,
+        }]);
+    });
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        exists(&served_id),
+        "the served binding was deleted as adopted"
+    );
+
     // A binding id that is no Service Manager id is refused before anything is written.
     let before = w.current_fingerprint("orders");
     let (code, _, err) = w.certrot(
