@@ -60,6 +60,11 @@ pub struct Metrics {
     token_duration: Family<Labels, Histogram>,
     retiring: IGauge,
     hook_failures: Family<Labels, Counter>,
+    target_current: IGauge,
+    target_not_after: FGauge,
+    /// The targets each credential's `target_*` series were published for (to drop the
+    /// series of a target no longer configured).
+    targets: Mutex<BTreeMap<String, Vec<String>>>,
     readiness: Mutex<BTreeMap<String, Readiness>>,
 }
 
@@ -98,6 +103,9 @@ impl Metrics {
             token_duration: Family::new_with_constructor(token_histogram),
             retiring: IGauge::default(),
             hook_failures: Family::default(),
+            target_current: Family::default(),
+            target_not_after: Family::default(),
+            targets: Mutex::new(BTreeMap::new()),
             readiness: Mutex::new(BTreeMap::new()),
             registry: Registry::default(),
         };
@@ -157,6 +165,16 @@ impl Metrics {
             "hooks that failed",
             m.hook_failures.clone(),
         );
+        registry.register(
+            "target_serves_current",
+            "1 when the target (the primary, or a replica) serves the credential's current generation",
+            m.target_current.clone(),
+        );
+        registry.register(
+            "target_certificate_not_after_timestamp_seconds",
+            "notAfter of the certificate each target serves (Unix seconds)",
+            m.target_not_after.clone(),
+        );
         let info: Family<Labels, Gauge> = Family::default();
         info.get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())])
             .set(1);
@@ -207,6 +225,45 @@ impl Metrics {
             self.failures.remove(&with(name, "step", s.label()));
         }
         self.lock_readiness().remove(name);
+        self.publish_targets(name, &[]);
+    }
+
+    /// Publishes `certrot_target_*` for `name`'s targets: (target, serves current — `None`:
+    /// unreadable, published as 0 —, notAfter);
+    /// series of targets no longer listed are removed.
+    fn publish_targets(&self, name: &str, targets: &[(String, Option<bool>, Option<f64>)]) {
+        let mut known = self
+            .targets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let listed: Vec<String> = targets.iter().map(|t| t.0.clone()).collect();
+        for old in known.get(name).into_iter().flatten() {
+            if !listed.contains(old) {
+                let l = with(name, "target", old);
+                self.target_current.remove(&l);
+                self.target_not_after.remove(&l);
+            }
+        }
+        for (t, current, not_after) in targets {
+            let l = with(name, "target", t);
+            // A target that cannot be read is not known to serve it: 0.
+            self.target_current
+                .get_or_create(&l)
+                .set(i64::from(current.unwrap_or(false)));
+            match not_after {
+                Some(na) => {
+                    self.target_not_after.get_or_create(&l).set(*na);
+                }
+                None => {
+                    self.target_not_after.remove(&l);
+                }
+            }
+        }
+        if listed.is_empty() {
+            known.remove(name);
+        } else {
+            known.insert(name.to_string(), listed);
+        }
     }
 
     fn lock_readiness(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Readiness>> {
@@ -249,6 +306,19 @@ impl Metrics {
             if let Some(t) = s.last_success {
                 self.last_success.get_or_create(&l).set(ts(t));
             }
+        }
+        if let Some(primary) = &r.target {
+            let mut targets = vec![(
+                primary.clone(),
+                Some(r.fingerprint_sha256.is_some()),
+                r.not_after.map(ts),
+            )];
+            targets.extend(
+                r.replicas
+                    .iter()
+                    .map(|v| (v.target.clone(), v.serves_current, v.not_after.map(ts))),
+            );
+            self.publish_targets(&r.credential, &targets);
         }
         let mut all = self.lock_readiness();
         let e = all.entry(r.credential.clone()).or_default();

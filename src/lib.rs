@@ -32,4 +32,5 @@ pub(crate) mod status;
 pub mod store;
 pub(crate) mod text;
 pub mod units;
+pub(crate) mod vault;
 pub mod x509;

@@ -69,7 +69,8 @@ pub async fn import(
         crate::state::CommitSource::Import,
         now,
     );
-    let state = state.committed(current, None);
+    let replicated = backend.replicate(&g, now).await;
+    let state = record_replicas(state.committed(current, None), &replicated, now);
     backend
         .save_state(&state)
         .await
@@ -83,6 +84,7 @@ pub async fn import(
         short_time(g.leaf().not_after),
         backend.describe()
     );
+    line.push_str(&replica_lines(&replicated));
     let retire_after = humantime::format_duration(cred.policy.retire_after.0);
     match (&adopted, &cred.issuer) {
         (Some(id), _) => line.push_str(&format!(
@@ -125,10 +127,13 @@ pub async fn rollback(
             "the generation rolled back to has expired"
         );
     }
+    // Every replica follows the primary back.
+    let replicated = backend.replicate(&g, now).await;
     let saved = match backend.load_state(name, true).await {
         Ok(l) => {
             let mut state = l.state;
             crate::rotate::rolled_back(&mut state, cred, &g, &to, now);
+            let state = record_replicas(state, &replicated, now);
             backend.save_state(&state).await
         }
         Err(e) => Err(e),
@@ -136,9 +141,44 @@ pub async fn rollback(
     if let Err(e) = saved {
         return Err(format!("switched, but the state was not saved: {e}"));
     }
-    Ok(format!(
-        "rolled back {name}: {from} -> {to} ({}, valid until {})",
+    let line = format!(
+        "rolled back {name}: {from} -> {to} ({}, valid until {}){}",
         crate::text::printable(&g.leaf().subject, 200),
-        short_time(g.leaf().not_after)
-    ))
+        short_time(g.leaf().not_after),
+        replica_lines(&replicated)
+    );
+    if replicated.iter().any(|(_, r)| r.is_err()) {
+        return Err(format!(
+            "{line}\nnot every replica serves the generation rolled back to; the next run retries them"
+        ));
+    }
+    Ok(line)
+}
+
+/// The replicas' outcomes recorded in the state (lagging ones retried with backoff).
+fn record_replicas(
+    mut state: crate::state::State,
+    replicated: &[(String, Result<crate::store::Synced, String>)],
+    now: OffsetDateTime,
+) -> crate::state::State {
+    for (place, r) in replicated {
+        state = match r {
+            Ok(_) => state.replica_synced(place),
+            Err(e) => state.replica_failed(place, e, now),
+        };
+    }
+    state
+}
+
+/// One line per replica: what it serves now.
+fn replica_lines(replicated: &[(String, Result<crate::store::Synced, String>)]) -> String {
+    replicated
+        .iter()
+        .map(|(place, r)| match r {
+            Ok(crate::store::Synced::Already) => format!("\nreplica {place}: already serves it"),
+            Ok(crate::store::Synced::Written(n)) => format!("\nreplica {place}: written ({n})"),
+            Err(e) => format!("\nreplica {place}: FAILED, it keeps what it served: {e}"),
+        })
+        .map(|l| crate::text::printable(&l[1..], 400))
+        .fold(String::new(), |acc, l| acc + "\n" + &l)
 }

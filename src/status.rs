@@ -35,6 +35,23 @@ pub struct Report {
     pub last_rotation: Option<RotationRecord>,
     /// Policy warnings (e.g. `renew_before` longer than the lifetime).
     pub warnings: Vec<String>,
+    /// The primary target (a path or `secret <namespace>/<name>`).
+    pub target: Option<String>,
+    /// What each replica serves (none without replicas).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// One replica as `status`, `check` and the metrics see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplicaView {
+    pub target: String,
+    /// True when it serves the primary's current certificate; `None` when it cannot be read.
+    pub serves_current: Option<bool>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+    /// Why it cannot be read, or the last failure to bring it up to date.
+    pub problem: Option<String>,
 }
 
 impl Report {
@@ -57,8 +74,57 @@ impl Report {
             generation: None,
             last_rotation: None,
             warnings: Vec::new(),
+            target: None,
+            replicas: Vec::new(),
         }
     }
+}
+
+/// What each replica of `backend` serves, against the primary's `current` fingerprint, with
+/// the state's last failure for lagging ones.
+async fn replica_views(
+    backend: &Backend,
+    current: Option<&str>,
+    state: Option<&crate::state::State>,
+) -> Vec<ReplicaView> {
+    let mut out = Vec::new();
+    for slot in backend.replicas() {
+        let lag = state
+            .and_then(|s| s.lagging.iter().find(|l| l.target == slot.place))
+            .map(|l| {
+                format!(
+                    "not brought up to date since {} ({} attempt(s), next at {}): {}",
+                    short_time(l.since),
+                    l.attempts,
+                    short_time(l.next_attempt),
+                    l.error
+                )
+            });
+        out.push(match slot.served().await {
+            Ok(g) => {
+                let fp = g.as_ref().map(|g| g.leaf().fingerprint_sha256.as_str());
+                let serves = current.is_some() && fp == current;
+                ReplicaView {
+                    target: slot.place.clone(),
+                    serves_current: Some(serves),
+                    not_after: g.as_ref().map(|g| g.leaf().not_after),
+                    problem: lag.or_else(|| {
+                        (!serves).then(|| match g {
+                            None => "holds no generation".to_string(),
+                            Some(_) => "serves another generation".to_string(),
+                        })
+                    }),
+                }
+            }
+            Err(e) => ReplicaView {
+                target: slot.place.clone(),
+                serves_current: None,
+                not_after: None,
+                problem: Some(crate::text::printable(&e.to_string(), 300)),
+            },
+        });
+    }
+    out
 }
 
 /// Inspects `cred` at `now`, also returning the state it read (the daemon and the metrics
@@ -151,10 +217,42 @@ pub async fn inspect(
                 generation: Some(current.dir_name),
                 last_rotation: None,
                 warnings: Vec::new(),
+                target: None,
+                replicas: Vec::new(),
             }
         }
     };
     report.last_rotation = last_rotation;
+    report.target = Some(backend.describe());
+    report.replicas = replica_views(
+        &backend,
+        report.fingerprint_sha256.as_deref(),
+        state.as_ref(),
+    )
+    .await;
+    let behind: Vec<String> = report
+        .replicas
+        .iter()
+        .filter(|r| r.serves_current != Some(true))
+        .map(|r| {
+            format!(
+                "replica {}: {}",
+                r.target,
+                r.problem.as_deref().unwrap_or("behind")
+            )
+        })
+        .collect();
+    if !behind.is_empty() && report.fingerprint_sha256.is_some() {
+        if report.health == Health::Ok {
+            report.health = Health::Warning;
+            report.reason = format!(
+                "{} of {} replica(s) do not serve the current generation; the replaced binding stays until they do",
+                behind.len(),
+                report.replicas.len()
+            );
+        }
+        warnings.extend(behind.into_iter().map(|b| crate::text::printable(&b, 400)));
+    }
     if let Some(why) = interrupted
         && report.health == Health::Ok
     {
@@ -246,6 +344,30 @@ pub fn render_status(reports: &[Report], now: OffsetDateTime) -> String {
             last,
             r.health.as_str().to_string(),
         ]);
+        // One row per replica: what it serves, and whether that is the current generation.
+        for v in &r.replicas {
+            let expires = v.not_after.map_or_else(dash, |t| {
+                if t > now {
+                    crate::policy::human(t - now)
+                } else {
+                    "expired".into()
+                }
+            });
+            rows.push([
+                format!("  replica {}", crate::text::printable(&v.target, 200)),
+                dash(),
+                v.not_after.map_or_else(dash, short_time),
+                expires,
+                dash(),
+                dash(),
+                match v.serves_current {
+                    Some(true) => "CURRENT",
+                    Some(false) => "BEHIND",
+                    None => "UNREADABLE",
+                }
+                .to_string(),
+            ]);
+        }
     }
     let widths: Vec<usize> = (0..7)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))

@@ -5,9 +5,14 @@
 //! trusts the OpenBao CA and registered the clients by subject + issuer DN. Also: wrong
 //! token, a role that rejects the key type, a role that rewrites the subject, and the server
 //! gone mid-run — each a clear error with the old generation intact.
+//!
+//! And the `vault-kv` replica against OpenBao's KV version 2 engine (the dev server's
+//! `secret/` mount, with `cas_required` so that a write without check-and-set fails): each
+//! generation a new version holding the service-key fields, a token that may only read
+//! leaving the replica behind and the replaced binding alive, the next run repairing it.
 
 mod common;
-use certrot_sandbox::sm::SmOptions;
+use certrot_sandbox::sm::{InstanceKind, SmOptions};
 use common::world::World;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -290,4 +295,144 @@ fn vault_signer_against_openbao() {
     assert!(out.contains("failed at issue: sign-failed"), "{out}");
     let (code, out, _) = w.certrot(&cfg, &["check", "--validate"]);
     assert_eq!(code, 0, "the old generations still work: {out}");
+}
+
+#[test]
+fn vault_kv_replica_against_openbao() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bao = Bao::start(tmp.path());
+    // Every write to this mount must carry check-and-set.
+    bao.ok(&["write", "secret/config", "cas_required=true"]);
+    let w = World::new(SmOptions {
+        rsa_pool: 3,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-orders!t1");
+    let exists = |id: &str| w.stack.sm.bindings().iter().any(|b| b.id == id);
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "root\n").unwrap();
+    let config = |token: &Path| {
+        let single = w.credential("orders", "xsuaa", &xs, "");
+        let primary = format!(
+            "target.path = {:?}\n",
+            w.target("orders").display().to_string()
+        );
+        let mut c = single.replace(&primary, "");
+        c.push_str(&format!(
+            "[[credential.target]]\npath = {:?}\n[[credential.target]]\ntype = \"vault-kv\"\n\
+             url = {:?}\npath = \"certrot/orders\"\ntoken_file = {:?}\nca_file = {:?}\n",
+            w.target("orders").display().to_string(),
+            bao.addr,
+            token.display().to_string(),
+            bao.ca.display().to_string()
+        ));
+        w.config(None, &[c])
+    };
+    let kv = || -> serde_json::Value {
+        serde_json::from_str(&bao.ok(&["kv", "get", "-format=json", "secret/certrot/orders"]))
+            .unwrap()
+    };
+    let kv_fingerprint = |v: &serde_json::Value| {
+        let data = &v["data"]["data"];
+        certrot::generation::Generation::from_pem(
+            data["certificate"].as_str().unwrap().as_bytes(),
+            "kv certificate",
+            data["key"].as_str().unwrap().as_bytes(),
+            "kv key",
+        )
+        .unwrap()
+        .leaf()
+        .fingerprint_sha256
+        .clone()
+    };
+    let cfg = config(&token);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v = kv();
+    assert_eq!(v["data"]["metadata"]["version"], 1);
+    assert_eq!(kv_fingerprint(&v), w.current_fingerprint("orders"));
+    // The service-key fields travel with the certificate (an application reads it as a key).
+    assert_eq!(
+        v["data"]["data"]["clientid"].as_str(),
+        Some("sb-orders!t1"),
+        "{v}"
+    );
+    assert!(v["data"]["data"]["certurl"].is_string(), "{v}");
+    assert!(!out.contains("PRIVATE KEY") && !err.contains("PRIVATE KEY"));
+    let b1 = w.state("orders").current.unwrap().binding_id.unwrap();
+    let first = w.current_fingerprint("orders");
+
+    // A token that may read but not write: the replica stays at version 1 with the old
+    // certificate, so the old binding stays although --revoke-previous asked for it.
+    let policy = tmp.path().join("kv-read.hcl");
+    std::fs::write(
+        &policy,
+        "path \"secret/data/*\" { capabilities = [\"read\"] }\n",
+    )
+    .unwrap();
+    bao.ok(&["policy", "write", "kv-read", policy.to_str().unwrap()]);
+    let read_only = tmp.path().join("read-only-token");
+    let t = bao.ok(&["token", "create", "-policy=kv-read", "-field=token"]);
+    std::fs::write(&read_only, t.trim()).unwrap();
+    let (code, out, err) = w.certrot(
+        &config(&read_only),
+        &["rotate", "--now", "--revoke-previous"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("HTTP 403") && out.contains("vault-kv"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(t.trim()) && !err.contains(t.trim()),
+        "the token leaked"
+    );
+    assert_eq!(kv()["data"]["metadata"]["version"], 1);
+    assert_eq!(kv_fingerprint(&kv()), first);
+    assert_ne!(w.current_fingerprint("orders"), first);
+    assert!(
+        exists(&b1),
+        "retired while the KV replica still serves its certificate"
+    );
+
+    // With a token that may write again, the next run repairs the replica (version 2, the
+    // current certificate) and then retires the old binding.
+    w.edit_state("orders", |s| {
+        s["lagging"][0]["next_attempt"] = "2000-01-01T00:00:00Z".into();
+        for r in s["retiring"].as_array_mut().unwrap() {
+            r["retire_at"] = "2000-01-01T00:00:00Z".into();
+        }
+    });
+    // (The configuration file was rewritten with the read-only token: write it back.)
+    let cfg = config(&token);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v = kv();
+    assert_eq!(v["data"]["metadata"]["version"], 2);
+    assert_eq!(kv_fingerprint(&v), w.current_fingerprint("orders"));
+    assert!(!exists(&b1), "{out}{err}");
+
+    // A secret that holds someone else's data is never written over.
+    bao.ok(&[
+        "kv",
+        "put",
+        "-cas=0",
+        "secret/certrot/other",
+        "password=hunter2",
+    ]);
+    let other = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("certrot/orders", "certrot/other");
+    std::fs::write(&cfg, other).unwrap();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("not certrot's") || out.contains("other data"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2") && !err.contains("hunter2"));
+    let o: serde_json::Value =
+        serde_json::from_str(&bao.ok(&["kv", "get", "-format=json", "secret/certrot/other"]))
+            .unwrap();
+    assert_eq!(o["data"]["metadata"]["version"], 1);
 }

@@ -104,21 +104,25 @@ async fn renewals_backoff_retirements_and_ticks_fire_on_time() {
                 name: "steady".into(),
                 rotate_at: Some(T0 + time::Duration::seconds(100)),
                 retire_at: None,
+                sync_at: None,
             },
             CredTimes {
                 name: "flaky".into(),
                 rotate_at: Some(T0 + time::Duration::seconds(10)),
                 retire_at: None,
+                sync_at: None,
             },
             CredTimes {
                 name: "retiring".into(),
                 rotate_at: Some(T0 + time::Duration::days(3)),
                 retire_at: Some(T0 + time::Duration::seconds(3600)),
+                sync_at: None,
             },
             CredTimes {
                 name: "import-only".into(),
                 rotate_at: None,
                 retire_at: None,
+                sync_at: None,
             },
         ],
         ..Model::default()
@@ -248,16 +252,19 @@ async fn a_credential_waits_for_its_service_manager_access() {
             name: "sm-access".into(),
             rotate_at: at(10),
             retire_at: None,
+            sync_at: None,
         },
         CredTimes {
             name: "orders".into(),
             rotate_at: at(20),
             retire_at: None,
+            sync_at: None,
         },
         CredTimes {
             name: "other".into(),
             rotate_at: at(20),
             retire_at: None,
+            sync_at: None,
         },
     ]));
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -361,11 +368,13 @@ async fn no_spinning_on_a_stuck_credential_and_panics_free_their_credential() {
             name: "stuck".into(),
             rotate_at: Some(T0),
             retire_at: None,
+            sync_at: None,
         },
         CredTimes {
             name: "crashy".into(),
             rotate_at: Some(T0 + time::Duration::seconds(1)),
             retire_at: None,
+            sync_at: None,
         },
     ]));
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -472,6 +481,7 @@ async fn run_with_clock_step(
             name: "orders".into(),
             rotate_at: Some(T0 + first_renewal),
             retire_at: None,
+            sync_at: None,
         }])),
         rotations: Arc::default(),
         probes: Arc::default(),

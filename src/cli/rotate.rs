@@ -117,7 +117,7 @@ pub fn run(
     if metrics_failed
         || summaries
             .iter()
-            .any(|s| s.failed() || s.hooks_failed() || s.state_not_saved())
+            .any(|s| s.failed() || s.hooks_failed() || s.state_not_saved() || s.replicas_failed())
     {
         1
     } else if summaries.iter().any(|s| s.locked()) {

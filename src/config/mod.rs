@@ -112,7 +112,7 @@ struct RawCredential {
     retire_after: Option<Span>,
     keep_generations: Option<u32>,
     window: Option<Vec<Window>>,
-    target: RawTarget,
+    target: RawTargets,
     #[serde(default)]
     check: CheckConfig,
     issuer: Option<issuer::RawIssuer>,
@@ -141,7 +141,12 @@ pub struct Credential {
     pub name: String,
     pub kind: Kind,
     pub policy: Policy,
+    /// The first target: it holds the state and the lock, and `rollback` acts on it first.
     pub target: Target,
+    /// Further targets (`[[credential.target]]` after the first): each committed generation
+    /// is copied to them, and a replaced binding is retired only once all of them serve the
+    /// new generation.
+    pub replicas: Vec<Replica>,
     pub check: CheckConfig,
     /// How new generations are obtained; `None` for credentials that are only imported.
     pub issuer: Option<Issuer>,
@@ -355,17 +360,23 @@ impl Config {
         );
         for c in &self.credentials {
             let p = &c.policy;
+            let layout = |l: Layout| match l {
+                Layout::Files => "\"files\"",
+                Layout::Servicebinding => "\"servicebinding\"",
+            };
             let target = match &c.target {
                 Target::Directory(t) => format!(
-                    "target directory {} (mode {}, layout {:?}, keep {} generations)",
+                    "target directory {} (mode {}, layout {}, keep {} generations)",
                     t.path.display(),
                     t.mode,
-                    t.layout,
+                    layout(t.layout),
                     p.keep_generations
                 ),
                 Target::KubernetesSecret(k) => format!(
-                    "target {} (layout {:?}, lease {})",
-                    c.target, k.layout, k.lease
+                    "target {} (layout {}, lease {})",
+                    c.target,
+                    layout(k.layout),
+                    k.lease
                 ),
             };
             out.push_str(&format!(
@@ -407,6 +418,9 @@ impl Config {
                     i.rotate_key,
                     i.signer.type_()
                 ));
+            }
+            for r in &c.replicas {
+                out.push_str(&format!("  replica {r}\n"));
             }
             if !c.hooks.is_empty() {
                 out.push_str(&format!("  {} hook(s)\n", c.hooks.len()));

@@ -1,6 +1,8 @@
-//! Where a credential lives: the target types (directory, Kubernetes Secret), their layout
-//! and servicebinding settings, and their validation (paths resolved as the kernel resolves
-//! them, Kubernetes names).
+//! Where a credential lives: the target types (directory, Kubernetes Secret, Vault/OpenBao
+//! KV v2), their layout and servicebinding settings, and their validation (paths resolved as
+//! the kernel resolves them, Kubernetes names). A credential has one target
+//! (`[credential.target]`) or several (`[[credential.target]]`): the first holds the state
+//! and the lock, the others are *replicas* that receive every committed generation.
 
 use super::*;
 
@@ -42,6 +44,116 @@ pub enum TargetType {
     #[default]
     Directory,
     KubernetesSecret,
+    /// A Vault / OpenBao KV version 2 secret (a replica only).
+    VaultKv,
+}
+
+impl TargetType {
+    fn name(self) -> &'static str {
+        match self {
+            TargetType::Directory => "directory",
+            TargetType::KubernetesSecret => "kubernetes-secret",
+            TargetType::VaultKv => "vault-kv",
+        }
+    }
+
+    /// The fields a target of this type reads (`type` and `layout`-independent ones aside).
+    fn uses(self, field: &str) -> bool {
+        match self {
+            TargetType::Directory => {
+                ["path", "mode", "owner", "group", "layout", "show_files"].contains(&field)
+            }
+            TargetType::KubernetesSecret => [
+                "namespace",
+                "name",
+                "kubeconfig",
+                "lease",
+                "lease_duration",
+                "layout",
+                "show_files",
+            ]
+            .contains(&field),
+            TargetType::VaultKv => [
+                "url",
+                "mount",
+                "path",
+                "token_file",
+                "approle",
+                "namespace",
+                "ca_file",
+                "timeout",
+            ]
+            .contains(&field),
+        }
+    }
+
+    /// What to say about a field this type does not read: which types read it.
+    fn misplaced(self, field: &str) -> String {
+        const ALL: [TargetType; 3] = [
+            TargetType::Directory,
+            TargetType::KubernetesSecret,
+            TargetType::VaultKv,
+        ];
+        let readers: Vec<&str> = ALL
+            .into_iter()
+            .filter(|t| t.uses(field))
+            .map(TargetType::name)
+            .collect();
+        let own = match self {
+            TargetType::Directory => "a directory target has `path`",
+            TargetType::KubernetesSecret => "a kubernetes-secret target has `namespace` and `name`",
+            TargetType::VaultKv => "a vault-kv target has `url`, `mount`, `path` and its login",
+        };
+        format!(
+            "`{field}` is for {} targets; {own} (set type = {:?} or remove it)",
+            readers.join(" and "),
+            readers.first().copied().unwrap_or("directory")
+        )
+    }
+}
+
+/// `target` as written: one table (`[credential.target]`) or an array of tables
+/// (`[[credential.target]]`); `array` remembers which, for field paths in errors.
+#[derive(Debug)]
+pub(super) struct RawTargets {
+    pub(super) targets: Vec<RawTarget>,
+    pub(super) array: bool,
+}
+
+impl<'de> Deserialize<'de> for RawTargets {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawTargets;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a target table, or an array of target tables ([[credential.target]])")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawTargets, A::Error> {
+                let t = RawTarget::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawTargets {
+                    targets: vec![t],
+                    array: false,
+                })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawTargets, A::Error> {
+                let mut targets = Vec::new();
+                while let Some(t) = seq.next_element::<RawTarget>()? {
+                    targets.push(t);
+                }
+                Ok(RawTargets {
+                    targets,
+                    array: true,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -60,6 +172,205 @@ pub(super) struct RawTarget {
     pub(super) kubeconfig: Option<PathBuf>,
     pub(super) lease: Option<bool>,
     pub(super) lease_duration: Option<Span>,
+    pub(super) url: Option<String>,
+    pub(super) mount: Option<String>,
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) approle: Option<AppRole>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) timeout: Option<Span>,
+}
+
+impl RawTarget {
+    /// Every field that was written, by name.
+    fn written(&self) -> [(&'static str, bool); 17] {
+        [
+            ("path", self.path.is_some()),
+            ("mode", self.mode.is_some()),
+            ("owner", self.owner.is_some()),
+            ("group", self.group.is_some()),
+            ("layout", self.layout.is_some()),
+            ("show_files", self.show_files.is_some()),
+            ("namespace", self.namespace.is_some()),
+            ("name", self.name.is_some()),
+            ("kubeconfig", self.kubeconfig.is_some()),
+            ("lease", self.lease.is_some()),
+            ("lease_duration", self.lease_duration.is_some()),
+            ("url", self.url.is_some()),
+            ("mount", self.mount.is_some()),
+            ("token_file", self.token_file.is_some()),
+            ("approle", self.approle.is_some()),
+            ("ca_file", self.ca_file.is_some()),
+            ("timeout", self.timeout.is_some()),
+        ]
+    }
+}
+
+/// A Vault / OpenBao KV version 2 replica (`type = "vault-kv"`): each generation written as
+/// one secret version at `<mount>/data/<path>` holding the service-key fields (`certificate`,
+/// `key`, `clientid`, …), with check-and-set so a concurrent writer is never overwritten.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VaultKvTarget {
+    /// The server, e.g. `https://vault.example:8200` (https only).
+    pub url: String,
+    /// The KV v2 engine's mount (default `secret`).
+    pub mount: String,
+    /// The secret's path below the mount, e.g. `certrot/orders`.
+    pub path: String,
+    /// A file holding the token (else `approle`, else `VAULT_TOKEN` / `BAO_TOKEN`).
+    pub token_file: Option<PathBuf>,
+    pub approle: Option<AppRole>,
+    /// `X-Vault-Namespace`.
+    pub namespace: Option<String>,
+    /// Extra CA certificates for the server (verification cannot be turned off).
+    pub ca_file: Option<PathBuf>,
+    /// Time limit of a call (default 30 s).
+    pub timeout: Option<Span>,
+}
+
+/// A target that receives copies of the primary target's generations.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Replica {
+    Directory(DirectoryTarget),
+    KubernetesSecret(KubernetesSecretTarget),
+    VaultKv(VaultKvTarget),
+}
+
+impl fmt::Display for Replica {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Replica::Directory(d) => Target::Directory(d.clone()).fmt(f),
+            Replica::KubernetesSecret(k) => Target::KubernetesSecret(k.clone()).fmt(f),
+            Replica::VaultKv(v) => write!(f, "vault-kv {}/v1/{}/data/{}", v.url, v.mount, v.path),
+        }
+    }
+}
+
+/// A target resolved from what was written: the first of a credential's targets must be a
+/// [`Target`], the others become [`Replica`]s.
+pub(super) enum Resolved {
+    Directory(DirectoryTarget),
+    KubernetesSecret(KubernetesSecretTarget),
+    VaultKv(VaultKvTarget),
+}
+
+/// Resolves one written target of a credential of `kind`; `Err((field, message))`.
+pub(super) fn resolve_target(t: RawTarget, kind: Kind) -> Result<Resolved, (&'static str, String)> {
+    if let Some((field, _)) = t
+        .written()
+        .into_iter()
+        .find(|(f, set)| *set && !t.type_.uses(f))
+    {
+        return Err((field, t.type_.misplaced(field)));
+    }
+    Ok(match t.type_ {
+        TargetType::Directory => Resolved::Directory(directory_target(t, kind)?),
+        TargetType::KubernetesSecret => Resolved::KubernetesSecret(kubernetes_target(t, kind)?),
+        TargetType::VaultKv => Resolved::VaultKv(vault_kv_target(t)?),
+    })
+}
+
+/// The settings of a `directory` target.
+fn directory_target(t: RawTarget, kind: Kind) -> Result<DirectoryTarget, (&'static str, String)> {
+    let binding = service_binding(kind, &t, &crate::names::OWN_FILES)?;
+    let Some(dir) = t.path else {
+        return Err(("path", "a directory target needs `path`".into()));
+    };
+    if !dir.is_absolute() {
+        return Err((
+            "path",
+            format!("{:?} must be an absolute path", dir.display().to_string()),
+        ));
+    }
+    let owner = match &t.owner {
+        None => None,
+        Some(o) => Some(
+            resolve_id(o, |n| uzers::get_user_by_name(n).map(|u| u.uid()))
+                .ok_or_else(|| ("owner", format!("no user named {o:?}")))?,
+        ),
+    };
+    let group = match &t.group {
+        None => None,
+        Some(g) => Some(
+            resolve_id(g, |n| uzers::get_group_by_name(n).map(|g| g.gid()))
+                .ok_or_else(|| ("group", format!("no group named {g:?}")))?,
+        ),
+    };
+    let mode = t.mode.unwrap_or(FileMode(0o600));
+    if mode.0 & 0o002 != 0 {
+        return Err((
+            "mode",
+            format!("{mode} would make private keys writable by others"),
+        ));
+    }
+    if mode.0 & 0o600 != 0o600 {
+        return Err((
+            "mode",
+            format!("{mode} must let the owner read and write (0600 at least)"),
+        ));
+    }
+    Ok(DirectoryTarget {
+        path: dir,
+        mode,
+        owner,
+        group,
+        layout: t.layout.unwrap_or_default(),
+        binding,
+    })
+}
+
+/// The settings of a `vault-kv` target.
+fn vault_kv_target(t: RawTarget) -> Result<VaultKvTarget, (&'static str, String)> {
+    let url = match t.url {
+        None => return Err(("url", "a vault-kv target needs url (https://…)".into())),
+        Some(u) if !u.starts_with("https://") => {
+            return Err((
+                "url",
+                format!("{u:?} must be an https URL: the private key travels over it"),
+            ));
+        }
+        Some(u) => u.trim_end_matches('/').to_string(),
+    };
+    let mount = t.mount.unwrap_or_else(|| "secret".into());
+    let Some(path) = t.path else {
+        return Err((
+            "path",
+            "a vault-kv target needs `path` (the secret's path below the mount)".into(),
+        ));
+    };
+    let path = path.to_string_lossy().trim_matches('/').to_string();
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    if !path.split('/').all(segment_ok) {
+        return Err((
+            "path",
+            format!("{path:?} is not a KV path (segments of A-Z a-z 0-9 - _ . separated by /)"),
+        ));
+    }
+    if !mount.split('/').all(segment_ok) {
+        return Err((
+            "mount",
+            format!("{mount:?} is not a mount path (segments of A-Z a-z 0-9 - _ . separated by /)"),
+        ));
+    }
+    if t.timeout.is_some_and(|d| d.0.is_zero()) {
+        return Err(("timeout", "must be greater than zero".into()));
+    }
+    Ok(VaultKvTarget {
+        url,
+        mount,
+        path,
+        token_file: t.token_file,
+        approle: t.approle,
+        namespace: t.namespace,
+        ca_file: t.ca_file,
+        timeout: t.timeout,
+    })
 }
 
 /// A Kubernetes Secret target (`type = "kubernetes-secret"`): the generation in one Secret,
@@ -144,27 +455,12 @@ pub(super) fn service_binding(
     })
 }
 
-pub(super) fn kubernetes_target(
+fn kubernetes_target(
     t: RawTarget,
     kind: Kind,
 ) -> Result<KubernetesSecretTarget, (&'static str, String)> {
     // tls.crt and tls.key (the Secret type's keys) are always there.
     let binding = service_binding(kind, &t, &["bundle.pem", "credentials.json"])?;
-    for (field, set) in [
-        ("path", t.path.is_some()),
-        ("mode", t.mode.is_some()),
-        ("owner", t.owner.is_some()),
-        ("group", t.group.is_some()),
-    ] {
-        if set {
-            return Err((
-                field,
-                format!(
-                    "`{field}` is for directory targets; a kubernetes-secret target has `namespace` and `name`"
-                ),
-            ));
-        }
-    }
     let Some(name) = t.name else {
         return Err((
             "name",
@@ -251,6 +547,40 @@ pub(super) fn resolved_path(path: &Path) -> PathBuf {
                 existing = parent;
             }
             _ => return lexical,
+        }
+    }
+}
+
+/// A credential's primary target or one of its replicas, for checks over all of them.
+pub(super) enum TargetRef<'a> {
+    Primary(&'a Target),
+    Replica(&'a Replica),
+}
+
+/// What a target writes into, for the check that no two targets share it.
+pub(super) enum Place<'a> {
+    Directory(&'a Path),
+    Secret(&'a KubernetesSecretTarget),
+    VaultKv(&'a VaultKvTarget),
+}
+
+impl<'a> TargetRef<'a> {
+    pub(super) fn place(&self) -> Place<'a> {
+        match *self {
+            TargetRef::Primary(Target::Directory(d))
+            | TargetRef::Replica(Replica::Directory(d)) => Place::Directory(&d.path),
+            TargetRef::Primary(Target::KubernetesSecret(k))
+            | TargetRef::Replica(Replica::KubernetesSecret(k)) => Place::Secret(k),
+            TargetRef::Replica(Replica::VaultKv(v)) => Place::VaultKv(v),
+        }
+    }
+}
+
+impl fmt::Display for TargetRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetRef::Primary(t) => t.fmt(f),
+            TargetRef::Replica(r) => r.fmt(f),
         }
     }
 }

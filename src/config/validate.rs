@@ -112,92 +112,62 @@ impl RawConfig {
             if let Some(m) = too_long_retirement(policy.retire_after) {
                 return Err(err(Some(i), at("retire_after"), m));
             }
-            let t = raw.target;
-            let target = match t.type_ {
-                TargetType::Directory => {
-                    for (field, set) in [
-                        ("namespace", t.namespace.is_some()),
-                        ("name", t.name.is_some()),
-                        ("kubeconfig", t.kubeconfig.is_some()),
-                        ("lease", t.lease.is_some()),
-                        ("lease_duration", t.lease_duration.is_some()),
-                    ] {
-                        if set {
-                            return Err(err(
-                                Some(i),
-                                at(&format!("target.{field}")),
-                                format!(
-                                    "`{field}` is for kubernetes-secret targets; set type = \"kubernetes-secret\" or remove it"
-                                ),
-                            ));
-                        }
-                    }
-                    let binding = service_binding(raw.kind, &t, &crate::names::OWN_FILES)
-                        .map_err(|(f, m)| err(Some(i), at(&format!("target.{f}")), m))?;
-                    let Some(dir) = t.path else {
-                        return Err(err(
-                            Some(i),
-                            at("target.path"),
-                            "a directory target needs `path`".into(),
-                        ));
-                    };
-                    if !dir.is_absolute() {
-                        return Err(err(
-                            Some(i),
-                            at("target.path"),
-                            format!("{:?} must be an absolute path", dir.display().to_string()),
-                        ));
-                    }
-                    let owner = match &t.owner {
-                        None => None,
-                        Some(o) => Some(
-                            resolve_id(o, |n| uzers::get_user_by_name(n).map(|u| u.uid()))
-                                .ok_or_else(|| {
-                                    err(Some(i), at("target.owner"), format!("no user named {o:?}"))
-                                })?,
-                        ),
-                    };
-                    let group = match &t.group {
-                        None => None,
-                        Some(g) => Some(
-                            resolve_id(g, |n| uzers::get_group_by_name(n).map(|g| g.gid()))
-                                .ok_or_else(|| {
-                                    err(
-                                        Some(i),
-                                        at("target.group"),
-                                        format!("no group named {g:?}"),
-                                    )
-                                })?,
-                        ),
-                    };
-                    let mode = t.mode.unwrap_or(FileMode(0o600));
-                    if mode.0 & 0o002 != 0 {
-                        return Err(err(
-                            Some(i),
-                            at("target.mode"),
-                            format!("{mode} would make private keys writable by others"),
-                        ));
-                    }
-                    if mode.0 & 0o600 != 0o600 {
-                        return Err(err(
-                            Some(i),
-                            at("target.mode"),
-                            format!("{mode} must let the owner read and write (0600 at least)"),
-                        ));
-                    }
-                    Target::Directory(DirectoryTarget {
-                        path: dir,
-                        mode,
-                        owner,
-                        group,
-                        layout: t.layout.unwrap_or_default(),
-                        binding,
-                    })
+            let RawTargets { targets, array } = raw.target;
+            let field_of = |n: usize, f: &str| {
+                if array {
+                    at(&format!("target[{n}].{f}"))
+                } else {
+                    at(&format!("target.{f}"))
                 }
-                TargetType::KubernetesSecret => Target::KubernetesSecret(
-                    kubernetes_target(t, raw.kind)
-                        .map_err(|(f, m)| err(Some(i), at(&format!("target.{f}")), m))?,
-                ),
+            };
+            if targets.is_empty() {
+                return Err(err(
+                    Some(i),
+                    at("target"),
+                    "needs at least one target".into(),
+                ));
+            }
+            let mut target = None;
+            let mut replicas = Vec::with_capacity(targets.len() - 1);
+            for (n, t) in targets.into_iter().enumerate() {
+                let lease = t.lease.is_some();
+                let resolved = resolve_target(t, raw.kind)
+                    .map_err(|(f, m)| err(Some(i), field_of(n, f), m))?;
+                match (n, resolved) {
+                    (0, Resolved::Directory(d)) => target = Some(Target::Directory(d)),
+                    (0, Resolved::KubernetesSecret(k)) => {
+                        target = Some(Target::KubernetesSecret(k))
+                    }
+                    (0, Resolved::VaultKv(_)) => {
+                        return Err(err(
+                            Some(i),
+                            field_of(n, "type"),
+                            "a vault-kv target can only be a further target: the first target \
+                             holds the credential's state and lock (a directory or a kubernetes-secret)"
+                                .into(),
+                        ));
+                    }
+                    (_, _) if lease => {
+                        return Err(err(
+                            Some(i),
+                            field_of(n, "lease"),
+                            "only the first target locks the credential; remove `lease` here"
+                                .into(),
+                        ));
+                    }
+                    (_, Resolved::Directory(d)) => replicas.push(Replica::Directory(d)),
+                    (_, Resolved::KubernetesSecret(k)) => {
+                        replicas.push(Replica::KubernetesSecret(k))
+                    }
+                    (_, Resolved::VaultKv(v)) => replicas.push(Replica::VaultKv(v)),
+                }
+            }
+            let Some(target) = target else {
+                return Err(err(
+                    Some(i),
+                    at("target"),
+                    "needs at least one target".into(),
+                ));
             };
             if let Some(u) = &raw.check.token_url
                 && !u.starts_with("https://")
@@ -294,42 +264,65 @@ impl RawConfig {
                 kind: raw.kind,
                 policy,
                 target,
+                replicas,
                 check: raw.check,
                 issuer,
                 hooks,
                 fields: raw.fields,
             });
         }
-        // Two credentials writing into one directory or Secret would overwrite each other.
-        // Directories are compared as the kernel resolves them (`x/../t`, a symlink to `t`),
-        // Secrets by every name each uses (<name> and <name>-previous); one pass with maps.
-        let mut dirs: std::collections::HashMap<PathBuf, usize> = std::collections::HashMap::new();
-        let mut secrets: std::collections::HashMap<(Option<&str>, Option<&Path>, String), usize> =
-            std::collections::HashMap::new();
+        // Two targets writing into one directory, Secret or KV secret would overwrite each
+        // other (of two credentials, or twice in one). Directories are compared as the kernel
+        // resolves them (`x/../t`, a symlink to `t`), Secrets by every name each uses (<name>
+        // and <name>-previous); one pass with maps.
+        let mut dirs: HashMap<PathBuf, usize> = HashMap::new();
+        let mut secrets: HashMap<(Option<&str>, Option<&Path>, String), usize> = HashMap::new();
+        let mut kv: HashMap<(&str, Option<&str>, &str, &str), usize> = HashMap::new();
         for (i, a) in credentials.iter().enumerate() {
-            let (field, clash) = match &a.target {
-                Target::Directory(t) => ("path", dirs.insert(resolved_path(&t.path), i)),
-                Target::KubernetesSecret(k) => {
-                    let mut clash = None;
-                    for n in crate::names::secret_names(&k.name) {
-                        let key = (k.namespace.as_deref(), k.kubeconfig.as_deref(), n);
-                        if let Some(&b) = secrets.get(&key) {
-                            clash = Some(b);
+            let all = std::iter::once(TargetRef::Primary(&a.target))
+                .chain(a.replicas.iter().map(TargetRef::Replica));
+            for (n, t) in all.enumerate() {
+                let (field, clash) = match t.place() {
+                    Place::Directory(p) => ("path", dirs.insert(resolved_path(p), i)),
+                    Place::Secret(k) => {
+                        let mut clash = None;
+                        for name in crate::names::secret_names(&k.name) {
+                            let key = (k.namespace.as_deref(), k.kubeconfig.as_deref(), name);
+                            if let Some(&b) = secrets.get(&key) {
+                                clash = Some(b);
+                            }
+                            secrets.entry(key).or_insert(i);
                         }
-                        secrets.entry(key).or_insert(i);
+                        ("name", clash)
                     }
-                    ("name", clash)
-                }
-            };
-            if let Some(b) = clash {
-                return Err(err(
-                    Some(i),
-                    format!("credential[{i}].target.{field}"),
-                    format!(
-                        "{} is already the target of credential {:?}",
-                        a.target, credentials[b].name
+                    Place::VaultKv(v) => (
+                        "path",
+                        kv.insert(
+                            (
+                                v.url.as_str(),
+                                v.namespace.as_deref(),
+                                v.mount.as_str(),
+                                v.path.as_str(),
+                            ),
+                            i,
+                        ),
                     ),
-                ));
+                };
+                if let Some(b) = clash {
+                    let field = if a.replicas.is_empty() {
+                        format!("credential[{i}].target.{field}")
+                    } else {
+                        format!("credential[{i}].target[{n}].{field}")
+                    };
+                    return Err(err(
+                        Some(i),
+                        field,
+                        format!(
+                            "{t} is already the target of credential {:?}",
+                            credentials[b].name
+                        ),
+                    ));
+                }
             }
         }
         let names: Vec<&str> = credentials.iter().map(|c| c.name.as_str()).collect();

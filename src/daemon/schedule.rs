@@ -14,15 +14,17 @@ pub struct CredTimes {
     pub rotate_at: Option<OffsetDateTime>,
     /// The earliest retirement deadline, if any binding is queued.
     pub retire_at: Option<OffsetDateTime>,
+    /// The next attempt to bring a lagging replica up to date, if one lags.
+    pub sync_at: Option<OffsetDateTime>,
 }
 
 impl CredTimes {
     /// When the pipeline must next run for this credential.
     pub fn due_at(&self) -> Option<OffsetDateTime> {
-        match (self.rotate_at, self.retire_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.rotate_at, self.retire_at, self.sync_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -44,12 +46,16 @@ pub fn next_run_words(t: &CredTimes, now: OffsetDateTime) -> String {
         Some(at) => format!("renews {}", when(at)),
         None => "is not renewed by certrot (no [credential.issuer]; `certrot import` it)".into(),
     };
-    match t.retire_at {
+    let mut out = match t.retire_at {
         Some(r) if t.rotate_at.is_none_or(|a| r < a) => {
             format!("{renews}; a replaced binding retires {}", when(r))
         }
         _ => renews,
+    };
+    if let Some(s) = t.sync_at {
+        out.push_str(&format!("; a lagging replica is tried again {}", when(s)));
     }
+    out
 }
 
 /// How many credentials the daemon names one by one at start (the rest are counted).
@@ -74,10 +80,12 @@ pub fn times_for(
         }
     });
     let retire_at = state.and_then(|s| s.retiring.iter().map(|r| r.retire_at).min());
+    let sync_at = state.and_then(|s| s.lagging.iter().map(|l| l.next_attempt).min());
     CredTimes {
         name: report.credential.clone(),
         rotate_at,
         retire_at,
+        sync_at,
     }
 }
 
@@ -157,6 +165,7 @@ mod tests {
             name: "orders".into(),
             rotate_at,
             retire_at,
+            sync_at: None,
         };
         let day = time::Duration::days(1);
         assert_eq!(
@@ -266,6 +275,7 @@ mod tests {
             name: n.into(),
             rotate_at: Some(at),
             retire_at: None,
+            sync_at: None,
         };
         let creds = vec![
             c("a", now - time::Duration::seconds(1)),

@@ -89,6 +89,9 @@ impl Rotator {
                 Some(crate::text::printable(&e.to_string(), 300))
             }
         };
+        // Every replica gets the new generation (after the state names it: a crash between
+        // leaves replicas behind, which the next run repairs).
+        self.sync_replicas(w, g, true, now).await;
         // A rotated Service Manager access: later calls use the new generation.
         self.forget_clients_of(&cred.name).await;
         // 8. hooks
@@ -129,6 +132,7 @@ impl Rotator {
             let sm_name = sm_name.clone().unwrap_or_default();
             // Never the binding of the certificate the target serves (a commit that landed
             // although it answered an error): that one is kept, and the intent with it.
+            // (Replicas receive a generation only after its commit: never this attempt's.)
             let served = w.backend.served_fingerprint().await.ok().flatten();
             let is_served = fp.is_some() && fp == served;
             if is_served {

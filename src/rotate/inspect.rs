@@ -96,6 +96,9 @@ impl Rotator {
         };
         if !opts.dry_run {
             self.settle_interrupted(w, now).await;
+            if let Some(g) = &seen.current {
+                self.sync_replicas(w, g, opts.force, now).await;
+            }
             self.retire(w, false).await;
         }
         Err(not_rotating)

@@ -9,7 +9,9 @@
 //! - `service_manager` and `csr`: the two issuer paths (issue → verify → check → commit);
 //! - `verify`: the new generation proved against the request and by a token request;
 //! - `commit`: what is written after a commit or a failure;
-//! - `reconcile` and `retire`: deleting orphans and retired bindings, never the served one;
+//! - `replicas`: bringing a credential's further targets up to date, with backoff;
+//! - `reconcile` and `retire`: deleting orphans and retired bindings, never one whose
+//!   certificate any target serves;
 //! - `outcome`: what a run reports.
 //!
 //! On a failure in issue, verify, check or commit nothing visible changes: the old
@@ -31,7 +33,7 @@ use crate::state::{
     CommitSource, CurrentRecord, PendingRecord, RetirePlan, RetireReason, RetiringRecord, State,
 };
 use crate::status::short_time;
-use crate::store::Backend;
+use crate::store::{Backend, Synced};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -44,6 +46,7 @@ mod inspect;
 mod outcome;
 mod plan;
 mod reconcile;
+mod replicas;
 mod retire;
 mod service_manager;
 mod verify;
@@ -132,6 +135,8 @@ struct Work<'a> {
     /// The binding (and certificate fingerprint) of an interrupted earlier attempt whose
     /// intent this run replaced.
     earlier_attempt: Option<(String, Option<String>)>,
+    /// What this run did to each replica.
+    replicas: Vec<ReplicaReport>,
 }
 
 impl<'a> Work<'a> {
@@ -164,6 +169,7 @@ impl<'a> Work<'a> {
             retired: Vec::new(),
             retire_errors: Vec::new(),
             earlier_attempt: None,
+            replicas: Vec::new(),
         }
     }
 }
@@ -267,15 +273,16 @@ impl Rotator {
     /// Runs the pipeline for one credential.
     pub async fn rotate(&self, cred: &Credential, opts: Options) -> Summary {
         let started = std::time::Instant::now();
-        type Lists = (Vec<String>, Vec<String>, Vec<String>);
+        type Lists = (Vec<String>, Vec<String>, Vec<String>, Vec<ReplicaReport>);
         let summary = |outcome, lists: Option<Lists>| {
-            let (reconciled, retired, retire_errors) = lists.unwrap_or_default();
+            let (reconciled, retired, retire_errors, replicas) = lists.unwrap_or_default();
             Summary {
                 credential: cred.name.clone(),
                 outcome,
                 reconciled,
                 retired,
                 retire_errors,
+                replicas,
                 duration_ms: started.elapsed().as_millis() as u64,
             }
         };
@@ -314,7 +321,10 @@ impl Rotator {
                     tracing::info!(credential = %cred.name, "another run changed the state before this one created anything; deciding again");
                     continue;
                 }
-                break (outcome, Some((w.reconciled, w.retired, w.retire_errors)));
+                break (
+                    outcome,
+                    Some((w.reconciled, w.retired, w.retire_errors, w.replicas)),
+                );
             }
         };
         let run = crate::issuer::service_manager::with_wait_bound(run);

@@ -75,7 +75,26 @@ pub struct Summary {
     pub retired: Vec<String>,
     /// Retirements that failed (kept queued).
     pub retire_errors: Vec<String>,
+    /// What the run did to each replica (none without replicas).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaReport>,
     pub duration_ms: u64,
+}
+
+/// One replica after a run: `in-sync`, `written` (with the generation's name there),
+/// `failed` (with why; retried with backoff), or `waiting` (backing off after a failure).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReplicaReport {
+    pub target: String,
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ReplicaReport {
+    pub fn failed(&self) -> bool {
+        self.result == "failed" || self.result == "waiting"
+    }
 }
 
 impl Summary {
@@ -171,7 +190,25 @@ impl Summary {
                 self.retire_errors.join("; ")
             ));
         }
+        let behind: Vec<String> = self
+            .replicas
+            .iter()
+            .filter(|r| r.failed())
+            .map(|r| format!("{}: {}", r.target, r.detail.as_deref().unwrap_or(&r.result)))
+            .collect();
+        if !behind.is_empty() {
+            s.push_str(&format!(
+                "; {} replica(s) not up to date (the replaced binding stays until they are): {}",
+                behind.len(),
+                behind.join("; ")
+            ));
+        }
         s
+    }
+
+    /// A replica does not serve the current generation after this run.
+    pub fn replicas_failed(&self) -> bool {
+        self.replicas.iter().any(ReplicaReport::failed)
     }
 
     pub fn failed(&self) -> bool {
@@ -220,6 +257,7 @@ mod tests {
             reconciled: Vec::new(),
             retired: Vec::new(),
             retire_errors: Vec::new(),
+            replicas: Vec::new(),
             duration_ms: 1,
         };
         let ok = summary(None);

@@ -105,10 +105,10 @@ impl Rotator {
             .map_err(|e| failure(Step::Reconcile, "lease", e.to_string()))?;
         let current = w.state.current.as_ref().and_then(|c| c.binding_id.clone());
         // What the target serves right now decides, whatever the state says.
-        let served = match w.backend.served_fingerprint().await {
-            Ok(fp) => fp,
+        let served = match w.backend.served_everywhere().await {
+            Ok(fps) => fps,
             Err(e) => {
-                tracing::warn!(credential = %w.cred.name, "reconcile skipped: the target cannot be read, so what it serves is unknown: {e}");
+                tracing::warn!(credential = %w.cred.name, "reconcile skipped: a target cannot be read, so what it serves is unknown: {e}");
                 return Ok(());
             }
         };
@@ -128,8 +128,8 @@ impl Rotator {
             };
             let Some(full) = full else { continue };
             let fps = binding_fingerprints(&full);
-            if served.as_ref().is_some_and(|s| fps.contains(s)) {
-                tracing::warn!(credential = %w.cred.name, binding = %b.id, "not deleted: this binding's certificate is the one the target serves");
+            if fps.iter().any(|f| served.contains(f)) {
+                tracing::warn!(credential = %w.cred.name, binding = %b.id, "not deleted: this binding's certificate is one a target serves");
                 continue;
             }
             // A binding that shows no certificate (self-managed) is deleted only when it is
@@ -145,7 +145,7 @@ impl Rotator {
                 })
                 .into_iter()
                 .chain(w.earlier_attempt.clone())
-                .any(|(id, fp)| id == b.id && (fp.is_none() || fp != served));
+                .any(|(id, fp)| id == b.id && fp.is_none_or(|f| !served.contains(&f)));
             if fps.is_empty() && !own_attempt {
                 tracing::warn!(credential = %w.cred.name, binding = %b.id, name = %b.name, "not deleted: the binding shows no certificate, so it cannot be told apart from the one the target serves; delete it by hand if it is an orphan");
                 continue;

@@ -1,6 +1,7 @@
 //! Retirement: queued bindings are deleted once their grace period has passed — only those
 //! that carry this credential's labels on its instance, re-read from Service Manager, and
-//! never the one the target serves.
+//! never one whose certificate a target serves: the primary's (dropped from the queue: it
+//! is live) or a replica's (kept queued until the replica is up to date).
 
 use super::*;
 
@@ -23,6 +24,25 @@ impl Rotator {
                 return;
             }
         };
+        // What every replica serves; one that cannot be read stops retirement altogether.
+        let mut on_replicas = Vec::new();
+        for slot in w.backend.replicas() {
+            match slot.served().await {
+                Ok(g) => on_replicas.extend(g.map(|g| g.leaf().fingerprint_sha256.clone())),
+                Err(e) => {
+                    tracing::warn!(credential = %w.cred.name, target = %slot.place, "retirement skipped: a replica cannot be read, so what it serves is unknown: {e}");
+                    for r in &due {
+                        w.step(|s| s.retirement_failed(&r.binding_id, now));
+                    }
+                    w.retire_errors
+                        .push(format!("{} cannot be read: {e}", slot.place));
+                    if let Err(e) = w.backend.save_state(&w.state).await {
+                        tracing::warn!(credential = %w.cred.name, "state not saved after retirement: {e}");
+                    }
+                    return;
+                }
+            }
+        }
         let instance = match &w.cred.issuer {
             Some(Issuer::ServiceManager(i)) => Some(i.instance_id.clone()),
             _ => None,
@@ -34,14 +54,32 @@ impl Rotator {
                 tracing::warn!(credential = %w.cred.name, binding = %r.binding_id, "not retired: its certificate is the one the target serves; dropped from the queue");
                 continue;
             }
+            if r.fingerprint_sha256
+                .as_ref()
+                .is_some_and(|f| on_replicas.contains(f))
+            {
+                w.step(|s| s.retirement_failed(&r.binding_id, now));
+                tracing::warn!(credential = %w.cred.name, binding = %r.binding_id, "not retired yet: a replica still serves its certificate");
+                w.retire_errors.push(format!(
+                    "{}: a replica still serves its certificate",
+                    r.binding_id
+                ));
+                continue;
+            }
+            let served = Served {
+                primary: served.as_deref(),
+                replicas: &on_replicas,
+            };
             let result = match self.client(&r.service_manager).await {
-                Ok(c) => {
-                    Self::retire_one(&c, &r, &w.cred.name, instance.as_deref(), served.as_deref())
-                        .await
-                }
+                Ok(c) => Self::retire_one(&c, &r, &w.cred.name, instance.as_deref(), served).await,
                 Err(f) => Err(f.message),
             };
             match result {
+                Ok(RetireOutcome::Postponed(why)) => {
+                    w.step(|s| s.retirement_failed(&r.binding_id, now));
+                    tracing::warn!(credential = %w.cred.name, binding = %r.binding_id, "not retired yet: {why}");
+                    w.retire_errors.push(format!("{}: {why}", r.binding_id));
+                }
                 Ok(RetireOutcome::Refused(why)) => {
                     w.step(|s| s.unqueued(&r.binding_id));
                     tracing::warn!(credential = %w.cred.name, binding = %r.binding_id, "not retired: {why}; dropped from the queue, left in Service Manager");
@@ -75,7 +113,7 @@ impl Rotator {
         r: &RetiringRecord,
         cred: &str,
         instance: Option<&str>,
-        served: Option<&str>,
+        served: Served<'_>,
     ) -> Result<RetireOutcome, String> {
         let b = match client.get_binding(&r.binding_id).await {
             Ok(Some(b)) => b,
@@ -96,9 +134,15 @@ impl Rotator {
                 instance.unwrap_or("(any)")
             )));
         }
-        if served.is_some_and(|s| binding_fingerprints(&b).iter().any(|f| f == s)) {
+        let fps = binding_fingerprints(&b);
+        if served.primary.is_some_and(|s| fps.iter().any(|f| f == s)) {
             return Ok(RetireOutcome::Refused(
                 "its certificate is the one the target serves".into(),
+            ));
+        }
+        if fps.iter().any(|f| served.replicas.contains(f)) {
+            return Ok(RetireOutcome::Postponed(
+                "a replica still serves its certificate".into(),
             ));
         }
         client
@@ -112,6 +156,15 @@ impl Rotator {
 /// How one queued retirement ended.
 pub(super) enum RetireOutcome {
     Deleted,
-    /// Not deleted, for this reason (not this credential's, or served).
+    /// Not deleted, for this reason (not this credential's, or served): dropped.
     Refused(String),
+    /// Not deleted yet (a replica still serves it): kept queued, tried again later.
+    Postponed(String),
+}
+
+/// What the targets serve, for the last look before a deletion.
+#[derive(Clone, Copy)]
+pub(super) struct Served<'a> {
+    pub(super) primary: Option<&'a str>,
+    pub(super) replicas: &'a [String],
 }

@@ -45,6 +45,26 @@ pub struct State {
     /// before its first binding: another installation, or one whose state was lost, has
     /// another id and never takes these bindings for its own orphans.
     pub installation: Option<String>,
+    /// Replicas that do not serve the current generation: the last failure to bring each up
+    /// to date, retried with backoff (a replaced binding is not retired while one of them
+    /// still serves its certificate). Absent from the file when empty (the 0.1.0 format).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lagging: Vec<LagRecord>,
+}
+
+/// A replica that could not be brought up to date.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LagRecord {
+    /// The replica, as `status` names it.
+    pub target: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    /// Failed attempts so far (each pushes `next_attempt` further out).
+    pub attempts: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_attempt: OffsetDateTime,
+    /// The last error (one line, no secrets: target errors name places, never contents).
+    pub error: String,
 }
 
 /// The intent of a rotation in flight.

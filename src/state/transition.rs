@@ -183,6 +183,40 @@ impl State {
 
     /// Deleting `binding_id` failed at `at`: it stays queued, tried again further out each
     /// time ([`crate::policy::retirement_backoff`]).
+    /// A replica serves the current generation: it is no longer lagging.
+    pub fn replica_synced(mut self, target: &str) -> State {
+        self.lagging.retain(|l| l.target != target);
+        self
+    }
+
+    /// A replica could not be brought up to date at `at`: retried after a backoff that
+    /// grows with each failure (1 min, 2, 4, … at most 1 h), one record per replica.
+    pub fn replica_failed(mut self, target: &str, error: &str, at: OffsetDateTime) -> State {
+        let error = crate::text::printable(error, 300);
+        match self.lagging.iter_mut().find(|l| l.target == target) {
+            Some(l) => {
+                l.attempts = l.attempts.saturating_add(1);
+                l.next_attempt = at + crate::policy::retirement_backoff(l.attempts);
+                l.error = error;
+            }
+            None => self.lagging.push(crate::state::LagRecord {
+                target: target.to_string(),
+                since: at,
+                attempts: 1,
+                next_attempt: at + crate::policy::retirement_backoff(1),
+                error,
+            }),
+        }
+        self
+    }
+
+    /// Forgets lag records of replicas no longer configured.
+    pub fn replicas_configured(mut self, targets: &[&str]) -> State {
+        self.lagging
+            .retain(|l| targets.contains(&l.target.as_str()));
+        self
+    }
+
     pub fn retirement_failed(mut self, binding_id: &str, at: OffsetDateTime) -> State {
         if let Some(q) = self
             .retiring

@@ -4,7 +4,9 @@
 //! [`Backend`] is what the pipeline, `status`, `import` and `rollback` talk to:
 //! - `directory`: the generation directory layout, the state file under `state_dir`, `flock`;
 //! - `kubernetes-secret`: one Secret (state in its annotations), `<name>-previous`, and the
-//!   resourceVersion discipline plus an optional Lease.
+//!   resourceVersion discipline plus an optional Lease;
+//! - `replica`: the further targets (directories, Secrets, `vault_kv` secrets) that receive
+//!   copies of what the primary serves.
 //!
 //! Both keep the same promise: a consumer never sees a certificate of one generation with
 //! the key of another.
@@ -12,9 +14,12 @@
 pub mod binding;
 pub(crate) mod directory;
 pub mod kubernetes;
+pub mod replica;
+pub(crate) mod vault_kv;
 
 pub use directory::{Current, DirectoryTarget, TargetError};
 pub use kubernetes::{KubeError, SecretTarget};
+pub use replica::{ReplicaSlot, ReplicaStore, Synced};
 
 use crate::config::{Credential, Target};
 use crate::generation::Generation;
@@ -26,14 +31,21 @@ use time::OffsetDateTime;
 /// Without a Lease, an intent younger than this is taken for another run still at work.
 pub const IN_FLIGHT: time::Duration = time::Duration::minutes(15);
 
-/// A credential's target, state and lock.
+/// The primary target of a credential, with its state and lock.
 #[derive(Debug)]
-pub enum Backend {
+pub enum Primary {
     Directory {
         target: DirectoryTarget,
         store: StateStore,
     },
     Kubernetes(Box<SecretTarget>),
+}
+
+/// A credential's targets: the primary (with the state and the lock) and its replicas.
+#[derive(Debug)]
+pub struct Backend {
+    primary: Primary,
+    replicas: Vec<ReplicaSlot>,
 }
 
 /// A held lock; give it back with [`Backend::release`] (a file lock also goes when dropped,
@@ -49,22 +61,61 @@ pub enum Guard {
 impl Backend {
     /// The backend of `cred`; connecting to the Kubernetes API when its target is a Secret.
     pub async fn open(cred: &Credential, state_dir: &Path) -> Result<Backend, TargetError> {
-        Ok(match &cred.target {
-            Target::Directory(d) => Backend::Directory {
+        let primary = match &cred.target {
+            Target::Directory(d) => Primary::Directory {
                 target: DirectoryTarget::new(d.clone(), cred.policy.keep_generations),
                 store: StateStore::new(state_dir),
             },
             Target::KubernetesSecret(k) => {
-                Backend::Kubernetes(Box::new(SecretTarget::connect(k, &cred.name).await?))
+                Primary::Kubernetes(Box::new(SecretTarget::connect(k, &cred.name).await?))
             }
+        };
+        Ok(Backend {
+            primary,
+            replicas: ReplicaSlot::open_all(cred).await,
         })
+    }
+
+    /// Makes every replica serve `g` (after `import` or `rollback`): per replica, its place
+    /// and what was done or why not.
+    pub async fn replicate(
+        &self,
+        g: &Generation,
+        now: OffsetDateTime,
+    ) -> Vec<(String, Result<Synced, String>)> {
+        let mut out = Vec::with_capacity(self.replicas.len());
+        for r in &self.replicas {
+            out.push((
+                r.place.clone(),
+                r.sync(g, now).await.map_err(|e| e.to_string()),
+            ));
+        }
+        out
+    }
+
+    /// The replicas, in configuration order.
+    pub fn replicas(&self) -> &[ReplicaSlot] {
+        &self.replicas
+    }
+
+    /// The fingerprints of the leaves every target serves right now (read afresh): what no
+    /// deletion may ever touch. `Err` when any target cannot be read (what it serves is
+    /// unknown, so nothing may be deleted).
+    pub async fn served_everywhere(&self) -> Result<Vec<String>, TargetError> {
+        let mut out: Vec<String> = self.served_fingerprint().await?.into_iter().collect();
+        for r in &self.replicas {
+            if let Some(g) = r.served().await? {
+                out.push(g.leaf().fingerprint_sha256.clone());
+            }
+        }
+        Ok(out)
     }
 
     /// The target for messages: a path or `secret <namespace>/<name>`.
     pub fn describe(&self) -> String {
-        match self {
-            Backend::Directory { target, .. } => target.path().display().to_string(),
-            Backend::Kubernetes(k) => k.place(),
+        match &self.primary {
+            Primary::Directory { target, .. } => target.path().display().to_string(),
+            Primary::Kubernetes(k) => k.place(),
         }
     }
 
@@ -75,13 +126,13 @@ impl Backend {
 
     /// True for a directory target (its files can be named to hooks).
     pub fn has_files(&self) -> bool {
-        matches!(self, Backend::Directory { .. })
+        matches!(self.primary, Primary::Directory { .. })
     }
 
     /// Takes the credential's lock (`wait`: until it is free).
     pub async fn lock(&self, credential: &str, wait: bool) -> Result<Guard, LockError> {
-        match self {
-            Backend::Directory { store, .. } => {
+        match &self.primary {
+            Primary::Directory { store, .. } => {
                 store.ensure_dir().map_err(|e| LockError::Io {
                     place: store.dir().display().to_string(),
                     message: e.to_string(),
@@ -95,7 +146,7 @@ impl Backend {
                     })?
                     .map(Guard::File)
             }
-            Backend::Kubernetes(k) if k.lease_enabled() => match k.acquire_lease(wait).await {
+            Primary::Kubernetes(k) if k.lease_enabled() => match k.acquire_lease(wait).await {
                 Ok(Ok(g)) => Ok(Guard::Lease(g)),
                 Ok(Err(holder)) => Err(LockError::Locked {
                     credential: credential.to_string(),
@@ -107,15 +158,15 @@ impl Backend {
                     message: e.to_string(),
                 }),
             },
-            Backend::Kubernetes(_) => Ok(Guard::Optimistic),
+            Primary::Kubernetes(_) => Ok(Guard::Optimistic),
         }
     }
 
     /// Runs `work` under `guard`: a held Lease is renewed meanwhile (every third of its
     /// duration). Writes after the Lease was lost are refused by the target itself.
     pub async fn hold<T>(&self, guard: &Guard, work: impl std::future::Future<Output = T>) -> T {
-        match (self, guard) {
-            (Backend::Kubernetes(k), Guard::Lease(_)) => {
+        match (&self.primary, guard) {
+            (Primary::Kubernetes(k), Guard::Lease(_)) => {
                 tokio::select! {
                     biased;
                     out = work => out,
@@ -129,24 +180,24 @@ impl Backend {
     /// Before acting on the Service Manager from the state read: a held Lease must still
     /// be this run's (see [`SecretTarget::hold_lease`]); always true for other locks.
     pub async fn still_held(&self) -> Result<(), KubeError> {
-        match self {
-            Backend::Kubernetes(k) => k.hold_lease().await,
-            Backend::Directory { .. } => Ok(()),
+        match &self.primary {
+            Primary::Kubernetes(k) => k.hold_lease().await,
+            Primary::Directory { .. } => Ok(()),
         }
     }
 
     /// Gives a lock back.
     pub async fn release(&self, guard: Guard) {
-        if let (Backend::Kubernetes(k), Guard::Lease(g)) = (self, guard) {
+        if let (Primary::Kubernetes(k), Guard::Lease(g)) = (&self.primary, guard) {
             k.release(g).await;
         }
     }
 
     /// Reads the state (`repair`: set an unreadable state file aside).
     pub async fn load_state(&self, credential: &str, repair: bool) -> Result<Loaded, StateError> {
-        match self {
-            Backend::Directory { store, .. } => store.load(credential, repair),
-            Backend::Kubernetes(k) => {
+        match &self.primary {
+            Primary::Directory { store, .. } => store.load(credential, repair),
+            Primary::Kubernetes(k) => {
                 let (mut state, problem) = k.load_state().await?;
                 if let Some(p) = &problem {
                     if repair {
@@ -166,17 +217,17 @@ impl Backend {
 
     /// Writes the state.
     pub async fn save_state(&self, state: &State) -> Result<(), StateError> {
-        match self {
-            Backend::Directory { store, .. } => store.save(state),
-            Backend::Kubernetes(k) => Ok(k.save_state(state).await?),
+        match &self.primary {
+            Primary::Directory { store, .. } => store.save(state),
+            Primary::Kubernetes(k) => Ok(k.save_state(state).await?),
         }
     }
 
     /// The current generation, `None` when there is none yet.
     pub async fn read_current(&self) -> Result<Option<Current>, TargetError> {
-        match self {
-            Backend::Directory { target, .. } => target.read_current(),
-            Backend::Kubernetes(k) => k.read_current().await,
+        match &self.primary {
+            Primary::Directory { target, .. } => target.read_current(),
+            Primary::Kubernetes(k) => k.read_current().await,
         }
     }
 
@@ -191,37 +242,37 @@ impl Backend {
 
     /// Makes `g` current in one step; returns the new generation's name.
     pub async fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, TargetError> {
-        match self {
-            Backend::Directory { target, .. } => target.commit(g, now),
-            Backend::Kubernetes(k) => Ok(k.commit(g, now).await?),
+        match &self.primary {
+            Primary::Directory { target, .. } => target.commit(g, now),
+            Primary::Kubernetes(k) => Ok(k.commit(g, now).await?),
         }
     }
 
     /// The generation `rollback` would switch to, for checking it first.
     pub async fn previous(&self) -> Result<Generation, TargetError> {
-        match self {
-            Backend::Directory { target, .. } => target.previous().map(|(_, _, g)| g),
-            Backend::Kubernetes(k) => k.previous().await,
+        match &self.primary {
+            Primary::Directory { target, .. } => target.previous().map(|(_, _, g)| g),
+            Primary::Kubernetes(k) => k.previous().await,
         }
     }
 
     /// After `commit` answered an error: whether the target shows the certificate
     /// `fingerprint` anyway (`Some(generation)`: the write landed). `Err`: unknown.
     pub async fn shows(&self, fingerprint: &str) -> Result<Option<String>, TargetError> {
-        match self {
-            Backend::Directory { target, .. } => Ok(target
+        match &self.primary {
+            Primary::Directory { target, .. } => Ok(target
                 .read_current()?
                 .filter(|c| c.generation.leaf().fingerprint_sha256 == fingerprint)
                 .map(|c| c.dir_name)),
-            Backend::Kubernetes(k) => Ok(k.shows(fingerprint).await?),
+            Primary::Kubernetes(k) => Ok(k.shows(fingerprint).await?),
         }
     }
 
     /// True when no other run can work on the credential while the lock is held.
     pub fn exclusive(&self) -> bool {
-        match self {
-            Backend::Directory { .. } => true,
-            Backend::Kubernetes(k) => k.lease_enabled(),
+        match &self.primary {
+            Primary::Directory { .. } => true,
+            Primary::Kubernetes(k) => k.lease_enabled(),
         }
     }
 
@@ -231,16 +282,16 @@ impl Backend {
         &self,
         expected: &str,
     ) -> Result<(String, String, Generation), TargetError> {
-        match self {
-            Backend::Directory { target, .. } => target.rollback(expected),
-            Backend::Kubernetes(k) => k.rollback(expected).await,
+        match &self.primary {
+            Primary::Directory { target, .. } => target.rollback(expected),
+            Primary::Kubernetes(k) => k.rollback(expected).await,
         }
     }
 
     /// Told which certificates' bindings were just retired (the Secret target drops its
     /// `-previous` copy then; directories keep `keep_generations`).
     pub async fn retired(&self, fingerprints: &[String]) {
-        if let Backend::Kubernetes(k) = self
+        if let Primary::Kubernetes(k) = &self.primary
             && let Err(e) = k.retired(fingerprints).await
         {
             tracing::warn!(secret = %k.place(), "after retirement: {e}");
@@ -252,14 +303,14 @@ impl Backend {
     /// held Lease an intent is always an interrupted run's (or one that lost its Lease,
     /// which writes nothing more).
     pub fn pending_in_flight(&self, pending: &PendingRecord, now: OffsetDateTime) -> bool {
-        match self {
-            Backend::Kubernetes(k) if k.lease_enabled() => false,
-            Backend::Kubernetes(_) => {
+        match &self.primary {
+            Primary::Kubernetes(k) if k.lease_enabled() => false,
+            Primary::Kubernetes(_) => {
                 let window = IN_FLIGHT;
                 // A start in the future (a clock that was ahead) counts only within the window.
                 pending.started_at > now - window && pending.started_at < now + window
             }
-            Backend::Directory { .. } => false,
+            Primary::Directory { .. } => false,
         }
     }
 }

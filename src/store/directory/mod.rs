@@ -51,6 +51,8 @@ pub enum TargetError {
     NoPrevious { path: PathBuf, reason: String },
     #[error(transparent)]
     Kube(#[from] super::kubernetes::error::KubeError),
+    #[error("{place}: {reason}")]
+    Vault { place: String, reason: String },
 }
 
 fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> TargetError + use<> {
