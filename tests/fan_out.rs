@@ -177,3 +177,46 @@ fn an_unreadable_replica_stops_retirement_altogether() {
         "{out}{err}"
     );
 }
+
+#[test]
+fn lost_or_forged_lagging_records_never_cost_a_replica_its_binding() {
+    let w = World::new(SmOptions {
+        rsa_pool: 3,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-orders!t1");
+    let cfg = w.config(None, &[fanned_out(&w, &xs)]);
+    let exists = |id: &str| w.stack.sm.bindings().iter().any(|b| b.id == id);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let first = w.current_fingerprint("orders");
+    let b1 = w.state("orders").current.unwrap().binding_id.unwrap();
+
+    plant_real_file(&w.target("orders-r2"));
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(w.current_fingerprint("orders-r2"), first);
+
+    // The state forgets that replica 2 lags (lost, or edited by someone) and claims the old
+    // binding is due: what replica 2 actually serves still decides.
+    w.edit_state("orders", |s| {
+        s.as_object_mut().unwrap().remove("lagging");
+        for r in s["retiring"].as_array_mut().unwrap() {
+            r["retire_at"] = "2000-01-01T00:00:00Z".into();
+        }
+    });
+    assert!(w.state("orders").lagging.is_empty());
+    let (_, out, err) = w.certrot(&cfg, &["rotate", "--if-due"]);
+    assert!(
+        exists(&b1),
+        "deleted the binding a replica serves, on the word of a forged state: {out}{err}"
+    );
+    assert_eq!(w.current_fingerprint("orders-r2"), first);
+    assert!(
+        w.state("orders")
+            .retiring
+            .iter()
+            .any(|r| r.binding_id == b1),
+        "the retirement was dropped instead of postponed"
+    );
+}
