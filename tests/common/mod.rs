@@ -2,6 +2,7 @@
 //! `certrot` binary.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod world;
 
 use certrot::config::{DirectoryTarget as DirCfg, Layout};
