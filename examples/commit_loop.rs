@@ -29,6 +29,7 @@ fn main() -> Result<(), String> {
             group: None,
             layout: Layout::Files,
             binding: Default::default(),
+            keystore: None,
         },
         2,
     );

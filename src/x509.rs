@@ -96,6 +96,10 @@ impl ParsedKey {
     pub fn pkcs8_pem(&self) -> Zeroizing<String> {
         Zeroizing::new(pem_block("PRIVATE KEY", &self.pkcs8))
     }
+    /// The key as PKCS#8 DER.
+    pub fn pkcs8_der(&self) -> &[u8] {
+        &self.pkcs8
+    }
 }
 
 /// A chain ordered leaf first, with the matching key.

@@ -64,6 +64,7 @@ fn group_readable_mode_gives_group_search_on_directories() {
         group: None,
         layout: Layout::Files,
         binding: Default::default(),
+        keystore: None,
     };
     cfg.mode = certrot::units::FileMode(0o640);
     let t = certrot::store::DirectoryTarget::new(cfg, 3);
@@ -314,6 +315,7 @@ fn owner_and_group_applied_when_root() {
         group: Some(4244),
         layout: Layout::Files,
         binding: Default::default(),
+        keystore: None,
     };
     let t = certrot::store::DirectoryTarget::new(cfg, 3);
     let ca = certrot_sandbox::ca::LocalCa::new("own").unwrap();

@@ -838,3 +838,50 @@ fn bad_kubeconfig_and_unreachable_or_misbehaving_api_server() {
     let (code, out, _) = k.certrot(&cfg, &["check", "--validate"]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// `keystore.p12` as a further key of the Secret, replaced in the same write as `tls.crt`
+/// and `tls.key`, and gone again when the setting is removed.
+#[test]
+fn the_secret_carries_a_keystore_of_its_generation() {
+    let k = KubeWorld::new();
+    let pw = k.w.root().join("p12.pass");
+    std::fs::write(&pw, "secret-pw").unwrap();
+    let cfg = k.config(
+        &format!(
+            "keystore.password_file = {:?}\nkeystore.alias = \"orders-client\"\n",
+            pw.display().to_string()
+        ),
+        "",
+    );
+    let keystore_of = |obj: &Value| {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(obj["data"]["keystore.p12"].as_str().unwrap())
+            .unwrap();
+        let ks = p12_keystore::KeyStore::from_pkcs12(
+            &bytes,
+            "secret-pw",
+            p12_keystore::Pkcs12ImportPolicy::Strict,
+        )
+        .unwrap();
+        let (alias, chain) = ks.private_key_chain().unwrap();
+        (alias.to_string(), chain.certs()[0].as_der().to_vec())
+    };
+    for _ in 0..2 {
+        let (code, out, err) = k.certrot(&cfg, &["rotate", "--now"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let obj = k.secret(SECRET).unwrap();
+        let g = KubeWorld::generation_of(&obj).unwrap();
+        let (alias, leaf) = keystore_of(&obj);
+        assert_eq!(alias, "orders-client");
+        assert_eq!(leaf, g.leaf_der(), "the keystore holds another certificate");
+    }
+    let plain = k.config("", "");
+    let (code, out, err) = k.certrot(&plain, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        k.secret(SECRET).unwrap()["data"]
+            .get("keystore.p12")
+            .is_none(),
+        "a keystore of an older generation stayed in the Secret"
+    );
+}

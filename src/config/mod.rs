@@ -364,19 +364,29 @@ impl Config {
                 Layout::Files => "\"files\"",
                 Layout::Servicebinding => "\"servicebinding\"",
             };
+            let keystore = |k: &Option<Keystore>| match k {
+                Some(k) => format!(
+                    ", keystore.p12 alias {:?} password from {}",
+                    k.alias,
+                    k.password_file.display()
+                ),
+                None => String::new(),
+            };
             let target = match &c.target {
                 Target::Directory(t) => format!(
-                    "target directory {} (mode {}, layout {}, keep {} generations)",
+                    "target directory {} (mode {}, layout {}, keep {} generations{})",
                     t.path.display(),
                     t.mode,
                     layout(t.layout),
-                    p.keep_generations
+                    p.keep_generations,
+                    keystore(&t.keystore)
                 ),
                 Target::KubernetesSecret(k) => format!(
-                    "target {} (layout {}, lease {})",
+                    "target {} (layout {}, lease {}{})",
                     c.target,
                     layout(k.layout),
-                    k.lease
+                    k.lease,
+                    keystore(&k.keystore)
                 ),
             };
             out.push_str(&format!(
@@ -420,7 +430,12 @@ impl Config {
                 ));
             }
             for r in &c.replicas {
-                out.push_str(&format!("  replica {r}\n"));
+                let ks = match r {
+                    Replica::Directory(d) => keystore(&d.keystore),
+                    Replica::KubernetesSecret(k) => keystore(&k.keystore),
+                    Replica::VaultKv(_) => String::new(),
+                };
+                out.push_str(&format!("  replica {r}{ks}\n"));
             }
             if !c.hooks.is_empty() {
                 out.push_str(&format!("  {} hook(s)\n", c.hooks.len()));
@@ -499,6 +514,32 @@ fn contradictions(c: &Credential) -> Vec<String> {
 /// Files the credential reads, by the field that names them.
 fn input_files(c: &Credential) -> Vec<(&'static str, &Path)> {
     let mut out: Vec<(&'static str, &Path)> = Vec::new();
+    let primary_keystore = match &c.target {
+        Target::Directory(d) => d.keystore.as_ref(),
+        Target::KubernetesSecret(k) => k.keystore.as_ref(),
+    };
+    for r in &c.replicas {
+        match r {
+            Replica::Directory(DirectoryTarget {
+                keystore: Some(k), ..
+            })
+            | Replica::KubernetesSecret(KubernetesSecretTarget {
+                keystore: Some(k), ..
+            }) => out.push(("target.keystore.password_file", &k.password_file)),
+            Replica::VaultKv(v) => {
+                if let Some(f) = &v.token_file {
+                    out.push(("target.token_file", f));
+                }
+                if let Some(f) = &v.ca_file {
+                    out.push(("target.ca_file", f));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(k) = primary_keystore {
+        out.push(("target.keystore.password_file", &k.password_file));
+    }
     if let Some(f) = &c.check.ca_file {
         out.push(("check.ca_file", f));
     }

@@ -60,9 +60,16 @@ impl TargetType {
     /// The fields a target of this type reads (`type` and `layout`-independent ones aside).
     fn uses(self, field: &str) -> bool {
         match self {
-            TargetType::Directory => {
-                ["path", "mode", "owner", "group", "layout", "show_files"].contains(&field)
-            }
+            TargetType::Directory => [
+                "path",
+                "mode",
+                "owner",
+                "group",
+                "layout",
+                "show_files",
+                "keystore",
+            ]
+            .contains(&field),
             TargetType::KubernetesSecret => [
                 "namespace",
                 "name",
@@ -71,6 +78,7 @@ impl TargetType {
                 "lease_duration",
                 "layout",
                 "show_files",
+                "keystore",
             ]
             .contains(&field),
             TargetType::VaultKv => [
@@ -178,11 +186,72 @@ pub(super) struct RawTarget {
     pub(super) approle: Option<AppRole>,
     pub(super) ca_file: Option<PathBuf>,
     pub(super) timeout: Option<Span>,
+    pub(super) keystore: Option<RawKeystore>,
+}
+
+/// `keystore` as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeystore {
+    password_file: Option<PathBuf>,
+    alias: Option<String>,
+}
+
+/// A PKCS#12 keystore (`keystore.p12`) written beside the PEM files of every generation of a
+/// directory or Secret target, for Java consumers.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Keystore {
+    /// The file holding the keystore's password (read at every write; one trailing newline
+    /// is not part of it).
+    pub password_file: PathBuf,
+    /// The key entry's alias (friendly name); default: the credential's name.
+    pub alias: String,
+}
+
+/// The keystore settings of a directory or Secret target of credential `credential`.
+fn keystore(t: &RawTarget, credential: &str) -> Result<Option<Keystore>, (&'static str, String)> {
+    let Some(k) = &t.keystore else {
+        return Ok(None);
+    };
+    if t.layout == Some(Layout::Servicebinding) {
+        return Err((
+            "keystore",
+            "is for layout = \"files\": in a servicebinding layout every file is a credential \
+             property to @sap/xsenv; write the keystore to a further target with the files layout"
+                .into(),
+        ));
+    }
+    let Some(password_file) = k.password_file.clone() else {
+        return Err((
+            "keystore.password_file",
+            "a keystore needs password_file (a file holding its password)".into(),
+        ));
+    };
+    if !password_file.is_absolute() {
+        return Err((
+            "keystore.password_file",
+            format!(
+                "{:?} must be an absolute path",
+                password_file.display().to_string()
+            ),
+        ));
+    }
+    let alias = k.alias.clone().unwrap_or_else(|| credential.to_string());
+    if alias.is_empty() || alias.chars().count() > 64 || alias.chars().any(char::is_control) {
+        return Err((
+            "keystore.alias",
+            format!("{alias:?} must be 1 to 64 characters, none of them control characters"),
+        ));
+    }
+    Ok(Some(Keystore {
+        password_file,
+        alias,
+    }))
 }
 
 impl RawTarget {
     /// Every field that was written, by name.
-    fn written(&self) -> [(&'static str, bool); 17] {
+    fn written(&self) -> [(&'static str, bool); 18] {
         [
             ("path", self.path.is_some()),
             ("mode", self.mode.is_some()),
@@ -201,6 +270,7 @@ impl RawTarget {
             ("approle", self.approle.is_some()),
             ("ca_file", self.ca_file.is_some()),
             ("timeout", self.timeout.is_some()),
+            ("keystore", self.keystore.is_some()),
         ]
     }
 }
@@ -254,8 +324,12 @@ pub(super) enum Resolved {
     VaultKv(VaultKvTarget),
 }
 
-/// Resolves one written target of a credential of `kind`; `Err((field, message))`.
-pub(super) fn resolve_target(t: RawTarget, kind: Kind) -> Result<Resolved, (&'static str, String)> {
+/// Resolves one written target of credential `credential` of `kind`; `Err((field, message))`.
+pub(super) fn resolve_target(
+    t: RawTarget,
+    kind: Kind,
+    credential: &str,
+) -> Result<Resolved, (&'static str, String)> {
     if let Some((field, _)) = t
         .written()
         .into_iter()
@@ -264,15 +338,22 @@ pub(super) fn resolve_target(t: RawTarget, kind: Kind) -> Result<Resolved, (&'st
         return Err((field, t.type_.misplaced(field)));
     }
     Ok(match t.type_ {
-        TargetType::Directory => Resolved::Directory(directory_target(t, kind)?),
-        TargetType::KubernetesSecret => Resolved::KubernetesSecret(kubernetes_target(t, kind)?),
+        TargetType::Directory => Resolved::Directory(directory_target(t, kind, credential)?),
+        TargetType::KubernetesSecret => {
+            Resolved::KubernetesSecret(kubernetes_target(t, kind, credential)?)
+        }
         TargetType::VaultKv => Resolved::VaultKv(vault_kv_target(t)?),
     })
 }
 
 /// The settings of a `directory` target.
-fn directory_target(t: RawTarget, kind: Kind) -> Result<DirectoryTarget, (&'static str, String)> {
+fn directory_target(
+    t: RawTarget,
+    kind: Kind,
+    credential: &str,
+) -> Result<DirectoryTarget, (&'static str, String)> {
     let binding = service_binding(kind, &t, &crate::names::OWN_FILES)?;
+    let keystore = keystore(&t, credential)?;
     let Some(dir) = t.path else {
         return Err(("path", "a directory target needs `path`".into()));
     };
@@ -316,6 +397,7 @@ fn directory_target(t: RawTarget, kind: Kind) -> Result<DirectoryTarget, (&'stat
         group,
         layout: t.layout.unwrap_or_default(),
         binding,
+        keystore,
     })
 }
 
@@ -388,6 +470,8 @@ pub struct KubernetesSecretTarget {
     pub lease: bool,
     /// How long a Lease holds if its holder dies without releasing it.
     pub lease_duration: Span,
+    /// `keystore.p12` as a further key of the Secret.
+    pub keystore: Option<Keystore>,
 }
 
 /// A directory target (`type = "directory"`), laid out as in `docs/architecture.md`.
@@ -401,6 +485,8 @@ pub struct DirectoryTarget {
     pub group: Option<u32>,
     pub layout: Layout,
     pub binding: ServiceBinding,
+    /// `keystore.p12` in every generation.
+    pub keystore: Option<Keystore>,
 }
 
 /// The effective target of a credential.
@@ -425,7 +511,6 @@ impl fmt::Display for Target {
     }
 }
 
-/// The settings of a `kubernetes-secret` target; `Err((field, message))`.
 /// The `servicebinding` presentation of a credential of `kind`: `show_files` only with that
 /// layout, and only certrot's own files (`allowed`).
 pub(super) fn service_binding(
@@ -455,12 +540,15 @@ pub(super) fn service_binding(
     })
 }
 
+/// The settings of a `kubernetes-secret` target; `Err((field, message))`.
 fn kubernetes_target(
     t: RawTarget,
     kind: Kind,
+    credential: &str,
 ) -> Result<KubernetesSecretTarget, (&'static str, String)> {
     // tls.crt and tls.key (the Secret type's keys) are always there.
     let binding = service_binding(kind, &t, &["bundle.pem", "credentials.json"])?;
+    let keystore = keystore(&t, credential)?;
     let Some(name) = t.name else {
         return Err((
             "name",
@@ -513,6 +601,7 @@ fn kubernetes_target(
         binding,
         lease: t.lease.unwrap_or(false),
         lease_duration,
+        keystore,
     })
 }
 

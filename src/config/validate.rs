@@ -131,7 +131,7 @@ impl RawConfig {
             let mut replicas = Vec::with_capacity(targets.len() - 1);
             for (n, t) in targets.into_iter().enumerate() {
                 let lease = t.lease.is_some();
-                let resolved = resolve_target(t, raw.kind)
+                let resolved = resolve_target(t, raw.kind, &raw.name)
                     .map_err(|(f, m)| err(Some(i), field_of(n, f), m))?;
                 match (n, resolved) {
                     (0, Resolved::Directory(d)) => target = Some(Target::Directory(d)),

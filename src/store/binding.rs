@@ -47,6 +47,14 @@ pub struct Rendered {
     pub visible: Vec<String>,
 }
 
+impl Rendered {
+    /// Adds a file that consumers see (the keystore).
+    pub fn add_shown(&mut self, name: &str, content: Zeroizing<Vec<u8>>) {
+        self.files.push((name.to_string(), content));
+        self.visible.push(name.to_string());
+    }
+}
+
 /// Lays out `g` in `layout`.
 pub fn render(
     g: &Generation,

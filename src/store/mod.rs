@@ -13,6 +13,7 @@
 
 pub mod binding;
 pub(crate) mod directory;
+pub mod keystore;
 pub mod kubernetes;
 pub mod replica;
 pub(crate) mod vault_kv;

@@ -63,6 +63,7 @@ pub fn dir_target(path: &Path, keep: u32, layout: Layout) -> DirectoryTarget {
             group: None,
             layout,
             binding: Default::default(),
+            keystore: None,
         },
         keep,
     )

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <path>/..data -> ..2026_11_21_20_58_39.123456789    one rename(2) swaps every file
-//! <path>/..2026_11_21_20_58_39.123456789/{cert.pem,key.pem,bundle.pem,credentials.json}
+//! <path>/..2026_11_21_20_58_39.123456789/{cert.pem,key.pem,bundle.pem,credentials.json[,keystore.p12]}
 //! <path>/cert.pem -> ..data/cert.pem                   (and the other visible names)
 //! ```
 //!
@@ -17,6 +17,7 @@ use crate::config;
 use crate::fsutil::{fsync_dir, read_limited_nofollow};
 use crate::generation::Generation;
 use crate::store::binding::render;
+use crate::store::keystore;
 use crate::x509::{InspectError, MAX_PEM_BYTES};
 use rustix::fs::{Mode, OFlags};
 use std::io::Write;
@@ -53,6 +54,8 @@ pub enum TargetError {
     Kube(#[from] super::kubernetes::error::KubeError),
     #[error("{place}: {reason}")]
     Vault { place: String, reason: String },
+    #[error("{place}: keystore.p12: {reason}; nothing was written")]
+    Keystore { place: String, reason: String },
 }
 
 fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> TargetError + use<> {
@@ -305,12 +308,16 @@ impl DirectoryTarget {
         let root = self.path();
         // A planted non-symlink `..data` must stop us before anything is written.
         let previous = self.current_dir_name()?;
-        let rendered = render(g, self.cfg.layout, &self.cfg.binding).map_err(|e| {
+        let mut rendered = render(g, self.cfg.layout, &self.cfg.binding).map_err(|e| {
             TargetError::BadCredentials {
                 path: root.to_path_buf(),
                 reason: format!("nothing was written: {e}"),
             }
         })?;
+        if let Some(k) = &self.cfg.keystore {
+            let p12 = keystore::seal(g, k, &root.display().to_string())?;
+            rendered.add_shown(keystore::KEYSTORE_FILE, p12);
+        }
         let files = rendered.files;
         let mut names: Vec<&str> = rendered.visible.iter().map(String::as_str).collect();
         // Links of certrot's own files that an earlier version showed in a servicebinding
@@ -467,7 +474,18 @@ impl DirectoryTarget {
             });
         }
         let names: Option<Vec<String>> = match render(&g, self.cfg.layout, &self.cfg.binding) {
-            Ok(r) => Some(r.visible),
+            Ok(mut r) => {
+                // The keystore is shown if that generation has one (it may predate the setting).
+                if self.cfg.keystore.is_some()
+                    && std::fs::symlink_metadata(
+                        self.path().join(&previous).join(keystore::KEYSTORE_FILE),
+                    )
+                    .is_ok()
+                {
+                    r.visible.push(keystore::KEYSTORE_FILE.to_string());
+                }
+                Some(r.visible)
+            }
             Err(e) => {
                 tracing::warn!(target = %self.path().display(), "rolling back: {e}");
                 None

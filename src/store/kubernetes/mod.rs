@@ -458,6 +458,20 @@ impl SecretTarget {
             reason: format!("nothing was written: {e}"),
         };
         data_of(g, self.cfg.layout, &self.cfg.binding, &[]).map_err(invalid)?;
+        let keystore = match &self.cfg.keystore {
+            None => None,
+            Some(k) => Some(
+                crate::store::keystore::read_password(&k.password_file)
+                    .and_then(|pw| crate::store::keystore::pkcs12(g, &k.alias, &pw))
+                    .map_err(|reason| KubeError::Invalid {
+                        place: self.place(),
+                        reason: format!(
+                            "{}: {reason}; nothing was written",
+                            crate::store::keystore::KEYSTORE_FILE
+                        ),
+                    })?,
+            ),
+        };
         let before = {
             let mut seen = self.seen.lock().await;
             if seen.is_none() {
@@ -483,7 +497,13 @@ impl SecretTarget {
                 keep.join(", ")
             );
         }
-        let data = data_of(g, self.cfg.layout, &self.cfg.binding, &keep).map_err(invalid)?;
+        let mut data = data_of(g, self.cfg.layout, &self.cfg.binding, &keep).map_err(invalid)?;
+        if let Some(p12) = keystore {
+            data.insert(
+                crate::store::keystore::KEYSTORE_FILE.to_string(),
+                ByteString(p12.to_vec()),
+            );
+        }
         let mut name = generation_dir_name(now);
         if let Some(old) = before.as_ref().filter(|o| has_generation(o)) {
             let old_name = generation_name(old);
