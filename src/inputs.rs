@@ -18,7 +18,7 @@ pub fn pem_chain_and_key(data: &[u8]) {
 
 /// Service keys (`certrot import`, the Service Manager key).
 pub fn service_key(data: &[u8]) {
-    let _ = crate::servicekey::parse_service_key(data, "input.json");
+    let _ = crate::servicekey::parse_service_key(data, "input.json", &Default::default());
     let _ = crate::issuer::service_manager::SmAccess::from_service_key(data, "input.json");
 }
 

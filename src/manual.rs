@@ -40,7 +40,8 @@ pub async fn import(
             }
         },
     };
-    let g = crate::servicekey::parse_service_key(&bytes, &label).map_err(|e| e.to_string())?;
+    let g = crate::servicekey::parse_service_key(&bytes, &label, &cred.pem_fields)
+        .map_err(|e| e.to_string())?;
     // [credential.fields] fill in what the service key lacks; the key's own fields win.
     let fields = crate::generation::merge_fields(None, &cred.fields, g.credentials());
     let g = g.with_credentials(fields);

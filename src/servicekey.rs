@@ -36,10 +36,12 @@ pub fn binding_id(text: &[u8]) -> Option<String> {
     top.get("id").and_then(Value::as_str).map(str::to_string)
 }
 
-/// Finds the credential object in a service key document.
+/// Finds the credential object in a service key document (`certificate_field`: the field
+/// that tells the credential object from a wrapper).
 pub fn credential_fields(
     text: &[u8],
     source_name: &str,
+    certificate_field: &str,
 ) -> Result<Map<String, Value>, ServiceKeyError> {
     if text.len() > MAX_PEM_BYTES {
         return Err(ServiceKeyError::TooLarge {
@@ -62,12 +64,12 @@ pub fn credential_fields(
     };
     for wrapper in ["credentials", "uaa"] {
         if let Some(Value::Object(inner)) = top.get(wrapper)
-            && !top.contains_key("certificate")
+            && !top.contains_key(certificate_field)
         {
             let inner = inner.clone();
             // `{"credentials": {"uaa": {...}}}`
             if let Some(Value::Object(uaa)) = inner.get("uaa")
-                && !inner.contains_key("certificate")
+                && !inner.contains_key(certificate_field)
             {
                 return Ok(uaa.clone());
             }
@@ -115,11 +117,16 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-/// Parses a service key into a verified generation that keeps every credential field.
-pub fn parse_service_key(text: &[u8], source_name: &str) -> Result<Generation, ServiceKeyError> {
-    let map = credential_fields(text, source_name)?;
-    let cert = required(&map, "certificate", source_name)?;
-    let key = zeroize::Zeroizing::new(required(&map, "key", source_name)?.to_string());
+/// Parses a service key into a verified generation that keeps every credential field; `pem`
+/// names the fields holding certificate and key.
+pub fn parse_service_key(
+    text: &[u8],
+    source_name: &str,
+    pem: &crate::config::PemFields,
+) -> Result<Generation, ServiceKeyError> {
+    let map = credential_fields(text, source_name, &pem.certificate)?;
+    let cert = required(&map, &pem.certificate, source_name)?;
+    let key = zeroize::Zeroizing::new(required(&map, &pem.key, source_name)?.to_string());
     if let Some(v) = map.get("clientid")
         && !v.is_string()
     {
@@ -131,9 +138,9 @@ pub fn parse_service_key(text: &[u8], source_name: &str) -> Result<Generation, S
     }
     let g = Generation::from_pem(
         cert.as_bytes(),
-        &format!("{source_name}: field `certificate`"),
+        &format!("{source_name}: field `{}`", pem.certificate),
         key.as_bytes(),
-        &format!("{source_name}: field `key`"),
+        &format!("{source_name}: field `{}`", pem.key),
     )?;
     Ok(g.with_credentials(map))
 }

@@ -273,6 +273,7 @@ pub fn library_warnings(
     let need: &[&str] = match kind {
         crate::config::Kind::Xsuaa => &["clientid", "certurl"],
         crate::config::Kind::Identity => &["clientid", "url"],
+        crate::config::Kind::Generic => &[],
     };
     need.iter()
         .filter(|f| g.field(f).is_none_or(str::is_empty))

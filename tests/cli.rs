@@ -279,7 +279,12 @@ fn no_secret_reaches_output_at_trace_level() {
         }
     }
     // Debug of a generation redacts.
-    let g = certrot::servicekey::parse_service_key(sk.to_string().as_bytes(), "sk").unwrap();
+    let g = certrot::servicekey::parse_service_key(
+        sk.to_string().as_bytes(),
+        "sk",
+        &Default::default(),
+    )
+    .unwrap();
     let dbg = format!("{g:?}");
     assert!(
         dbg.contains("[REDACTED]") && !dbg.contains(&key_body) && !dbg.contains("s3cr3t"),

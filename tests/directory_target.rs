@@ -282,7 +282,12 @@ fn servicebinding_layout_writes_one_file_per_field() {
     let ca = certrot_sandbox::ca::LocalCa::new("sb CA").unwrap();
     let i = issue(&ca, "sb", Duration::hours(1), Duration::days(7));
     let sk = service_key(&i, "sb-client");
-    let g = certrot::servicekey::parse_service_key(sk.to_string().as_bytes(), "sk").unwrap();
+    let g = certrot::servicekey::parse_service_key(
+        sk.to_string().as_bytes(),
+        "sk",
+        &Default::default(),
+    )
+    .unwrap();
     t.commit(&g, OffsetDateTime::now_utc()).unwrap();
     assert_eq!(
         std::fs::read_to_string(path.join("clientid")).unwrap(),
@@ -355,7 +360,8 @@ fn servicebinding_layout_shows_exactly_the_current_generations_fields() {
         if let Some(f) = extra {
             sk["credentials"][f] = serde_json::json!("https://sb.example.invalid");
         }
-        certrot::servicekey::parse_service_key(sk.to_string().as_bytes(), "sk").unwrap()
+        certrot::servicekey::parse_service_key(sk.to_string().as_bytes(), "sk", &Default::default())
+            .unwrap()
     };
     t.commit(&with_field(Some("sburl")), OffsetDateTime::now_utc())
         .unwrap();

@@ -98,7 +98,10 @@ fn seeds_are_accepted_by_their_parsers() {
     };
     assert!(certrot::x509::parse_chain(&cert, "seed").is_ok());
     assert!(certrot::x509::parse_key(&cert_key, "seed").is_ok());
-    assert!(certrot::servicekey::parse_service_key(&one("service_key"), "seed").is_ok());
+    assert!(
+        certrot::servicekey::parse_service_key(&one("service_key"), "seed", &Default::default())
+            .is_ok()
+    );
     let config = String::from_utf8(one("configuration")).unwrap();
     certrot::config::Config::parse(&config, std::path::Path::new("seed.toml")).unwrap();
     serde_json::from_slice::<certrot::state::State>(&one("state_file")).unwrap();

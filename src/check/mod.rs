@@ -1,6 +1,7 @@
 //! The check: proof that a generation works, by an OAuth2 `client_credentials` token request
-//! over mTLS ([`request_token`]): a fresh rustls client per check with the generation's
-//! identity built from memory, no connection pool (so no session can be resumed with an older
+//! over mTLS ([`request_token`]) or, for `kind = "generic"`, an mTLS probe of a service URL
+//! whose answer status shows the certificate was accepted ([`probe`]): a fresh rustls
+//! client per check with the generation's identity built from memory, no connection pool (so no session can be resumed with an older
 //! certificate), server verification always on, timeouts and a response size limit. The
 //! pure rules around the request live in [`rules`].
 
@@ -79,8 +80,66 @@ pub async fn request_token(
     Ok(started.elapsed())
 }
 
-/// Proves generation `g` of credential `cred` with a token request, using the credential's
-/// `[credential.check]` settings. Token URL: `check.token_url`, else the kind's rule.
+/// Requests `url` with generation `g` as client certificate; `Ok` (the duration) when the
+/// answer's status is one of `accept`. The body is read (bounded) and dropped.
+pub async fn probe(
+    g: &Generation,
+    url: &str,
+    cfg: &crate::config::CheckConfig,
+    trust: ServerTrust<'_>,
+    limits: Limits,
+) -> Result<std::time::Duration, CheckFailure> {
+    let accept = &cfg.accept_status;
+    if !url.starts_with("https://") {
+        return Err(fail(
+            FailureKind::Connect,
+            url,
+            "the probe URL must be https",
+        ));
+    }
+    let identity = identity_of(g).map_err(|m| fail(FailureKind::Connect, url, m))?;
+    let client = fresh_client(Some(identity), trust, limits)
+        .map_err(|m| fail(FailureKind::Connect, url, m))?;
+    let method = match cfg.probe_method {
+        crate::config::ProbeMethod::Get => reqwest::Method::GET,
+        crate::config::ProbeMethod::Head => reqwest::Method::HEAD,
+        crate::config::ProbeMethod::Post => reqwest::Method::POST,
+        crate::config::ProbeMethod::Put => reqwest::Method::PUT,
+    };
+    let mut req = client.request(method, url);
+    for (name, value) in &cfg.probe_headers {
+        req = req.header(name.as_str(), value.as_str());
+    }
+    if let Some(body) = &cfg.probe_body {
+        let json = serde_json::from_str::<Value>(body).is_ok();
+        req = req
+            .header(
+                "Content-Type",
+                if json {
+                    "application/json"
+                } else {
+                    "text/plain"
+                },
+            )
+            .body(body.clone());
+    }
+    let started = std::time::Instant::now();
+    let resp = req.send().await.map_err(|e| classify_transport(&e, url))?;
+    let status = resp.status().as_u16();
+    let body = read_limited_body(resp, limits.max_response, url).await?;
+    if accept.contains(&status) {
+        return Ok(started.elapsed());
+    }
+    let mut f = classify_status(status, &body, url);
+    if f.kind == FailureKind::BadResponse {
+        f.message = format!("HTTP {status}, not one of check.accept_status {accept:?}");
+    }
+    Err(f)
+}
+
+/// Proves generation `g` of credential `cred`, using the credential's `[credential.check]`
+/// settings: a token request (token URL: `check.token_url`, else the kind's rule), or for
+/// `kind = "generic"` a probe of `check.probe_url`.
 pub async fn validate(
     cred: &crate::config::Credential,
     g: &Generation,
@@ -101,6 +160,21 @@ pub async fn validate(
         timeout: cfg.timeout.0,
         ..Limits::default()
     };
+    if cred.kind == Kind::Generic {
+        let template = cfg.probe_url.as_deref().unwrap_or_default();
+        let url = crate::config::expand_probe_url(template, g.credentials())
+            .map_err(|m| fail(FailureKind::Discovery, template, m))?;
+        let r = probe(g, &url, cfg, trust, limits).await;
+        match &r {
+            Ok(d) => {
+                tracing::debug!(credential = %cred.name, url = %url, ms = d.as_millis() as u64, "mTLS probe passed")
+            }
+            Err(e) => {
+                tracing::debug!(credential = %cred.name, label = e.kind.label(), error = %e, "mTLS probe failed")
+            }
+        }
+        return r;
+    }
     let url = match (&cfg.token_url, &cfg.discovery_url) {
         (Some(u), _) => u.clone(),
         (None, Some(d)) => {

@@ -127,6 +127,8 @@ pub fn token_url_by_kind(kind: Kind, fields: &Map<String, Value>) -> Option<Stri
             })
         }
         Kind::Identity => field("url").map(|u| format!("{}/oauth2/token", trim_slash(u))),
+        // Proven by an mTLS probe, not a token.
+        Kind::Generic => None,
     }
 }
 

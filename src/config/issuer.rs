@@ -356,9 +356,30 @@ impl RawIssuer {
                 format!("{binding_prefix:?}: use 1-80 characters of A-Z a-z 0-9 . _ -"),
             );
         }
+        if kind == super::Kind::Generic {
+            for (set, f) in [
+                (self.key_length.is_some(), "key_length"),
+                (self.validity_days.is_some(), "validity_days"),
+                (self.app_identifier.is_some(), "app_identifier"),
+                (self.certificate_pinning.is_some(), "certificate_pinning"),
+                (
+                    self.certificate == CertificateMode::SelfManaged,
+                    "certificate",
+                ),
+            ] {
+                if set {
+                    return e(
+                        f,
+                        "is for xsuaa and identity; a generic service takes its own binding \
+                         parameters, as it documents them, in issuer.parameters"
+                            .into(),
+                    );
+                }
+            }
+        }
         let key_length = self.key_length.unwrap_or(2048);
         let allowed: &[u32] = match kind {
-            super::Kind::Xsuaa => &[2048, 4096, 8192],
+            super::Kind::Xsuaa | super::Kind::Generic => &[2048, 4096, 8192],
             super::Kind::Identity => &[2048, 4096],
         };
         if !allowed.contains(&key_length) {
@@ -368,7 +389,7 @@ impl RawIssuer {
             );
         }
         let validity_days = self.validity_days.unwrap_or(match kind {
-            super::Kind::Xsuaa => 7,
+            super::Kind::Xsuaa | super::Kind::Generic => 7,
             super::Kind::Identity => 30,
         });
         if !(1..=30).contains(&validity_days) {

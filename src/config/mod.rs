@@ -7,11 +7,13 @@
 
 mod hook;
 mod issuer;
+mod probe;
 mod schedule;
 mod signer;
 mod target;
 mod validate;
 
+pub use probe::expand_probe_url;
 pub use schedule::*;
 pub use target::*;
 use validate::*;
@@ -89,6 +91,9 @@ pub enum Kind {
     Xsuaa,
     /// SAP Cloud Identity Services: token at `<url>/oauth2/token`.
     Identity,
+    /// Any other service with X.509 bindings (Cloud Logging, Credential Store, …): binding
+    /// parameters passed through, proven by an mTLS probe (`check.probe_url`).
+    Generic,
 }
 
 impl fmt::Display for Kind {
@@ -96,6 +101,7 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Kind::Xsuaa => "xsuaa",
             Kind::Identity => "identity",
+            Kind::Generic => "generic",
         })
     }
 }
@@ -120,6 +126,8 @@ struct RawCredential {
     hook: Vec<hook::RawHook>,
     #[serde(default)]
     fields: serde_json::Map<String, serde_json::Value>,
+    certificate_field: Option<String>,
+    key_field: Option<String>,
 }
 
 impl RawCredential {
@@ -154,6 +162,47 @@ pub struct Credential {
     /// `[credential.fields]`: service-key fields (`certurl`, `url`, `xsappname`, …) every
     /// generation carries; the issuer's answer wins where it has the field.
     pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The credential fields holding the certificate chain and the private key (`kind =
+    /// "generic"` may name others, e.g. Cloud Logging's `ingest-mtls-cert`).
+    pub pem_fields: PemFields,
+}
+
+/// Names of the certificate and key fields of a credential's service key and bindings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PemFields {
+    pub certificate: String,
+    pub key: String,
+}
+
+impl Default for PemFields {
+    fn default() -> Self {
+        PemFields {
+            certificate: "certificate".into(),
+            key: "key".into(),
+        }
+    }
+}
+
+/// How an mTLS probe calls its URL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ProbeMethod {
+    #[default]
+    Get,
+    Head,
+    Post,
+    Put,
+}
+
+impl ProbeMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeMethod::Get => "GET",
+            ProbeMethod::Head => "HEAD",
+            ProbeMethod::Post => "POST",
+            ProbeMethod::Put => "PUT",
+        }
+    }
 }
 
 /// `[credential.check]`: how the token check reaches the token endpoint.
@@ -178,6 +227,18 @@ pub struct CheckConfig {
     pub attempts: u32,
     /// ... spread over this span.
     pub retry_for: Span,
+    /// `kind = "generic"`: the URL an mTLS probe requests with the generation; `{field}`
+    /// stands for a string credential field (e.g. `"https://{ingest-mtls-endpoint}/"`).
+    pub probe_url: Option<String>,
+    /// The probe's method: `GET`, `HEAD`, `POST` or `PUT`.
+    pub probe_method: ProbeMethod,
+    /// The body of a `POST` or `PUT` probe (sent as `application/json` when it parses as
+    /// JSON, else as `text/plain`); none by default.
+    pub probe_body: Option<String>,
+    /// Extra request headers of the probe (e.g. `sapcp-credstore-namespace`).
+    pub probe_headers: std::collections::BTreeMap<String, String>,
+    /// HTTP statuses that prove the credential (default `[200]`).
+    pub accept_status: Vec<u16>,
 }
 
 impl Default for CheckConfig {
@@ -193,6 +254,11 @@ impl Default for CheckConfig {
             timeout: Span::secs(30),
             attempts: 5,
             retry_for: Span::secs(30),
+            probe_url: None,
+            probe_method: ProbeMethod::Get,
+            probe_body: None,
+            probe_headers: std::collections::BTreeMap::new(),
+            accept_status: vec![200],
         }
     }
 }
@@ -405,6 +471,10 @@ impl Config {
                 Some(Issuer::Csr(_)) => {}
                 Some(Issuer::ServiceManager(i)) => {
                     let keys = match &i.certificate {
+                        SmCertificate::ServiceManaged if c.kind == Kind::Generic => format!(
+                            "service-managed, binding parameters {}",
+                            serde_json::Value::Object(i.parameters.clone())
+                        ),
                         SmCertificate::ServiceManaged => {
                             format!("service-managed {}-bit RSA", i.key_length)
                         }
@@ -415,8 +485,15 @@ impl Config {
                         ),
                     };
                     out.push_str(&format!(
-                        "  issuer: service-manager {:?}, instance {}, {keys}, {} day(s), bindings {}-<UTC time>\n",
-                        i.service_manager, i.instance_id, i.validity_days, i.binding_prefix
+                        "  issuer: service-manager {:?}, instance {}, {keys}{}, bindings {}-<UTC time>\n",
+                        i.service_manager,
+                        i.instance_id,
+                        if c.kind == Kind::Generic {
+                            String::new()
+                        } else {
+                            format!(", {} day(s)", i.validity_days)
+                        },
+                        i.binding_prefix
                     ));
                 }
             }
@@ -427,6 +504,16 @@ impl Config {
                     i.key_type.name(),
                     i.rotate_key,
                     i.signer.type_()
+                ));
+            }
+            if c.kind == Kind::Generic {
+                out.push_str(&format!(
+                    "  check: mTLS probe {} {} accepting HTTP {:?}; certificate from field {:?}, key from {:?}\n",
+                    c.check.probe_method.name(),
+                    c.check.probe_url.as_deref().unwrap_or_default(),
+                    c.check.accept_status,
+                    c.pem_fields.certificate,
+                    c.pem_fields.key
                 ));
             }
             for r in &c.replicas {
@@ -459,6 +546,8 @@ impl Config {
 fn issued_lifetime(c: &Credential) -> Option<std::time::Duration> {
     let days = |d: u32| std::time::Duration::from_secs(u64::from(d) * 86_400);
     match &c.issuer {
+        // A generic service's lifetime is its own (set, if at all, in issuer.parameters).
+        Some(Issuer::ServiceManager(_)) if c.kind == Kind::Generic => None,
         Some(Issuer::ServiceManager(i)) => Some(days(i.validity_days)),
         Some(Issuer::Csr(i)) => match &i.signer {
             SignerConfig::LocalCa(l) => Some(l.validity.map_or(days(7), |v| v.0)),

@@ -208,6 +208,14 @@ impl RawConfig {
                         .map_err(|(f, m)| err(Some(i), at(&f), m))?,
                 ),
             };
+            let pem_fields = super::probe::kind_rules(
+                raw.kind,
+                &raw.check,
+                issuer.as_ref(),
+                raw.certificate_field,
+                raw.key_field,
+            )
+            .map_err(|(f, m)| err(Some(i), at(f), m))?;
             if matches!(issuer, Some(Issuer::Csr(_))) {
                 // Without a binding, nothing supplies the client id or the token URL.
                 if raw.check.client_id.is_none() {
@@ -269,6 +277,7 @@ impl RawConfig {
                 issuer,
                 hooks,
                 fields: raw.fields,
+                pem_fields,
             });
         }
         // Two targets writing into one directory, Secret or KV secret would overwrite each

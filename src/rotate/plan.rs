@@ -178,8 +178,8 @@ pub fn decide(
     }
 }
 
-/// The binding parameters for a service-managed certificate of `kind`, with the configured
-/// extra parameters merged over them (objects merge key by key). Pure.
+/// The binding parameters for a certificate of `kind`, with the configured extra parameters
+/// merged over them (objects merge key by key; for `generic`, they are all there is). Pure.
 pub fn binding_parameters(kind: Kind, iss: &SmIssuer, certificate: Option<&str>) -> Value {
     let base = match (kind, certificate) {
         (Kind::Xsuaa, None) => json!({
@@ -201,6 +201,9 @@ pub fn binding_parameters(kind: Kind, iss: &SmIssuer, certificate: Option<&str>)
             v
         }
         (Kind::Identity, Some(c)) => json!({"credential-type": "X509_PROVIDED", "certificate": c}),
+        // Each service documents its own parameters: `issuer.parameters` as written
+        // (configuration refuses a self-managed certificate here).
+        (Kind::Generic, _) => json!({}),
     };
     let mut out = base;
     merge(&mut out, &Value::Object(iss.parameters.clone()));

@@ -127,7 +127,7 @@ impl Rotator {
                     .map_err(|e| sm_failure(Step::Reconcile, &e))?,
             };
             let Some(full) = full else { continue };
-            let fps = binding_fingerprints(&full);
+            let fps = binding_fingerprints(&full, &w.cred.pem_fields.certificate);
             if fps.iter().any(|f| served.contains(f)) {
                 tracing::warn!(credential = %w.cred.name, binding = %b.id, "not deleted: this binding's certificate is one a target serves");
                 continue;
@@ -232,11 +232,12 @@ impl Rotator {
 }
 
 /// What a binding's credentials show of its certificate: the fingerprints of every
-/// certificate in `certificate` (empty when it shows none, as for a self-managed one).
-pub(super) fn binding_fingerprints(b: &Binding) -> Vec<String> {
+/// certificate in its certificate field (`certificate`, or what `certificate_field` names;
+/// empty when it shows none, as for a self-managed one).
+pub(super) fn binding_fingerprints(b: &Binding, certificate_field: &str) -> Vec<String> {
     b.credentials
         .as_ref()
-        .and_then(|c| c.get("certificate"))
+        .and_then(|c| c.get(certificate_field))
         .and_then(Value::as_str)
         .and_then(|pem| crate::x509::parse_chain(pem.as_bytes(), "binding certificate").ok())
         .map(|chain| {

@@ -71,7 +71,7 @@ impl Rotator {
                 replicas: &on_replicas,
             };
             let result = match self.client(&r.service_manager).await {
-                Ok(c) => Self::retire_one(&c, &r, &w.cred.name, instance.as_deref(), served).await,
+                Ok(c) => Self::retire_one(&c, &r, w.cred, instance.as_deref(), served).await,
                 Err(f) => Err(f.message),
             };
             match result {
@@ -111,7 +111,7 @@ impl Rotator {
     pub(super) async fn retire_one(
         client: &SmClient,
         r: &RetiringRecord,
-        cred: &str,
+        cred: &Credential,
         instance: Option<&str>,
         served: Served<'_>,
     ) -> Result<RetireOutcome, String> {
@@ -124,17 +124,17 @@ impl Rotator {
         // credential's if it is on its instance and shows the certificate that was imported.
         let adopted = r.reason == RetireReason::Adopted
             && instance.is_some_and(|i| b.instance_id == i)
-            && r.fingerprint_sha256
-                .as_ref()
-                .is_some_and(|fp| binding_fingerprints(&b).contains(fp));
-        if !adopted && !is_credentials_binding(&b, cred, instance) {
+            && r.fingerprint_sha256.as_ref().is_some_and(|fp| {
+                binding_fingerprints(&b, &cred.pem_fields.certificate).contains(fp)
+            });
+        if !adopted && !is_credentials_binding(&b, &cred.name, instance) {
             return Ok(RetireOutcome::Refused(format!(
                 "binding {} does not carry this credential's labels on instance {}",
                 r.binding_id,
                 instance.unwrap_or("(any)")
             )));
         }
-        let fps = binding_fingerprints(&b);
+        let fps = binding_fingerprints(&b, &cred.pem_fields.certificate);
         if served.primary.is_some_and(|s| fps.iter().any(|f| f == s)) {
             return Ok(RetireOutcome::Refused(
                 "its certificate is the one the target serves".into(),

@@ -27,14 +27,19 @@ pub(super) fn verify(
     }
     let creds = &creds;
     let field = |k: &str| creds.get(k).and_then(Value::as_str);
-    let cert = field("certificate").ok_or_else(|| {
+    let pem = &cred.pem_fields;
+    let cert = field(&pem.certificate).ok_or_else(|| {
         bad(format!(
-            "binding {}: no certificate in the credentials",
-            b.id
+            "binding {}: no {} in the credentials",
+            b.id, pem.certificate
         ))
     })?;
-    let key =
-        field("key").ok_or_else(|| bad(format!("binding {}: no key in the credentials", b.id)))?;
+    let key = field(&pem.key).ok_or_else(|| {
+        bad(format!(
+            "binding {}: no {} in the credentials",
+            b.id, pem.key
+        ))
+    })?;
     let g = Generation::from_pem(
         cert.as_bytes(),
         &format!("binding {}: certificate", b.id),
@@ -52,6 +57,8 @@ pub(super) fn verify(
     // generation would hide a binding of another client.
     let answered = creds.get("clientid").and_then(Value::as_str);
     match (answered, previous_client) {
+        // A generic service's credentials need not name an OAuth client.
+        (None, _) if cred.kind == crate::config::Kind::Generic => {}
         (None, _) => {
             return Err(bad(format!(
                 "binding {}: no clientid in the credentials",

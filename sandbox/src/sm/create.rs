@@ -94,10 +94,16 @@ pub(super) fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Fu
                 "clientid": client_id, "certificate": issued.chain_pem,
                 "key": issued.key_pem.as_str(),
             });
+            // Cloud Logging's ingest host accepts the certificates of its bindings only.
+            let registered = if kind == InstanceKind::CloudLogging {
+                format!("{}{client_id}", crate::token::INGEST_CLIENT_PREFIX)
+            } else {
+                client_id.clone()
+            };
             (
                 creds,
                 Some(fp.clone()),
-                Registration::Fingerprint(client_id.clone(), fp),
+                Registration::Fingerprint(registered, fp),
             )
         }
         Wanted::Provided { chain_pem, pinning } => {
@@ -195,6 +201,20 @@ pub(super) fn create(sh: &Shared, body: &Value, async_mode: bool) -> Response<Fu
                 "app_tid": "sandbox-tenant", "domains": ["127.0.0.1"],
             });
             merge(&mut credentials, extra);
+        }
+        InstanceKind::CloudLogging => {
+            // The service key of SAP Cloud Logging's documentation: no OAuth client, the
+            // certificate and key under their ingest names, the endpoint as a host name.
+            let take = |k: &str| credentials.get(k).cloned().unwrap_or(Value::Null);
+            credentials = json!({
+                "ingest-mtls-endpoint": sh.tokens.ingest_host(),
+                "ingest-mtls-cert": take("certificate"),
+                "ingest-mtls-key": take("key"),
+                "server-ca": sh.ca.root_pem(),
+                "ingest-endpoint": sh.tokens.ingest_host(),
+                "ingest-username": format!("{client_id}-user"),
+                "ingest-password": random_id(),
+            });
         }
     }
     if fault == Some(SmFault::WithoutClientId)

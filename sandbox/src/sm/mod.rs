@@ -52,6 +52,10 @@ pub enum InstanceKind {
     /// A `service-manager` instance (plan `subaccount-admin`): XSUAA-style x509 bindings
     /// whose credentials also carry `sm_url`, i.e. Service Manager access.
     ServiceManager,
+    /// SAP Cloud Logging: bindings carry `ingest-mtls-endpoint` (host, no scheme),
+    /// `ingest-mtls-cert`, `ingest-mtls-key` and `server-ca`; `ingest.certValidityDays`
+    /// (1 to 180, default 90); deleting a binding does not revoke its certificate.
+    CloudLogging,
 }
 
 /// Behaviour of the stand-in.
@@ -349,7 +353,12 @@ impl SmServer {
         let mut s = lock(&self.shared.state);
         if let Some(i) = s.bindings.iter().position(|b| b.id == id) {
             let b = s.bindings.remove(i);
-            if let Some(fp) = b.fingerprint {
+            let revokes = s
+                .instances
+                .iter()
+                .find(|x| x.id == b.instance_id)
+                .is_none_or(|x| x.kind != InstanceKind::CloudLogging);
+            if let Some(fp) = b.fingerprint.filter(|_| revokes) {
                 self.shared.tokens.revoke(&fp);
             }
         }

@@ -78,6 +78,34 @@ pub(super) fn wanted(kind: InstanceKind, p: &Map<String, Value>) -> Result<Wante
         Some(o) => Err(format!("validity-type {o:?} is not supported (DAYS)")),
     };
     match kind {
+        InstanceKind::CloudLogging => {
+            // SAP documents one binding parameter: `{"ingest": {"certValidityDays": N}}`.
+            if let Some(k) = p.keys().find(|k| *k != "ingest") {
+                return Err(format!(
+                    "{k:?} is not a binding parameter of Cloud Logging (ingest.certValidityDays)"
+                ));
+            }
+            let ingest = match p.get("ingest") {
+                None => Map::new(),
+                Some(v) => v.as_object().cloned().ok_or("ingest must be an object")?,
+            };
+            if let Some(k) = ingest.keys().find(|k| *k != "certValidityDays") {
+                return Err(format!("ingest.{k} is not a binding parameter"));
+            }
+            let d = int(
+                ingest.get("certValidityDays"),
+                "ingest.certValidityDays",
+                90,
+            )?;
+            if !(1..=180).contains(&d) {
+                return Err(format!("ingest.certValidityDays {d} is outside 1..180"));
+            }
+            Ok(Wanted::Generated {
+                alg: KeyAlg::Rsa2048,
+                days: d,
+                cn: None,
+            })
+        }
         InstanceKind::Xsuaa | InstanceKind::ServiceManager => {
             let ct = p.get("credential-type").and_then(Value::as_str);
             if ct.is_some_and(|c| c != "x509") {
@@ -144,6 +172,27 @@ pub(super) fn wanted(kind: InstanceKind, p: &Map<String, Value>) -> Result<Wante
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cloud_logging_takes_cert_validity_days_only() {
+        let p = |v: Value| v.as_object().cloned().unwrap();
+        let days = |v: Value| match wanted(InstanceKind::CloudLogging, &p(v)) {
+            Ok(Wanted::Generated { days, .. }) => Ok(days),
+            Ok(_) => Err("provided".to_string()),
+            Err(e) => Err(e),
+        };
+        assert_eq!(days(json!({})), Ok(90));
+        assert_eq!(days(json!({"ingest": {"certValidityDays": 180}})), Ok(180));
+        for bad in [
+            json!({"ingest": {"certValidityDays": 181}}),
+            json!({"ingest": {"certValidityDays": 0}}),
+            json!({"ingest": {"validity": 7}}),
+            json!({"credential-type": "x509"}),
+            json!({"ingest": 7}),
+        ] {
+            assert!(days(bad.clone()).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parameters_are_validated_like_the_brokers() {

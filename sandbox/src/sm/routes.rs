@@ -183,8 +183,14 @@ pub(super) fn delete(sh: &Shared, id: &str, async_mode: bool) -> Response<Full<B
     if let Some(busy) = deletion_running(&s, id) {
         return busy;
     }
-    // Revocation is immediate: the token endpoint stops accepting the certificate now.
-    if let Some(fp) = &s.bindings[i].fingerprint {
+    // Revocation is immediate: the token endpoint stops accepting the certificate now
+    // (Cloud Logging documents that deleting a binding does not revoke its certificate).
+    let revokes = s
+        .instances
+        .iter()
+        .find(|x| x.id == s.bindings[i].instance_id)
+        .is_none_or(|x| x.kind != InstanceKind::CloudLogging);
+    if let Some(fp) = s.bindings[i].fingerprint.as_ref().filter(|_| revokes) {
         sh.tokens.revoke(fp);
     }
     if async_mode {

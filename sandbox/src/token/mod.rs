@@ -18,11 +18,19 @@
 //!   `exp`, `iat`, `jti` (the client in `sub` and `aud`, no `cid`), or additionally `azp`
 //!   when [`TokenHandle::ias_tokens_with_azp`] says so (both shapes occur).
 //!
+//! - the **Cloud Logging ingest** host (like `ingest-mtls-sf-<id>.<cluster>`): `PUT` or
+//!   `POST /` with a JSON body from a client whose certificate a Cloud Logging binding issued
+//!   → 200 with an empty body; a body that is not JSON → 400 "Received event is not JSON"
+//!   (both as SAP documents); no or an unknown certificate → 401 (not documented by SAP).
+//!
 //! It records the fingerprint of every client certificate presented to a token request and
 //! injects faults on demand. The server tasks are owned by [`TokenServer`] and stop when it
 //! is dropped.
 
 use super::ca::LocalCa;
+
+/// Registrations for the ingest host carry this prefix before the instance's client id.
+pub const INGEST_CLIENT_PREFIX: &str = "ingest:";
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full, Limited};
@@ -113,6 +121,8 @@ struct Shared {
     plain_base: String,
     ias_base: String,
     ias_discovery: String,
+    /// `127.0.0.1:<port>` of the ingest host (no scheme, as Cloud Logging's service keys).
+    ingest_host: String,
     /// Open (`true`) once held requests may go on.
     gate: tokio::sync::watch::Sender<bool>,
 }
@@ -210,6 +220,13 @@ impl TokenServer {
         let ias_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(|x| e(&x))?;
+        let ingest_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|x| e(&x))?;
+        let ingest_host = format!(
+            "127.0.0.1:{}",
+            ingest_listener.local_addr().map_err(|x| e(&x))?.port()
+        );
         let ias_base = format!(
             "https://127.0.0.1:{}",
             ias_listener.local_addr().map_err(|x| e(&x))?.port()
@@ -273,6 +290,7 @@ impl TokenServer {
             plain_base: plain_base.clone(),
             ias_base: ias_base.clone(),
             ias_discovery,
+            ingest_host,
             gate: tokio::sync::watch::Sender::new(true),
         });
         let mtls = tokio_rustls::TlsAcceptor::from(Arc::new(mtls));
@@ -289,7 +307,18 @@ impl TokenServer {
                 shared.clone(),
                 Host::Plain,
             )),
-            tokio::spawn(accept_loop(ias_listener, mtls, shared.clone(), Host::Ias)),
+            tokio::spawn(accept_loop(
+                ias_listener,
+                mtls.clone(),
+                shared.clone(),
+                Host::Ias,
+            )),
+            tokio::spawn(accept_loop(
+                ingest_listener,
+                mtls,
+                shared.clone(),
+                Host::Ingest,
+            )),
         ];
         Ok(TokenServer {
             url: format!("{cert_base}/oauth/token"),
@@ -317,6 +346,11 @@ impl TokenHandle {
     /// `https://127.0.0.1:<plain port>` (a service key's `url`).
     pub fn plain_base(&self) -> &str {
         &self.shared.plain_base
+    }
+
+    /// `127.0.0.1:<ingest port>`: a Cloud Logging binding's `ingest-mtls-endpoint`.
+    pub fn ingest_host(&self) -> &str {
+        &self.shared.ingest_host
     }
 
     /// `https://127.0.0.1:<ias port>` (an Identity Authentication binding's `url`).

@@ -15,6 +15,8 @@ pub(super) enum Host {
     XsuaaCert,
     /// An Identity Authentication tenant: one host for both.
     Ias,
+    /// Cloud Logging's mTLS ingest host.
+    Ingest,
 }
 
 pub(super) async fn accept_loop(
@@ -67,6 +69,7 @@ pub(super) async fn accept_loop(
                             Some(r) => r,
                             None => handle_mtls(req, peer, &shared, host).await,
                         },
+                        Host::Ingest => handle_ingest(req, peer, &shared).await,
                     };
                     Ok::<_, hyper::Error>(r)
                 }
@@ -266,6 +269,41 @@ pub(super) async fn handle_mtls(
         return oauth_error(401, "invalid_client", "Bad credentials");
     }
     token_reply(shared, &client, Some(&peer), host)
+}
+
+/// Cloud Logging's JSON ingest: `PUT`/`POST /` with a JSON object or array, from a client
+/// certificate a Cloud Logging binding issued and that has not been revoked.
+pub(super) async fn handle_ingest(
+    req: Request<Incoming>,
+    peer: Option<Peer>,
+    shared: &Shared,
+) -> Response<Full<Bytes>> {
+    if req.uri().path() != "/" {
+        return reply(404, "");
+    }
+    if !matches!(*req.method(), hyper::Method::PUT | hyper::Method::POST) {
+        return reply(405, "");
+    }
+    let known = peer.as_ref().is_some_and(|p| {
+        let mut s = lock(&shared.state);
+        s.seen.push(p.fingerprint.clone());
+        !s.revoked.contains(&p.fingerprint)
+            && s.clients.iter().any(|c| {
+                matches!(c, Client::Cert { id, fingerprint }
+                    if id.starts_with(super::INGEST_CLIENT_PREFIX) && *fingerprint == p.fingerprint)
+            })
+    });
+    if !known {
+        return reply(401, "Unauthorized");
+    }
+    let body = match Limited::new(req.into_body(), 4 << 20).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return reply(413, "Request Entity Too Large"),
+    };
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) if v.is_object() || v.is_array() => reply(200, ""),
+        _ => reply(400, "Received event is not JSON"),
+    }
 }
 
 /// 200 with an ES256 JWT for `client` (bound to the peer's certificate when there is one).
