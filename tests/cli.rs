@@ -502,3 +502,45 @@ fn every_argument_has_help() {
         );
     }
 }
+
+/// `--config` shows only where a configuration is read; the commands that read none still
+/// accept it (scripts pass it everywhere) but do not offer it.
+#[test]
+fn config_is_offered_only_where_it_is_read() {
+    for (args, offered) in [
+        (&["demo", "--help"][..], false),
+        (&["sandbox", "--help"], false),
+        (&["man", "--help"], false),
+        (&["completions", "--help"], false),
+        (&["rotate", "--help"], true),
+        (&["status", "--help"], true),
+    ] {
+        let help = text(&run(args)).0;
+        assert_eq!(help.contains("--config"), offered, "{args:?}: {help}");
+    }
+    let o = run(&["completions", "bash", "--config", "/nonexistent.toml"]);
+    assert!(o.status.success(), "{}", joined(&o));
+}
+
+/// A reader that is gone (`certrot config check | head -1`) ends the process quietly.
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[[credential]]\nname = \"orders\"\ntarget.path = \"/srv/orders\"\n",
+    )
+    .unwrap();
+    let mut child = bin()
+        .args(["--config", cfg.to_str().unwrap(), "config", "check"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the process gets to write (it needs milliseconds to start).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -1,6 +1,7 @@
 //! Command line: clap definitions, dispatch, exit codes, human and JSON output.
 
 mod help;
+pub use help::parse as parse_args;
 mod rotate;
 
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};

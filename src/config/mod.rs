@@ -418,10 +418,19 @@ impl Config {
 
     /// A normalised TOML rendering of the effective configuration (for `config check`).
     pub fn summary(&self) -> String {
+        let d = &self.daemon;
         let mut out = format!(
-            "configuration {} is valid\nstate_dir = {}\n{} credential(s)\n",
+            "configuration {} is valid\nstate_dir = {}\ndaemon: {}, check_schedule {:?}, probe_schedule {:?}, max_parallel {}\n{} credential(s)\n",
             self.path.display(),
             self.state_dir.display(),
+            if d.listen.is_empty() {
+                "no metrics listener".to_string()
+            } else {
+                format!("metrics at http://{}/metrics", d.listen)
+            },
+            d.check_schedule.text(),
+            d.probe_schedule.text(),
+            d.max_parallel,
             self.credentials.len()
         );
         for c in &self.credentials {
@@ -479,9 +488,9 @@ impl Config {
                             format!("service-managed {}-bit RSA", i.key_length)
                         }
                         SmCertificate::SelfManaged { signer } => format!(
-                            "self-managed {} key signed by {:?}",
+                            "self-managed {} key signed by {}",
                             i.key_type.name(),
-                            signer.type_()
+                            as_written(&signer.type_())
                         ),
                     };
                     out.push_str(&format!(
@@ -499,12 +508,47 @@ impl Config {
             }
             if let Some(Issuer::Csr(i)) = &c.issuer {
                 out.push_str(&format!(
-                    "  issuer: csr, subject {:?}, {} key ({:?}), signer {:?}\n",
+                    "  issuer: csr, subject {:?}, {} key (rotate_key {}), signer {}\n",
                     i.subject,
                     i.key_type.name(),
-                    i.rotate_key,
-                    i.signer.type_()
+                    as_written(&i.rotate_key),
+                    as_written(&i.signer.type_())
                 ));
+            }
+            if c.kind != Kind::Generic {
+                let url = match (&c.check.token_url, &c.check.discovery_url) {
+                    (Some(u), _) => format!("token_url {u}"),
+                    (None, Some(d)) => format!("token endpoint from discovery_url {d}"),
+                    (None, None) => match c.kind {
+                        Kind::Identity => {
+                            "token URL from the credential's url + /oauth2/token".into()
+                        }
+                        _ => "token URL from the credential's certurl + /oauth/token".into(),
+                    },
+                };
+                out.push_str(&format!(
+                    "  check: token request, {url}; {} attempt(s) over {}\n",
+                    c.check.attempts, c.check.retry_for
+                ));
+            }
+            for w in &p.windows {
+                out.push_str(&format!(
+                    "  window: opens {:?} for {}\n",
+                    w.cron.text(),
+                    w.duration
+                ));
+            }
+            for h in &c.hooks {
+                let on = as_written(&h.on);
+                match &h.action {
+                    hook::HookAction::Exec { argv, timeout } => out.push_str(&format!(
+                        "  hook on {on}: exec {argv:?} (timeout {timeout})\n"
+                    )),
+                    hook::HookAction::Signal { signal, pid_file } => out.push_str(&format!(
+                        "  hook on {on}: signal {signal} to the pid in {}\n",
+                        pid_file.display()
+                    )),
+                }
             }
             if c.kind == Kind::Generic {
                 out.push_str(&format!(
@@ -524,22 +568,26 @@ impl Config {
                 };
                 out.push_str(&format!("  replica {r}{ks}\n"));
             }
-            if !c.hooks.is_empty() {
-                out.push_str(&format!("  {} hook(s)\n", c.hooks.len()));
-            }
         }
         for (name, m) in &self.service_managers {
             out.push_str(&format!(
-                "service_manager {name}: {}, mode {:?}\n",
+                "service_manager {name}: {}, mode {}\n",
                 match &m.access {
                     SmAccessSource::ServiceKey(k) => format!("service key {}", k.display()),
                     SmAccessSource::Credential(c) => format!("managed credential {c:?}"),
                 },
-                m.mode
+                as_written(&m.mode)
             ));
         }
         out
     }
+}
+
+/// A setting's value as the configuration writes it (`"local-ca"`, `"never"`), quoted.
+fn as_written<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// The lifetime of the credential's new generations, where the configuration fixes it.
@@ -667,6 +715,33 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("c.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_summary_speaks_the_configurations_words() {
+        let c = parse(
+            "[daemon]\nlisten = \"\"\n[[credential]]\nname = \"orders\"\ntarget.path = \"/srv/o\"\n\
+             window = [{ cron = \"0 2 * * Mon-Fri\", duration = \"2h\" }]\n\
+             issuer.type = \"csr\"\nissuer.subject = \"CN=orders\"\nissuer.rotate_key = \"never\"\n\
+             issuer.signer = { type = \"local-ca\", ca_cert = \"/c.pem\", ca_key = \"/c.key\" }\n\
+             check.client_id = \"c\"\ncheck.token_url = \"https://t.example/oauth/token\"\n\
+             [[credential.hook]]\non = \"failure\"\nsignal = \"HUP\"\npid_file = \"/run/app.pid\"\n",
+        )
+        .unwrap();
+        let s = c.summary();
+        for want in [
+            "daemon: no metrics listener, check_schedule \"0 */5 * * * *\"",
+            "(rotate_key \"never\"), signer \"local-ca\"",
+            "check: token request, token_url https://t.example/oauth/token",
+            "window: opens \"0 2 * * Mon-Fri\" for 2h",
+            "hook on \"failure\": signal HUP to the pid in /run/app.pid",
+            "layout \"files\"",
+        ] {
+            assert!(s.contains(want), "{want}\n{s}");
+        }
+        for debug in ["Some(", "LocalCa", "Never", "Files", "Failure"] {
+            assert!(!s.contains(debug), "a Debug form {debug:?} in\n{s}");
+        }
     }
 
     const ONE: &str = r#"

@@ -12,6 +12,11 @@ pub struct CronSpec {
 }
 
 impl CronSpec {
+    /// The expression as written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     pub fn parse(text: &str) -> Result<CronSpec, String> {
         let t = text.trim();
         let fields: Vec<&str> = t.split_whitespace().collect();
