@@ -226,6 +226,28 @@ fn config_check_and_example_config() {
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let (out, _) = text(&o);
     assert!(out.contains("is valid"), "{out}");
+    // What the Quick start copies switches nothing on that an operator did not ask for.
+    assert!(
+        out.contains("1 credential(s)")
+            && out.contains("0 window(s)")
+            && !out.contains("hook on")
+            && !out.contains("replica")
+            && !out.contains("vault"),
+        "{out}"
+    );
+    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/config.reference.toml");
+    let o = run(&["--config", reference, "config", "check"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let (out, _) = text(&o);
+    for shown in [
+        "window: opens",
+        "hook on",
+        "replica",
+        "signer \"vault\"",
+        "(generic)",
+    ] {
+        assert!(out.contains(shown), "the reference lacks {shown}: {out}");
+    }
     // CERTROT_CONFIG is honoured when --config is absent.
     let o = bin()
         .args(["config", "check"])
