@@ -803,3 +803,94 @@ fn a_fast_sandbox_scales_the_policy_and_names_its_metrics_url() {
     assert_eq!(o.status.code(), Some(0), "{out} {err}");
     assert_eq!(stop(child), Some(0));
 }
+
+/// A port nobody listens on right now, for the sandbox to take.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `certrot sandbox` shows every path: an X.509 Service Manager key that certrot rotates
+/// itself (`sm-access`), a self-managed credential signed by a CA of the workspace, a
+/// Service Manager fault, chosen ports, and schedules scaled with `--seconds-per-day`.
+#[test]
+fn sandbox_shows_self_managed_x509_service_manager_access_faults_and_ports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sbx");
+    let (sm_port, plain_port) = (free_port(), free_port());
+    let (child, seen, _lines) = spawn_sandbox(
+        &dir,
+        &[
+            "--self-managed",
+            "--sm-x509",
+            "--seconds-per-day",
+            "600",
+            "--sm-fault",
+            "create:status:503*1",
+            "--sm-port",
+            &sm_port.to_string(),
+            "--plain-port",
+            &plain_port.to_string(),
+        ],
+    );
+    let text = seen.join("\n");
+    for want in [
+        format!("service manager:       https://127.0.0.1:{sm_port}"),
+        format!("plain host:            https://127.0.0.1:{plain_port}"),
+        "SM X.509 key:".to_string(),
+        "own CA (self-managed):".to_string(),
+        "SM fault injected:     Status(503) on Create (1 call(s))".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want}\n{text}");
+    }
+    let config = dir.join("certrot.toml");
+    let cfg = std::fs::read_to_string(&config).unwrap();
+    // 600-second days: the 5-minute inspection every 2 s, the hourly probe every 25 s.
+    assert!(
+        cfg.contains("check_schedule = \"*/2 * * * * *\"")
+            && cfg.contains("probe_schedule = \"*/25 * * * * *\""),
+        "{cfg}"
+    );
+    assert!(cfg.contains("credential = \"sm-access\""), "{cfg}");
+    let config = config.to_str().unwrap();
+    // The 503 is retried; sm-access rotates first, then every credential that needs it.
+    let o = run(&["--config", config, "rotate", "--now"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    for name in ["sm-access", "self-managed", "sandbox"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{name}: rotated"))),
+            "{name}: {out}"
+        );
+    }
+    let own_ca = std::fs::read_to_string(dir.join("own-ca.pem")).unwrap();
+    let served = std::fs::read_to_string(dir.join("targets/self-managed/cert.pem")).unwrap();
+    let g = certrot::generation::Generation::from_pem(
+        served.as_bytes(),
+        "c",
+        &std::fs::read(dir.join("targets/self-managed/key.pem")).unwrap(),
+        "k",
+    )
+    .unwrap();
+    assert!(
+        g.leaf().issuer.contains("sandbox own CA"),
+        "{}",
+        g.leaf().issuer
+    );
+    assert!(own_ca.contains("BEGIN CERTIFICATE"));
+    let o = run(&["--config", config, "check", "--validate"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    stop(child);
+}

@@ -119,6 +119,11 @@ impl KubeServer {
     /// Starts on 127.0.0.1 (any port) with a server certificate from `ca`, accepting
     /// requests that carry `token`.
     pub async fn start(ca: &LocalCa, token: &str) -> Result<KubeServer, KubeError> {
+        KubeServer::start_on(ca, token, 0).await
+    }
+
+    /// Like [`KubeServer::start`], on `port` of 127.0.0.1 (0 = any free one).
+    pub async fn start_on(ca: &LocalCa, token: &str, port: u16) -> Result<KubeServer, KubeError> {
         let e = |m: &dyn std::fmt::Display| KubeError(m.to_string());
         let (chain, key) = ca.loopback_identity().map_err(|x| e(&x))?;
         let mut cfg = rustls::ServerConfig::builder()
@@ -127,7 +132,7 @@ impl KubeServer {
             .map_err(|x| e(&x))?;
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .map_err(|x| e(&x))?;
         let url = format!(

@@ -4,7 +4,7 @@
 
 use super::ca::{KeyAlg, LocalCa};
 use super::sm::{SmOptions, SmServer};
-use super::token::TokenServer;
+use super::token::{Ports, TokenServer};
 use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -39,11 +39,25 @@ impl Stack {
         opts: SmOptions,
         extra_roots: &[String],
     ) -> Result<Stack, String> {
+        let ports = Ports {
+            mtls: port,
+            ..Ports::default()
+        };
+        Stack::start_on(ports, opts, extra_roots).await
+    }
+
+    /// Like [`Stack::start_trusting`], every token host on a port of `ports` and Service
+    /// Manager on `opts.port` (0 = any free one).
+    pub async fn start_on(
+        ports: Ports,
+        opts: SmOptions,
+        extra_roots: &[String],
+    ) -> Result<Stack, String> {
         let ca = Arc::new(LocalCa::new("certrot sandbox CA").map_err(|e| e.to_string())?);
         let ca_pem = ca.root_pem();
         let mut roots = vec![ca_pem.clone()];
         roots.extend_from_slice(extra_roots);
-        let tokens = TokenServer::start(&ca, &roots, port)
+        let tokens = TokenServer::start_on(&ca, &roots, ports)
             .await
             .map_err(|e| e.to_string())?;
         let sm = SmServer::start(&ca, ca.clone(), tokens.handle(), &roots, opts)

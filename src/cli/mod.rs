@@ -178,6 +178,46 @@ pub enum Command {
         /// /healthz and /readyz on, on 127.0.0.1 (0 = any free port).
         #[arg(long, default_value_t = 0)]
         metrics_port: u16,
+        /// Port of XSUAA's plain (secrets-only) host on 127.0.0.1 (0 = any free port).
+        #[arg(long, default_value_t = 0)]
+        plain_port: u16,
+        /// Port of the Identity Authentication tenant on 127.0.0.1 (0 = any free port).
+        #[arg(long, default_value_t = 0)]
+        ias_port: u16,
+        /// Port of the Cloud Logging ingest host on 127.0.0.1 (0 = any free port).
+        #[arg(long, default_value_t = 0)]
+        ingest_port: u16,
+        /// Port of the Service Manager API on 127.0.0.1 (0 = any free port).
+        #[arg(long, default_value_t = 0)]
+        sm_port: u16,
+        /// Port of the Kubernetes API stand-in (with --kube) on 127.0.0.1 (0 = any free port).
+        #[arg(long, default_value_t = 0)]
+        kube_port: u16,
+        /// Inject a fault into Service Manager calls: CALL:KIND[:VALUE][*N], CALL one of
+        /// create, get, list, delete, operation; KIND one of status:CODE, concurrent,
+        /// instance-not-ready, broker:CODE, router-not-found, rate-limited:RETRY-AFTER,
+        /// latency:DURATION, and for create operation-fails, malformed-credentials,
+        /// without-clientid, created-then-status:CODE; N = how many calls (default: every
+        /// one). Repeatable.
+        #[arg(long = "sm-fault", value_name = "SPEC", value_parser = certrot_sandbox::sm::SmFault::parse_spec)]
+        sm_faults: Vec<(
+            certrot_sandbox::sm::SmCall,
+            certrot_sandbox::sm::SmFault,
+            usize,
+        )>,
+        /// Trust client certificates issued by this CA (PEM), at the token hosts and for
+        /// self-managed binding certificates, as XSUAA trusts a self-managed CA. Repeatable.
+        #[arg(long = "trust-ca", value_name = "PEM")]
+        trust_ca: Vec<PathBuf>,
+        /// Also make a CA of "your own" in the workspace (own-ca.pem, own-ca.key), trust it,
+        /// and add a credential `self-managed` whose keys are made by certrot and signed by
+        /// that CA (certificate = "self-managed", a local-ca signer).
+        #[arg(long)]
+        self_managed: bool,
+        /// Reach Service Manager with an X.509 service key, as a credential `sm-access` that
+        /// certrot rotates itself, before the credentials that depend on it.
+        #[arg(long)]
+        sm_x509: bool,
     },
     #[cfg(feature = "sandbox")]
     /// The whole product on loopback: sandbox + daemon with short-lived certificates (no SAP account needed).
@@ -312,18 +352,38 @@ pub fn run(cli: Cli) -> i32 {
             ecdsa_bindings,
             kube,
             metrics_port,
+            plain_port,
+            ias_port,
+            ingest_port,
+            sm_port,
+            kube_port,
+            sm_faults,
+            trust_ca,
+            self_managed,
+            sm_x509,
         } => crate::sandbox::run(crate::sandbox::Settings {
             kube,
             metrics_port,
-            port,
+            ports: certrot_sandbox::token::Ports {
+                mtls: port,
+                plain: plain_port,
+                ias: ias_port,
+                ingest: ingest_port,
+            },
+            kube_port,
             dir,
             faults,
+            sm_faults,
+            trust_ca,
+            self_managed,
+            sm_x509,
             credentials,
             sm: certrot_sandbox::sm::SmOptions {
                 async_default,
                 seconds_per_day: seconds_per_day.max(1),
                 rsa_pool,
                 key_override: ecdsa_bindings.then_some(certrot_sandbox::ca::KeyAlg::EcdsaP256),
+                port: sm_port,
                 ..certrot_sandbox::sm::SmOptions::default()
             },
         }),

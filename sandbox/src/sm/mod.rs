@@ -38,6 +38,7 @@ mod create;
 mod params;
 mod query;
 mod routes;
+mod spec;
 
 use create::*;
 use params::*;
@@ -75,6 +76,8 @@ pub struct SmOptions {
     /// Issue keys of this algorithm whatever `key-length` says (a deviation from the real
     /// service, for benchmarks that want ECDSA service-managed credentials).
     pub key_override: Option<KeyAlg>,
+    /// Port of the API on 127.0.0.1 (0 = any free one).
+    pub port: u16,
 }
 
 impl Default for SmOptions {
@@ -86,6 +89,7 @@ impl Default for SmOptions {
             rate_limit: None,
             rsa_pool: 0,
             key_override: None,
+            port: 0,
         }
     }
 }
@@ -288,7 +292,7 @@ impl SmServer {
             .map(|_| generate_key(KeyAlg::Rsa2048))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|x| e(&x))?;
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port))
             .await
             .map_err(|x| e(&x))?;
         let url = format!(

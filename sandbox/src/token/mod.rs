@@ -29,6 +29,19 @@
 
 use super::ca::LocalCa;
 
+/// The token server's ports on 127.0.0.1 (0 = any free one).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ports {
+    /// XSUAA's `authentication.cert.` host.
+    pub mtls: u16,
+    /// XSUAA's `authentication.` host.
+    pub plain: u16,
+    /// The Identity Authentication tenant.
+    pub ias: u16,
+    /// Cloud Logging's ingest host.
+    pub ingest: u16,
+}
+
 /// Registrations for the ingest host carry this prefix before the instance's client id.
 pub const INGEST_CLIENT_PREFIX: &str = "ingest:";
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
@@ -188,6 +201,19 @@ impl TokenServer {
         client_roots_pem: &[String],
         port: u16,
     ) -> Result<TokenServer, SandboxError> {
+        let ports = Ports {
+            mtls: port,
+            ..Ports::default()
+        };
+        TokenServer::start_on(server_ca, client_roots_pem, ports).await
+    }
+
+    /// Like [`TokenServer::start`], each host on its own port (0 = any free one).
+    pub async fn start_on(
+        server_ca: &LocalCa,
+        client_roots_pem: &[String],
+        ports: Ports,
+    ) -> Result<TokenServer, SandboxError> {
         let e = |m: &dyn std::fmt::Display| SandboxError(m.to_string());
         let (chain, key) = server_ca.loopback_identity().map_err(|x| e(&x))?;
         let mut roots = rustls::RootCertStore::empty();
@@ -211,16 +237,16 @@ impl TokenServer {
             .map_err(|x| e(&x))?;
         plain.alpn_protocols = vec![b"http/1.1".to_vec()];
 
-        let mtls_listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        let mtls_listener = tokio::net::TcpListener::bind(("127.0.0.1", ports.mtls))
             .await
             .map_err(|x| e(&x))?;
-        let plain_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        let plain_listener = tokio::net::TcpListener::bind(("127.0.0.1", ports.plain))
             .await
             .map_err(|x| e(&x))?;
-        let ias_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        let ias_listener = tokio::net::TcpListener::bind(("127.0.0.1", ports.ias))
             .await
             .map_err(|x| e(&x))?;
-        let ingest_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        let ingest_listener = tokio::net::TcpListener::bind(("127.0.0.1", ports.ingest))
             .await
             .map_err(|x| e(&x))?;
         let ingest_host = format!(
