@@ -139,6 +139,7 @@ async fn demo(settings: &DemoSettings, root: &Path) -> Result<(), String> {
         }
     }
     print_status(&config).await;
+    explain(&config).await;
 
     let exe = std::env::current_exe().map_err(|e| format!("cannot find certrot itself: {e}"))?;
     let mut child = std::process::Command::new(exe)
@@ -193,6 +194,9 @@ async fn demo(settings: &DemoSettings, root: &Path) -> Result<(), String> {
                         *done.entry(name.to_string()).or_default() += 1;
                         println!("[{t:6.1}s] {l}");
                         print_status(&config).await;
+                        if let Some(next) = next_renewal(&config, name).await {
+                            println!("         {name}: the new certificate is in place; {next}");
+                        }
                         if finished(&done) {
                             break Ok(());
                         }
@@ -248,6 +252,50 @@ fn event(json_line: &str) -> Option<String> {
         ),
         _ => return None,
     })
+}
+
+/// In words: which files each application reads, and when they change next.
+async fn explain(config: &Config) {
+    println!("\nWhat an application reads; each renewal swaps the files in one step:");
+    for c in &config.credentials {
+        let service = match c.kind {
+            crate::config::Kind::Xsuaa => "XSUAA client",
+            crate::config::Kind::Identity => "Identity Authentication client",
+            crate::config::Kind::Generic => "service client",
+        };
+        println!("  {} ({service}): the directory {}", c.name, c.target);
+        println!(
+            "      cert.pem + key.pem, or bundle.pem (both in one file), or credentials.json \
+             (every field, as SAP's libraries read a service key)"
+        );
+    }
+    for c in &config.credentials {
+        if let Some(next) = next_renewal(config, &c.name).await {
+            println!("  {}: {next}", c.name);
+        }
+    }
+    if let Some(c) = config.credentials.first() {
+        println!(
+            "  A replaced binding is deleted {} after its renewal (retire_after), once no \
+             application can still be using its certificate.",
+            c.policy.retire_after
+        );
+    }
+}
+
+/// "next renewal in 38 s (12:01:05 UTC, at 2/3 of the certificate's life)".
+async fn next_renewal(config: &Config, name: &str) -> Option<String> {
+    let r = reports(config, &[name.to_string()]).await.ok()?;
+    let at = r.first()?.renews_at?;
+    let secs = (at - time::OffsetDateTime::now_utc())
+        .whole_seconds()
+        .max(0);
+    Some(format!(
+        "next renewal in {secs} s ({:02}:{:02}:{:02} UTC, at 2/3 of the certificate's life)",
+        at.hour(),
+        at.minute(),
+        at.second()
+    ))
 }
 
 async fn print_status(config: &Config) {

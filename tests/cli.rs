@@ -348,9 +348,19 @@ fn demo_runs() {
         "login: rotated (due)",
         "CREDENTIAL  CLIENT ID",
         "demo finished; files kept in",
+        // In words a newcomer understands: which files, and when they change.
+        "What an application reads",
+        "cert.pem + key.pem, or bundle.pem",
+        "orders: next renewal in ",
+        "orders: the new certificate is in place; next renewal in ",
     ] {
         assert!(out.contains(want), "{want:?} missing:\n{out}");
     }
+    let orders_dir = dir.join("targets").join("orders");
+    assert!(
+        out.contains(&format!("the directory {}", orders_dir.display())),
+        "{out}"
+    );
     assert!(!err.contains("INFO"), "the demo's own log is quiet: {err}");
     // The daemon it started is gone: its metrics port no longer answers.
     let url = out
