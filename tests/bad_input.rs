@@ -61,10 +61,10 @@ fn config_corpus() {
 fn config_oversize_garbage_and_missing() {
     let tmp = tempfile::tempdir().unwrap();
     let big = tmp.path().join("big.toml");
-    std::fs::write(&big, vec![b'#'; 2 << 20]).unwrap();
+    std::fs::write(&big, vec![b'#'; (64 << 20) + 1]).unwrap();
     check_config_case(
         &big,
-        "{FILE}: the configuration is 2097152 bytes, over the 1 MiB limit",
+        "{FILE}: the configuration is 67108865 bytes, over the 64 MiB limit",
     );
     let bin = tmp.path().join("garbage.toml");
     std::fs::write(&bin, [0xff, 0xfe, 0x00, 0x12, 0x80, 0x81]).unwrap();

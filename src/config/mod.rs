@@ -6,6 +6,7 @@
 //! (`credential[1].renew_before`), and is returned, never panicked.
 
 mod hook;
+mod include;
 mod issuer;
 mod probe;
 mod schedule;
@@ -36,8 +37,9 @@ use std::str::FromStr;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/certrot/certrot.toml";
 /// Where per-credential state lives unless `state_dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/certrot";
-/// Configuration files above this size are refused.
-pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Configuration files (the main one and each included one) above this size are refused:
+/// room for 100,000 credentials of a few hundred bytes each.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
 /// A configuration that could not be loaded. The message names file, position and field.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +50,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: the configuration is {size} bytes, over the 1 MiB limit")]
+    #[error("{path}: the configuration is {size} bytes, over the 64 MiB limit")]
     TooLarge { path: PathBuf, size: u64 },
     #[error("{path}: the configuration is not UTF-8 text")]
     NotUtf8 { path: PathBuf },
@@ -266,6 +268,9 @@ impl Default for CheckConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// Drop-in files with more `[[credential]]` tables: `"conf.d/*.toml"` or a list.
+    #[serde(default)]
+    include: include::Patterns,
     state_dir: Option<PathBuf>,
     #[serde(default)]
     daemon: Daemon,
@@ -282,6 +287,9 @@ struct RawConfig {
 pub struct Config {
     #[serde(skip)]
     pub path: PathBuf,
+    /// How many of the credentials came from `include`d files.
+    #[serde(skip)]
+    pub included: usize,
     pub state_dir: PathBuf,
     pub daemon: Daemon,
     pub defaults: Policy,
@@ -289,32 +297,36 @@ pub struct Config {
     pub credentials: Vec<Credential>,
 }
 
+/// Reads one configuration file: a regular file only (a FIFO would hang, /dev/zero never
+/// end), at most [`MAX_CONFIG_BYTES`], UTF-8.
+fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = crate::fsutil::open_regular(path, true).map_err(read_err)?;
+    let meta = f.metadata().map_err(read_err)?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+        });
+    }
+    let bytes = crate::fsutil::read_limited(&mut f, MAX_CONFIG_BYTES as usize).map_err(|_| {
+        ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            size: MAX_CONFIG_BYTES + 1,
+        }
+    })?;
+    String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 {
+        path: path.to_path_buf(),
+    })
+}
+
 impl Config {
     /// Reads and validates the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let read_err = |source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        // A regular file only (a FIFO would hang, /dev/zero never end), read with the limit.
-        let mut f = crate::fsutil::open_regular(path, true).map_err(read_err)?;
-        let meta = f.metadata().map_err(read_err)?;
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge {
-                path: path.to_path_buf(),
-                size: meta.len(),
-            });
-        }
-        let bytes =
-            crate::fsutil::read_limited(&mut f, MAX_CONFIG_BYTES as usize).map_err(|_| {
-                ConfigError::TooLarge {
-                    path: path.to_path_buf(),
-                    size: MAX_CONFIG_BYTES + 1,
-                }
-            })?;
-        let text = String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 {
-            path: path.to_path_buf(),
-        })?;
+        let text = read_config_file(path)?;
         Config::parse(&text, path)
     }
 
@@ -328,7 +340,7 @@ impl Config {
         };
         let de = toml::Deserializer::parse(text)
             .map_err(|e| invalid(position_of(text, e.span()), "", e.message().to_string()))?;
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
             let inner = e.into_inner();
             let field = if field == "." { String::new() } else { field };
@@ -338,7 +350,17 @@ impl Config {
                 inner.message().to_string(),
             )
         })?;
-        raw.validate(path, text)
+        // The main file's credentials, then each included file's, in name order.
+        let mut sources = include::Sources::new(path, text, raw.credential.len());
+        for pattern in std::mem::take(&mut raw.include).0 {
+            for file in include::expand(path, &pattern)? {
+                let text = read_config_file(&file)?;
+                let fragment = include::parse_fragment(&file, &text)?;
+                sources.add(&file, text, fragment.credential.len());
+                raw.credential.extend(fragment.credential);
+            }
+        }
+        raw.validate(&sources)
     }
 
     /// The credentials named in `names`, or all when `names` is empty. Unknown names are an error.
@@ -420,7 +442,7 @@ impl Config {
     pub fn summary(&self) -> String {
         let d = &self.daemon;
         let mut out = format!(
-            "configuration {} is valid\nstate_dir = {}\ndaemon: {}, check_schedule {:?}, probe_schedule {:?}, max_parallel {}\n{} credential(s)\n",
+            "configuration {} is valid\nstate_dir = {}\ndaemon: {}, check_schedule {:?}, probe_schedule {:?}, max_parallel {}\n{} credential(s){}\n",
             self.path.display(),
             self.state_dir.display(),
             if d.listen.is_empty() {
@@ -431,7 +453,12 @@ impl Config {
             d.check_schedule.text(),
             d.probe_schedule.text(),
             d.max_parallel,
-            self.credentials.len()
+            self.credentials.len(),
+            if self.included > 0 {
+                format!(" ({} from included files)", self.included)
+            } else {
+                String::new()
+            }
         );
         for c in &self.credentials {
             let p = &c.policy;

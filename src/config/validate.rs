@@ -48,12 +48,19 @@ pub(super) fn resolve_id(text: &str, lookup: impl Fn(&str) -> Option<u32>) -> Op
 }
 
 impl RawConfig {
-    pub(super) fn validate(self, path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let err = |n: Option<usize>, field: String, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            position: n.and_then(|n| credential_position(text, n)),
-            field,
-            message,
+    pub(super) fn validate(self, sources: &super::include::Sources) -> Result<Config, ConfigError> {
+        let (path, _) = sources.main();
+        let err = |n: Option<usize>, field: String, message: String| {
+            let (file, position) = match n {
+                Some(i) => sources.place_of(i),
+                None => (path, None),
+            };
+            ConfigError::Invalid {
+                path: file.to_path_buf(),
+                position,
+                field,
+                message,
+            }
         };
         let defaults = Policy::default().overlay(&self.defaults);
         if let Some(m) = too_long_retirement(defaults.retire_after) {
@@ -90,7 +97,8 @@ impl RawConfig {
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut credentials = Vec::with_capacity(self.credential.len());
         for (i, raw) in self.credential.into_iter().enumerate() {
-            let at = |f: &str| format!("credential[{i}].{f}");
+            let label = sources.label(i);
+            let at = |f: &str| format!("{label}.{f}");
             if !is_valid_name(&raw.name) {
                 return Err(err(
                     Some(i),
@@ -105,7 +113,11 @@ impl RawConfig {
                 return Err(err(
                     Some(i),
                     at("name"),
-                    format!("{:?} is already the name of credential[{first}]", raw.name),
+                    format!(
+                        "{:?} is already the name of {}",
+                        raw.name,
+                        sources.reference(first, i)
+                    ),
                 ));
             }
             let policy = defaults.overlay(&raw.policy());
@@ -319,9 +331,9 @@ impl RawConfig {
                 };
                 if let Some(b) = clash {
                     let field = if a.replicas.is_empty() {
-                        format!("credential[{i}].target.{field}")
+                        format!("{}.target.{field}", sources.label(i))
                     } else {
-                        format!("credential[{i}].target[{n}].{field}")
+                        format!("{}.target[{n}].{field}", sources.label(i))
                     };
                     return Err(err(
                         Some(i),
@@ -338,6 +350,7 @@ impl RawConfig {
         let service_managers = issuer::resolve_managers(self.service_manager, &names)
             .map_err(|(f, m)| err(None, f, m))?;
         Ok(Config {
+            included: sources.included(),
             path: path.to_path_buf(),
             state_dir: self
                 .state_dir
