@@ -306,6 +306,40 @@ pub async fn reports(
     Ok(out)
 }
 
+/// The outcome of proving one credential's current generation.
+pub type CheckResult = Result<std::time::Duration, crate::check::CheckFailure>;
+
+/// Proves the current generation of each of `credentials` (a token request or an mTLS
+/// probe), at most `parallel` at a time; one entry per credential that has a current
+/// generation, in the order given. Credentials whose target cannot be read are left out
+/// (their report says why).
+pub async fn check_current(
+    credentials: Vec<Credential>,
+    state_dir: &Path,
+    parallel: usize,
+) -> Vec<(String, CheckResult)> {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, c) in credentials.into_iter().enumerate() {
+        let (gate, state_dir) = (gate.clone(), state_dir.to_path_buf());
+        tasks.spawn(async move {
+            let _turn = gate.acquire_owned().await.ok()?;
+            let backend = Backend::open(&c, &state_dir).await.ok()?;
+            let current = backend.read_current().await.ok().flatten()?;
+            let r = crate::check::validate(&c, &current.generation).await;
+            Some((i, c.name, r))
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Some(r)) = r {
+            done.push(r);
+        }
+    }
+    done.sort_by_key(|(i, _, _)| *i);
+    done.into_iter().map(|(_, n, r)| (n, r)).collect()
+}
+
 /// The `status` table.
 pub fn render_status(reports: &[Report], now: OffsetDateTime) -> String {
     let header = [

@@ -247,15 +247,3 @@ pub async fn discover(
     }
     token_url_from_discovery(&body, discovery_url, kind, fields)
 }
-
-/// Runs [`validate`] on a private single-threaded runtime (for the one-shot commands).
-pub fn validate_blocking(
-    cred: &crate::config::Credential,
-    g: &Generation,
-) -> Result<std::time::Duration, CheckFailure> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(FailureKind::Connect, "-", format!("runtime: {e}")))?;
-    rt.block_on(validate(cred, g))
-}

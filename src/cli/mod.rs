@@ -10,7 +10,7 @@ pub use crate::logging::LogFormat;
 use crate::logging::init_logging;
 use crate::policy::Health;
 use crate::status::{self, Report};
-use crate::store::{Backend, Current, Guard};
+use crate::store::{Backend, Guard};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use time::OffsetDateTime;
@@ -400,16 +400,6 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
     Ok(crate::rt::runtime()?.block_on(f))
 }
 
-/// The current generation of `cred`, if it can be read.
-fn current_of(cred: &crate::config::Credential, state_dir: &std::path::Path) -> Option<Current> {
-    block_on(async {
-        let backend = Backend::open(cred, state_dir).await.ok()?;
-        backend.read_current().await.ok().flatten()
-    })
-    .ok()
-    .flatten()
-}
-
 fn cmd_check(
     config_path: &std::path::Path,
     names: &[String],
@@ -433,22 +423,36 @@ fn cmd_check(
     };
     let mut checks = Vec::new();
     if validate {
+        // Every selected credential's check at once, `[daemon] max_parallel` at a time.
+        let by_name: std::collections::HashMap<&str, &crate::config::Credential> = config
+            .credentials
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .collect();
+        let selected: Vec<crate::config::Credential> = reports
+            .iter()
+            .filter_map(|r| by_name.get(r.credential.as_str()).map(|c| (*c).clone()))
+            .collect();
+        let parallel = config.daemon.max_parallel as usize;
+        checks = match block_on(status::check_current(selected, &config.state_dir, parallel)) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("UNKNOWN - {e}");
+                return Health::Unknown.exit_code();
+            }
+        };
+        let results: std::collections::HashMap<&str, &status::CheckResult> =
+            checks.iter().map(|(n, r)| (n.as_str(), r)).collect();
         for r in &mut reports {
-            let Some(cred) = config.credentials.iter().find(|c| c.name == r.credential) else {
-                continue;
-            };
-            if let Some(current) = current_of(cred, &config.state_dir) {
-                let result = crate::check::validate_blocking(cred, &current.generation);
-                checks.push((cred.name.clone(), result.clone()));
-                match result {
-                    Ok(d) => r
-                        .reason
-                        .push_str(&format!("; token check passed ({} ms)", d.as_millis())),
-                    Err(e) => {
-                        r.health = Health::Critical;
-                        r.reason = format!("token check failed: {e}");
-                    }
+            match results.get(r.credential.as_str()) {
+                Some(Ok(d)) => r
+                    .reason
+                    .push_str(&format!("; token check passed ({} ms)", d.as_millis())),
+                Some(Err(e)) => {
+                    r.health = Health::Critical;
+                    r.reason = format!("token check failed: {e}");
                 }
+                None => {}
             }
         }
     }

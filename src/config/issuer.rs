@@ -217,7 +217,7 @@ pub struct CsrIssuer {
 pub struct SmIssuer {
     pub service_manager: String,
     pub instance_id: String,
-    /// Bindings are named `<binding_prefix>-<UTC yyyymmddThhmmssZ>`.
+    /// Bindings are named `<binding_prefix>-<UTC yyyymmddThhmmss.mmmZ>`.
     pub binding_prefix: String,
     pub key_length: u32,
     pub validity_days: u32,

@@ -215,7 +215,7 @@ mod tests {
         let f = json!({"ingest-mtls-endpoint": "https://ingest.example/", "n": 3});
         let f = f.as_object().unwrap();
         assert_eq!(
-            expand_probe_url("https://{ingest-mtls-endpoint}/", f).unwrap(),
+            expand_probe_url("{ingest-mtls-endpoint}/v1/logs", f).unwrap(),
             "https://ingest.example/v1/logs"
         );
         assert_eq!(

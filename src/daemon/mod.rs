@@ -393,18 +393,18 @@ impl Executor for Live {
         let (config, _) = self.current();
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            for c in &config.credentials {
-                let Ok(backend) = crate::store::Backend::open(c, &config.state_dir).await else {
-                    continue;
-                };
-                let Ok(Some(cur)) = backend.read_current().await else {
-                    continue;
-                };
-                let r = crate::check::validate(c, &cur.generation).await;
+            let parallel = config.daemon.max_parallel as usize;
+            let results = crate::status::check_current(
+                config.credentials.clone(),
+                &config.state_dir,
+                parallel,
+            )
+            .await;
+            for (name, r) in results {
                 if let Err(e) = &r {
-                    tracing::warn!(credential = %c.name, label = e.kind.label(), "probe: the current generation failed its token check: {e}");
+                    tracing::warn!(credential = %name, label = e.kind.label(), "probe: the current generation failed its token check: {e}");
                 }
-                metrics.observe_check(&c.name, &r, OffsetDateTime::now_utc());
+                metrics.observe_check(&name, &r, OffsetDateTime::now_utc());
             }
         })
     }

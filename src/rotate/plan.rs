@@ -226,17 +226,20 @@ pub(super) fn merge(into: &mut Value, extra: &Value) {
     }
 }
 
-/// `<prefix>-<UTC yyyymmddThhmmssZ>`.
+/// `<prefix>-<UTC yyyymmddThhmmss.mmmZ>`: milliseconds, so that rotations in quick
+/// succession (a loop of `rotate --now`, a retry after a failed attempt) get names of their
+/// own instead of meeting 409 and paying a second create.
 pub fn binding_name(prefix: &str, now: OffsetDateTime) -> String {
     let t = now.to_offset(time::UtcOffset::UTC);
     format!(
-        "{prefix}-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        "{prefix}-{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
         t.year(),
         u8::from(t.month()),
         t.day(),
         t.hour(),
         t.minute(),
-        t.second()
+        t.second(),
+        t.millisecond()
     )
 }
 
@@ -496,7 +499,12 @@ mod tests {
     fn binding_names_are_utc_stamped() {
         assert_eq!(
             binding_name("orders", datetime!(2026-11-23 09:05:07.9 +01:00)),
-            "orders-20261123T080507Z"
+            "orders-20261123T080507.900Z"
+        );
+        // Two rotations in one second get two names.
+        assert_ne!(
+            binding_name("orders", datetime!(2026-11-23 08:05:07.001 UTC)),
+            binding_name("orders", datetime!(2026-11-23 08:05:07.002 UTC))
         );
     }
 }
