@@ -97,7 +97,7 @@ pub struct Daemon {
     pub check_schedule: CronSpec,
     /// When to prove the current generation with a token request.
     pub probe_schedule: CronSpec,
-    /// How many rotations may run at once.
+    /// How many rotations (and, apart, how many token checks) may run at once.
     pub max_parallel: u32,
 }
 
