@@ -46,5 +46,5 @@ for n in $SIZES; do
     stats "$cmd" "$n" "$base" "$BIN" --config "$cfg" -q $cmd
   done
   /usr/bin/time -f "%M" -o "$WORK/rss" "$BIN" --config "$cfg" -q check >/dev/null 2>&1 || true
-  awk -v n="$n" '{printf "%7d  peak RSS of check: %.1f MiB\n", n, $1/1024}' "$WORK/rss"
+  tail -1 "$WORK/rss" | awk -v n="$n" '{printf "%7d  peak RSS of check: %.1f MiB\n", n, $1/1024}'
 done

