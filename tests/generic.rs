@@ -199,3 +199,35 @@ fn generic_settings_are_checked() {
     assert_eq!(code, 2);
     assert!(err.contains("is for kind = \"generic\""), "{err}");
 }
+
+/// Retirement of a generic credential recognises what the target serves by the service's
+/// own certificate field: a forged queue entry naming the served binding (as replaced, or
+/// as an adopted one with the served fingerprint) never deletes it.
+#[test]
+fn a_forged_retirement_never_deletes_the_served_generic_binding() {
+    let (w, instance) = cloud_logging();
+    let cfg = w.config(
+        None,
+        &[w.credential("logs", "generic", &instance, CLOUD_LOGGING)],
+    );
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let served = w.state("logs").current.unwrap().binding_id.unwrap();
+    let fp = w.current_fingerprint("logs");
+    let due = common::rfc3339_in(-time::Duration::seconds(1));
+    for (reason, fingerprint) in [("replaced", "CC:DD".to_string()), ("adopted", fp.clone())] {
+        w.edit_state("logs", |st| {
+            st["retiring"] = serde_json::json!([
+                {"binding_id": served, "service_manager": "main", "fingerprint_sha256": fingerprint,
+                 "retire_at": due, "reason": reason, "attempts": 0},
+            ])
+        });
+        let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due"]);
+        assert_eq!(code, 0, "{reason}: {out}{err}");
+        assert!(
+            w.binding_ids().contains(&served),
+            "{reason}: the served binding was deleted: {out}{err}"
+        );
+        assert_eq!(w.current_fingerprint("logs"), fp);
+    }
+}
