@@ -6,8 +6,8 @@
 
 mod common;
 use certrot_sandbox::sm::SmOptions;
-use common::ca_files;
 use common::world::World;
+use common::{ca_files, free_port};
 use std::path::PathBuf;
 
 /// The subject as certificates show it (x509-parser's rendering, as `CertInfo::subject`).
@@ -145,15 +145,6 @@ fn local_ca_keeps_subject_and_issuer_and_refuses_a_silent_ca_change() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("failed at check: unauthorized"), "{out}");
     assert_eq!(w.generation("orders").leaf().fingerprint_sha256, fp);
-}
-
-/// A free port on 127.0.0.1 (released for the server to bind).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_port(port: u16) {

@@ -27,6 +27,17 @@ fn fanned_out(w: &World, instance: &str) -> String {
     c
 }
 
+/// A sandbox (with `rsa_pool` pre-made RSA keys) and the configuration of `fanned_out`.
+fn fanned_out_world(rsa_pool: usize) -> (World, std::path::PathBuf) {
+    let w = World::new(SmOptions {
+        rsa_pool,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-orders!t1");
+    let cfg = w.config(None, &[fanned_out(&w, &xs)]);
+    (w, cfg)
+}
+
 /// Replaces certrot's `credentials.json` link in `dir` by a real file (a hand edit): the
 /// directory still serves its generation, but certrot refuses to write over the file.
 fn plant_real_file(dir: &std::path::Path) {
@@ -38,12 +49,7 @@ fn plant_real_file(dir: &std::path::Path) {
 
 #[test]
 fn a_failing_replica_keeps_the_old_binding_until_it_serves_the_new_generation() {
-    let w = World::new(SmOptions {
-        rsa_pool: 3,
-        ..SmOptions::default()
-    });
-    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-orders!t1");
-    let cfg = w.config(None, &[fanned_out(&w, &xs)]);
+    let (w, cfg) = fanned_out_world(3);
     let exists = |id: &str| w.stack.sm.bindings().iter().any(|b| b.id == id);
 
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
@@ -149,12 +155,7 @@ fn a_failing_replica_keeps_the_old_binding_until_it_serves_the_new_generation() 
 
 #[test]
 fn an_unreadable_replica_stops_retirement_altogether() {
-    let w = World::new(SmOptions {
-        rsa_pool: 2,
-        ..SmOptions::default()
-    });
-    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-orders!t1");
-    let cfg = w.config(None, &[fanned_out(&w, &xs)]);
+    let (w, cfg) = fanned_out_world(2);
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 0, "{out}{err}");
     let b1 = w.state("orders").current.unwrap().binding_id.unwrap();
@@ -180,12 +181,7 @@ fn an_unreadable_replica_stops_retirement_altogether() {
 
 #[test]
 fn lost_or_forged_lagging_records_never_cost_a_replica_its_binding() {
-    let w = World::new(SmOptions {
-        rsa_pool: 3,
-        ..SmOptions::default()
-    });
-    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-orders!t1");
-    let cfg = w.config(None, &[fanned_out(&w, &xs)]);
+    let (w, cfg) = fanned_out_world(3);
     let exists = |id: &str| w.stack.sm.bindings().iter().any(|b| b.id == id);
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 0, "{out}{err}");

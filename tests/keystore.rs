@@ -33,14 +33,7 @@ fn keytool_list(p12: &Path, pw: &Path) -> (bool, String) {
         .arg(pw)
         .output()
         .unwrap();
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    (o.status.success(), common::joined(&o))
 }
 
 /// The certificates and key `openssl pkcs12` finds in `p12`, as PEM text.
@@ -52,14 +45,7 @@ fn openssl_dump(p12: &Path, pw: &Path) -> (bool, String) {
         .arg(format!("file:{}", pw.display()))
         .output()
         .unwrap();
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    (o.status.success(), common::joined(&o))
 }
 
 /// The base64 body of every PEM block of `label` in `text`, whitespace removed.

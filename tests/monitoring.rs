@@ -11,6 +11,7 @@ mod common;
 use certrot_sandbox::sm::{InstanceKind, SmOptions};
 use common::daemon::*;
 use common::world::World;
+use common::{free_port, joined};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -30,14 +31,7 @@ fn tool(name: &str) -> PathBuf {
 
 fn promtool(args: &[&Path]) -> (bool, String) {
     let o = Command::new(tool("promtool")).args(args).output().unwrap();
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    (o.status.success(), joined(&o))
 }
 
 fn rules_text() -> String {
@@ -109,15 +103,6 @@ fn the_prometheus_operator_rule_carries_the_same_groups() {
     for f in ["prometheusrule.yaml", "servicemonitor.yaml"] {
         assert!(kust.contains(&format!("- {f}")), "{kust}");
     }
-}
-
-/// A free loopback port (bound, then released for the server that takes it).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A Prometheus server on loopback, killed on drop.

@@ -804,15 +804,6 @@ fn a_fast_sandbox_scales_the_policy_and_names_its_metrics_url() {
     assert_eq!(stop(child), Some(0));
 }
 
-/// A port nobody listens on right now, for the sandbox to take.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `certrot sandbox` shows every path: an X.509 Service Manager key that certrot rotates
 /// itself (`sm-access`), a self-managed credential signed by a CA of the workspace, a
 /// Service Manager fault, chosen ports, and schedules scaled with `--seconds-per-day`.

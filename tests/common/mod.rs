@@ -30,6 +30,15 @@ pub fn run(args: &[&str]) -> Output {
         .expect("run certrot")
 }
 
+/// A free port on 127.0.0.1 (bound, then released for the server that takes it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// stdout followed by stderr, for assertions that do not care which.
 pub fn joined(o: &Output) -> String {
     let (out, err) = text(o);
