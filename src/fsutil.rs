@@ -1,5 +1,6 @@
-//! Small, careful filesystem helpers: atomic file replacement (temp file, fsync, rename,
-//! fsync directory), directory fsync, size-limited reads that never follow symlinks.
+//! Small, careful filesystem helpers: atomic file replacement (temp file, fdatasync, rename,
+//! fsync directory, as durable as asked), directory fsync, size-limited reads that never
+//! follow symlinks.
 
 use rustix::fs::{Mode, OFlags};
 use std::io::{Read, Write};
@@ -16,16 +17,43 @@ pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How durable a replacement by [`write_atomic`] is when it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// The new content and its name are on disk (`fdatasync` of the file, `fsync` of the
+    /// directory): for a record an action outside this host will rely on.
+    Durable,
+    /// The new content is on disk before it takes the name (`fdatasync`), so a power cut
+    /// leaves the old or the new content, never a torn or empty file; the rename itself
+    /// may be lost: for a record the next run rebuilds from an earlier durable one.
+    Atomic,
+    /// No sync at all: a file nothing depends on after a power cut (a metrics text file).
+    Volatile,
+}
+
 /// Replaces `dir/name` with `data` atomically: readers see the old or the new content.
-pub fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> std::io::Result<()> {
+/// The file's mode is set explicitly; its timestamps need not be durable, so the content
+/// is synced with `fdatasync`.
+pub fn write_atomic(
+    dir: &Path,
+    name: &str,
+    data: &[u8],
+    mode: u32,
+    durability: Durability,
+) -> std::io::Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}.tmp-"))
         .tempfile_in(dir)?;
     rustix::fs::fchmod(tmp.as_file(), Mode::from_raw_mode(mode))?;
     tmp.write_all(data)?;
-    tmp.as_file().sync_all()?;
+    if durability != Durability::Volatile {
+        tmp.as_file().sync_data()?;
+    }
     tmp.persist(dir.join(name)).map_err(|e| e.error)?;
-    fsync_dir(dir)
+    if durability == Durability::Durable {
+        fsync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Opens a file for reading without blocking on a FIFO or a device, and refuses anything but

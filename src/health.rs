@@ -475,7 +475,8 @@ pub fn to_prometheus_text(om: &str) -> String {
     out
 }
 
-/// Writes the textfile atomically (temp file, fsync, rename), mode 0644.
+/// Writes the textfile atomically (temp file, rename; not synced: the next run writes it
+/// again), mode 0644.
 pub fn write_textfile(path: &std::path::Path, m: &Metrics) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let name = path
@@ -486,8 +487,14 @@ pub fn write_textfile(path: &std::path::Path, m: &Metrics) -> Result<(), String>
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => std::path::Path::new("."),
     };
-    crate::fsutil::write_atomic(dir, name, m.prometheus_text().as_bytes(), 0o644)
-        .map_err(|e| err(&e))
+    crate::fsutil::write_atomic(
+        dir,
+        name,
+        m.prometheus_text().as_bytes(),
+        0o644,
+        crate::fsutil::Durability::Volatile,
+    )
+    .map_err(|e| err(&e))
 }
 
 /// Pushes the metrics to a Pushgateway: `PUT <url>/metrics/job/certrot/instance/<host>`.

@@ -161,13 +161,23 @@ pub async fn inspect(
     let interrupted = state
         .as_ref()
         .and_then(|s| s.pending.as_ref())
-        .filter(|p| p.binding_id.is_some() && p.started_at < now - time::Duration::minutes(10))
+        .filter(|p| p.started_at < now - time::Duration::minutes(10))
         .map(|p| {
+            // The id is written down just before the commit; until then, the name.
+            let binding = match &p.binding_id {
+                Some(id) => format!(
+                    "binding {} ({})",
+                    crate::text::printable(id, 100),
+                    crate::text::printable(&p.binding_name, 100)
+                ),
+                None => format!(
+                    "a binding named {}",
+                    crate::text::printable(&p.binding_name, 100)
+                ),
+            };
             format!(
-            "a rotation interrupted at {} left binding {} ({}) behind; the next rotation reconciles it",
-            short_time(p.started_at),
-            crate::text::printable(p.binding_id.as_deref().unwrap_or("-"), 100),
-            crate::text::printable(&p.binding_name, 100)
+                "a rotation interrupted at {} may have left {binding} behind; the next rotation reconciles it",
+                short_time(p.started_at),
             )
         });
     warnings.extend(interrupted.clone());

@@ -510,11 +510,7 @@ fn a_run_that_lost_its_lease_commits_nothing() {
     // Held at its token check (binding created and recorded); then another holder takes
     // the Lease.
     let first = k.w.rotation_in_flight(&cfg, 2);
-    common::wait_until("the binding recorded in the intent", || {
-        k.annotation(SECRET, "certrot.io/pending")
-            .and_then(|p| serde_json::from_str::<Value>(&p).ok())
-            .is_some_and(|p| p["binding_id"].is_string())
-    });
+    first.wait_for_token_check();
     assert!(k.kube.patch_object(
         "leases",
         NS,

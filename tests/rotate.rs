@@ -272,8 +272,8 @@ fn accepted(w: &World, g: &certrot::generation::Generation, client: &str) -> boo
 }
 
 /// SIGKILL of `certrot rotate --now` while it checks the new generation (binding created,
-/// nothing committed): the target is untouched, the intent is on record, and the next run
-/// deletes the orphan binding and rotates.
+/// nothing committed): the target is untouched, the intent naming the binding is on record,
+/// and the next run deletes the orphan binding and rotates.
 #[test]
 fn crash_between_binding_creation_and_commit_is_reconciled() {
     let w = World::new(SmOptions {
@@ -292,11 +292,6 @@ fn crash_between_binding_creation_and_commit_is_reconciled() {
         .spawn()
         .unwrap();
     wait_until("the new binding", || w.binding_ids().len() == 2);
-    wait_until("the intent with the binding id", || {
-        w.state("orders")
-            .pending
-            .is_some_and(|p| p.binding_id.is_some())
-    });
     std::thread::sleep(Duration::from_millis(200));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -306,8 +301,19 @@ fn crash_between_binding_creation_and_commit_is_reconciled() {
         "the target changed"
     );
     let pending = w.state("orders").pending.unwrap();
-    let orphan = pending.binding_id.unwrap();
-    assert_ne!(orphan, current);
+    assert_eq!(
+        pending.binding_id, None,
+        "written down only before a commit"
+    );
+    let orphan = w
+        .stack
+        .sm
+        .bindings()
+        .into_iter()
+        .find(|b| b.id != current)
+        .unwrap();
+    assert_eq!(orphan.name, pending.binding_name);
+    let orphan = orphan.id;
 
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -348,6 +354,45 @@ fn concurrent_rotations_exactly_one_wins() {
     assert_eq!(o.status.code(), Some(0));
     assert!(rotated(&String::from_utf8_lossy(&o.stdout), "orders"));
     assert_eq!(w.binding_ids().len(), 2, "one rotation: replaced + new");
+}
+
+/// A rotation's Service Manager calls do not grow with the retirement queue: without an
+/// interrupted run's intent there is no orphan to look for, so no binding list (which would
+/// return every queued binding); an interrupted run's intent brings the list back.
+#[test]
+fn a_rotation_costs_the_same_however_long_the_retirement_queue() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let (cfg, _) = orders_rotated(&w, "sb-queue!t1");
+    let calls_of_a_rotation = || {
+        let mark = w.stack.sm.calls().len();
+        let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+        assert_eq!(code, 0, "{out}{err}");
+        w.stack.sm.calls()[mark..].to_vec()
+    };
+    let first = calls_of_a_rotation();
+    for _ in 0..4 {
+        calls_of_a_rotation();
+    }
+    assert_eq!(w.state("orders").retiring.len(), 5);
+    let sixth = calls_of_a_rotation();
+    assert_eq!(first.len(), sixth.len(), "{first:?}\n{sixth:?}");
+    let lists = |calls: &[String]| {
+        calls
+            .iter()
+            .filter(|c| {
+                *c == "GET /v1/service_bindings" || c.starts_with("GET /v1/service_bindings?")
+            })
+            .count()
+    };
+    assert_eq!(lists(&sixth), 0, "{sixth:?}");
+    // An interrupted run: the next rotation lists, and deletes its binding.
+    let orphan = w.interrupted_rotation(&cfg, "orders", 8);
+    let after = calls_of_a_rotation();
+    assert!(lists(&after) > 0, "{after:?}");
+    assert!(!w.binding_ids().contains(&orphan));
 }
 
 /// The replaced binding lives until `retire_after`, then the next run deletes it and its
@@ -1319,7 +1364,8 @@ fn an_interrupted_rotation_is_shown_and_settled_by_a_run_that_is_not_due() {
     let (code, out, _) = w.certrot(&cfg, &["check"]);
     assert_eq!(code, 1, "WARNING expected: {out}");
     assert!(
-        out.contains("interrupted") && out.contains(&orphan),
+        out.contains("interrupted")
+            && out.contains(&w.state("orders").pending.unwrap().binding_name),
         "{out}"
     );
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due"]);

@@ -80,7 +80,13 @@ impl Rotator {
             now,
         );
         w.step(|s| s.committed(current, Some(retire)).rotation_succeeded(now));
-        let state_not_saved = match w.backend.save_state(&w.state).await {
+        // Atomic, not durable: a power cut that loses this write leaves the intent written
+        // just before the commit, and the next run adopts the commit from it.
+        let state_not_saved = match w
+            .backend
+            .save_state_as(&w.state, crate::fsutil::Durability::Atomic)
+            .await
+        {
             Ok(()) => None,
             Err(e) => {
                 // The new generation is live and works; the binding ids are in the log, and

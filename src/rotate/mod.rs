@@ -135,6 +135,9 @@ struct Work<'a> {
     /// The binding (and certificate fingerprint) of an interrupted earlier attempt whose
     /// intent this run replaced.
     earlier_attempt: Option<(String, Option<String>)>,
+    /// The binding name of an earlier attempt interrupted before it wrote down its binding
+    /// id (so before its commit), whose intent this run replaced.
+    earlier_attempt_name: Option<String>,
     /// What this run did to each replica.
     replicas: Vec<ReplicaReport>,
 }
@@ -169,6 +172,7 @@ impl<'a> Work<'a> {
             retired: Vec::new(),
             retire_errors: Vec::new(),
             earlier_attempt: None,
+            earlier_attempt_name: None,
             replicas: Vec::new(),
         }
     }

@@ -145,7 +145,18 @@ impl Rotator {
                 })
                 .into_iter()
                 .chain(w.earlier_attempt.clone())
-                .any(|(id, fp)| id == b.id && fp.is_none_or(|f| !served.contains(&f)));
+                .any(|(id, fp)| id == b.id && fp.is_none_or(|f| !served.contains(&f)))
+                // An attempt killed before its binding id and fingerprint were written down
+                // (just before its commit) never reached the target: found by its name.
+                || w
+                    .state
+                    .pending
+                    .as_ref()
+                    .filter(|p| p.binding_id.is_none() && p.fingerprint_sha256.is_none())
+                    .map(|p| &p.binding_name)
+                    .into_iter()
+                    .chain(w.earlier_attempt_name.as_ref())
+                    .any(|name| *name == b.name);
             if fps.is_empty() && !own_attempt {
                 tracing::warn!(credential = %w.cred.name, binding = %b.id, name = %b.name, "not deleted: the binding shows no certificate, so it cannot be told apart from the one the target serves; delete it by hand if it is an orphan");
                 continue;
@@ -211,8 +222,8 @@ impl Rotator {
             return;
         };
         // Without an exclusive lock another run may be creating a binding right now.
-        if p.binding_id.is_none() || !w.backend.exclusive() || w.backend.pending_in_flight(&p, now)
-        {
+        // (An intent without a binding id may still have one: its name finds it.)
+        if !w.backend.exclusive() || w.backend.pending_in_flight(&p, now) {
             return;
         }
         let Some(Issuer::ServiceManager(iss)) = &w.cred.issuer else {

@@ -85,13 +85,19 @@ impl Rotator {
                 .record_failure(w, f, Some((binding.id.clone(), Some(new_fp))), critical_at)
                 .await;
         }
-        // 7. commit: first record which certificate is about to go live, so that a crash
-        // between the commit and the state write is recognised (and adopted, not deleted).
+        // 7. commit: first record (durably) the binding and the certificate about to go
+        // live, so that a crash between the commit and the state write is recognised (and
+        // adopted, not deleted). A run that lost its Lease stops here and deletes its binding.
         if let Some(p) = w.state.pending.as_mut() {
             p.fingerprint_sha256 = Some(new_fp.clone());
         }
         if let Err(e) = w.backend.save_state(&w.state).await {
-            let f = failure(Step::Commit, "state", e.to_string());
+            let label = if crate::store::is_lease_lost(&e) {
+                "lease"
+            } else {
+                "state"
+            };
+            let f = failure(Step::Commit, label, e.to_string());
             return self
                 .record_failure(w, f, Some((binding.id.clone(), Some(new_fp))), critical_at)
                 .await;
@@ -146,13 +152,14 @@ impl Rotator {
         };
         // An earlier run's intent with a binding (interrupted): reconcile below may delete
         // that binding as this credential's own attempt, even if it shows no certificate.
-        if let Some(p) = &w.state.pending
-            && p.binding_id.is_some()
-        {
-            w.earlier_attempt = p
-                .binding_id
-                .clone()
-                .map(|id| (id, p.fingerprint_sha256.clone()));
+        if let Some(p) = &w.state.pending {
+            match &p.binding_id {
+                Some(id) => w.earlier_attempt = Some((id.clone(), p.fingerprint_sha256.clone())),
+                None if p.fingerprint_sha256.is_none() => {
+                    w.earlier_attempt_name = Some(p.binding_name.clone())
+                }
+                None => {}
+            }
         }
         w.state.pending = Some(PendingRecord {
             binding_name: name.to_string(),
@@ -172,7 +179,15 @@ impl Rotator {
             )));
         }
         // reconcile: labelled bindings of earlier runs that are neither current nor queued.
-        if let Err(f) = self.reconcile(w, iss, client, false).await {
+        // Only an interrupted run leaves one, and it always leaves its intent (written
+        // durably before its binding was created): without one there is nothing to look
+        // for, and a rotation does not list every binding still queued for retirement (the
+        // daemon's start still reconciles in full). After a lost state it only says why it
+        // deletes nothing.
+        let interrupted = w.earlier_attempt.is_some() || w.earlier_attempt_name.is_some();
+        if (interrupted || w.state_lost)
+            && let Err(f) = self.reconcile(w, iss, client, false).await
+        {
             // Nothing was created for this intent.
             w.state.pending = None;
             return Err(self.record_failure(w, f, None, critical_at).await);
@@ -192,18 +207,10 @@ impl Rotator {
             .create_under_free_name(w, iss, client, request, critical_at)
             .await?;
         tracing::info!(credential = %cred.name, binding = %binding.id, name = %binding.name, ms = issue_started.elapsed().as_millis() as u64, event = "issued", "binding created");
+        // The id is written down with the certificate's fingerprint just before the commit
+        // (one state write less): until then the intent's binding name finds this binding.
         if let Some(p) = w.state.pending.as_mut() {
             p.binding_id = Some(binding.id.clone());
-        }
-        if let Err(e) = w.backend.save_state(&w.state).await {
-            // Another run has the Lease now: stop here, delete what this one created.
-            if crate::store::is_lease_lost(&e) {
-                let f = failure(Step::Issue, "lease", e.to_string());
-                return Err(self
-                    .record_failure(w, f, Some((binding.id.clone(), None)), critical_at)
-                    .await);
-            }
-            tracing::warn!(credential = %cred.name, "state not saved after binding creation: {e}");
         }
         Ok(binding)
     }

@@ -1,11 +1,12 @@
-//! The state directory: one JSON file per credential, written atomically (temp file, fsync,
-//! rename, fsync directory), in a directory no other local user can write to.
+//! The state directory: one JSON file per credential, written atomically (temp file,
+//! fdatasync, rename, and, for a durable write, fsync of the directory), in a directory no
+//! other local user can write to.
 //!
 //! A corrupt or unreadable state file is never silently discarded: it is renamed aside with
 //! a `.corrupt-<timestamp>` suffix and reported, and a fresh state starts.
 
 use super::{STATE_VERSION, State};
-use crate::fsutil::{read_limited, write_atomic};
+use crate::fsutil::{Durability, read_limited, write_atomic};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
@@ -187,14 +188,19 @@ impl StateStore {
         })
     }
 
-    /// Writes the state atomically.
+    /// Writes the state atomically and durably.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
+        self.save_as(state, Durability::Durable)
+    }
+
+    /// Writes the state atomically, as durable as `durability` says.
+    pub fn save_as(&self, state: &State, durability: Durability) -> Result<(), StateError> {
         self.ensure_dir()?;
         let mut s = state.clone();
         s.version = STATE_VERSION;
         let json = serde_json::to_vec_pretty(&s).unwrap_or_default();
         let name = format!("{}.json", state.credential);
-        write_atomic(&self.dir, &name, &json, 0o600).map_err(|source| StateError::Io {
+        write_atomic(&self.dir, &name, &json, 0o600, durability).map_err(|source| StateError::Io {
             path: self.dir.join(&name),
             action: "writing state",
             source,

@@ -23,6 +23,7 @@ pub use kubernetes::{KubeError, SecretTarget};
 pub use replica::{ReplicaSlot, ReplicaStore, Synced};
 
 use crate::config::{Credential, Target};
+use crate::fsutil::Durability;
 use crate::generation::Generation;
 use crate::lock::{CredentialLock, LockError};
 use crate::state::{Loaded, PendingRecord, State, StateError, StateStore};
@@ -216,10 +217,20 @@ impl Backend {
         }
     }
 
-    /// Writes the state.
+    /// Writes the state durably.
     pub async fn save_state(&self, state: &State) -> Result<(), StateError> {
+        self.save_state_as(state, Durability::Durable).await
+    }
+
+    /// Writes the state; a state directory's file as durable as `durability` says (a
+    /// Secret's annotations are durable once the API server answers).
+    pub async fn save_state_as(
+        &self,
+        state: &State,
+        durability: Durability,
+    ) -> Result<(), StateError> {
         match &self.primary {
-            Primary::Directory { store, .. } => store.save(state),
+            Primary::Directory { store, .. } => store.save_as(state, durability),
             Primary::Kubernetes(k) => Ok(k.save_state(state).await?),
         }
     }

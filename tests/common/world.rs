@@ -119,16 +119,27 @@ impl World {
     }
 
     /// A rotation of `name` caught at its token check after creating its binding, then
-    /// killed: returns that binding's id (named by the intent it left).
+    /// killed: returns that binding's id. The intent it leaves names the binding (its id is
+    /// written down only just before a commit).
     pub fn interrupted_rotation(&self, cfg: &Path, name: &str, bindings: usize) -> String {
+        let before = self.binding_ids();
         let run = self.rotation_in_flight(cfg, bindings);
-        super::wait_until("the intent naming the new binding", || {
-            self.state(name)
-                .pending
-                .is_some_and(|p| p.binding_id.is_some())
-        });
+        run.wait_for_token_check();
         drop(run);
-        self.state(name).pending.unwrap().binding_id.unwrap()
+        let pending = self
+            .state(name)
+            .pending
+            .expect("the intent of the killed run");
+        let created: Vec<_> = self
+            .stack
+            .sm
+            .bindings()
+            .into_iter()
+            .filter(|b| !before.contains(&b.id))
+            .collect();
+        assert_eq!(created.len(), 1, "one binding created by the killed run");
+        assert_eq!(created[0].name, pending.binding_name);
+        created[0].id.clone()
     }
 
     /// Fingerprint of the current certificate in the target of `name`.
@@ -142,11 +153,13 @@ impl World {
     pub fn rotation_in_flight(&self, cfg: &Path, bindings: usize) -> InFlight<'_> {
         // Its token request must meet the hold, not a fault left over from earlier.
         self.stack.tokens.clear_faults();
+        let held_before = self.stack.tokens.held_requests();
         self.stack.tokens.hold_next();
         let child = self.start(cfg, &["rotate", "--now"]);
         let run = InFlight {
             child: Some(child),
             world: self,
+            held_before,
         };
         super::wait_until("the first run's binding", || {
             self.binding_ids().len() == bindings
@@ -175,9 +188,18 @@ impl World {
 pub struct InFlight<'a> {
     child: Option<std::process::Child>,
     world: &'a World,
+    /// Token requests held before this run started.
+    held_before: usize,
 }
 
 impl InFlight<'_> {
+    /// Waits until the run has reached its token check (its request is held).
+    pub fn wait_for_token_check(&self) {
+        super::wait_until("the run's token check", || {
+            self.world.stack.tokens.held_requests() > self.held_before
+        });
+    }
+
     /// Lets the check answer and waits for the run to end.
     pub fn finish(mut self) -> std::process::Output {
         self.world.stack.tokens.release_held();
@@ -187,10 +209,11 @@ impl InFlight<'_> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.world.stack.tokens.release_held();
+        // Killed before the hold is released: the run never gets past its check.
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.world.stack.tokens.release_held();
     }
 }

@@ -91,6 +91,8 @@ struct State {
     ias_azp: bool,
     /// XSUAA's discovery document lists no `mtls_endpoint_aliases`.
     no_mtls_alias: bool,
+    /// Token requests that met [`Fault::Held`] so far.
+    held: usize,
 }
 
 impl State {
@@ -495,6 +497,12 @@ impl TokenHandle {
     pub fn hold_next(&self) {
         self.shared.gate.send_replace(false);
         self.inject(Fault::Held, 1);
+    }
+
+    /// How many token requests have met a hold so far: a test knows a run has reached its
+    /// token check.
+    pub fn held_requests(&self) -> usize {
+        lock(&self.shared.state).held
     }
 
     /// Lets held token requests (and later ones meeting `Held`) go on.

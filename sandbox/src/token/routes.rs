@@ -231,6 +231,7 @@ pub(super) async fn handle_mtls(
         }
         Some(Fault::Latency(d)) => tokio::time::sleep(d).await,
         Some(Fault::Held) => {
+            lock(&shared.state).held += 1;
             let mut open = shared.gate.subscribe();
             let _ = tokio::time::timeout(
                 std::time::Duration::from_secs(60),

@@ -6,8 +6,9 @@
 //! <path>/cert.pem -> ..data/cert.pem                   (and the other visible names)
 //! ```
 //!
-//! A generation directory is written completely under a staging name, fsynced, renamed to
-//! its final name, and only then published by renaming a fresh symlink over `..data`.
+//! A generation directory is written completely under a staging name, fsynced (each file,
+//! then the directory), renamed to its final name, and only then published by renaming a
+//! fresh symlink over `..data`; one fsync of `<path>` then makes both renames durable.
 //! Readers resolve `..data` once, so cert and key always come from one generation.
 //! Invariants: files `mode` (0600 default), directories 0700; a target directory writable by
 //! group/others or owned by another non-root user is refused; planted symlinks are never
@@ -366,9 +367,9 @@ impl DirectoryTarget {
             let _ = std::fs::remove_dir_all(&final_path);
             e
         };
-        fsync_dir(root)
-            .map_err(io(root, "syncing"))
-            .map_err(unswitched)?;
+        // No sync of `<path>` between the two renames: both change this one directory, whose
+        // changes a journaling filesystem (ext4, XFS, btrfs) makes durable in order, and the
+        // sync after the second makes both durable (docs/architecture.md, "Durable writes").
         if let Some(p) = &previous {
             self.pin_stale_links(&names, p);
         }
@@ -431,11 +432,13 @@ impl DirectoryTarget {
             return Ok(());
         }
         let drop = others.len() - keep;
+        // Not synced: a removal a power cut undoes leaves an old generation that the next
+        // commit prunes again.
         for name in others.drain(..drop) {
             let p = self.path().join(&name);
             std::fs::remove_dir_all(&p).map_err(io(&p, "pruning an old generation"))?;
         }
-        fsync_dir(self.path()).map_err(io(self.path(), "syncing"))
+        Ok(())
     }
 
     /// The generation `rollback` would switch to: (current, previous directory names, its
