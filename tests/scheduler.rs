@@ -136,7 +136,7 @@ async fn renewals_backoff_retirements_and_ticks_fire_on_time() {
         exec,
         clock: clock.clone(),
         settings: LoopSettings::default(),
-        beat: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+        liveness: Arc::new(certrot::daemon::liveness::Liveness::starting(T0)),
     };
     let run = tokio::spawn(sched.run(rx));
     // Eight virtual hours.
@@ -278,7 +278,7 @@ async fn a_credential_waits_for_its_service_manager_access() {
             }),
             clock,
             settings: LoopSettings::default(),
-            beat: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            liveness: Arc::new(certrot::daemon::liveness::Liveness::starting(T0)),
         }
         .run(rx),
     );
@@ -389,7 +389,7 @@ async fn no_spinning_on_a_stuck_credential_and_panics_free_their_credential() {
             }),
             clock,
             settings: LoopSettings::default(),
-            beat: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            liveness: Arc::new(certrot::daemon::liveness::Liveness::starting(T0)),
         }
         .run(rx),
     );
@@ -464,6 +464,16 @@ impl Executor for Issued {
     }
 }
 
+/// A clock that cannot say when it is set (as where the kernel offers no timerfd): the loop
+/// must look for steps itself, every heartbeat.
+struct Blind(Arc<TokioClock>);
+
+impl Clock for Blind {
+    fn now(&self) -> OffsetDateTime {
+        self.0.now()
+    }
+}
+
 /// Runs [`Issued`] with the daemon's clock starting `offset` away from the issuer's, steps it
 /// by `step` after a minute, and returns (rotations, probes) in the daemon's seconds from T0.
 async fn run_with_clock_step(
@@ -471,6 +481,17 @@ async fn run_with_clock_step(
     step: time::Duration,
     first_renewal: time::Duration,
     run_for: Duration,
+) -> (Vec<f64>, Vec<f64>) {
+    run_with_clock_step_seen(offset, step, first_renewal, run_for, true).await
+}
+
+/// As [`run_with_clock_step`]; `told`: whether the clock says when it is set.
+async fn run_with_clock_step_seen(
+    offset: time::Duration,
+    step: time::Duration,
+    first_renewal: time::Duration,
+    run_for: Duration,
+    told: bool,
 ) -> (Vec<f64>, Vec<f64>) {
     let issuer = Arc::new(TokioClock::starting_at(T0));
     let daemon = Arc::new(TokioClock::starting_at(T0 + offset));
@@ -488,15 +509,28 @@ async fn run_with_clock_step(
     };
     let (rotations, probes) = (exec.rotations.clone(), exec.probes.clone());
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let run = tokio::spawn(
-        Scheduler {
-            exec: Arc::new(exec),
-            clock: daemon.clone(),
-            settings: LoopSettings::default(),
-            beat: Arc::new(std::sync::atomic::AtomicI64::new(0)),
-        }
-        .run(rx),
-    );
+    let liveness = Arc::new(certrot::daemon::liveness::Liveness::starting(T0));
+    let run = if told {
+        tokio::spawn(
+            Scheduler {
+                exec: Arc::new(exec),
+                clock: daemon.clone(),
+                settings: LoopSettings::default(),
+                liveness,
+            }
+            .run(rx),
+        )
+    } else {
+        tokio::spawn(
+            Scheduler {
+                exec: Arc::new(exec),
+                clock: Arc::new(Blind(daemon.clone())),
+                settings: LoopSettings::default(),
+                liveness,
+            }
+            .run(rx),
+        )
+    };
     tokio::time::sleep(Duration::from_secs(60)).await;
     daemon.step(step);
     tokio::time::sleep(run_for).await;
@@ -550,17 +584,77 @@ async fn a_clock_set_back_is_noticed_and_renewal_and_probes_follow_the_right_tim
 }
 
 /// A resume from suspend: the wall clock jumps forward past a renewal while the monotonic
-/// clock stood still. The renewal runs within the heartbeat, not a whole planned sleep later.
+/// clock stood still. The clock says it was set, so the renewal runs at once, not a whole
+/// planned sleep later; a clock that cannot say so is looked at every heartbeat (30 s).
 #[tokio::test(start_paused = true)]
-async fn a_clock_set_forward_past_a_renewal_renews_within_the_heartbeat() {
+async fn a_clock_set_forward_past_a_renewal_renews_at_once_or_within_the_heartbeat() {
     let day = time::Duration::days(1);
-    let (rotations, _) =
-        run_with_clock_step(time::Duration::ZERO, day * 2, day, Duration::from_secs(120)).await;
     let jumped = 2.0 * 86_400.0 + 60.0;
-    assert!(
-        rotations
-            .first()
-            .is_some_and(|&s| (jumped..=jumped + 31.0).contains(&s)),
-        "{rotations:?}"
-    );
+    for (told, within) in [(true, 1.0), (false, 31.0)] {
+        let (rotations, _) = run_with_clock_step_seen(
+            time::Duration::ZERO,
+            day * 2,
+            day,
+            Duration::from_secs(120),
+            told,
+        )
+        .await;
+        assert!(
+            rotations
+                .first()
+                .is_some_and(|&s| (jumped..=jumped + within).contains(&s)),
+            "told: {told}: {rotations:?}"
+        );
+    }
+}
+
+/// Without a watchdog, an idle loop wakes only for what it planned: over six hours with an
+/// hourly probe, a daily check and a renewal days away, one wake-up per probe — not one every
+/// 30 s — and `/healthz` finds it alive throughout. With a watchdog of 20 s it wakes at least
+/// every 10 s to tell systemd it lives.
+#[tokio::test(start_paused = true)]
+async fn an_idle_loop_wakes_only_for_its_events_unless_a_watchdog_asks() {
+    for watchdog in [None, Some(Duration::from_secs(20))] {
+        let clock = Arc::new(TokioClock::starting_at(T0));
+        let exec = Issued {
+            issuer: clock.clone(),
+            daemon: clock.clone(),
+            times: Arc::new(Mutex::new(vec![CredTimes {
+                name: "orders".into(),
+                rotate_at: Some(T0 + time::Duration::days(3)),
+                retire_at: None,
+                sync_at: None,
+            }])),
+            rotations: Arc::default(),
+            probes: Arc::default(),
+        };
+        let probes = exec.probes.clone();
+        let liveness = Arc::new(certrot::daemon::liveness::Liveness::starting(T0));
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let run = tokio::spawn(
+            Scheduler {
+                exec: Arc::new(exec),
+                clock: clock.clone(),
+                settings: LoopSettings {
+                    watchdog,
+                    ..LoopSettings::default()
+                },
+                liveness: liveness.clone(),
+            }
+            .run(rx),
+        );
+        for _ in 0..36 {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            assert_eq!(liveness.overdue(clock.now()), None, "watchdog {watchdog:?}");
+        }
+        let wakeups = liveness.wakeups();
+        tx.send(Control::Stop).await.unwrap();
+        run.await.unwrap();
+        // The first probe at start, then one each hour.
+        assert_eq!(probes.lock().unwrap().len(), 7, "watchdog {watchdog:?}");
+        match watchdog {
+            None => assert!(wakeups <= 8, "{wakeups} wake-ups in 6 idle hours"),
+            Some(_) => assert!(wakeups >= 2000, "{wakeups} wake-ups with a watchdog"),
+        }
+    }
 }

@@ -3,13 +3,13 @@
 //! only when every credential is valid, outside `critical_before`, and its last token check
 //! passed; otherwise 503 naming the ones that are not).
 
+use super::liveness::Liveness;
 use crate::health::Metrics;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 fn reply(status: u16, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -36,8 +36,7 @@ const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(
 pub async fn serve(
     listen: &str,
     metrics: Arc<Metrics>,
-    beat: Arc<AtomicI64>,
-    liveness_secs: i64,
+    liveness: Arc<Liveness>,
 ) -> Result<(std::net::SocketAddr, AbortOnDrop), String> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -68,12 +67,12 @@ pub async fn serve(
                 drop(tcp);
                 continue;
             };
-            let (metrics, beat) = (metrics.clone(), beat.clone());
+            let (metrics, liveness) = (metrics.clone(), liveness.clone());
             tokio::spawn(async move {
                 let _slot = slot;
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (metrics, beat) = (metrics.clone(), beat.clone());
-                    async move { Ok::<_, hyper::Error>(route(&req, &metrics, &beat, liveness_secs)) }
+                    let (metrics, liveness) = (metrics.clone(), liveness.clone());
+                    async move { Ok::<_, hyper::Error>(route(&req, &metrics, &liveness)) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -86,12 +85,7 @@ pub async fn serve(
     Ok((addr, AbortOnDrop(task)))
 }
 
-fn route(
-    req: &Request<Incoming>,
-    metrics: &Metrics,
-    beat: &AtomicI64,
-    liveness_secs: i64,
-) -> Response<Full<Bytes>> {
+fn route(req: &Request<Incoming>, metrics: &Metrics, liveness: &Liveness) -> Response<Full<Bytes>> {
     if req.method() != hyper::Method::GET {
         return reply(405, "text/plain", "GET only\n".into());
     }
@@ -102,16 +96,16 @@ fn route(
             metrics.openmetrics(),
         ),
         "/healthz" => {
-            let age =
-                time::OffsetDateTime::now_utc().unix_timestamp() - beat.load(Ordering::Relaxed);
-            if age <= liveness_secs {
-                reply(200, "text/plain", "ok\n".into())
-            } else {
+            if let Some(late) = liveness.overdue(time::OffsetDateTime::now_utc()) {
                 reply(
                     503,
                     "text/plain",
-                    format!("the scheduler loop has not run for {age} s\n"),
+                    format!(
+                        "the scheduler loop is {late} s past the time it planned to run again\n"
+                    ),
                 )
+            } else {
+                reply(200, "text/plain", "ok\n".into())
             }
         }
         "/readyz" => match metrics.not_ready() {

@@ -1,7 +1,7 @@
 //! `certrot run`: the long-running service. One tokio runtime; a loop that sleeps until the
 //! earliest event — a credential's renewal (with jitter and windows, via the policy), a retry
 //! after backoff, a retirement deadline, the `check_schedule` and `probe_schedule` cron ticks,
-//! or the heartbeat — and hands rotations to the same pipeline (and locks) as
+//! or, with systemd's watchdog, the heartbeat — and hands rotations to the same pipeline (and locks) as
 //! `certrot rotate`, at most `max_parallel` at once.
 //!
 //! Signals: SIGHUP reloads the configuration (a bad one is reported, the old stays);
@@ -14,13 +14,16 @@
 //! Wall-clock steps (set by hand, by NTP, a resume from suspend): each iteration compares how
 //! far the wall clock and the monotonic clock advanced; a difference of 5 s or more re-plans
 //! every credential from its certificate and state, shifts rests by the step, and runs the
-//! checks and probes at once. The loop wakes at least every heartbeat, so a step is noticed
-//! within it.
+//! checks and probes at once. The clock says when it is set ([`crate::clock::WatchedClock`],
+//! a timerfd), which wakes the loop at once; only a clock that cannot tell makes the loop
+//! wake every heartbeat to look. Between events the loop does not wake at all (`/healthz`
+//! follows its plan: [`liveness`]).
 //!
 //! The loop ([`Scheduler`]) talks to the world through [`Executor`] and [`Clock`], so tests
 //! drive it with a paused tokio clock and a recording executor.
 
 mod http;
+pub mod liveness;
 pub mod schedule;
 
 use crate::config::Config;
@@ -31,7 +34,6 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use time::OffsetDateTime;
 
@@ -104,7 +106,8 @@ pub fn notify(states: &[sd_notify::NotifyState]) {
 /// Loop settings.
 #[derive(Clone, Copy, Debug)]
 pub struct LoopSettings {
-    /// The loop wakes at least this often (liveness for `/healthz` and the watchdog).
+    /// With a watchdog (or a clock that cannot say when it is set) the loop wakes at least
+    /// this often; otherwise only for its events.
     pub heartbeat: std::time::Duration,
     /// systemd's watchdog interval, if enabled.
     pub watchdog: Option<std::time::Duration>,
@@ -130,8 +133,8 @@ pub struct Scheduler<E: Executor, C: Clock> {
     pub exec: Arc<E>,
     pub clock: Arc<C>,
     pub settings: LoopSettings,
-    /// Unix seconds of the loop's last iteration (for `/healthz`).
-    pub beat: Arc<AtomicI64>,
+    /// By when the loop must have run again, and how often it woke (for `/healthz`).
+    pub liveness: Arc<liveness::Liveness>,
 }
 
 impl<E: Executor, C: Clock> Scheduler<E, C> {
@@ -161,9 +164,12 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         let mut rest_for: HashMap<String, std::time::Duration> = HashMap::new();
         let mut probing: Option<tokio::task::JoinHandle<()>> = None;
         let mut last_ping = tokio::time::Instant::now();
-        let heartbeat = match self.settings.watchdog {
-            Some(w) => self.settings.heartbeat.min(w / 2),
-            None => self.settings.heartbeat,
+        // Told when the clock is set, the loop needs no heartbeat except for a watchdog.
+        let set_signal = self.clock.set_signal();
+        let heartbeat = match (self.settings.watchdog, &set_signal) {
+            (Some(w), _) => Some(self.settings.heartbeat.min(w / 2)),
+            (None, None) => Some(self.settings.heartbeat),
+            (None, Some(_)) => None,
         };
         // The wall clock and tokio's (monotonic) clock at the previous iteration: a
         // difference between their advances is a step of the wall clock.
@@ -193,7 +199,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 next_probe = Some(now);
             }
             mark = (now, monotonic);
-            self.beat.store(now.unix_timestamp(), Ordering::Relaxed);
+            self.liveness.woke(now);
             if let Some(w) = self.settings.watchdog
                 && last_ping.elapsed() >= w / 4
             {
@@ -233,12 +239,28 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 |n| busy.contains(n) || exec.waits_for(n).is_some_and(|d| busy.contains(&d)),
                 |n| rest.get(n).copied(),
                 &ticks,
-                now + heartbeat,
+                heartbeat.map(|h| now + h),
             );
-            let sleep_for = (wake - now).max(time::Duration::ZERO);
-            let sleep = tokio::time::sleep(sleep_for.try_into().unwrap_or_default());
+            self.liveness.sleeps_until(wake);
+            let sleep = async {
+                match wake {
+                    Some(wake) => {
+                        let d = (wake - now).max(time::Duration::ZERO);
+                        tokio::time::sleep(d.try_into().unwrap_or_default()).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let clock_set = async {
+                match &set_signal {
+                    Some(s) => s.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = sleep => {}
+                // The top of the loop sees the step and plans again.
+                _ = clock_set => {}
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     let id = match &done {
                         Ok((id, ())) => *id,
@@ -479,7 +501,7 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), String> {
 async fn serve(config_path: &Path, config: Config) -> Result<(), String> {
     let listen = config.daemon.listen.clone();
     let live = Arc::new(Live::new(config_path, config));
-    let beat = Arc::new(AtomicI64::new(OffsetDateTime::now_utc().unix_timestamp()));
+    let liveness = Arc::new(liveness::Liveness::starting(OffsetDateTime::now_utc()));
     let settings = LoopSettings {
         watchdog: sd_notify::watchdog_enabled(),
         ..LoopSettings::default()
@@ -487,8 +509,7 @@ async fn serve(config_path: &Path, config: Config) -> Result<(), String> {
     let _http = if listen.is_empty() {
         None
     } else {
-        let liveness = (settings.heartbeat * 3).as_secs() as i64;
-        match http::serve(&listen, live.metrics.clone(), beat.clone(), liveness).await {
+        match http::serve(&listen, live.metrics.clone(), liveness.clone()).await {
             Ok((addr, task)) => {
                 println!("certrot run: metrics at http://{addr}/metrics");
                 Some(task)
@@ -502,9 +523,9 @@ async fn serve(config_path: &Path, config: Config) -> Result<(), String> {
     tokio::spawn(forward_signals(tx));
     Scheduler {
         exec: live,
-        clock: Arc::new(SystemClock),
+        clock: Arc::new(crate::clock::WatchedClock::start()),
         settings,
-        beat,
+        liveness,
     }
     .run(rx)
     .await;

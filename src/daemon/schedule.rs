@@ -108,14 +108,14 @@ pub fn due(
 }
 
 /// When the loop must wake next: the earliest credential instant (not before its rest), the
-/// cron ticks, and the heartbeat.
+/// cron ticks, and the heartbeat if there is one; `None` when nothing is planned at all.
 pub fn next_wake(
     creds: &[CredTimes],
     busy: impl Fn(&str) -> bool,
     rest_until: impl Fn(&str) -> Option<OffsetDateTime>,
     ticks: &[OffsetDateTime],
-    heartbeat: OffsetDateTime,
-) -> OffsetDateTime {
+    heartbeat: Option<OffsetDateTime>,
+) -> Option<OffsetDateTime> {
     creds
         .iter()
         .filter(|c| !busy(&c.name))
@@ -127,7 +127,8 @@ pub fn next_wake(
             })
         })
         .chain(ticks.iter().copied())
-        .fold(heartbeat, OffsetDateTime::min)
+        .chain(heartbeat)
+        .min()
 }
 
 /// A step of the wall clock smaller than this is ordinary drift (NTP slews, scheduling
@@ -289,7 +290,7 @@ mod tests {
             due(&creds, now, |_| false, |n| (n == "b").then_some(rest)),
             vec!["a"]
         );
-        let beat = now + time::Duration::seconds(30);
+        let beat = Some(now + time::Duration::seconds(30));
         assert_eq!(next_wake(&creds[2..], |_| false, |_| None, &[], beat), beat);
         assert_eq!(
             next_wake(
@@ -297,14 +298,20 @@ mod tests {
                 |n| n != "c",
                 |_| None,
                 &[],
-                now + time::Duration::hours(1)
+                Some(now + time::Duration::hours(1))
             ),
-            now + time::Duration::minutes(3)
+            Some(now + time::Duration::minutes(3))
         );
         assert_eq!(
             next_wake(&creds[1..2], |_| false, |_| Some(rest), &[], beat),
-            rest
+            Some(rest)
         );
+        // Without a heartbeat: the earliest event, or nothing planned at all.
+        assert_eq!(
+            next_wake(&creds[2..], |_| false, |_| None, &[], None),
+            Some(now + time::Duration::minutes(3))
+        );
+        assert_eq!(next_wake(&creds[2..], |_| true, |_| None, &[], None), None);
     }
 
     #[test]
