@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use time::OffsetDateTime;
 
 type Labels = Vec<(String, String)>;
@@ -67,6 +67,11 @@ pub struct Metrics {
     /// series of a target no longer configured).
     targets: Mutex<BTreeMap<String, Vec<String>>>,
     readiness: Mutex<BTreeMap<String, Readiness>>,
+    /// Bumped after every change (at the end of each `observe_*`, `add_`/`remove_credential`).
+    version: AtomicU64,
+    /// The last exposition and the version it was encoded at: a scrape between changes is
+    /// served from it instead of encoding every series again.
+    exposition: Mutex<Option<(u64, bytes::Bytes)>>,
 }
 
 fn cred(name: &str) -> Labels {
@@ -109,6 +114,8 @@ impl Metrics {
             target_not_after: Family::default(),
             targets: Mutex::new(BTreeMap::new()),
             readiness: Mutex::new(BTreeMap::new()),
+            version: AtomicU64::new(0),
+            exposition: Mutex::new(None),
             registry: Registry::default(),
         };
         registry.register(
@@ -206,6 +213,7 @@ impl Metrics {
         let _ = self.consecutive.get_or_create(&cred(name));
         let _ = self.retiring.get_or_create(&cred(name));
         let _ = self.ready.get_or_create(&cred(name));
+        self.changed();
     }
 
     /// Forgets a credential removed from the configuration.
@@ -238,6 +246,7 @@ impl Metrics {
         }
         self.lock_readiness().remove(name);
         self.publish_targets(name, &[]);
+        self.changed();
     }
 
     /// Publishes `certrot_target_*` for `name`'s targets: (target, serves current — `None`:
@@ -339,6 +348,7 @@ impl Metrics {
         e.outside_critical = r.critical_at.is_some_and(|c| c > now);
         e.reason = r.reason.clone();
         self.publish_ready(&r.credential, e);
+        self.changed();
     }
 
     fn publish_ready(&self, name: &str, e: &Readiness) {
@@ -375,6 +385,7 @@ impl Metrics {
             }
         }
         self.publish_ready(name, e);
+        self.changed();
     }
 
     /// Records a rotation's summary.
@@ -410,6 +421,7 @@ impl Metrics {
             }
             _ => {}
         }
+        self.changed();
     }
 
     /// `None` when every credential is ready; else one line per credential that is not.
@@ -433,12 +445,35 @@ impl Metrics {
         (ready, all.len())
     }
 
+    fn changed(&self) {
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
     /// The OpenMetrics text exposition.
     pub fn openmetrics(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// The OpenMetrics text exposition, encoded again only when a metric changed since the
+    /// last call (the version is read before encoding: a change during it is seen by the
+    /// next call).
+    pub fn openmetrics_cached(&self) -> bytes::Bytes {
+        let version = self.version.load(Ordering::Acquire);
+        let mut cache = self
+            .exposition
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((v, text)) = cache.as_ref()
+            && *v == version
+        {
+            return text.clone();
+        }
+        let text = bytes::Bytes::from(self.openmetrics());
+        *cache = Some((version, text.clone()));
+        text
     }
 
     /// The Prometheus text format 0.0.4 (node_exporter textfile collector, Pushgateway):
@@ -602,5 +637,39 @@ mod tests {
         );
         m.remove_credential("orders");
         assert_eq!(series(&m), None);
+    }
+
+    /// A scrape between changes is the same encoding; every kind of change is seen by the
+    /// next scrape.
+    #[test]
+    fn the_cached_exposition_follows_every_change() {
+        let m = Metrics::new(&["orders"]);
+        let now = OffsetDateTime::now_utc();
+        let a = m.openmetrics_cached();
+        assert_eq!(a.as_ptr(), m.openmetrics_cached().as_ptr(), "encoded again");
+        assert_eq!(a, m.openmetrics().as_bytes());
+        m.observe_check("orders", &Ok(std::time::Duration::from_millis(5)), now);
+        let b = m.openmetrics_cached();
+        assert_eq!(b, m.openmetrics().as_bytes());
+        assert!(
+            std::str::from_utf8(&b)
+                .unwrap()
+                .contains("certrot_token_request_duration_seconds_count{credential=\"orders\"} 1")
+        );
+        m.add_credential("billing");
+        let c = m.openmetrics_cached();
+        assert!(
+            std::str::from_utf8(&c)
+                .unwrap()
+                .contains("credential=\"billing\"")
+        );
+        m.remove_credential("billing");
+        let d = m.openmetrics_cached();
+        assert!(
+            !std::str::from_utf8(&d)
+                .unwrap()
+                .contains("credential=\"billing\"")
+        );
+        assert_eq!(d, m.openmetrics().as_bytes());
     }
 }

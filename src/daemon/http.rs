@@ -11,8 +11,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 
-fn reply(status: u16, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+fn reply(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
     r.headers_mut().insert(
         "content-type",
@@ -87,13 +87,13 @@ pub async fn serve(
 
 fn route(req: &Request<Incoming>, metrics: &Metrics, liveness: &Liveness) -> Response<Full<Bytes>> {
     if req.method() != hyper::Method::GET {
-        return reply(405, "text/plain", "GET only\n".into());
+        return reply(405, "text/plain", "GET only\n");
     }
     match req.uri().path() {
         "/metrics" => reply(
             200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.openmetrics(),
+            metrics.openmetrics_cached(),
         ),
         "/healthz" => {
             if let Some(late) = liveness.overdue(time::OffsetDateTime::now_utc()) {
@@ -105,14 +105,14 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, liveness: &Liveness) -> Res
                     ),
                 )
             } else {
-                reply(200, "text/plain", "ok\n".into())
+                reply(200, "text/plain", "ok\n")
             }
         }
         "/readyz" => match metrics.not_ready() {
-            None => reply(200, "text/plain", "ready\n".into()),
+            None => reply(200, "text/plain", "ready\n"),
             Some(why) => reply(503, "text/plain", format!("not ready:\n{why}\n")),
         },
-        _ => reply(404, "text/plain", "not found\n".into()),
+        _ => reply(404, "text/plain", "not found\n"),
     }
 }
 
