@@ -24,6 +24,7 @@
 
 mod http;
 pub mod liveness;
+mod memory;
 pub mod schedule;
 
 use crate::config::Config;
@@ -376,6 +377,7 @@ impl Executor for Live {
                 metrics.observe_report(&report, now, state.as_ref());
                 times.push(times_for(&report, state.as_ref(), c.issuer.is_some(), now));
             }
+            memory::release_freed();
             times
         })
     }
@@ -408,6 +410,8 @@ impl Executor for Live {
                     println!("{}", s.line());
                 }
             }
+            drop(summaries);
+            memory::release_freed();
         })
     }
 
@@ -428,6 +432,7 @@ impl Executor for Live {
                 }
                 metrics.observe_check(&name, &r, OffsetDateTime::now_utc());
             }
+            memory::release_freed();
         })
     }
 
