@@ -360,22 +360,25 @@ pub async fn check_current(
     state_dir: &Path,
     parallel: usize,
 ) -> Vec<(String, CheckResult)> {
-    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    // At most `parallel` checks exist at once: memory follows the parallelism.
+    let mut todo = credentials.into_iter().enumerate();
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, c) in credentials.into_iter().enumerate() {
-        let (gate, state_dir) = (gate.clone(), state_dir.to_path_buf());
-        tasks.spawn(async move {
-            let _turn = gate.acquire_owned().await.ok()?;
-            let backend = Backend::open(&c, &state_dir).await.ok()?;
-            let current = backend.read_current().await.ok().flatten()?;
-            let r = crate::check::validate(&c, &current.generation).await;
-            Some((i, c.name, r))
-        });
-    }
     let mut done = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        if let Ok(Some(r)) = r {
-            done.push(r);
+    loop {
+        while tasks.len() < parallel.max(1) {
+            let Some((i, c)) = todo.next() else { break };
+            let state_dir = state_dir.to_path_buf();
+            tasks.spawn(async move {
+                let backend = Backend::open(&c, &state_dir).await.ok()?;
+                let current = backend.read_current().await.ok().flatten()?;
+                let r = crate::check::validate(&c, &current.generation).await;
+                Some((i, c.name, r))
+            });
+        }
+        match tasks.join_next().await {
+            Some(Ok(Some(r))) => done.push(r),
+            Some(_) => {}
+            None => break,
         }
     }
     done.sort_by_key(|(i, _, _)| *i);

@@ -219,21 +219,25 @@ impl Rotator {
                 out[i] = Some(self.rotate(c, opts).await);
             }
         }
-        let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+        // At most `parallel` pipelines exist at once (each one's future holds its whole
+        // state): memory follows the parallelism, not the number of credentials.
+        let mut todo = creds
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| out[*i].is_none())
+            .collect::<Vec<_>>()
+            .into_iter();
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, c) in creds.into_iter().enumerate() {
-            if out[i].is_some() {
-                continue;
+        loop {
+            while tasks.len() < parallel.max(1) {
+                let Some((i, c)) = todo.next() else { break };
+                let me = self.clone();
+                tasks.spawn(async move { (i, me.rotate(&c, opts).await) });
             }
-            let (me, sem) = (self.clone(), sem.clone());
-            tasks.spawn(async move {
-                let _permit = sem.acquire_owned().await;
-                (i, me.rotate(&c, opts).await)
-            });
-        }
-        while let Some(r) = tasks.join_next().await {
-            if let Ok((i, s)) = r {
-                out[i] = Some(s);
+            match tasks.join_next().await {
+                Some(Ok((i, s))) => out[i] = Some(s),
+                Some(Err(e)) => tracing::error!("a rotation ended abnormally: {e}"),
+                None => break,
             }
         }
         out.into_iter().flatten().collect()
