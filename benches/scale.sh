@@ -118,12 +118,25 @@ for m in $FLEETS; do
   murl=$(sed -n 's/^certrot run: metrics at //p' "$WORK/run.out")
   # The first inspection and probe of every credential, then nothing is due for hours.
   sleep $(( 3 + m / 200 ))
-  switches() { cat /proc/"$dpid"/task/*/status | awk '/ctxt_switches/ {s += $2} END {print s}'; }
+  # Context switches per thread (a thread that ended in between counts from 0 to its end
+  # as seen; one that began, from 0): every wake-up of the daemon is one or more.
+  switches() {
+    for t in /proc/"$dpid"/task/*; do
+      awk -v t="${t##*/}" '/ctxt_switches/ {s += $2} END {print t, s}' "$t/status" 2>/dev/null || true
+    done | sort
+  }
   s0=$(switches); sleep "$W"; s1=$(switches)
+  woke=$(join -a 2 -e 0 -o 0,1.2,2.2 <(echo "$s0") <(echo "$s1") | awk '{d += $3 - $2} END {print d + 0}')
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$dpid/status")
-  printf '%7d  idle daemon: %.1f MiB resident, %d context switches in %d s\n' "$m" "$(awk -v k="$rss" 'BEGIN {print k/1024}')" $(( s1 - s0 )) "$W"
+  printf '%7d  idle daemon: %.1f MiB resident, %d context switches in %d s with nothing due\n' \
+    "$m" "$(awk -v k="$rss" 'BEGIN {print k/1024}')" "$woke" "$W"
   if command -v curl >/dev/null && [ -n "$murl" ]; then
-    stats "/metrics" "$m" 0 curl -sf -o /dev/null "$murl"
+    # The scrape as curl times it (request to last byte), not curl's own start-up.
+    for _ in $(seq "$R"); do curl -sf -o /dev/null -w '%{time_total} %{size_download}\n' "$murl"; done |
+      sort -n | awk -v n="$m" '{t[NR] = $1; b = $2} END {
+        printf "%7d  /metrics (%d bytes): %.2f / %.2f / %.2f ms (min / median / max)\n", n, b, t[1]*1e3, t[int((NR+1)/2)]*1e3, t[NR]*1e3 }'
+    rss=$(awk '/^VmRSS/ {print $2}' "/proc/$dpid/status")
+    printf '%7d  idle daemon after the scrapes: %.1f MiB resident\n' "$m" "$(awk -v k="$rss" 'BEGIN {print k/1024}')"
   fi
   kill "$dpid"; wait "$dpid" 2>/dev/null || true
 done

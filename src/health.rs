@@ -471,7 +471,10 @@ impl Metrics {
         {
             return text.clone();
         }
-        let text = bytes::Bytes::from(self.openmetrics());
+        // Kept until the next change: no more memory than its length.
+        let mut text = self.openmetrics();
+        text.shrink_to_fit();
+        let text = bytes::Bytes::from(text);
         *cache = Some((version, text.clone()));
         text
     }
