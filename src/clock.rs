@@ -34,23 +34,36 @@ impl Clock for SystemClock {
 /// the clock cannot tell (`set_signal` is `None`), and says so once in the log.
 pub struct WatchedClock {
     watch: Option<(Arc<Notify>, tokio::task::JoinHandle<()>)>,
+    /// False once the watch ended (an error re-arming or reading the timer): the clock can
+    /// no longer tell, and says so through `set_signal`.
+    watching: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl WatchedClock {
     /// Starts watching.
     pub fn start() -> WatchedClock {
-        match Self::watch() {
-            Ok(w) => WatchedClock { watch: Some(w) },
+        let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        match Self::watch(watching.clone()) {
+            Ok(w) => WatchedClock {
+                watch: Some(w),
+                watching,
+            },
             Err(e) => {
                 tracing::warn!(
                     "the wall clock cannot be watched (timerfd: {e}): the loop looks for clock steps every 30 s instead"
                 );
-                WatchedClock { watch: None }
+                watching.store(false, std::sync::atomic::Ordering::Relaxed);
+                WatchedClock {
+                    watch: None,
+                    watching,
+                }
             }
         }
     }
 
-    fn watch() -> std::io::Result<(Arc<Notify>, tokio::task::JoinHandle<()>)> {
+    fn watch(
+        watching: Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::io::Result<(Arc<Notify>, tokio::task::JoinHandle<()>)> {
         use rustix::time::{TimerfdClockId, TimerfdFlags};
         let fd = rustix::time::timerfd_create(
             TimerfdClockId::Realtime,
@@ -66,9 +79,18 @@ impl WatchedClock {
         let set = Arc::new(Notify::new());
         let signal = set.clone();
         let task = tokio::spawn(async move {
+            // However the watch ends, the loop is woken to learn it can no longer be told.
+            let ended = |e: &dyn std::fmt::Display| {
+                tracing::warn!(
+                    "watching the wall clock: {e}; the loop looks for clock steps every 30 s instead"
+                );
+                watching.store(false, std::sync::atomic::Ordering::Relaxed);
+                signal.notify_one();
+            };
             loop {
-                let Ok(mut ready) = fd.readable().await else {
-                    return;
+                let mut ready = match fd.readable().await {
+                    Ok(r) => r,
+                    Err(e) => return ended(&e),
                 };
                 let mut buf = [0u8; 8];
                 match rustix::io::read(fd.get_ref(), &mut buf) {
@@ -77,14 +99,10 @@ impl WatchedClock {
                     Err(rustix::io::Errno::CANCELED) | Ok(_) => {
                         signal.notify_one();
                         if let Err(e) = arm(fd.get_ref()) {
-                            tracing::warn!("watching the wall clock: {e}");
-                            return;
+                            return ended(&e);
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!("watching the wall clock: {e}");
-                        return;
-                    }
+                    Err(e) => return ended(&e),
                 }
             }
         });
@@ -128,6 +146,9 @@ impl Clock for WatchedClock {
     }
 
     fn set_signal(&self) -> Option<Arc<Notify>> {
+        if !self.watching.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         self.watch.as_ref().map(|(set, _)| set.clone())
     }
 }

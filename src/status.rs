@@ -322,7 +322,7 @@ pub async fn reports(
     let share = selected.len().div_ceil(workers);
     let mut tasks = Vec::with_capacity(workers);
     for chunk in selected.chunks(share) {
-        let (chunk, state_dir): (Vec<Credential>, _) = (
+        let (chunk, state_dir): (Vec<std::sync::Arc<Credential>>, _) = (
             chunk.iter().map(|c| (*c).clone()).collect(),
             config.state_dir.clone(),
         );
@@ -356,7 +356,7 @@ pub type CheckResult = Result<std::time::Duration, crate::check::CheckFailure>;
 /// generation, in the order given. Credentials whose target cannot be read are left out
 /// (their report says why).
 pub async fn check_current(
-    credentials: Vec<Credential>,
+    credentials: Vec<std::sync::Arc<Credential>>,
     state_dir: &Path,
     parallel: usize,
 ) -> Vec<(String, CheckResult)> {
@@ -372,7 +372,7 @@ pub async fn check_current(
                 let backend = Backend::open(&c, &state_dir).await.ok()?;
                 let current = backend.read_current().await.ok().flatten()?;
                 let r = crate::check::validate(&c, &current.generation).await;
-                Some((i, c.name, r))
+                Some((i, c.name.clone(), r))
             });
         }
         match tasks.join_next().await {

@@ -506,6 +506,8 @@ fn cfg_for(kind: &str, ca_file: &std::path::Path) -> certrot::config::Credential
         .unwrap()
         .credentials
         .remove(0)
+        .as_ref()
+        .clone()
 }
 
 /// The token URL from the kind rules, over the wire: xsuaa → `certurl` + `/oauth/token`,

@@ -424,12 +424,13 @@ fn cmd_check(
     let mut checks = Vec::new();
     if validate {
         // Every selected credential's check at once, `[daemon] max_parallel` at a time.
-        let by_name: std::collections::HashMap<&str, &crate::config::Credential> = config
-            .credentials
-            .iter()
-            .map(|c| (c.name.as_str(), c))
-            .collect();
-        let selected: Vec<crate::config::Credential> = reports
+        let by_name: std::collections::HashMap<&str, &std::sync::Arc<crate::config::Credential>> =
+            config
+                .credentials
+                .iter()
+                .map(|c| (c.name.as_str(), c))
+                .collect();
+        let selected: Vec<std::sync::Arc<crate::config::Credential>> = reports
             .iter()
             .filter_map(|r| by_name.get(r.credential.as_str()).map(|c| (*c).clone()))
             .collect();
@@ -539,7 +540,7 @@ fn load_one(
     let config = Config::load(config_path).map_err(|e| fail_config(&e))?;
     match config.select(&[name.to_string()]) {
         Ok(v) => {
-            let cred = v[0].clone();
+            let cred = crate::config::Credential::clone(v[0]);
             Ok((config, cred))
         }
         Err(e) => {

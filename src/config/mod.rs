@@ -295,7 +295,9 @@ pub struct Config {
     pub daemon: Daemon,
     pub defaults: Policy,
     pub service_managers: std::collections::BTreeMap<String, ServiceManagerConfig>,
-    pub credentials: Vec<Credential>,
+    /// Shared, so that a rotation, a probe round or an inspection share takes its
+    /// credentials without copying them (a fleet's configuration is most of its memory).
+    pub credentials: Vec<std::sync::Arc<Credential>>,
 }
 
 /// Reads one configuration file: a regular file only (a FIFO would hang, /dev/zero never
@@ -365,7 +367,7 @@ impl Config {
     }
 
     /// The credentials named in `names`, or all when `names` is empty. Unknown names are an error.
-    pub fn select(&self, names: &[String]) -> Result<Vec<&Credential>, String> {
+    pub fn select(&self, names: &[String]) -> Result<Vec<&std::sync::Arc<Credential>>, String> {
         if names.is_empty() {
             return Ok(self.credentials.iter().collect());
         }

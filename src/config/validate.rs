@@ -358,7 +358,7 @@ impl RawConfig {
             daemon: self.daemon,
             defaults,
             service_managers,
-            credentials,
+            credentials: credentials.into_iter().map(std::sync::Arc::new).collect(),
         })
     }
 }

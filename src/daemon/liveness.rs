@@ -35,6 +35,13 @@ impl Liveness {
             .store((now + GRACE).unix_timestamp(), Ordering::Relaxed);
     }
 
+    /// The loop, woken by an event, works on it before its next iteration: it must be done
+    /// within [`GRACE`] (not counted as a wake-up: the next iteration counts it).
+    pub fn working(&self, now: OffsetDateTime) {
+        self.deadline
+            .store((now + GRACE).unix_timestamp(), Ordering::Relaxed);
+    }
+
     /// The loop sleeps until `wake` (`None`: until an event — a finished rotation, a signal,
     /// the clock being set — with nothing planned).
     pub fn sleeps_until(&self, wake: Option<OffsetDateTime>) {

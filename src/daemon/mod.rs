@@ -166,8 +166,11 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         let mut probing: Option<tokio::task::JoinHandle<()>> = None;
         let mut last_ping = tokio::time::Instant::now();
         // Told when the clock is set, the loop needs no heartbeat except for a watchdog.
-        let set_signal = self.clock.set_signal();
-        let heartbeat = match (self.settings.watchdog, &set_signal) {
+        // (Asked at every iteration: a watch that ended brings the heartbeat back.)
+        let heartbeat_for = |set_signal: &Option<Arc<tokio::sync::Notify>>| match (
+            self.settings.watchdog,
+            set_signal,
+        ) {
             (Some(w), _) => Some(self.settings.heartbeat.min(w / 2)),
             (None, None) => Some(self.settings.heartbeat),
             (None, Some(_)) => None,
@@ -177,6 +180,8 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         let mut mark = (self.clock.now(), tokio::time::Instant::now());
         loop {
             let now = self.clock.now();
+            // Awake and at work: the work grace, from before anything of this wake-up runs.
+            self.liveness.woke(now);
             let monotonic = tokio::time::Instant::now();
             if let Some(step) = clock_step(mark.0, monotonic - mark.1, now) {
                 // Every instant the loop holds was planned on the old wall clock: plan again
@@ -200,7 +205,6 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 next_probe = Some(now);
             }
             mark = (now, monotonic);
-            self.liveness.woke(now);
             if let Some(w) = self.settings.watchdog
                 && last_ping.elapsed() >= w / 4
             {
@@ -235,6 +239,8 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 next_probe = cron_after(&probe_s, now);
             }
             let ticks: Vec<OffsetDateTime> = next_check.into_iter().chain(next_probe).collect();
+            let set_signal = self.clock.set_signal();
+            let heartbeat = heartbeat_for(&set_signal);
             let wake = next_wake(
                 &times,
                 |n| busy.contains(n) || exec.waits_for(n).is_some_and(|d| busy.contains(&d)),
@@ -263,6 +269,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 // The top of the loop sees the step and plans again.
                 _ = clock_set => {}
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    self.liveness.working(self.clock.now());
                     let id = match &done {
                         Ok((id, ())) => *id,
                         Err(e) => {
@@ -292,6 +299,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 }
                 c = control.recv() => match c {
                     Some(Control::Reload) => {
+                        self.liveness.working(self.clock.now());
                         let usec = sd_notify::NotifyState::monotonic_usec_now().ok();
                         let mut msg = vec![sd_notify::NotifyState::Reloading];
                         msg.extend(usec);

@@ -81,12 +81,15 @@ impl Rotator {
         );
         w.step(|s| s.committed(current, Some(retire)).rotation_succeeded(now));
         // Atomic, not durable: a power cut that loses this write leaves the intent written
-        // just before the commit, and the next run adopts the commit from it.
-        let state_not_saved = match w
-            .backend
-            .save_state_as(&w.state, crate::fsutil::Durability::Atomic)
-            .await
-        {
+        // just before the commit, and the next run adopts the commit from it (queueing the
+        // old binding with a fresh grace period). With `--revoke-previous` the old binding
+        // is due now, which adoption would not know: then durable.
+        let durability = if opts.revoke_previous {
+            crate::fsutil::Durability::Durable
+        } else {
+            crate::fsutil::Durability::Atomic
+        };
+        let state_not_saved = match w.backend.save_state_as(&w.state, durability).await {
             Ok(()) => None,
             Err(e) => {
                 // The new generation is live and works; the binding ids are in the log, and

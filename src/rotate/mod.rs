@@ -203,7 +203,7 @@ impl Rotator {
     /// in configuration order.
     pub async fn rotate_all(
         self: &Arc<Self>,
-        creds: Vec<Credential>,
+        creds: Vec<Arc<Credential>>,
         opts: Options,
         parallel: usize,
     ) -> Vec<Summary> {

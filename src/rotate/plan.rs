@@ -255,6 +255,8 @@ mod tests {
             .unwrap()
             .credentials
             .remove(0)
+            .as_ref()
+            .clone()
     }
 
     fn generation(cn: &str) -> Generation {

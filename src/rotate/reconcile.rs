@@ -207,7 +207,12 @@ impl Rotator {
             CommitSource::Recovered,
             now,
         );
-        w.step(|s| s.committed(current, Some(retire)).intent_done());
+        // The commit happened: a rotation that succeeded (its bookkeeping too).
+        w.step(|s| {
+            s.committed(current, Some(retire))
+                .intent_done()
+                .rotation_succeeded(now)
+        });
         tracing::warn!(credential = %w.cred.name, binding = %id, "adopted the binding of a commit whose state write was interrupted");
         if let Err(e) = w.backend.save_state(&w.state).await {
             tracing::warn!(credential = %w.cred.name, "state not saved after adoption: {e}");

@@ -178,16 +178,10 @@ impl Rotator {
                 e.to_string(),
             )));
         }
-        // reconcile: labelled bindings of earlier runs that are neither current nor queued.
-        // Only an interrupted run leaves one, and it always leaves its intent (written
-        // durably before its binding was created): without one there is nothing to look
-        // for, and a rotation does not list every binding still queued for retirement (the
-        // daemon's start still reconciles in full). After a lost state it only says why it
-        // deletes nothing.
-        let interrupted = w.earlier_attempt.is_some() || w.earlier_attempt_name.is_some();
-        if (interrupted || w.state_lost)
-            && let Err(f) = self.reconcile(w, iss, client, false).await
-        {
+        // reconcile: labelled bindings of earlier runs that are neither current nor queued
+        // (every rotation: an orphan may outlive its intent — a failed reconcile, a skipped
+        // one, an import that replaced a binding — and only this listing finds it).
+        if let Err(f) = self.reconcile(w, iss, client, false).await {
             // Nothing was created for this intent.
             w.state.pending = None;
             return Err(self.record_failure(w, f, None, critical_at).await);
