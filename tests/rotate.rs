@@ -1471,6 +1471,63 @@ fn a_self_managed_interrupted_attempt_is_cleaned_up_by_the_next_rotation() {
     );
 }
 
+/// A forged intent that names the served self-managed binding (no id, no fingerprint: what
+/// an attempt killed before its commit leaves) never gets that binding deleted as the
+/// attempt's own — not by a run that settles the intent, nor by a rotation that replaces
+/// it: the binding the state names as current is never an orphan.
+#[test]
+fn a_forged_intent_naming_the_served_binding_never_deletes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca_pem, ca_cert, ca_key) = customer_ca(tmp.path());
+    let w = World::trusting(SmOptions::default(), &[ca_pem]);
+    let xs = w
+        .stack
+        .sm
+        .add_instance(InstanceKind::Xsuaa, "sb-own-forged!t1");
+    let signer = format!(
+        "issuer.certificate = \"self-managed\"\nissuer.signer = {{ type = \"local-ca\", ca_cert = {:?}, ca_key = {:?} }}\n",
+        ca_cert.display().to_string(),
+        ca_key.display().to_string()
+    );
+    let cfg = w.config(None, &[w.credential("own", "xsuaa", &xs, &signer)]);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let live = w.state("own").current.unwrap().binding_id.unwrap();
+    let live_name = w
+        .stack
+        .sm
+        .bindings()
+        .into_iter()
+        .find(|b| b.id == live)
+        .unwrap()
+        .name;
+    let served = w.current_fingerprint("own");
+    let forge = |w: &World| {
+        w.edit_state("own", |st| {
+            st["pending"] = serde_json::json!({
+                "binding_name": live_name, "binding_id": null, "service_manager": "main",
+                "instance_id": xs, "started_at": rfc3339_in(-time::Duration::hours(1)),
+                "fingerprint_sha256": null,
+            });
+        });
+    };
+    // A run that is not due settles the intent.
+    forge(&w);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(w.binding_ids().contains(&live), "{out}{err}");
+    assert_eq!(w.current_fingerprint("own"), served);
+    // A rotation replaces the intent with its own: the served binding is queued, not deleted.
+    forge(&w);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(w.binding_ids().contains(&live), "{out}{err}");
+    assert!(
+        w.state("own").retiring.iter().any(|r| r.binding_id == live),
+        "the binding rotated away from is retired after its grace period"
+    );
+}
+
 /// A value from outside that reaches the output — here a binding id in a forged state file,
 /// in the summary line and the debug log — is escaped there: no control character forges a
 /// second line or drives a terminal (the log formatter itself: `logging::tests`).
