@@ -349,6 +349,11 @@ impl RawConfig {
         let names: Vec<&str> = credentials.iter().map(|c| c.name.as_str()).collect();
         let service_managers = issuer::resolve_managers(self.service_manager, &names)
             .map_err(|(f, m)| err(None, f, m))?;
+        let mut shared: Vec<std::sync::Arc<Credential>> =
+            credentials.into_iter().map(std::sync::Arc::new).collect();
+        // The collect reuses the buffer of the credentials themselves (about 1 KB each):
+        // give back all but the pointers.
+        shared.shrink_to_fit();
         Ok(Config {
             included: sources.included(),
             path: path.to_path_buf(),
@@ -358,7 +363,7 @@ impl RawConfig {
             daemon: self.daemon,
             defaults,
             service_managers,
-            credentials: credentials.into_iter().map(std::sync::Arc::new).collect(),
+            credentials: shared,
         })
     }
 }
