@@ -182,32 +182,15 @@ pub(super) fn expand(main: &Path, pattern: &str) -> Result<Vec<PathBuf>, ConfigE
 
 /// Parses an included file (credentials only), errors naming it with line and column.
 pub(super) fn parse_fragment(path: &Path, text: &str) -> Result<Fragment, ConfigError> {
-    let invalid = |position, field: &str, message: String| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        position,
-        field: field.to_string(),
-        message,
-    };
-    let de = toml::Deserializer::parse(text).map_err(|e| {
-        invalid(
-            validate::position_of(text, e.span()),
-            "",
-            e.message().to_string(),
-        )
-    })?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        let field = if field == "." { String::new() } else { field };
+    from_toml(text, path, 0, |field, message| {
         let top_level = !field.contains(['.', '[']);
-        let message = if top_level && inner.message().contains("unknown field") {
-            format!(
-                "{}; an included file holds [[credential]] tables only (the rest belongs in the main file)",
-                inner.message()
-            )
+        if top_level && message.contains("unknown field") {
+            let message = format!(
+                "{message}; an included file holds [[credential]] tables only (the rest belongs in the main file)"
+            );
+            (field, message)
         } else {
-            inner.message().to_string()
-        };
-        invalid(validate::position_of(text, inner.span()), &field, message)
+            (field, message)
+        }
     })
 }

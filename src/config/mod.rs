@@ -11,6 +11,7 @@ mod issuer;
 mod probe;
 mod report;
 mod schedule;
+mod sections;
 mod signer;
 mod target;
 mod validate;
@@ -335,24 +336,30 @@ impl Config {
 
     /// Parses and validates configuration text; `path` is used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let invalid = |position, field: &str, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            position,
-            field: field.to_string(),
-            message,
+        let whole = || from_toml::<RawConfig>(text, path, 0, |f, m| (f, m));
+        // A fleet's file one credential section at a time (`sections`), else as a whole.
+        let mut raw = match sections::split(text) {
+            Some(split) => {
+                let mut raw = from_toml::<RawConfig>(&split.rest, path, 0, |f, m| (f, m))?;
+                if raw.credential.is_empty() {
+                    raw.credential.reserve_exact(split.credentials.len());
+                    for (i, s) in split.credentials.iter().enumerate() {
+                        let one = |f: String, m| match f.strip_prefix("credential[0]") {
+                            Some(rest) => (format!("credential[{i}]{rest}"), m),
+                            None => (f, m),
+                        };
+                        let section: include::Fragment =
+                            from_toml(s.text, path, s.first_line, one)?;
+                        raw.credential.extend(section.credential);
+                    }
+                    raw
+                } else {
+                    // `credential = [...]` outside the sections.
+                    whole()?
+                }
+            }
+            None => whole()?,
         };
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| invalid(position_of(text, e.span()), "", e.message().to_string()))?;
-        let mut raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            let inner = e.into_inner();
-            let field = if field == "." { String::new() } else { field };
-            invalid(
-                position_of(text, inner.span()),
-                &field,
-                inner.message().to_string(),
-            )
-        })?;
         // The main file's credentials, then each included file's, in name order.
         let mut sources = include::Sources::new(path, text, raw.credential.len());
         for pattern in std::mem::take(&mut raw.include).0 {
@@ -393,12 +400,66 @@ impl Config {
     }
 }
 
+/// Deserializes TOML `text` that starts at line `first_line + 1` of `path`; an error names
+/// its line and column there, and its field and message as `adjust(field, message)` words
+/// them.
+fn from_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+    first_line: usize,
+    adjust: impl Fn(String, String) -> (String, String),
+) -> Result<T, ConfigError> {
+    let invalid = |span, field: String, message: String| {
+        let (field, message) = adjust(field, message);
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            position: position_of(text, span).map(|(line, col)| (line + first_line, col)),
+            field,
+            message,
+        }
+    };
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| invalid(e.span(), String::new(), e.message().to_string()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if field == "." { String::new() } else { field };
+        invalid(inner.span(), field, inner.message().to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("c.toml")).map_err(|e| e.to_string())
+    }
+
+    /// A file parsed one credential section at a time gives the errors (line, column,
+    /// field, message) the whole-document parse gives.
+    #[test]
+    fn sections_parsed_apart_err_like_the_whole_document() {
+        let head = "state_dir = \"/s\"\n[daemon]\nlisten = \"\"\n\n[[credential]]\nname = \"a\"\n\
+                    target.path = \"/t/a\"\n[credential.check]\ntoken_url = \"https://t/x\"\n\n";
+        for tail in [
+            "[[credential]]\nname = \"b\"\ntarget.path = \"/t/b\"\nkind = \"nope\"\n",
+            "[[credential]]\nname = \"b\"\ntarget.path = \"/t/b\"\nbogus = 1\n",
+            "[[credential]]\nname = \"b\"\ntarget.path = \"/t/b\"\n[credential.check]\nattempts = \"x\"\n",
+            "[[credential]]\nname = \"b\"\ntarget.path = \"/t/b\"\nrenew_before = \n",
+            "[[credential]]\nname = \"b\"\ntarget.path = \"/t/b\"\nname = \"c\"\n",
+            "[[credential]]\nname = \"b\"\ntarget.path = \"/t/b\"\n[daemon]\nlisten = 5\n",
+            "[defaults]\nrenew_before = []\n[[credential]]\nname = \"b\"\ntarget.path = \"/t/b\"\n",
+        ] {
+            let text = format!("{head}{tail}");
+            assert!(sections::split(&text).is_some(), "{text}");
+            let whole = from_toml::<RawConfig>(&text, Path::new("c.toml"), 0, |f, m| (f, m))
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let apart = parse(&text).map(|_| ());
+            assert!(whole.is_err(), "{text}");
+            assert_eq!(apart, whole, "{text}");
+        }
     }
 
     #[test]
