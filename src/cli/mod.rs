@@ -308,16 +308,20 @@ pub fn run(cli: Cli) -> i32 {
         ),
         Command::Completions { shell } => help::completions(shell),
         Command::Man => help::man(),
-        Command::Run => match Config::load(&cli.config) {
-            Err(e) => fail_config(&e),
-            Ok(config) => match crate::daemon::run(&cli.config, config) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("certrot run: {e}");
-                    1
-                }
-            },
-        },
+        Command::Run => {
+            // Before the configuration: a fleet's parsed sections are large buffers too.
+            crate::daemon::memory::map_large_buffers();
+            match Config::load(&cli.config) {
+                Err(e) => fail_config(&e),
+                Ok(config) => match crate::daemon::run(&cli.config, config) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("certrot run: {e}");
+                        1
+                    }
+                },
+            }
+        }
         Command::Config {
             action: ConfigAction::Check,
         } => match Config::load(&cli.config) {

@@ -34,7 +34,7 @@ impl<'de> Deserialize<'de> for Patterns {
 #[serde(deny_unknown_fields)]
 pub(super) struct Fragment {
     #[serde(default)]
-    pub(super) credential: Vec<RawCredential>,
+    pub(super) credential: Vec<Box<RawCredential>>,
 }
 
 /// Where each credential was written: the files' texts (for positions in errors) and, per

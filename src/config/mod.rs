@@ -280,8 +280,9 @@ struct RawConfig {
     defaults: RawPolicy,
     #[serde(default)]
     service_manager: std::collections::BTreeMap<String, issuer::RawServiceManager>,
+    /// Boxed: each is freed as soon as it is validated, not with the whole list.
     #[serde(default)]
-    credential: Vec<RawCredential>,
+    credential: Vec<Box<RawCredential>>,
 }
 
 /// The whole, validated configuration.

@@ -95,8 +95,12 @@ impl RawConfig {
             ));
         }
         let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut credentials = Vec::with_capacity(self.credential.len());
+        // Each raw credential is freed as it is validated, and each credential is made in
+        // its shared place at once: no second copy of the fleet exists at any moment.
+        let mut credentials: Vec<std::sync::Arc<Credential>> =
+            Vec::with_capacity(self.credential.len());
         for (i, raw) in self.credential.into_iter().enumerate() {
+            let raw = *raw;
             let label = sources.label(i);
             let at = |f: &str| format!("{label}.{f}");
             if !is_valid_name(&raw.name) {
@@ -279,7 +283,7 @@ impl RawConfig {
                     ));
                 }
             }
-            credentials.push(Credential {
+            credentials.push(std::sync::Arc::new(Credential {
                 name: raw.name,
                 kind: raw.kind,
                 policy,
@@ -290,7 +294,7 @@ impl RawConfig {
                 hooks,
                 fields: raw.fields,
                 pem_fields,
-            });
+            }));
         }
         // Two targets writing into one directory, Secret or KV secret would overwrite each
         // other (of two credentials, or twice in one). Directories are compared as the kernel
@@ -349,11 +353,6 @@ impl RawConfig {
         let names: Vec<&str> = credentials.iter().map(|c| c.name.as_str()).collect();
         let service_managers = issuer::resolve_managers(self.service_manager, &names)
             .map_err(|(f, m)| err(None, f, m))?;
-        let mut shared: Vec<std::sync::Arc<Credential>> =
-            credentials.into_iter().map(std::sync::Arc::new).collect();
-        // The collect reuses the buffer of the credentials themselves (about 1 KB each):
-        // give back all but the pointers.
-        shared.shrink_to_fit();
         Ok(Config {
             included: sources.included(),
             path: path.to_path_buf(),
@@ -363,7 +362,7 @@ impl RawConfig {
             daemon: self.daemon,
             defaults,
             service_managers,
-            credentials: shared,
+            credentials,
         })
     }
 }

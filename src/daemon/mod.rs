@@ -24,7 +24,7 @@
 
 mod http;
 pub mod liveness;
-mod memory;
+pub(crate) mod memory;
 pub mod schedule;
 
 use crate::config::Config;
