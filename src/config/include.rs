@@ -34,6 +34,7 @@ impl<'de> Deserialize<'de> for Patterns {
 #[serde(deny_unknown_fields)]
 pub(super) struct Fragment {
     #[serde(default)]
+    #[allow(clippy::vec_box)] // like `RawConfig::credential`
     pub(super) credential: Vec<Box<RawCredential>>,
 }
 

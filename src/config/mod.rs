@@ -282,6 +282,7 @@ struct RawConfig {
     service_manager: std::collections::BTreeMap<String, issuer::RawServiceManager>,
     /// Boxed: each is freed as soon as it is validated, not with the whole list.
     #[serde(default)]
+    #[allow(clippy::vec_box)] // 1 KB each: the list holds pointers, freed one by one
     credential: Vec<Box<RawCredential>>,
 }
 
