@@ -301,6 +301,7 @@ impl RawConfig {
         // resolves them (`x/../t`, a symlink to `t`), Secrets by every name each uses (<name>
         // and <name>-previous); one pass with maps.
         let mut dirs: HashMap<PathBuf, usize> = HashMap::new();
+        let mut resolver = PathResolver::default();
         let mut secrets: HashMap<(Option<&str>, Option<&Path>, String), usize> = HashMap::new();
         let mut kv: HashMap<(&str, Option<&str>, &str, &str), usize> = HashMap::new();
         for (i, a) in credentials.iter().enumerate() {
@@ -308,7 +309,7 @@ impl RawConfig {
                 .chain(a.replicas.iter().map(TargetRef::Replica));
             for (n, t) in all.enumerate() {
                 let (field, clash) = match t.place() {
-                    Place::Directory(p) => ("path", dirs.insert(resolved_path(p), i)),
+                    Place::Directory(p) => ("path", dirs.insert(resolver.resolve(p), i)),
                     Place::Secret(k) => {
                         let mut clash = None;
                         for name in crate::names::secret_names(&k.name) {
