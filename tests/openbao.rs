@@ -30,10 +30,16 @@ fn bao_bin() -> std::path::PathBuf {
     }
 }
 
+/// One OpenBao server at a time: its cluster listener takes the port after its API port,
+/// which the port picked for a second server could be.
+static ONE_SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Bao {
     child: std::process::Child,
     addr: String,
     ca: std::path::PathBuf,
+    /// Released after `drop` has stopped the server.
+    _one: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Drop for Bao {
@@ -45,6 +51,9 @@ impl Drop for Bao {
 
 impl Bao {
     fn start(dir: &Path) -> Bao {
+        let one = ONE_SERVER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -63,6 +72,7 @@ impl Bao {
             child,
             addr: format!("https://127.0.0.1:{port}"),
             ca: dir.join("vault-ca.pem"),
+            _one: one,
         };
         // A loaded 2-core machine starts the server (a large Go binary) slowly: wait for its
         // port first, then for `bao status`, for up to two minutes.

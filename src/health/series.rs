@@ -84,13 +84,10 @@ impl TokenHistogram {
     }
 
     fn encode(&self, mut e: MetricEncoder) -> Result<(), Error> {
-        let mut buckets = [(f64::INFINITY, 0); TOKEN_BUCKETS.len() + 1];
-        for (i, b) in buckets.iter_mut().enumerate() {
-            *b = (
-                TOKEN_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY),
-                self.buckets[i],
-            );
-        }
+        let buckets: [(f64, u64); TOKEN_BUCKETS.len() + 1] = std::array::from_fn(|i| {
+            let bound = TOKEN_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            (bound, self.buckets[i])
+        });
         e.encode_histogram::<NoLabelSet>(self.sum, self.count, &buckets, None)
     }
 }
