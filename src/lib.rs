@@ -30,6 +30,7 @@ pub mod servicekey;
 pub mod state;
 pub(crate) mod status;
 pub mod store;
+pub(crate) mod system_roots;
 pub(crate) mod text;
 pub mod units;
 pub(crate) mod vault;

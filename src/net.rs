@@ -187,10 +187,22 @@ pub(crate) fn http_client(
     if let Some(id) = identity {
         builder = builder.identity(id);
     }
-    builder = if trust.system_roots {
-        builder.tls_certs_merge(extra)
-    } else {
-        builder.tls_certs_only(extra)
-    };
-    builder.build().map_err(|e| format!("TLS client: {e}"))
+    // The system's roots come from one read per run (`system_roots`): the same roots the
+    // platform verifier would read at every client.
+    let mut roots = extra;
+    if trust.system_roots {
+        roots.extend(crate::system_roots::system_roots().iter().cloned());
+    }
+    if trust.system_roots && roots.is_empty() {
+        // As the platform verifier refused to build without a root.
+        return Err(
+            "TLS client: no CA certificates were loaded from the system \
+                    (SSL_CERT_FILE, SSL_CERT_DIR or the distribution's store) and none is given"
+                .into(),
+        );
+    }
+    builder
+        .tls_certs_only(roots)
+        .build()
+        .map_err(|e| format!("TLS client: {e}"))
 }

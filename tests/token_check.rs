@@ -308,6 +308,77 @@ async fn import_and_check_validate_through_the_binary() {
     );
 }
 
+/// `system_roots = true` trusts the store the platform names — here `SSL_CERT_FILE` — read
+/// once per run: the token endpoint's CA there passes, another CA there is a TLS rejection,
+/// and an empty store (with no `ca_file`) is a clear error.
+#[tokio::test]
+async fn system_roots_are_the_store_ssl_cert_file_names() {
+    let ca = LocalCa::new("system token CA").unwrap();
+    let other = LocalCa::new("not the endpoint's CA").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let good = issue(&ca, "app", Duration::hours(1), Duration::days(7));
+    let srv = server(&ca).await;
+    srv.register("sb-app!t1", &generation(&good).leaf().fingerprint_sha256);
+    let store = |name: &str, pem: &str| {
+        let p = root.join(name);
+        std::fs::write(&p, pem).unwrap();
+        p
+    };
+    let (right, wrong, empty) = (
+        store("right.pem", &ca.root_pem()),
+        store("wrong.pem", &other.root_pem()),
+        store("empty.pem", ""),
+    );
+    let extra = format!(
+        "[[credential]]\nname = \"orders\"\ntarget.path = {:?}\ncheck.token_url = {:?}\n\
+         check.system_roots = true\n",
+        root.join("targets/orders").display().to_string(),
+        srv.url,
+    );
+    let config = write_config(&root, &[], &extra).display().to_string();
+    let key = root.join("key.json");
+    std::fs::write(&key, service_key(&good, "sb-app!t1").to_string()).unwrap();
+    let key = key.display().to_string();
+    let run_with = |store: &std::path::Path, args: &[&str]| {
+        let mut all = vec!["--config".to_string(), config.clone()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let store = store.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let o = bin()
+                .args(&all)
+                .env("SSL_CERT_FILE", &store)
+                .env("SSL_CERT_DIR", store.with_extension("d"))
+                .env_remove("CERTROT_CONFIG")
+                .output()
+                .unwrap();
+            let (out, err) = text(&o);
+            (o.status.code().unwrap(), out, err)
+        })
+    };
+    let (code, out, err) = run_with(&right, &["import", "orders", "--service-key", &key])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out} {err}");
+    let (code, out, _) = run_with(&right, &["check", "--validate"]).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("token check passed"), "{out}");
+    let (code, out, _) = run_with(&wrong, &["check", "--validate"]).await.unwrap();
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("token check failed: tls-rejected"), "{out}");
+    let (code, out, _) = run_with(&empty, &["check", "--validate"]).await.unwrap();
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("no CA certificates were loaded from the system"),
+        "{out}"
+    );
+    assert_eq!(
+        srv.seen().len(),
+        2,
+        "the import's check and the first --validate only"
+    );
+}
+
 type Lines = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
 
 /// Starts `certrot sandbox --dir DIR ARGS…` and reads its output up to `ready`.
