@@ -438,8 +438,8 @@ mod tests {
         Config::parse(text, Path::new("c.toml")).map_err(|e| e.to_string())
     }
 
-    /// A file parsed one credential section at a time gives the errors (line, column,
-    /// field, message) the whole-document parse gives.
+    /// A file parsed one credential section at a time gives the error (line, column,
+    /// field, message) the whole-document parse gives, for a file with one error.
     #[test]
     fn sections_parsed_apart_err_like_the_whole_document() {
         let head = "state_dir = \"/s\"\n[daemon]\nlisten = \"\"\n\n[[credential]]\nname = \"a\"\n\
@@ -452,6 +452,7 @@ mod tests {
             "[[credential]]\nname = \"b\"\ntarget.path = \"/t/b\"\nname = \"c\"\n",
             "[[credential]]\nname = \"b\"\ntarget.path = \"/t/b\"\n[daemon]\nlisten = 5\n",
             "[defaults]\nrenew_before = []\n[[credential]]\nname = \"b\"\ntarget.path = \"/t/b\"\n",
+            "  [[credential]]\n  name = \"b\"\n",
         ] {
             let text = format!("{head}{tail}");
             assert!(sections::split(&text).is_some(), "{text}");

@@ -6,9 +6,11 @@
 //! The rest (top-level keys and every other table) keeps its place line for line: the
 //! credential sections are blanked to their newlines, so an error in the rest names the
 //! line and column it has in the file, and a section's errors are moved down by the line it
-//! starts at. A layout this does not recognise (a `credential` sub-table before any
-//! `[[credential]]`, a `[credential]` table, a quoted table name, text that does not parse)
-//! gets `None`: the caller parses the whole document as one, with its usual errors.
+//! starts at: an error is reported at the line, column and field the whole-document parse
+//! names (of a file with several errors, the first one found may be another). A layout this
+//! does not recognise (a `credential` key in the root table, a `credential` sub-table before
+//! any `[[credential]]`, a `[credential]` table, a quoted key, text that does not parse) gets
+//! `None`: the caller parses the whole document as one, with its usual errors.
 
 use toml_parser::parser::{EventReceiver, parse_document};
 use toml_parser::{ErrorSink, ParseError, Source, Span};
@@ -45,10 +47,22 @@ struct Headers {
     quoted: bool,
     /// The parser met something that is not TOML.
     failed: bool,
+    /// The next key starts a key-value pair of the root table (before any header).
+    root_key_next: bool,
+    /// The first keys of the root table's key-value pairs.
+    root_keys: Vec<Span>,
 }
 
 impl Headers {
+    fn new() -> Headers {
+        Headers {
+            root_key_next: true,
+            ..Headers::default()
+        }
+    }
+
     fn open(&mut self, span: Span, array: bool) {
+        self.root_key_next = false;
         self.open = Some(Header {
             start: span.start(),
             array,
@@ -83,7 +97,16 @@ impl EventReceiver for Headers {
         if let Some(h) = &mut self.open {
             self.quoted |= encoding.is_some();
             h.keys.push(span);
+        } else if self.root_key_next && self.done.is_empty() {
+            // `credential = […]` or `credential.x = …` in the root table: such a file is
+            // parsed whole (a quoted first key, to be sure, too).
+            self.quoted |= encoding.is_some();
+            self.root_keys.push(span);
         }
+        self.root_key_next = false;
+    }
+    fn newline(&mut self, _: Span, _: &mut dyn ErrorSink) {
+        self.root_key_next = self.open.is_none() && self.done.is_empty();
     }
     fn error(&mut self, _: Span, _: &mut dyn ErrorSink) {
         self.failed = true;
@@ -93,18 +116,33 @@ impl EventReceiver for Headers {
 /// The sections of `text`, or `None` when it is to be parsed as a whole.
 pub(super) fn split(text: &str) -> Option<Split<'_>> {
     let tokens = Source::new(text).lex().into_vec();
-    let mut headers = Headers::default();
+    let mut headers = Headers::new();
     let mut failed: Option<ParseError> = None;
     parse_document(&tokens, &mut headers, &mut failed);
     drop(tokens);
     if failed.is_some() || headers.failed || headers.quoted || headers.open.is_some() {
         return None;
     }
+    let name = |k: &Span| text.get(k.start()..k.end());
+    if headers
+        .root_keys
+        .iter()
+        .any(|k| name(k) == Some("credential"))
+    {
+        return None;
+    }
     // Byte ranges of the credential sections.
     let mut ranges: Vec<(usize, usize)> = Vec::new();
     let mut group: Option<usize> = None;
+    for h in &mut headers.done {
+        // A section begins with its header's line (an indented header keeps its column).
+        let line = text.get(..h.start)?.rfind('\n').map_or(0, |i| i + 1);
+        if text.get(line..h.start)?.trim().is_empty() {
+            h.start = line;
+        }
+    }
     for h in &headers.done {
-        let first = h.keys.first().and_then(|k| text.get(k.start()..k.end()));
+        let first = h.keys.first().and_then(name);
         match (first == Some("credential"), h.keys.len(), h.array) {
             (true, 1, true) => {
                 if let Some(start) = group.replace(h.start) {
@@ -188,9 +226,15 @@ mod tests {
             "[credential]\nname = \"a\"\n",
             "[[\"credential\"]]\nname = \"a\"\n",
             "[[credential]]\nname = \"a\"\n[credential.target\n",
+            "credential = []\n[[credential]]\nname = \"a\"\n",
+            "# fleet\ncredential.x = 1\n[[credential]]\nname = \"a\"\n",
+            "\"credential\" = []\n[[credential]]\nname = \"a\"\n",
         ] {
             assert!(split(text).is_none(), "{text}");
         }
+        // Keys named `credential` elsewhere are no such thing.
+        let inline = split("x = { credential = 1 }\ny = 2\n[[credential]]\nname = \"a\"\n");
+        assert_eq!(inline.unwrap().credentials.len(), 1);
         let plain = split("state_dir = \"/s\"\n").unwrap();
         assert!(plain.credentials.is_empty());
         assert_eq!(plain.rest, "state_dir = \"/s\"\n");

@@ -16,13 +16,32 @@ use crate::status::Report;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use series::{Fleet, Series, TargetSeries, step_index};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use time::OffsetDateTime;
 
 /// The largest exposition kept between scrapes (about 2,000 credentials): a larger fleet's
 /// is encoded at every scrape, so that an idle daemon does not hold megabytes of text.
 const CACHE_LIMIT: usize = 4 << 20;
+
+/// The last exposition and the version it was encoded at.
+enum Kept {
+    Nothing,
+    /// Up to [`CACHE_LIMIT`]: kept until a metric changes.
+    Held(u64, bytes::Bytes),
+    /// Larger: shared by the scrapes that come while one is being sent, gone when the last
+    /// response is.
+    Sending(u64, Weak<Vec<u8>>),
+}
+
+/// The owner of a large exposition's bytes while responses send it.
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 /// The metrics of one process.
 pub struct Metrics {
@@ -33,7 +52,7 @@ pub struct Metrics {
     version: AtomicU64,
     /// The last exposition and the version it was encoded at: a scrape between changes is
     /// served from it instead of encoding every series again.
-    exposition: Mutex<Option<(u64, bytes::Bytes)>>,
+    exposition: Mutex<Kept>,
     /// The length of the last exposition.
     last_len: AtomicUsize,
 }
@@ -59,22 +78,25 @@ impl Metrics {
             registry,
             fleet,
             version: AtomicU64::new(0),
-            exposition: Mutex::new(None),
+            exposition: Mutex::new(Kept::Nothing),
             last_len: AtomicUsize::new(0),
         }
     }
 
-    /// Changes credential `name`'s record (made, counters at 0, if it has none), then marks
-    /// the exposition out of date.
-    fn update<T>(&self, name: &str, change: impl FnOnce(&mut Series) -> T) -> T {
-        let out = change(self.fleet.lock().entry(name.to_string()).or_default());
+    /// Changes credential `name`'s record, then marks the exposition out of date. A name
+    /// without a record (a credential removed by a reload while a task of the old
+    /// configuration still ran) changes nothing: its series stay gone.
+    fn update(&self, name: &str, change: impl FnOnce(&mut Series)) {
+        if let Some(s) = self.fleet.lock().get_mut(name) {
+            change(s);
+        }
         self.changed();
-        out
     }
 
     /// Initialises the counters of credential `name` to 0.
     pub fn add_credential(&self, name: &str) {
-        self.update(name, |_| ());
+        self.fleet.lock().entry(name.to_string()).or_default();
+        self.changed();
     }
 
     /// Forgets a credential removed from the configuration.
@@ -219,29 +241,39 @@ impl Metrics {
 
     /// The OpenMetrics text exposition, encoded again only when a metric changed since the
     /// last call (the version is read before encoding: a change during it is seen by the
-    /// next call). One larger than [`CACHE_LIMIT`] is encoded at every call instead of being
-    /// kept.
+    /// next call). One larger than [`CACHE_LIMIT`] is not kept: scrapes that come while it
+    /// is still being sent share it, and the next one after that encodes it again.
     pub fn openmetrics_cached(&self) -> bytes::Bytes {
         self.cached(CACHE_LIMIT)
     }
 
     fn cached(&self, limit: usize) -> bytes::Bytes {
         let version = self.version.load(Ordering::Acquire);
-        let mut cache = self
+        let mut kept = self
             .exposition
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((v, text)) = cache.as_ref()
-            && *v == version
-        {
-            return text.clone();
+        match &*kept {
+            Kept::Held(v, text) if *v == version => return text.clone(),
+            Kept::Sending(v, text) if *v == version => {
+                if let Some(text) = text.upgrade() {
+                    return bytes::Bytes::from_owner(Shared(text));
+                }
+            }
+            _ => {}
         }
         let mut text = self.openmetrics();
         // Kept until the next change: no more memory than its length.
         text.shrink_to_fit();
-        let text = bytes::Bytes::from(text);
-        *cache = (text.len() <= limit).then(|| (version, text.clone()));
-        text
+        if text.len() <= limit {
+            let text = bytes::Bytes::from(text);
+            *kept = Kept::Held(version, text.clone());
+            text
+        } else {
+            let text = Arc::new(text.into_bytes());
+            *kept = Kept::Sending(version, Arc::downgrade(&text));
+            bytes::Bytes::from_owner(Shared(text))
+        }
     }
 
     /// The Prometheus text format 0.0.4 (node_exporter textfile collector, Pushgateway):
@@ -341,18 +373,53 @@ mod tests {
         assert_eq!(d, m.openmetrics().as_bytes());
     }
 
-    /// An exposition above the limit is encoded at every scrape, never kept.
+    /// What a task of an old configuration records for a credential a reload removed
+    /// brings none of its series back.
+    #[test]
+    fn a_removed_credential_stays_gone() {
+        let m = scenario();
+        m.remove_credential("orders");
+        let now = OffsetDateTime::now_utc();
+        m.observe_check("orders", &Ok(std::time::Duration::from_millis(5)), now);
+        let r = Report::bare("orders", crate::policy::Health::Ok, String::new());
+        m.observe_report(&r, now, None);
+        let om = m.openmetrics();
+        assert!(!om.contains("\"orders\""), "{om}");
+        assert_eq!(m.counts(), (0, 1));
+    }
+
+    /// An exposition above the limit is shared while a response holds it and gone after:
+    /// the next scrape encodes it again.
     #[test]
     fn a_large_exposition_is_not_kept() {
         let m = Metrics::new(&["orders"]);
         let len = m.openmetrics().len();
+        let gone = |m: &Metrics| match &*m.exposition.lock().unwrap() {
+            Kept::Sending(_, w) => w.upgrade().is_none(),
+            _ => false,
+        };
         let a = m.cached(len - 1);
         let b = m.cached(len - 1);
-        assert_eq!(a, b);
-        assert_ne!(a.as_ptr(), b.as_ptr(), "kept although above the limit");
-        assert!(m.exposition.lock().unwrap().is_none());
-        let c = m.cached(len);
-        assert_eq!(c.as_ptr(), m.cached(len).as_ptr(), "not kept at the limit");
+        assert_eq!(a.as_ptr(), b.as_ptr(), "not shared while sent");
+        assert_eq!(a, m.openmetrics().as_bytes());
+        drop(a);
+        assert!(!gone(&m), "freed while a response still holds it");
+        drop(b);
+        assert!(gone(&m), "kept after the last response");
+        let c = m.cached(len - 1);
+        assert_eq!(c, m.openmetrics().as_bytes());
+        m.observe_check(
+            "orders",
+            &Ok(std::time::Duration::from_millis(5)),
+            OffsetDateTime::now_utc(),
+        );
+        let d = m.cached(len + 1000);
+        assert_ne!(c, d, "a change is encoded again");
+        assert_eq!(
+            d.as_ptr(),
+            m.cached(len + 1000).as_ptr(),
+            "not kept at the limit"
+        );
     }
 
     /// Three credentials: one inspected with replicas, checked twice and rotated; one
