@@ -679,6 +679,26 @@ fn customer_ca(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path:
     ca_files(dir, "customer CA")
 }
 
+/// A world whose credential `own` (instance `instance`) is self-managed, signed by a
+/// customer CA in `dir`, and rotated once; the world, the configuration, the instance id.
+fn self_managed_rotated(
+    dir: &std::path::Path,
+    instance: &str,
+) -> (World, std::path::PathBuf, String) {
+    let (ca_pem, ca_cert, ca_key) = customer_ca(dir);
+    let w = World::trusting(SmOptions::default(), &[ca_pem]);
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, instance);
+    let signer = format!(
+        "issuer.certificate = \"self-managed\"\nissuer.signer = {{ type = \"local-ca\", ca_cert = {:?}, ca_key = {:?} }}\n",
+        ca_cert.display().to_string(),
+        ca_key.display().to_string()
+    );
+    let cfg = w.config(None, &[w.credential("own", "xsuaa", &xs, &signer)]);
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    (w, cfg, xs)
+}
+
 /// Self-managed: certrot makes the key and CSR, the local-ca signer signs, only the
 /// certificate goes into the binding parameters; the result passes the token check.
 #[test]
@@ -1442,20 +1462,7 @@ fn an_interrupted_rotation_is_shown_and_settled_by_a_run_that_is_not_due() {
 #[test]
 fn a_self_managed_interrupted_attempt_is_cleaned_up_by_the_next_rotation() {
     let tmp = tempfile::tempdir().unwrap();
-    let (ca_pem, ca_cert, ca_key) = customer_ca(tmp.path());
-    let w = World::trusting(SmOptions::default(), &[ca_pem]);
-    let xs = w
-        .stack
-        .sm
-        .add_instance(InstanceKind::Xsuaa, "sb-own-orphan!t1");
-    let signer = format!(
-        "issuer.certificate = \"self-managed\"\nissuer.signer = {{ type = \"local-ca\", ca_cert = {:?}, ca_key = {:?} }}\n",
-        ca_cert.display().to_string(),
-        ca_key.display().to_string()
-    );
-    let cfg = w.config(None, &[w.credential("own", "xsuaa", &xs, &signer)]);
-    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
-    assert_eq!(code, 0, "{out}{err}");
+    let (w, cfg, _) = self_managed_rotated(tmp.path(), "sb-own-orphan!t1");
     let live = w.state("own").current.unwrap().binding_id.unwrap();
     let orphan = w.interrupted_rotation(&cfg, "own", 2);
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
@@ -1478,20 +1485,7 @@ fn a_self_managed_interrupted_attempt_is_cleaned_up_by_the_next_rotation() {
 #[test]
 fn a_forged_intent_naming_the_served_binding_never_deletes_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let (ca_pem, ca_cert, ca_key) = customer_ca(tmp.path());
-    let w = World::trusting(SmOptions::default(), &[ca_pem]);
-    let xs = w
-        .stack
-        .sm
-        .add_instance(InstanceKind::Xsuaa, "sb-own-forged!t1");
-    let signer = format!(
-        "issuer.certificate = \"self-managed\"\nissuer.signer = {{ type = \"local-ca\", ca_cert = {:?}, ca_key = {:?} }}\n",
-        ca_cert.display().to_string(),
-        ca_key.display().to_string()
-    );
-    let cfg = w.config(None, &[w.credential("own", "xsuaa", &xs, &signer)]);
-    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
-    assert_eq!(code, 0, "{out}{err}");
+    let (w, cfg, xs) = self_managed_rotated(tmp.path(), "sb-own-forged!t1");
     let live = w.state("own").current.unwrap().binding_id.unwrap();
     let live_name = w
         .stack
