@@ -300,11 +300,9 @@ fn crash_between_binding_creation_and_commit_is_reconciled() {
         snapshot(&w.target("orders")) == before,
         "the target changed"
     );
+    // The binding and its certificate are written down beside the token check (a crash
+    // after the commit must find them): the intent names the binding the killed run made.
     let pending = w.state("orders").pending.unwrap();
-    assert_eq!(
-        pending.binding_id, None,
-        "written down only before a commit"
-    );
     let orphan = w
         .stack
         .sm
@@ -313,6 +311,8 @@ fn crash_between_binding_creation_and_commit_is_reconciled() {
         .find(|b| b.id != current)
         .unwrap();
     assert_eq!(orphan.name, pending.binding_name);
+    assert_eq!(pending.binding_id.as_ref(), Some(&orphan.id));
+    assert_eq!(pending.fingerprint_sha256, orphan.fingerprint);
     let orphan = orphan.id;
 
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
@@ -450,6 +450,22 @@ fn a_rotation_costs_the_same_however_long_the_retirement_queue() {
     assert_eq!(w.state("orders").retiring.len(), 5);
     let sixth = calls_of_a_rotation();
     assert_eq!(first.len(), sixth.len(), "{first:?}\n{sixth:?}");
+}
+
+/// A rotation asks for two tokens: Service Manager's (fetched while the intent is written,
+/// then used by every Service Manager call of the run) and the new generation's check.
+#[test]
+fn a_rotation_asks_for_one_service_manager_token_and_one_check() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let (cfg, _) = orders_rotated(&w, "sb-tokens!t1");
+    let tokens = w.stack.tokens.handle();
+    let before = tokens.issued();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(tokens.issued() - before, 2, "{:?}", w.stack.sm.calls());
 }
 
 /// The replaced binding lives until `retire_after`, then the next run deletes it and its

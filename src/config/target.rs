@@ -667,9 +667,24 @@ impl PathResolver {
         match std::fs::symlink_metadata(&candidate) {
             // An existing name that is no link, in a resolved directory: resolved.
             Ok(m) if !m.file_type().is_symlink() => candidate,
+            // A name not there yet (a target before its first commit) under a parent that
+            // `resolved_path` would resolve as the kernel does (no `.` or `..` for it to
+            // take lexically first): that parent's resolution with the name appended.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && plain(parent) => candidate,
             _ => resolved_path(path),
         }
     }
+}
+
+/// Whether `path` names its directories without `.` or `..`.
+fn plain(path: &Path) -> bool {
+    use std::path::Component;
+    path.components().all(|c| {
+        matches!(
+            c,
+            Component::Normal(_) | Component::RootDir | Component::Prefix(_)
+        )
+    })
 }
 
 /// A credential's primary target or one of its replicas, for checks over all of them.
@@ -728,6 +743,9 @@ mod tests {
             "link/alias",
             "link/sub/../t",
             "real/missing",
+            "link/missing",
+            "link/sub/../missing",
+            "real/./missing",
             "missing/t",
             "link/missing/t",
             "real/t/.",

@@ -60,11 +60,17 @@ impl Rotator {
                 ),
             };
         }
+        // The token Service Manager wants is fetched while the intent is written.
+        let ahead = tokio::spawn({
+            let client = client.clone();
+            async move { client.fetch_token_ahead().await }
+        });
         // 4. issue
-        let binding = match self
+        let binding = self
             .issue_binding(w, iss, &client, &name, parameters, now, critical_at)
-            .await
-        {
+            .await;
+        ahead.abort();
+        let binding = match binding {
             Ok(b) => b,
             Err(outcome) => return outcome,
         };
@@ -79,19 +85,24 @@ impl Rotator {
             }
         };
         let new_fp = g.leaf().fingerprint_sha256.clone();
-        // 6. check
-        if let Err(f) = check_with_retries(cred, &g).await {
+        // 6. check, and beside it the first step of 7. commit: record (durably) the binding
+        // and the certificate about to go live, so that a crash between the commit and the
+        // state write is recognised (and adopted, not deleted). A failed check deletes the
+        // binding as before (its certificate was never served); a run that lost its Lease
+        // stops here and deletes its binding.
+        if let Some(p) = w.state.pending.as_mut() {
+            p.fingerprint_sha256 = Some(new_fp.clone());
+        }
+        let (checked, saved) = tokio::join!(
+            check_with_retries(cred, &g),
+            w.backend.save_state_beside(&w.state)
+        );
+        if let Err(f) = checked {
             return self
                 .record_failure(w, f, Some((binding.id.clone(), Some(new_fp))), critical_at)
                 .await;
         }
-        // 7. commit: first record (durably) the binding and the certificate about to go
-        // live, so that a crash between the commit and the state write is recognised (and
-        // adopted, not deleted). A run that lost its Lease stops here and deletes its binding.
-        if let Some(p) = w.state.pending.as_mut() {
-            p.fingerprint_sha256 = Some(new_fp.clone());
-        }
-        if let Err(e) = w.backend.save_state(&w.state).await {
+        if let Err(e) = saved {
             let label = if crate::store::is_lease_lost(&e) {
                 "lease"
             } else {

@@ -222,6 +222,28 @@ impl Backend {
         self.save_state_as(state, Durability::Durable).await
     }
 
+    /// [`Backend::save_state`] with a state directory's file written on the blocking pool,
+    /// so that the caller's other futures (a token check polled beside it) go on during its
+    /// sync calls.
+    pub async fn save_state_beside(&self, state: &State) -> Result<(), StateError> {
+        match &self.primary {
+            Primary::Directory { store, .. } => {
+                let (store, state) = (store.clone(), state.clone());
+                let dir = store.dir().to_path_buf();
+                tokio::task::spawn_blocking(move || store.save_as(&state, Durability::Durable))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(StateError::Io {
+                            path: dir,
+                            action: "write the state",
+                            source: std::io::Error::other(e.to_string()),
+                        })
+                    })
+            }
+            Primary::Kubernetes(k) => Ok(k.save_state(state).await?),
+        }
+    }
+
     /// Writes the state; a state directory's file as durable as `durability` says (a
     /// Secret's annotations are durable once the API server answers).
     pub async fn save_state_as(

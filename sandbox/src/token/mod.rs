@@ -475,6 +475,11 @@ impl TokenHandle {
         });
     }
 
+    /// How many tokens this endpoint has issued (to every client, every grant).
+    pub fn issued(&self) -> u64 {
+        lock(&self.shared.state).last_jti
+    }
+
     /// Fingerprints of the client certificates presented to token requests, in order.
     pub fn seen(&self) -> Vec<String> {
         lock(&self.shared.state).seen.clone()

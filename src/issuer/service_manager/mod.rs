@@ -134,6 +134,14 @@ impl SmClient {
         *self.token.lock().await = None;
     }
 
+    /// Fetches the token ahead of the first call (while the caller does other work, e.g. a
+    /// durable state write). A failure is left for that call to meet again, with its retries.
+    pub async fn fetch_token_ahead(&self) {
+        if let Err(e) = self.bearer().await {
+            tracing::debug!("the Service Manager token fetched ahead: {e}");
+        }
+    }
+
     async fn bearer(&self) -> Result<SecretString, SmError> {
         let mut cached = self.token.lock().await;
         if let Some(t) = cached.as_ref()
