@@ -240,7 +240,7 @@ impl Backend {
                         })
                     })
             }
-            Primary::Kubernetes(k) => Ok(k.save_state(state).await?),
+            Primary::Kubernetes(_) => self.save_state(state).await,
         }
     }
 
