@@ -17,7 +17,10 @@ if dpkg -s certrot >/dev/null 2>&1; then
 fi
 deb=$(scripts/build-deb.sh)
 echo "== $deb"
-dpkg-deb --info "$deb" | grep -q "Package: certrot" || fail "$deb: no package named certrot"
+# Each command's output is read whole before grep -q looks at it: under pipefail, grep -q
+# leaving a pipe early kills its writer with SIGPIPE and fails the pipeline.
+info=$(dpkg-deb --info "$deb")
+grep -q "Package: certrot" <<<"$info" || fail "$deb: no package named certrot"
 contents=$(dpkg-deb --contents "$deb")
 for f in usr/bin/certrot lib/systemd/system/certrot.service lib/systemd/system/certrot-rotate.timer \
          usr/share/man/man1/certrot.1.gz usr/lib/sysusers.d/certrot.conf \
@@ -28,8 +31,10 @@ done
 cleanup() { $SUDO dpkg --purge certrot >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 $SUDO env DEBIAN_FRONTEND=noninteractive dpkg -i "$deb"
-/usr/bin/certrot --version | grep -Eq "^certrot [0-9.]+ \(.+\)$" || fail "--version: $(/usr/bin/certrot --version)"
-if /usr/bin/certrot --help | grep -Eq '^  (demo|sandbox) '; then
+version=$(/usr/bin/certrot --version)
+grep -Eq "^certrot [0-9.]+ \(.+\)$" <<<"$version" || fail "--version: $version"
+help=$(/usr/bin/certrot --help)
+if grep -Eq '^  (demo|sandbox) ' <<<"$help"; then
   fail "the packaged binary carries the stand-ins (build it with --no-default-features)"
 fi
 for u in certrot.service certrot-rotate.service; do
@@ -42,7 +47,8 @@ for u in certrot.service certrot-rotate.service; do
     esac
   done
 done
-zcat /usr/share/man/man1/certrot.1.gz | grep -q '^.TH certrot' || fail "the man page has no .TH header"
+man_page=$(zcat /usr/share/man/man1/certrot.1.gz)
+grep -q '^.TH certrot' <<<"$man_page" || fail "the man page has no .TH header"
 if command -v man >/dev/null; then man -w certrot >/dev/null || fail "man -w certrot finds nothing"; fi
 command -v systemd-analyze >/dev/null || fail "systemd-analyze is missing (scripts/test-deps.sh installs it)"
 systemd-analyze verify --man=no /lib/systemd/system/certrot.service /lib/systemd/system/certrot-rotate.service \
