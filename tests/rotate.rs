@@ -300,9 +300,11 @@ fn crash_between_binding_creation_and_commit_is_reconciled() {
         snapshot(&w.target("orders")) == before,
         "the target changed"
     );
-    // The binding and its certificate are written down beside the token check (a crash
-    // after the commit must find them): the intent names the binding the killed run made.
+    // A binding that shows its certificate is not written down before its commit: the
+    // intent names it, by its name only.
     let pending = w.state("orders").pending.unwrap();
+    assert_eq!(pending.binding_id, None, "not written down before a commit");
+    assert_eq!(pending.fingerprint_sha256, None);
     let orphan = w
         .stack
         .sm
@@ -311,8 +313,6 @@ fn crash_between_binding_creation_and_commit_is_reconciled() {
         .find(|b| b.id != current)
         .unwrap();
     assert_eq!(orphan.name, pending.binding_name);
-    assert_eq!(pending.binding_id.as_ref(), Some(&orphan.id));
-    assert_eq!(pending.fingerprint_sha256, orphan.fingerprint);
     let orphan = orphan.id;
 
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
@@ -356,10 +356,10 @@ fn concurrent_rotations_exactly_one_wins() {
     assert_eq!(w.binding_ids().len(), 2, "one rotation: replaced + new");
 }
 
-/// The sync calls of one steady rotation, in order, are exactly those docs/architecture.md
-/// ("Durable writes") gives a reason for: the intent (file, directory), the binding id and
-/// fingerprint before the commit (file, directory), the generation's four files and its
-/// directory, one sync of the target directory, and the state after the commit (file only).
+/// The sync calls of one steady rotation of a binding that shows its certificate, in
+/// order, are exactly those docs/architecture.md ("Durable writes") gives a reason for: the
+/// intent (file, directory), the generation's four files and its directory, one sync of the
+/// target directory, and the state after the commit (file only).
 /// A sync dropped, added or moved fails this (strace from Debian's `strace`,
 /// scripts/test-deps.sh installs it).
 #[test]
@@ -369,48 +369,26 @@ fn a_rotation_makes_exactly_the_documented_sync_calls_in_order() {
         ..SmOptions::default()
     });
     let (cfg, _) = orders_rotated(&w, "sb-sync!t1");
-    let trace = w.root().join("syncs.txt");
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o"])
-        .arg(&trace)
-        .arg(env!("CARGO_BIN_EXE_certrot"))
-        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
-        .output()
-        .expect("strace (Debian package strace; scripts/test-deps.sh installs it)");
-    assert!(out.status.success(), "{}", joined(&out));
-    let state = w.root().join("state").display().to_string();
-    let target = w.target("orders").display().to_string();
-    let calls: Vec<String> = std::fs::read_to_string(&trace)
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let call = if l.contains("fdatasync(") {
-                "fdatasync"
-            } else if l.contains("fsync(") {
-                "fsync"
-            } else {
-                return None;
-            };
-            let path = l.split_once('<')?.1.split_once('>')?.0;
-            let what = if path == state {
-                "state dir".to_string()
-            } else if path.starts_with(&format!("{state}/.orders.json.tmp-")) {
-                "state file".to_string()
-            } else if path == target {
-                "target dir".to_string()
-            } else if let Some(rest) = path.strip_prefix(&format!("{target}/..staging.")) {
-                match rest.split_once('/') {
-                    Some((_, file)) => file.to_string(),
-                    None => "generation dir".to_string(),
-                }
-            } else {
-                format!("unexpected {path}")
-            };
-            Some(format!("{call} {what}"))
-        })
-        .collect();
     assert_eq!(
-        calls,
+        sync_calls(&w, &cfg, "orders"),
+        [
+            "fdatasync state file",
+            "fsync state dir",
+            "fsync cert.pem",
+            "fsync key.pem",
+            "fsync bundle.pem",
+            "fsync credentials.json",
+            "fsync generation dir",
+            "fsync target dir",
+            "fdatasync state file",
+        ]
+    );
+    // A self-managed binding shows no certificate: its binding and fingerprint are recorded
+    // (file, directory) before the commit.
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, cfg, _) = self_managed_rotated(tmp.path(), "sb-sync-own!t1");
+    assert_eq!(
+        sync_calls(&w, &cfg, "own"),
         [
             "fdatasync state file",
             "fsync state dir",
@@ -425,6 +403,51 @@ fn a_rotation_makes_exactly_the_documented_sync_calls_in_order() {
             "fdatasync state file",
         ]
     );
+}
+
+/// The fsync/fdatasync calls of one `rotate --now` of credential `name`, each named by
+/// what it syncs.
+fn sync_calls(w: &World, cfg: &std::path::Path, name: &str) -> Vec<String> {
+    let trace = w.root().join("syncs.txt");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_certrot"))
+        .args(["--config", cfg.to_str().unwrap(), "rotate", "--now"])
+        .output()
+        .expect("strace (Debian package strace; scripts/test-deps.sh installs it)");
+    assert!(out.status.success(), "{}", joined(&out));
+    let state = w.root().join("state").display().to_string();
+    let target = w.target(name).display().to_string();
+    std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let call = if l.contains("fdatasync(") {
+                "fdatasync"
+            } else if l.contains("fsync(") {
+                "fsync"
+            } else {
+                return None;
+            };
+            let path = l.split_once('<')?.1.split_once('>')?.0;
+            let what = if path == state {
+                "state dir".to_string()
+            } else if path.starts_with(&format!("{state}/.{name}.json.tmp-")) {
+                "state file".to_string()
+            } else if path == target {
+                "target dir".to_string()
+            } else if let Some(rest) = path.strip_prefix(&format!("{target}/..staging.")) {
+                match rest.split_once('/') {
+                    Some((_, file)) => file.to_string(),
+                    None => "generation dir".to_string(),
+                }
+            } else {
+                format!("unexpected {path}")
+            };
+            Some(format!("{call} {what}"))
+        })
+        .collect()
 }
 
 /// A rotation's Service Manager calls do not grow with the retirement queue: the queued
@@ -1007,6 +1030,80 @@ fn interrupted_state_write_after_commit_is_adopted_not_deleted() {
         certrot::check::Limits::default(),
     ));
     assert!(ok.is_ok(), "{ok:?}");
+}
+
+/// The same crash after a rotation that kept no record of binding and fingerprint before
+/// its commit (a binding that shows its certificate, the state in `state_dir`): the state
+/// names the old binding and holds only the intent's binding name. A run that is not due
+/// finds the new binding by the certificate the target serves and adopts it, never
+/// deleting it; the old one goes to retirement, not at once.
+#[test]
+fn a_commit_whose_state_write_was_lost_is_adopted_by_the_served_certificate() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-served!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
+    let state_file = w.root().join("state/orders.json");
+    let before: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let b1 = before["current"]["binding_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
+    let st = w.state("orders");
+    let b2 = st.current.as_ref().unwrap().binding_id.clone().unwrap();
+    let served = w.current_fingerprint("orders");
+    let name = w
+        .stack
+        .sm
+        .bindings()
+        .into_iter()
+        .find(|b| b.id == b2)
+        .unwrap()
+        .name;
+    // The state as the crash left it: the old current, the intent with the name only.
+    let mut crashed = before.clone();
+    crashed["pending"] = serde_json::json!({
+        "binding_name": name, "service_manager": "main", "instance_id": xs,
+        "started_at": before["current"]["committed_at"],
+    });
+    std::fs::write(&state_file, crashed.to_string()).unwrap();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("deleted orphan"), "{out}");
+    assert!(err.contains("adopted the binding"), "{err}");
+    let st = w.state("orders");
+    assert!(st.pending.is_none(), "the interrupted intent is settled");
+    let current = st.current.unwrap();
+    assert_eq!(current.binding_id.as_deref(), Some(b2.as_str()));
+    assert_eq!(current.fingerprint_sha256, served);
+    let queued: Vec<(&str, bool)> = st
+        .retiring
+        .iter()
+        .map(|r| {
+            (
+                r.binding_id.as_str(),
+                r.retire_at > time::OffsetDateTime::now_utc(),
+            )
+        })
+        .collect();
+    assert!(queued.contains(&(b1.as_str(), true)), "{queued:?}");
+    assert!(w.binding_ids().contains(&b2));
+    // The next rotation queues the adopted binding with its grace period too.
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("deleted orphan"), "{out}");
+    let st = w.state("orders");
+    assert!(
+        st.retiring.iter().any(|r| r.binding_id == b2),
+        "{:?}",
+        st.retiring
+    );
+    assert_eq!(w.binding_ids().len(), 3);
 }
 
 /// A create whose answer is lost (the binding exists, the client sees 503 and retries into

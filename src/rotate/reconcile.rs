@@ -112,6 +112,7 @@ impl Rotator {
                 return Ok(());
             }
         };
+        let mut adopted = false;
         for b in found {
             let known = Some(&b.id) == current.as_ref()
                 || w.state.retiring.iter().any(|r| r.binding_id == b.id);
@@ -129,7 +130,11 @@ impl Rotator {
             let Some(full) = full else { continue };
             let fps = binding_fingerprints(&full, &w.cred.pem_fields.certificate);
             if fps.iter().any(|f| served.contains(f)) {
-                tracing::warn!(credential = %w.cred.name, binding = %b.id, "not deleted: this binding's certificate is one a target serves");
+                if self.adopt_served(w, iss, &b.id, &b.name, &fps).await {
+                    adopted = true;
+                } else {
+                    tracing::warn!(credential = %w.cred.name, binding = %b.id, "not deleted: this binding's certificate is one a target serves");
+                }
                 continue;
             }
             // A binding that shows no certificate (self-managed) is deleted only when it is
@@ -169,12 +174,68 @@ impl Rotator {
             w.reconciled.push(b.id);
         }
         let cleared = clear_pending && w.state.pending.take().is_some();
-        if (cleared || !w.reconciled.is_empty())
+        if (cleared || adopted || !w.reconciled.is_empty())
             && let Err(e) = w.backend.save_state(&w.state).await
         {
             tracing::warn!(credential = %w.cred.name, "state not saved after reconcile: {e}");
         }
         Ok(())
+    }
+
+    /// After a crash between the target commit and the state write of a rotation that kept
+    /// no record of binding and fingerprint (a binding that shows its certificate, the state
+    /// on this host): the primary target serves the certificate of this labelled binding,
+    /// `binding_id`, while the state names another current generation. That binding is the
+    /// current one: adopted (the one the state named goes to retirement, after
+    /// `retire_after`). The interrupted rotation's intent (its binding's name) is settled
+    /// with it; this run's own intent stays. False when the target serves something else.
+    async fn adopt_served(
+        &self,
+        w: &mut Work<'_>,
+        iss: &SmIssuer,
+        binding_id: &str,
+        binding_name: &str,
+        fingerprints: &[String],
+    ) -> bool {
+        let Ok(Some(cur)) = w.backend.read_current().await else {
+            return false;
+        };
+        let served = &cur.generation.leaf().fingerprint_sha256;
+        let known = w
+            .state
+            .current
+            .as_ref()
+            .is_some_and(|c| &c.fingerprint_sha256 == served);
+        if known || !fingerprints.contains(served) {
+            return false;
+        }
+        let now = self.now();
+        let retire = RetirePlan {
+            service_manager: iss.service_manager.clone(),
+            at: now + w.cred.policy.retire_after.to_time(),
+            reason: RetireReason::Replaced,
+        };
+        let current = CurrentRecord::of(
+            cur.generation.leaf(),
+            Some(cur.dir_name.clone()),
+            Some(binding_id.to_string()),
+            CommitSource::Recovered,
+            now,
+        );
+        let its_intent = w
+            .state
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.binding_name == binding_name && p.fingerprint_sha256.is_none());
+        w.step(|s| {
+            let s = s.committed(current, Some(retire));
+            match its_intent {
+                true => s.intent_done().rotation_succeeded(now),
+                false => s,
+            }
+        });
+        tracing::warn!(credential = %w.cred.name, binding = %binding_id, "adopted the binding whose certificate the target serves: a commit whose state write was interrupted");
+        true
     }
 
     /// After a crash between the target commit and the state write, the target already

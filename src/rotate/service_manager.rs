@@ -90,13 +90,21 @@ impl Rotator {
         // state write is recognised (and adopted, not deleted). A failed check deletes the
         // binding as before (its certificate was never served); a run that lost its Lease
         // stops here and deletes its binding.
+        // Not for a binding that shows its certificate with the state on this host: after
+        // such a crash that certificate, the one the target serves, finds the binding again
+        // (reconcile adopts it, `adopt_served`), and before the commit the binding is an
+        // orphan like any other. One durable write, two sync calls, less per rotation.
         if let Some(p) = w.state.pending.as_mut() {
             p.fingerprint_sha256 = Some(new_fp.clone());
         }
-        let (checked, saved) = tokio::join!(
-            check_with_retries(cred, &g),
-            w.backend.save_state_beside(&w.state)
-        );
+        let record_first = self_managed || !w.backend.state_on_host();
+        let record = async {
+            match record_first {
+                true => w.backend.save_state_beside(&w.state).await,
+                false => Ok(()),
+            }
+        };
+        let (checked, saved) = tokio::join!(check_with_retries(cred, &g), record);
         if let Err(f) = checked {
             return self
                 .record_failure(w, f, Some((binding.id.clone(), Some(new_fp))), critical_at)

@@ -302,6 +302,12 @@ impl Backend {
         }
     }
 
+    /// True when the state is a file in the state directory on this host (not a Secret's
+    /// annotations).
+    pub fn state_on_host(&self) -> bool {
+        matches!(self.primary, Primary::Directory { .. })
+    }
+
     /// True when no other run can work on the credential while the lock is held.
     pub fn exclusive(&self) -> bool {
         match &self.primary {
