@@ -336,6 +336,33 @@ fn crash_between_binding_creation_and_commit_is_reconciled() {
     );
 }
 
+/// A power cut that loses the intent of a binding that shows its certificate (that intent
+/// is written atomically, not durably): the binding the run made is named by no record. The
+/// next rotation finds it by its labels and deletes it, since no target serves its
+/// certificate; the current binding stays.
+#[test]
+fn a_binding_whose_intent_a_power_cut_lost_is_found_by_its_labels_and_deleted() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let (cfg, current) = orders_rotated(&w, "sb-lost-intent!t1");
+    let state_file = w.root().join("state/orders.json");
+    let before = std::fs::read(&state_file).unwrap();
+    let orphan = w.interrupted_rotation(&cfg, "orders", 2);
+    // The state as a power cut could leave it: the rename of the intent never on disk.
+    std::fs::write(&state_file, &before).unwrap();
+    assert!(w.state("orders").pending.is_none());
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("deleted orphan binding(s) {orphan}")),
+        "{out}"
+    );
+    let ids = w.binding_ids();
+    assert!(!ids.contains(&orphan) && ids.contains(&current), "{ids:?}");
+}
+
 /// Two `rotate --now` at once: exactly one rotation; the other exits 75.
 #[test]
 fn concurrent_rotations_exactly_one_wins() {
@@ -358,7 +385,7 @@ fn concurrent_rotations_exactly_one_wins() {
 
 /// The sync calls of one steady rotation of a binding that shows its certificate, in
 /// order, are exactly those docs/architecture.md ("Durable writes") gives a reason for: the
-/// intent (file, directory), the generation's four files and its directory, one sync of the
+/// intent (file only), the generation's four files and its directory, one sync of the
 /// target directory, and the state after the commit (file only).
 /// A sync dropped, added or moved fails this (strace from Debian's `strace`,
 /// scripts/test-deps.sh installs it).
@@ -373,7 +400,6 @@ fn a_rotation_makes_exactly_the_documented_sync_calls_in_order() {
         sync_calls(&w, &cfg, "orders"),
         [
             "fdatasync state file",
-            "fsync state dir",
             "fsync cert.pem",
             "fsync key.pem",
             "fsync bundle.pem",
@@ -383,8 +409,23 @@ fn a_rotation_makes_exactly_the_documented_sync_calls_in_order() {
             "fdatasync state file",
         ]
     );
-    // A self-managed binding shows no certificate: its binding and fingerprint are recorded
-    // (file, directory) before the commit.
+    // The first binding of an installation: its intent is durable (file, directory), since
+    // the binding's labels name an installation id no disk holds yet.
+    let fresh = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let xs = fresh
+        .stack
+        .sm
+        .add_instance(InstanceKind::Xsuaa, "sb-sync-first!t1");
+    let first = fresh.config(None, &[fresh.credential("orders", "xsuaa", &xs, "")]);
+    assert_eq!(
+        sync_calls(&fresh, &first, "orders")[..2],
+        ["fdatasync state file", "fsync state dir"]
+    );
+    // A self-managed binding shows no certificate: its intent is durable and its binding
+    // and fingerprint are recorded (file, directory) before the commit.
     let tmp = tempfile::tempdir().unwrap();
     let (w, cfg, _) = self_managed_rotated(tmp.path(), "sb-sync-own!t1");
     assert_eq!(

@@ -159,7 +159,8 @@ impl Rotator {
         critical_at: Option<OffsetDateTime>,
     ) -> Result<Binding, Outcome> {
         let cred = w.cred;
-        if w.state.installation.is_none() {
+        let first_of_installation = w.state.installation.is_none();
+        if first_of_installation {
             w.state.installation = new_installation_id();
         }
         let Some(installation) = w.state.installation.clone() else {
@@ -188,7 +189,20 @@ impl Rotator {
             started_at: now,
             fingerprint_sha256: None,
         });
-        if let Err(e) = w.backend.save_state(&w.state).await {
+        // Durable, but atomic only for a binding that shows its certificate (state on this
+        // host, its installation id already on disk): if a power cut loses this intent, the
+        // binding is an orphan that reconcile finds by its labels and tells by its
+        // certificate (deleted, or adopted when the target serves it). A self-managed
+        // binding shows none, and a new installation id is on no disk yet.
+        let durability = if iss.certificate.signer().is_none()
+            && w.backend.state_on_host()
+            && !first_of_installation
+        {
+            crate::fsutil::Durability::Atomic
+        } else {
+            crate::fsutil::Durability::Durable
+        };
+        if let Err(e) = w.backend.save_state_as(&w.state, durability).await {
             w.state.pending = None;
             w.redecide = crate::store::is_conflict(&e);
             return Err(Outcome::Failed(failure(
