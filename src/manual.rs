@@ -3,6 +3,7 @@
 //! previous generation, token-checked first). They return what happened; the CLI prints it
 //! and chooses the exit code.
 
+use crate::rotate::ServedBefore;
 use crate::state::CurrentRecord;
 use crate::status::short_time;
 use crate::store::Backend;
@@ -118,6 +119,9 @@ pub async fn rollback(
     let now = OffsetDateTime::now_utc();
     // The generation switched to must be the one checked (a Secret may change meanwhile).
     let expected = previous.leaf().fingerprint_sha256.clone();
+    // What was served until the switch: a generation the state does not know (or one that
+    // cannot be read, which may be why it is rolled away from) holds back reconcile.
+    let away = backend.served_fingerprint().await;
     let (from, to, g) = backend
         .rollback(&expected)
         .await
@@ -133,7 +137,12 @@ pub async fn rollback(
     let saved = match backend.load_state(name, true).await {
         Ok(l) => {
             let mut state = l.state;
-            crate::rotate::rolled_back(&mut state, cred, &g, &to, now);
+            let away = match &away {
+                Ok(None) => ServedBefore::Nothing,
+                Ok(Some(fp)) => ServedBefore::Certificate(fp),
+                Err(_) => ServedBefore::Unreadable,
+            };
+            crate::rotate::rolled_back(&mut state, cred, &g, &to, away, now);
             let state = record_replicas(state, &replicated, now);
             backend.save_state(&state).await
         }

@@ -1086,33 +1086,8 @@ fn a_commit_whose_state_write_was_lost_is_adopted_by_the_served_certificate() {
     });
     let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-served!t1");
     let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
-    assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
-    let state_file = w.root().join("state/orders.json");
-    let before: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
-    let b1 = before["current"]["binding_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(w.certrot(&cfg, &["rotate", "--now"]).0, 0);
-    let st = w.state("orders");
-    let b2 = st.current.as_ref().unwrap().binding_id.clone().unwrap();
+    let (b1, b2) = w.commit_with_lost_state_write(&cfg, "orders", &xs);
     let served = w.current_fingerprint("orders");
-    let name = w
-        .stack
-        .sm
-        .bindings()
-        .into_iter()
-        .find(|b| b.id == b2)
-        .unwrap()
-        .name;
-    // The state as the crash left it: the old current, the intent with the name only.
-    let mut crashed = before.clone();
-    crashed["pending"] = serde_json::json!({
-        "binding_name": name, "service_manager": "main", "instance_id": xs,
-        "started_at": before["current"]["committed_at"],
-    });
-    std::fs::write(&state_file, crashed.to_string()).unwrap();
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("deleted orphan"), "{out}");
@@ -1145,6 +1120,33 @@ fn a_commit_whose_state_write_was_lost_is_adopted_by_the_served_certificate() {
         st.retiring
     );
     assert_eq!(w.binding_ids().len(), 3);
+}
+
+/// The same crash, then `rollback` before any run adopted the commit: the generation rolled
+/// away from is one the state does not know, and its certificate was served until the
+/// switch. Its binding is never deleted as an orphan at once: reconcile holds back until a
+/// new rotation has been current for `retire_after`.
+#[test]
+fn a_rollback_away_from_a_commit_whose_state_write_was_lost_deletes_nothing() {
+    let w = World::new(SmOptions {
+        rsa_pool: 2,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-back!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    let (b1, b2) = w.commit_with_lost_state_write(&cfg, "orders", &xs);
+    let (code, out, err) = w.certrot(&cfg, &["rollback", "orders", "--no-validate"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("not known to the state"), "{err}");
+    let st = w.state("orders");
+    assert!(st.unknown_since.is_some());
+    assert_eq!(st.current.unwrap().binding_id.as_deref(), Some(b1.as_str()));
+    for args in [&["rotate", "--if-due"][..], &["rotate", "--now"]] {
+        let (code, out, err) = w.certrot(&cfg, args);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(!out.contains("deleted orphan"), "{args:?}: {out}{err}");
+        assert!(w.binding_ids().contains(&b2), "{args:?}: {out}{err}");
+    }
 }
 
 /// A create whose answer is lost (the binding exists, the client sees 503 and retries into

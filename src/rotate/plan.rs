@@ -27,16 +27,57 @@ pub fn settle_tracking(state: &mut State, cred: &Credential, now: OffsetDateTime
     !settled
 }
 
+/// What the target served just before a rollback switched it.
+#[derive(Clone, Copy, Debug)]
+pub enum ServedBefore<'a> {
+    Nothing,
+    /// The fingerprint of the certificate it served.
+    Certificate(&'a str),
+    /// Its generation could not be read.
+    Unreadable,
+}
+
 /// The state after a rollback to `g`: its binding leaves the retirement queue and is current
 /// again; the binding rolled away from is queued for retirement after `retire_after`.
+/// `away` is what the target served before the switch.
 pub fn rolled_back(
     state: &mut State,
     cred: &Credential,
     g: &Generation,
     generation: &str,
+    away: ServedBefore<'_>,
     now: OffsetDateTime,
 ) {
     let fp = &g.leaf().fingerprint_sha256;
+    let service_managed = matches!(cred.issuer, Some(Issuer::ServiceManager(_)));
+    // A generation rolled away from that the state does not know (a commit whose state
+    // write a crash lost, a hand-made generation): its binding is unknown, and its
+    // certificate was served until now, so applications may still hold it. Nothing is an
+    // orphan until a rotation has been current for `retire_after`: reconcile would
+    // otherwise delete that binding at once, with no grace period.
+    let known = |f: &str| {
+        state
+            .current
+            .as_ref()
+            .is_some_and(|c| c.fingerprint_sha256 == f)
+            || state
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.fingerprint_sha256.as_deref() == Some(f))
+            || state
+                .retiring
+                .iter()
+                .any(|r| r.fingerprint_sha256.as_deref() == Some(f))
+    };
+    let unknown = match away {
+        ServedBefore::Nothing => false,
+        ServedBefore::Certificate(a) => a != fp.as_str() && !known(a),
+        ServedBefore::Unreadable => true,
+    };
+    if service_managed && unknown {
+        tracing::warn!(credential = %cred.name, "the generation rolled away from is not known to the state (a commit whose state write was lost?) or could not be read; reconcile deletes nothing until the next rotation has been current for retire_after");
+        state.unknown_since = Some(now);
+    }
     // The state may name the generation switched to as current already (a commit it never
     // recorded): its binding stays current.
     let mut same = state
@@ -68,7 +109,6 @@ pub fn rolled_back(
             });
         }
     }
-    let service_managed = matches!(cred.issuer, Some(Issuer::ServiceManager(_)));
     if restored.is_none() && same.is_none() && service_managed {
         // Which binding this generation has is unknown: it may still exist and be used,
         // so nothing is deleted as an orphan until a rotation settles it.
@@ -259,6 +299,10 @@ mod tests {
             .clone()
     }
 
+    fn fp(g: &Generation) -> &str {
+        &g.leaf().fingerprint_sha256
+    }
+
     fn generation(cn: &str) -> Generation {
         let ca = certrot_sandbox::ca::LocalCa::new("rollback CA").unwrap();
         let now = OffsetDateTime::now_utc();
@@ -304,7 +348,14 @@ mod tests {
             retiring: vec![queued(&a, "bind-a")],
             ..State::default()
         };
-        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        rolled_back(
+            &mut st,
+            &cred,
+            &a,
+            "gen-a",
+            ServedBefore::Certificate(fp(&b)),
+            now,
+        );
         let cur = st.current.clone().unwrap();
         assert_eq!(cur.binding_id.as_deref(), Some("bind-a"));
         assert_eq!(cur.source, CommitSource::Rollback);
@@ -313,16 +364,41 @@ mod tests {
         assert_eq!(st.retiring[0].reason, RetireReason::RolledBack);
         assert_eq!(st.retiring[0].retire_at, now + time::Duration::hours(1));
         assert!(st.unknown_since.is_none());
-        // Back to the generation the state already names (an unrecorded commit): its
-        // binding stays current and nothing is queued.
+        // Back to the generation the state already names, away from B, a commit the state
+        // never recorded (no record of its binding): A's binding stays current and nothing
+        // is queued, but B's binding is unknown and its certificate was served until now,
+        // so nothing is an orphan for a while.
         let mut st = State {
             current: Some(current(&a, Some("bind-a"), now, CommitSource::Rotate)),
             ..State::default()
         };
-        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        rolled_back(
+            &mut st,
+            &cred,
+            &a,
+            "gen-a",
+            ServedBefore::Certificate(fp(&b)),
+            now,
+        );
         assert_eq!(st.current.unwrap().binding_id.as_deref(), Some("bind-a"));
         assert!(st.retiring.is_empty());
-        assert!(st.unknown_since.is_none());
+        assert_eq!(st.unknown_since, Some(now));
+        // The same switch with nothing served before (or the same certificate): no doubt;
+        // away from a generation that could not be read: doubt.
+        for away in [ServedBefore::Nothing, ServedBefore::Certificate(fp(&a))] {
+            let mut st = State {
+                current: Some(current(&a, Some("bind-a"), now, CommitSource::Rotate)),
+                ..State::default()
+            };
+            rolled_back(&mut st, &cred, &a, "gen-a", away, now);
+            assert!(st.unknown_since.is_none());
+        }
+        let mut st = State {
+            current: Some(current(&a, Some("bind-a"), now, CommitSource::Rotate)),
+            ..State::default()
+        };
+        rolled_back(&mut st, &cred, &a, "gen-a", ServedBefore::Unreadable, now);
+        assert_eq!(st.unknown_since, Some(now));
         // A commit of B the state never recorded (its intent still names B's binding), then
         // back to A: B's binding gets the grace period instead of being reconciled away.
         let intent = |g: &Generation, id: &str| PendingRecord {
@@ -338,7 +414,14 @@ mod tests {
             pending: Some(intent(&b, "bind-b")),
             ..State::default()
         };
-        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        rolled_back(
+            &mut st,
+            &cred,
+            &a,
+            "gen-a",
+            ServedBefore::Certificate(fp(&b)),
+            now,
+        );
         assert_eq!(
             st.current.clone().unwrap().binding_id.as_deref(),
             Some("bind-a")
@@ -353,7 +436,14 @@ mod tests {
             pending: Some(intent(&a, "bind-a")),
             ..State::default()
         };
-        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        rolled_back(
+            &mut st,
+            &cred,
+            &a,
+            "gen-a",
+            ServedBefore::Certificate(fp(&b)),
+            now,
+        );
         assert_eq!(st.current.unwrap().binding_id.as_deref(), Some("bind-a"));
         assert_eq!(st.retiring.len(), 1);
         assert_eq!(st.retiring[0].binding_id, "bind-b");
@@ -363,7 +453,14 @@ mod tests {
             current: Some(current(&b, Some("bind-b"), now, CommitSource::Rotate)),
             ..State::default()
         };
-        rolled_back(&mut st, &cred, &a, "gen-a", now);
+        rolled_back(
+            &mut st,
+            &cred,
+            &a,
+            "gen-a",
+            ServedBefore::Certificate(fp(&b)),
+            now,
+        );
         assert_eq!(st.current.unwrap().binding_id, None);
         assert_eq!(st.unknown_since, Some(now));
         assert_eq!(st.retiring[0].binding_id, "bind-b");

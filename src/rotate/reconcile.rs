@@ -105,29 +105,43 @@ impl Rotator {
             .map_err(|e| failure(Step::Reconcile, "lease", e.to_string()))?;
         let current = w.state.current.as_ref().and_then(|c| c.binding_id.clone());
         // What the target serves right now decides, whatever the state says.
+        let known = |w: &Work<'_>, b: &Binding| {
+            Some(&b.id) == current.as_ref() || w.state.retiring.iter().any(|r| r.binding_id == b.id)
+        };
         let served = match w.backend.served_everywhere().await {
             Ok(fps) => fps,
             Err(e) => {
                 tracing::warn!(credential = %w.cred.name, "reconcile skipped: a target cannot be read, so what it serves is unknown: {e}");
+                // Nothing is deleted, but a commit whose state write was lost is still
+                // adopted from what the primary target serves: a rotation that goes on
+                // would otherwise leave that binding untracked once it is no longer served,
+                // and the next reconcile would delete it with no grace period.
+                for b in &found {
+                    if known(w, b) {
+                        continue;
+                    }
+                    let Some(full) = full_binding(client, b).await? else {
+                        continue;
+                    };
+                    let fps = binding_fingerprints(&full, &w.cred.pem_fields.certificate);
+                    if !fps.is_empty() && self.adopt_served(w, iss, &b.id, &b.name, &fps).await {
+                        if let Err(e) = w.backend.save_state(&w.state).await {
+                            tracing::warn!(credential = %w.cred.name, "state not saved after adoption: {e}");
+                        }
+                        break;
+                    }
+                }
                 return Ok(());
             }
         };
         let mut adopted = false;
         for b in found {
-            let known = Some(&b.id) == current.as_ref()
-                || w.state.retiring.iter().any(|r| r.binding_id == b.id);
-            if known {
+            if known(w, &b) {
                 continue;
             }
-            // The list may not show credentials: read the binding itself.
-            let full = match &b.credentials {
-                Some(_) => Some(b.clone()),
-                None => client
-                    .get_binding(&b.id)
-                    .await
-                    .map_err(|e| sm_failure(Step::Reconcile, &e))?,
+            let Some(full) = full_binding(client, &b).await? else {
+                continue;
             };
-            let Some(full) = full else { continue };
             let fps = binding_fingerprints(&full, &w.cred.pem_fields.certificate);
             if fps.iter().any(|f| served.contains(f)) {
                 if self.adopt_served(w, iss, &b.id, &b.name, &fps).await {
@@ -337,4 +351,16 @@ pub(super) fn is_credentials_binding(b: &Binding, cred: &str, instance_id: Optio
     instance_id.is_none_or(|i| b.instance_id == i)
         && has(LABEL_MANAGED_BY.0, LABEL_MANAGED_BY.1)
         && has(LABEL_CREDENTIAL, cred)
+}
+
+/// A listed binding with its credentials: the list may not show them, so the binding is
+/// read by itself then (`None`: it is gone).
+async fn full_binding(client: &SmClient, b: &Binding) -> Result<Option<Binding>, Failure> {
+    match &b.credentials {
+        Some(_) => Ok(Some(b.clone())),
+        None => client
+            .get_binding(&b.id)
+            .await
+            .map_err(|e| sm_failure(Step::Reconcile, &e)),
+    }
 }

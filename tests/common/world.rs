@@ -142,6 +142,45 @@ impl World {
         created[0].id.clone()
     }
 
+    /// A rotation of `name` (on Service Manager instance `instance`) whose commit reached
+    /// its targets while a power cut lost its state write, for a binding that keeps no record
+    /// of binding and fingerprint before its commit: two real rotations, then the state of
+    /// before the second, with the second's intent (its binding's name only). Returns the
+    /// old binding (the state's current) and the new one (the one the targets serve).
+    pub fn commit_with_lost_state_write(
+        &self,
+        cfg: &Path,
+        name: &str,
+        instance: &str,
+    ) -> (String, String) {
+        let ok = |(code, out, err): (i32, String, String)| assert_eq!(code, 0, "{out}{err}");
+        ok(self.certrot(cfg, &["rotate", "--now"]));
+        let state_file = self.root().join("state").join(format!("{name}.json"));
+        let before: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+        let old = before["current"]["binding_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        ok(self.certrot(cfg, &["rotate", "--now"]));
+        let new = self.state(name).current.unwrap().binding_id.unwrap();
+        let binding_name = self
+            .stack
+            .sm
+            .bindings()
+            .into_iter()
+            .find(|b| b.id == new)
+            .unwrap()
+            .name;
+        let mut crashed = before.clone();
+        crashed["pending"] = serde_json::json!({
+            "binding_name": binding_name, "service_manager": "main", "instance_id": instance,
+            "started_at": before["current"]["committed_at"],
+        });
+        std::fs::write(&state_file, crashed.to_string()).unwrap();
+        (old, new)
+    }
+
     /// Fingerprint of the current certificate in the target of `name`.
     pub fn current_fingerprint(&self, name: &str) -> String {
         self.generation(name).leaf().fingerprint_sha256.clone()
