@@ -1149,6 +1149,48 @@ fn a_rollback_away_from_a_commit_whose_state_write_was_lost_deletes_nothing() {
     }
 }
 
+/// Two rotations in quick succession, then a power cut that loses both state writes after
+/// the first commit (the state after it, atomic only, and the second's intent): the state
+/// names the first binding current, the target serves the third. The next rotation adopts
+/// the third; the second, served in between and named by nothing, is in a generation the
+/// target keeps, so it is queued with its grace period, never deleted at once.
+#[test]
+fn a_binding_served_in_between_two_lost_state_writes_gets_its_grace_period() {
+    let w = World::new(SmOptions {
+        rsa_pool: 3,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-twice!t1");
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    let (b1, b2) = w.commit_with_lost_state_write(&cfg, "orders", &xs);
+    let state_file = w.root().join("state/orders.json");
+    let lost = std::fs::read(&state_file).unwrap();
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let b3 = w.state("orders").current.unwrap().binding_id.unwrap();
+    assert!(![&b1, &b2].contains(&&b3));
+    // What the power cut left: the state of before the second commit, no later intent.
+    let mut crashed: serde_json::Value = serde_json::from_slice(&lost).unwrap();
+    crashed.as_object_mut().unwrap().remove("pending");
+    std::fs::write(&state_file, crashed.to_string()).unwrap();
+    // The next rotation (every rotation reconciles) adopts the third and replaces it.
+    let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("adopted the binding"), "{out}{err}");
+    assert!(!out.contains("deleted orphan"), "{out}{err}");
+    assert!(w.binding_ids().contains(&b2), "{out}{err}");
+    let st = w.state("orders");
+    for b in [&b1, &b2, &b3] {
+        assert!(
+            st.retiring
+                .iter()
+                .any(|r| &r.binding_id == b && r.retire_at > time::OffsetDateTime::now_utc()),
+            "{b} not queued with a grace period: {:?}",
+            st.retiring
+        );
+    }
+}
+
 /// A create whose answer is lost (the binding exists, the client sees 503 and retries into
 /// 409): the lost binding is found, queued and deleted in the same run — never forgotten.
 #[test]

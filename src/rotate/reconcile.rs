@@ -120,7 +120,8 @@ impl Rotator {
                     if known(w, b) {
                         continue;
                     }
-                    let Some(full) = full_binding(client, b).await? else {
+                    // Best effort: a binding that cannot be read now is adopted later.
+                    let Ok(Some(full)) = full_binding(client, b).await else {
                         continue;
                     };
                     let fps = binding_fingerprints(&full, &w.cred.pem_fields.certificate);
@@ -135,6 +136,13 @@ impl Rotator {
             }
         };
         let mut adopted = false;
+        let mut queued = false;
+        // The certificates of the generations the primary target keeps (read when needed).
+        let mut kept: Option<Result<Vec<String>, String>> = None;
+        // A state that records binding and fingerprint before each commit (self-managed, or
+        // kept in a Secret's annotations): an intent without them never reached a target.
+        let records_before_commit =
+            iss.certificate.signer().is_some() || !w.backend.state_on_host();
         for b in found {
             if known(w, &b) {
                 continue;
@@ -151,6 +159,42 @@ impl Rotator {
                 }
                 continue;
             }
+            // A binding whose certificate a generation the target keeps holds was served
+            // once: applications may still hold it, and a lost state write (or an import)
+            // may be why nothing names it. Retired after `retire_after`, never at once.
+            if !fps.is_empty() {
+                if kept.is_none() {
+                    kept = Some(
+                        w.backend
+                            .kept_fingerprints()
+                            .await
+                            .map_err(|e| e.to_string()),
+                    );
+                }
+                match kept.as_ref() {
+                    Some(Ok(k)) => {
+                        if let Some(fp) = fps.iter().find(|f| k.contains(f)) {
+                            let record = RetiringRecord {
+                                binding_id: b.id.clone(),
+                                service_manager: iss.service_manager.clone(),
+                                fingerprint_sha256: Some(fp.clone()),
+                                retire_at: self.now() + w.cred.policy.retire_after.to_time(),
+                                reason: RetireReason::Orphan,
+                                attempts: 0,
+                            };
+                            w.step(|s| s.queue(record));
+                            queued = true;
+                            tracing::warn!(credential = %w.cred.name, binding = %b.id, name = %b.name, "not deleted at once: its certificate is in a generation the target keeps, so it was served; queued for retirement after retire_after");
+                            continue;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(credential = %w.cred.name, binding = %b.id, "not deleted: the generations the target keeps cannot be read, so whether it was ever served is unknown: {e}");
+                        continue;
+                    }
+                    None => {}
+                }
+            }
             // A binding that shows no certificate (self-managed) is deleted only when it is
             // this run's own interrupted attempt, whose certificate the target does not serve.
             let own_attempt = w
@@ -166,8 +210,10 @@ impl Rotator {
                 .chain(w.earlier_attempt.clone())
                 .any(|(id, fp)| id == b.id && fp.is_none_or(|f| !served.contains(&f)))
                 // An attempt killed before its binding id and fingerprint were written down
-                // (just before its commit) never reached the target: found by its name.
-                || w
+                // (just before its commit) never reached the target: found by its name. Not
+                // so where that record is not written (a binding that shows its certificate,
+                // the state on this host): such a binding is told by its certificate above.
+                || records_before_commit && w
                     .state
                     .pending
                     .as_ref()
@@ -188,7 +234,7 @@ impl Rotator {
             w.reconciled.push(b.id);
         }
         let cleared = clear_pending && w.state.pending.take().is_some();
-        if (cleared || adopted || !w.reconciled.is_empty())
+        if (cleared || adopted || queued || !w.reconciled.is_empty())
             && let Err(e) = w.backend.save_state(&w.state).await
         {
             tracing::warn!(credential = %w.cred.name, "state not saved after reconcile: {e}");

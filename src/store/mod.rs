@@ -274,6 +274,26 @@ impl Backend {
             .map(|c| c.generation.leaf().fingerprint_sha256.clone()))
     }
 
+    /// The certificates (leaf fingerprints) of every generation a directory target keeps,
+    /// the current one among them: what was served once, and may still be held by an
+    /// application. A Secret keeps its record of every commit in its annotations: none.
+    pub async fn kept_fingerprints(&self) -> Result<Vec<String>, TargetError> {
+        match &self.primary {
+            Primary::Directory { target, .. } => {
+                let mut fps = Vec::new();
+                if !target.ensure_safe_dir(false)? {
+                    return Ok(fps);
+                }
+                for name in target.generations()? {
+                    let g = target.read_generation(&name)?;
+                    fps.push(g.leaf().fingerprint_sha256.clone());
+                }
+                Ok(fps)
+            }
+            Primary::Kubernetes(_) => Ok(Vec::new()),
+        }
+    }
+
     /// Makes `g` current in one step; returns the new generation's name.
     pub async fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, TargetError> {
         match &self.primary {
