@@ -199,16 +199,7 @@ fn an_unreadable_replica_does_not_keep_a_lost_commit_from_being_adopted() {
     let (_, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
     assert!(err.contains("adopted the binding"), "{out}{err}");
     assert!(!out.contains("deleted orphan"), "{out}{err}");
-    let st = w.state("orders");
-    for b in [&b1, &b2] {
-        assert!(
-            st.retiring
-                .iter()
-                .any(|r| &r.binding_id == b && r.retire_at > time::OffsetDateTime::now_utc()),
-            "{b} not queued with a grace period: {:?}",
-            st.retiring
-        );
-    }
+    w.assert_queued_with_grace("orders", &[&b1, &b2]);
     // The replica readable again (its next attempt still ahead, so these runs may report
     // it lagging): nothing served until lately is deleted before its time.
     mode(0o755).unwrap();

@@ -1097,17 +1097,7 @@ fn a_commit_whose_state_write_was_lost_is_adopted_by_the_served_certificate() {
     let current = st.current.unwrap();
     assert_eq!(current.binding_id.as_deref(), Some(b2.as_str()));
     assert_eq!(current.fingerprint_sha256, served);
-    let queued: Vec<(&str, bool)> = st
-        .retiring
-        .iter()
-        .map(|r| {
-            (
-                r.binding_id.as_str(),
-                r.retire_at > time::OffsetDateTime::now_utc(),
-            )
-        })
-        .collect();
-    assert!(queued.contains(&(b1.as_str(), true)), "{queued:?}");
+    w.assert_queued_with_grace("orders", &[&b1]);
     assert!(w.binding_ids().contains(&b2));
     // The next rotation queues the adopted binding with its grace period too.
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);
@@ -1179,16 +1169,7 @@ fn a_binding_served_in_between_two_lost_state_writes_gets_its_grace_period() {
     assert!(err.contains("adopted the binding"), "{out}{err}");
     assert!(!out.contains("deleted orphan"), "{out}{err}");
     assert!(w.binding_ids().contains(&b2), "{out}{err}");
-    let st = w.state("orders");
-    for b in [&b1, &b2, &b3] {
-        assert!(
-            st.retiring
-                .iter()
-                .any(|r| &r.binding_id == b && r.retire_at > time::OffsetDateTime::now_utc()),
-            "{b} not queued with a grace period: {:?}",
-            st.retiring
-        );
-    }
+    w.assert_queued_with_grace("orders", &[&b1, &b2, &b3]);
 }
 
 /// A create whose answer is lost (the binding exists, the client sees 503 and retries into

@@ -78,6 +78,18 @@ pub fn rolled_back(
         tracing::warn!(credential = %cred.name, "the generation rolled away from is not known to the state (a commit whose state write was lost?) or could not be read; reconcile deletes nothing until the next rotation has been current for retire_after");
         state.unknown_since = Some(now);
     }
+    // A queued binding whose certificate was served until this switch (a state that missed
+    // an earlier switch) gets its whole grace period from now, not the deadline it had.
+    if let ServedBefore::Certificate(a) = away {
+        let grace = now + cred.policy.retire_after.to_time();
+        for r in state
+            .retiring
+            .iter_mut()
+            .filter(|r| r.fingerprint_sha256.as_deref() == Some(a))
+        {
+            r.retire_at = r.retire_at.max(grace);
+        }
+    }
     // The state may name the generation switched to as current already (a commit it never
     // recorded): its binding stays current.
     let mut same = state
@@ -342,20 +354,16 @@ mod tests {
         let cred = sm_credential();
         let now = datetime!(2026-11-23 12:00 UTC);
         let (a, b) = (generation("a"), generation("b"));
+        // Every case switches back to A.
+        let back_to_a =
+            |st: &mut State, away: ServedBefore<'_>| rolled_back(st, &cred, &a, "gen-a", away, now);
         // B current, A's binding waiting for retirement: back to A.
         let mut st = State {
             current: Some(current(&b, Some("bind-b"), now, CommitSource::Rotate)),
             retiring: vec![queued(&a, "bind-a")],
             ..State::default()
         };
-        rolled_back(
-            &mut st,
-            &cred,
-            &a,
-            "gen-a",
-            ServedBefore::Certificate(fp(&b)),
-            now,
-        );
+        back_to_a(&mut st, ServedBefore::Certificate(fp(&b)));
         let cur = st.current.clone().unwrap();
         assert_eq!(cur.binding_id.as_deref(), Some("bind-a"));
         assert_eq!(cur.source, CommitSource::Rollback);
@@ -364,41 +372,41 @@ mod tests {
         assert_eq!(st.retiring[0].reason, RetireReason::RolledBack);
         assert_eq!(st.retiring[0].retire_at, now + time::Duration::hours(1));
         assert!(st.unknown_since.is_none());
-        // Back to the generation the state already names, away from B, a commit the state
-        // never recorded (no record of its binding): A's binding stays current and nothing
-        // is queued, but B's binding is unknown and its certificate was served until now,
-        // so nothing is an orphan for a while.
+        // Back to the generation the state already names: A's binding stays current and
+        // nothing is queued. Away from B, a commit the state never recorded (no record of
+        // its binding), or from a generation that could not be read: that binding is
+        // unknown and its certificate was served until now, so nothing is an orphan for a
+        // while. Away from nothing, or from A itself: no doubt.
+        let doubt = [
+            (ServedBefore::Certificate(fp(&b)), Some(now)),
+            (ServedBefore::Unreadable, Some(now)),
+            (ServedBefore::Nothing, None),
+            (ServedBefore::Certificate(fp(&a)), None),
+        ];
+        // Away from B while B's binding is queued with an earlier deadline (a state that
+        // missed a switch to B): B's certificate was served until now, so its binding gets
+        // the whole grace period from now.
+        let mut early = queued(&b, "bind-b");
+        early.retire_at = now - time::Duration::minutes(5);
         let mut st = State {
             current: Some(current(&a, Some("bind-a"), now, CommitSource::Rotate)),
+            retiring: vec![early],
             ..State::default()
         };
-        rolled_back(
-            &mut st,
-            &cred,
-            &a,
-            "gen-a",
-            ServedBefore::Certificate(fp(&b)),
-            now,
-        );
-        assert_eq!(st.current.unwrap().binding_id.as_deref(), Some("bind-a"));
-        assert!(st.retiring.is_empty());
-        assert_eq!(st.unknown_since, Some(now));
-        // The same switch with nothing served before (or the same certificate): no doubt;
-        // away from a generation that could not be read: doubt.
-        for away in [ServedBefore::Nothing, ServedBefore::Certificate(fp(&a))] {
+        back_to_a(&mut st, ServedBefore::Certificate(fp(&b)));
+        assert_eq!(st.retiring.len(), 1);
+        assert_eq!(st.retiring[0].retire_at, now + time::Duration::hours(1));
+        assert!(st.unknown_since.is_none());
+        for (away, unknown_since) in doubt {
             let mut st = State {
                 current: Some(current(&a, Some("bind-a"), now, CommitSource::Rotate)),
                 ..State::default()
             };
-            rolled_back(&mut st, &cred, &a, "gen-a", away, now);
-            assert!(st.unknown_since.is_none());
+            back_to_a(&mut st, away);
+            assert_eq!(st.current.unwrap().binding_id.as_deref(), Some("bind-a"));
+            assert!(st.retiring.is_empty());
+            assert_eq!(st.unknown_since, unknown_since, "{away:?}");
         }
-        let mut st = State {
-            current: Some(current(&a, Some("bind-a"), now, CommitSource::Rotate)),
-            ..State::default()
-        };
-        rolled_back(&mut st, &cred, &a, "gen-a", ServedBefore::Unreadable, now);
-        assert_eq!(st.unknown_since, Some(now));
         // A commit of B the state never recorded (its intent still names B's binding), then
         // back to A: B's binding gets the grace period instead of being reconciled away.
         let intent = |g: &Generation, id: &str| PendingRecord {
@@ -414,14 +422,7 @@ mod tests {
             pending: Some(intent(&b, "bind-b")),
             ..State::default()
         };
-        rolled_back(
-            &mut st,
-            &cred,
-            &a,
-            "gen-a",
-            ServedBefore::Certificate(fp(&b)),
-            now,
-        );
+        back_to_a(&mut st, ServedBefore::Certificate(fp(&b)));
         assert_eq!(
             st.current.clone().unwrap().binding_id.as_deref(),
             Some("bind-a")
@@ -436,14 +437,7 @@ mod tests {
             pending: Some(intent(&a, "bind-a")),
             ..State::default()
         };
-        rolled_back(
-            &mut st,
-            &cred,
-            &a,
-            "gen-a",
-            ServedBefore::Certificate(fp(&b)),
-            now,
-        );
+        back_to_a(&mut st, ServedBefore::Certificate(fp(&b)));
         assert_eq!(st.current.unwrap().binding_id.as_deref(), Some("bind-a"));
         assert_eq!(st.retiring.len(), 1);
         assert_eq!(st.retiring[0].binding_id, "bind-b");
@@ -453,14 +447,7 @@ mod tests {
             current: Some(current(&b, Some("bind-b"), now, CommitSource::Rotate)),
             ..State::default()
         };
-        rolled_back(
-            &mut st,
-            &cred,
-            &a,
-            "gen-a",
-            ServedBefore::Certificate(fp(&b)),
-            now,
-        );
+        back_to_a(&mut st, ServedBefore::Certificate(fp(&b)));
         assert_eq!(st.current.unwrap().binding_id, None);
         assert_eq!(st.unknown_since, Some(now));
         assert_eq!(st.retiring[0].binding_id, "bind-b");

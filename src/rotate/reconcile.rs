@@ -138,7 +138,7 @@ impl Rotator {
         let mut adopted = false;
         let mut queued = false;
         // The certificates of the generations the primary target keeps (read when needed).
-        let mut kept: Option<Result<Vec<String>, String>> = None;
+        let mut kept = None;
         // A state that records binding and fingerprint before each commit (self-managed, or
         // kept in a Secret's annotations): an intent without them never reached a target.
         let records_before_commit =
@@ -163,36 +163,26 @@ impl Rotator {
             // once: applications may still hold it, and a lost state write (or an import)
             // may be why nothing names it. Retired after `retire_after`, never at once.
             if !fps.is_empty() {
-                if kept.is_none() {
-                    kept = Some(
-                        w.backend
-                            .kept_fingerprints()
-                            .await
-                            .map_err(|e| e.to_string()),
-                    );
-                }
-                match kept.as_ref() {
-                    Some(Ok(k)) => {
-                        if let Some(fp) = fps.iter().find(|f| k.contains(f)) {
-                            let record = RetiringRecord {
-                                binding_id: b.id.clone(),
-                                service_manager: iss.service_manager.clone(),
-                                fingerprint_sha256: Some(fp.clone()),
-                                retire_at: self.now() + w.cred.policy.retire_after.to_time(),
-                                reason: RetireReason::Orphan,
-                                attempts: 0,
-                            };
-                            w.step(|s| s.queue(record));
-                            queued = true;
-                            tracing::warn!(credential = %w.cred.name, binding = %b.id, name = %b.name, "not deleted at once: its certificate is in a generation the target keeps, so it was served; queued for retirement after retire_after");
-                            continue;
-                        }
+                match served_once(w.backend, &mut kept, &fps).await {
+                    Ok(Some(fp)) => {
+                        let record = RetiringRecord {
+                            binding_id: b.id.clone(),
+                            service_manager: iss.service_manager.clone(),
+                            fingerprint_sha256: Some(fp),
+                            retire_at: self.now() + w.cred.policy.retire_after.to_time(),
+                            reason: RetireReason::Orphan,
+                            attempts: 0,
+                        };
+                        w.step(|s| s.queue(record));
+                        queued = true;
+                        tracing::warn!(credential = %w.cred.name, binding = %b.id, name = %b.name, "not deleted at once: its certificate is in a generation the target keeps, so it was served; queued for retirement after retire_after");
+                        continue;
                     }
-                    Some(Err(e)) => {
+                    Ok(None) => {}
+                    Err(e) => {
                         tracing::warn!(credential = %w.cred.name, binding = %b.id, "not deleted: the generations the target keeps cannot be read, so whether it was ever served is unknown: {e}");
                         continue;
                     }
-                    None => {}
                 }
             }
             // A binding that shows no certificate (self-managed) is deleted only when it is
@@ -408,5 +398,22 @@ async fn full_binding(client: &SmClient, b: &Binding) -> Result<Option<Binding>,
             .get_binding(&b.id)
             .await
             .map_err(|e| sm_failure(Step::Reconcile, &e)),
+    }
+}
+
+/// Which of `fingerprints` is in a generation the primary target keeps (`Some`: served
+/// once). The kept generations are read at the first call and remembered in `kept`.
+async fn served_once(
+    backend: &Backend,
+    kept: &mut Option<Result<Vec<String>, String>>,
+    fingerprints: &[String],
+) -> Result<Option<String>, String> {
+    if kept.is_none() {
+        *kept = Some(backend.kept_fingerprints().await.map_err(|e| e.to_string()));
+    }
+    match kept {
+        Some(Ok(k)) => Ok(fingerprints.iter().find(|f| k.contains(f)).cloned()),
+        Some(Err(e)) => Err(e.clone()),
+        None => Ok(None),
     }
 }

@@ -181,6 +181,22 @@ impl World {
         (old, new)
     }
 
+    /// Asserts that the state of `name` queues each of `bindings` for retirement with its
+    /// grace period still ahead (never due at once).
+    pub fn assert_queued_with_grace(&self, name: &str, bindings: &[&String]) {
+        let st = self.state(name);
+        let now = time::OffsetDateTime::now_utc();
+        for b in bindings {
+            assert!(
+                st.retiring
+                    .iter()
+                    .any(|r| &r.binding_id == *b && r.retire_at > now),
+                "{b} not queued with a grace period: {:?}",
+                st.retiring
+            );
+        }
+    }
+
     /// Fingerprint of the current certificate in the target of `name`.
     pub fn current_fingerprint(&self, name: &str) -> String {
         self.generation(name).leaf().fingerprint_sha256.clone()
