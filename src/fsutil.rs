@@ -17,6 +17,25 @@ pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Starts writing back what `file` holds (Linux `sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`) without waiting for it and without any promise of durability:
+/// several files written one after another and then fsynced are on the disk sooner when
+/// their writes were started together. A hint only: where the call is not available, or
+/// fails, nothing changes (the fsync that follows is what makes the file durable).
+pub fn start_writeback(file: &std::fs::File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `sync_file_range` takes a file descriptor, which `file` keeps open for the
+        // duration of the call, and integers; it reads or writes no memory of this process.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}
+
 /// How durable a replacement by [`write_atomic`] is when it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {

@@ -285,7 +285,14 @@ impl DirectoryTarget {
         Ok(generation)
     }
 
-    fn write_file(&self, dir: &Path, name: &str, data: &[u8]) -> Result<(), TargetError> {
+    /// Creates `dir/name` with `data`, mode and owner set, its writeback started but not
+    /// waited for: the caller syncs it.
+    fn write_file(
+        &self,
+        dir: &Path,
+        name: &str,
+        data: &[u8],
+    ) -> Result<std::fs::File, TargetError> {
         let p = dir.join(name);
         let fd = rustix::fs::open(
             &p,
@@ -298,8 +305,8 @@ impl DirectoryTarget {
         self.chown_fd(&fd, &p)?;
         let mut f = std::fs::File::from(fd);
         f.write_all(data).map_err(io(&p, "writing"))?;
-        f.sync_all().map_err(io(&p, "syncing"))?;
-        Ok(())
+        crate::fsutil::start_writeback(&f);
+        Ok(f)
     }
 
     /// Writes `g` as a new generation and makes it current in one rename. Returns the name of
@@ -351,8 +358,15 @@ impl DirectoryTarget {
             .mode(0o700)
             .create(&staging)
             .map_err(io(&staging, "creating the generation directory"))?;
+        // Every file is written (its writeback started) before the first is synced: the
+        // disk works on all of them at once, and each sync waits for less. The same sync
+        // calls, in the same order, as writing and syncing them one by one.
+        let mut written = Vec::with_capacity(files.len());
         for (name, data) in &files {
-            self.write_file(&staging, name, data)?;
+            written.push((name, self.write_file(&staging, name, data)?));
+        }
+        for (name, f) in written {
+            f.sync_all().map_err(io(&staging.join(name), "syncing"))?;
         }
         let fd = open_dir(&staging)?;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(self.dir_mode()))
