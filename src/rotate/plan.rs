@@ -79,14 +79,16 @@ pub fn rolled_back(
         state.unknown_since = Some(now);
     }
     // A queued binding whose certificate was served until this switch (a state that missed
-    // an earlier switch) gets its whole grace period from now, not the deadline it had.
-    if let ServedBefore::Certificate(a) = away {
-        let grace = now + cred.policy.retire_after.to_time();
-        for r in state
-            .retiring
-            .iter_mut()
-            .filter(|r| r.fingerprint_sha256.as_deref() == Some(a))
-        {
+    // an earlier switch) gets its whole grace period from now, not the deadline it had;
+    // away from a generation that could not be read, any queued binding may be that one.
+    let grace = now + cred.policy.retire_after.to_time();
+    for r in state.retiring.iter_mut() {
+        let served_until_now = match away {
+            ServedBefore::Certificate(a) => r.fingerprint_sha256.as_deref() == Some(a),
+            ServedBefore::Unreadable => true,
+            ServedBefore::Nothing => false,
+        };
+        if served_until_now {
             r.retire_at = r.retire_at.max(grace);
         }
     }
@@ -393,10 +395,18 @@ mod tests {
             retiring: vec![early],
             ..State::default()
         };
+        let mut unreadable = st.clone();
         back_to_a(&mut st, ServedBefore::Certificate(fp(&b)));
         assert_eq!(st.retiring.len(), 1);
         assert_eq!(st.retiring[0].retire_at, now + time::Duration::hours(1));
         assert!(st.unknown_since.is_none());
+        // Away from a generation that could not be read: it may have been B's.
+        back_to_a(&mut unreadable, ServedBefore::Unreadable);
+        assert_eq!(
+            unreadable.retiring[0].retire_at,
+            now + time::Duration::hours(1)
+        );
+        assert_eq!(unreadable.unknown_since, Some(now));
         for (away, unknown_since) in doubt {
             let mut st = State {
                 current: Some(current(&a, Some("bind-a"), now, CommitSource::Rotate)),

@@ -274,9 +274,9 @@ impl Backend {
             .map(|c| c.generation.leaf().fingerprint_sha256.clone()))
     }
 
-    /// The certificates (leaf fingerprints) of every generation a directory target keeps,
-    /// the current one among them: what was served once, and may still be held by an
-    /// application. A Secret keeps its record of every commit in its annotations: none.
+    /// The certificates (fingerprints, read from `cert.pem` alone) of every generation a
+    /// directory target keeps, the current one among them: what was served once, and may
+    /// still be held by an application. A Secret keeps its record of every commit in its annotations: none.
     pub async fn kept_fingerprints(&self) -> Result<Vec<String>, TargetError> {
         match &self.primary {
             Primary::Directory { target, .. } => {
@@ -285,8 +285,7 @@ impl Backend {
                     return Ok(fps);
                 }
                 for name in target.generations()? {
-                    let g = target.read_generation(&name)?;
-                    fps.push(g.leaf().fingerprint_sha256.clone());
+                    fps.extend(target.certificate_fingerprints(&name)?);
                 }
                 Ok(fps)
             }

@@ -255,6 +255,19 @@ impl DirectoryTarget {
         }))
     }
 
+    /// The fingerprints of every certificate in the `cert.pem` of generation `dir_name`
+    /// (its leaf among them): what that generation served, read without its key.
+    pub fn certificate_fingerprints(&self, dir_name: &str) -> Result<Vec<String>, TargetError> {
+        let p = self.path().join(dir_name).join("cert.pem");
+        let label = self.path().join("cert.pem");
+        let text = read_limited_nofollow(&p, MAX_PEM_BYTES).map_err(io(&label, "reading"))?;
+        let chain = crate::x509::parse_chain(&text, &label.display().to_string())?;
+        Ok(chain
+            .into_iter()
+            .map(|c| c.info.fingerprint_sha256)
+            .collect())
+    }
+
     /// Reads and inspects the generation stored in directory `dir_name`.
     pub fn read_generation(&self, dir_name: &str) -> Result<Generation, TargetError> {
         let dir = self.path().join(dir_name);
