@@ -754,6 +754,24 @@ fn orders_rotated(w: &World, client: &str) -> (std::path::PathBuf, String) {
     (cfg, binding)
 }
 
+/// Credential `orders` on a new xsuaa instance of `client`, in a sandbox with `rsa_pool`
+/// pre-made RSA keys, after a commit whose state write was lost
+/// ([`World::commit_with_lost_state_write`]): the world, its config, the binding the state
+/// names current and the one the target serves.
+fn orders_after_lost_state_write(
+    client: &str,
+    rsa_pool: usize,
+) -> (World, std::path::PathBuf, String, String) {
+    let w = World::new(SmOptions {
+        rsa_pool,
+        ..SmOptions::default()
+    });
+    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, client);
+    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
+    let (b1, b2) = w.commit_with_lost_state_write(&cfg, "orders", &xs);
+    (w, cfg, b1, b2)
+}
+
 /// A customer CA on disk (certificate, key) for the `local-ca` signer.
 fn customer_ca(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
     ca_files(dir, "customer CA")
@@ -1080,13 +1098,7 @@ fn interrupted_state_write_after_commit_is_adopted_not_deleted() {
 /// deleting it; the old one goes to retirement, not at once.
 #[test]
 fn a_commit_whose_state_write_was_lost_is_adopted_by_the_served_certificate() {
-    let w = World::new(SmOptions {
-        rsa_pool: 2,
-        ..SmOptions::default()
-    });
-    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-served!t1");
-    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
-    let (b1, b2) = w.commit_with_lost_state_write(&cfg, "orders", &xs);
+    let (w, cfg, b1, b2) = orders_after_lost_state_write("sb-served!t1", 2);
     let served = w.current_fingerprint("orders");
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--if-due"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -1113,13 +1125,7 @@ fn a_commit_whose_state_write_was_lost_is_adopted_by_the_served_certificate() {
 /// new rotation has been current for `retire_after`.
 #[test]
 fn a_rollback_away_from_a_commit_whose_state_write_was_lost_deletes_nothing() {
-    let w = World::new(SmOptions {
-        rsa_pool: 2,
-        ..SmOptions::default()
-    });
-    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-back!t1");
-    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
-    let (b1, b2) = w.commit_with_lost_state_write(&cfg, "orders", &xs);
+    let (w, cfg, b1, b2) = orders_after_lost_state_write("sb-back!t1", 2);
     let (code, out, err) = w.certrot(&cfg, &["rollback", "orders", "--no-validate"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(err.contains("not known to the state"), "{err}");
@@ -1149,13 +1155,7 @@ fn a_rollback_away_from_a_commit_whose_state_write_was_lost_deletes_nothing() {
 /// target keeps, so it is queued with its grace period, never deleted at once.
 #[test]
 fn a_binding_served_in_between_two_lost_state_writes_gets_its_grace_period() {
-    let w = World::new(SmOptions {
-        rsa_pool: 3,
-        ..SmOptions::default()
-    });
-    let xs = w.stack.sm.add_instance(InstanceKind::Xsuaa, "sb-twice!t1");
-    let cfg = w.config(None, &[w.credential("orders", "xsuaa", &xs, "")]);
-    let (b1, b2) = w.commit_with_lost_state_write(&cfg, "orders", &xs);
+    let (w, cfg, b1, b2) = orders_after_lost_state_write("sb-twice!t1", 3);
     let state_file = w.root().join("state/orders.json");
     let lost = std::fs::read(&state_file).unwrap();
     let (code, out, err) = w.certrot(&cfg, &["rotate", "--now"]);

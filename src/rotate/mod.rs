@@ -148,6 +148,16 @@ impl<'a> Work<'a> {
         self.state = f(std::mem::take(&mut self.state));
     }
 
+    /// Whether a rotation by `iss` writes down its binding and certificate before the
+    /// commit (docs/architecture.md, "Durable writes", calls 3–4): a self-managed binding
+    /// shows no certificate that could find it again after a crash, and a state kept in a
+    /// Secret's annotations costs no sync here while its write is where a run learns that
+    /// it lost its Lease. Without that record, an intent's binding name alone proves
+    /// nothing about whether its commit began.
+    fn records_before_commit(&self, iss: &SmIssuer) -> bool {
+        iss.certificate.signer().is_some() || !self.backend.state_on_host()
+    }
+
     /// A target that serves a generation the state does not know of (the state file was
     /// lost, moved away, or is another installation's fresh one): what certrot tracked is
     /// unknown, exactly as after a corrupt state file — nothing is an orphan until a

@@ -3,6 +3,7 @@
 //! state write was interrupted is adopted; an interrupted rotation is settled.
 
 use super::*;
+use crate::store::Current;
 
 impl Rotator {
     /// Reconcile alone (daemon start): under the credential's lock, deletes labelled
@@ -139,10 +140,9 @@ impl Rotator {
         let mut queued = false;
         // The certificates of the generations the primary target keeps (read when needed).
         let mut kept = None;
-        // A state that records binding and fingerprint before each commit (self-managed, or
-        // kept in a Secret's annotations): an intent without them never reached a target.
-        let records_before_commit =
-            iss.certificate.signer().is_some() || !w.backend.state_on_host();
+        // Where binding and fingerprint are written down before each commit, an intent
+        // without them never reached a target.
+        let records_before_commit = w.records_before_commit(iss);
         for b in found {
             if known(w, &b) {
                 continue;
@@ -259,9 +259,31 @@ impl Rotator {
         if known || !fingerprints.contains(served) {
             return false;
         }
+        let its_intent = w
+            .state
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.binding_name == binding_name && p.fingerprint_sha256.is_none());
+        self.adopt(w, &cur, binding_id, &iss.service_manager, its_intent);
+        tracing::warn!(credential = %w.cred.name, binding = %binding_id, "adopted the binding whose certificate the target serves: a commit whose state write was interrupted");
+        true
+    }
+
+    /// The generation `cur` the target serves becomes current with `binding_id` (recovered
+    /// from an interrupted commit); the binding the state named current goes to retirement
+    /// after `retire_after`. With `settles_intent`, the intent was that commit's: settled,
+    /// and the rotation counted as a success.
+    fn adopt(
+        &self,
+        w: &mut Work<'_>,
+        cur: &Current,
+        binding_id: &str,
+        service_manager: &str,
+        settles_intent: bool,
+    ) {
         let now = self.now();
         let retire = RetirePlan {
-            service_manager: iss.service_manager.clone(),
+            service_manager: service_manager.to_string(),
             at: now + w.cred.policy.retire_after.to_time(),
             reason: RetireReason::Replaced,
         };
@@ -272,20 +294,13 @@ impl Rotator {
             CommitSource::Recovered,
             now,
         );
-        let its_intent = w
-            .state
-            .pending
-            .as_ref()
-            .is_some_and(|p| p.binding_name == binding_name && p.fingerprint_sha256.is_none());
         w.step(|s| {
             let s = s.committed(current, Some(retire));
-            match its_intent {
+            match settles_intent {
                 true => s.intent_done().rotation_succeeded(now),
                 false => s,
             }
         });
-        tracing::warn!(credential = %w.cred.name, binding = %binding_id, "adopted the binding whose certificate the target serves: a commit whose state write was interrupted");
-        true
     }
 
     /// After a crash between the target commit and the state write, the target already
@@ -301,29 +316,11 @@ impl Rotator {
         let Ok(Some(cur)) = w.backend.read_current().await else {
             return;
         };
-        let g = &cur.generation;
-        if g.leaf().fingerprint_sha256 != fp {
+        if cur.generation.leaf().fingerprint_sha256 != fp {
             return;
         }
-        let now = self.now();
-        let retire = RetirePlan {
-            service_manager: p.service_manager.clone(),
-            at: now + w.cred.policy.retire_after.to_time(),
-            reason: RetireReason::Replaced,
-        };
-        let current = CurrentRecord::of(
-            g.leaf(),
-            Some(cur.dir_name.clone()),
-            Some(id.clone()),
-            CommitSource::Recovered,
-            now,
-        );
         // The commit happened: a rotation that succeeded (its bookkeeping too).
-        w.step(|s| {
-            s.committed(current, Some(retire))
-                .intent_done()
-                .rotation_succeeded(now)
-        });
+        self.adopt(w, &cur, &id, &p.service_manager, true);
         tracing::warn!(credential = %w.cred.name, binding = %id, "adopted the binding of a commit whose state write was interrupted");
         if let Err(e) = w.backend.save_state(&w.state).await {
             tracing::warn!(credential = %w.cred.name, "state not saved after adoption: {e}");

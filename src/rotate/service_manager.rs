@@ -97,7 +97,7 @@ impl Rotator {
         if let Some(p) = w.state.pending.as_mut() {
             p.fingerprint_sha256 = Some(new_fp.clone());
         }
-        let record_first = self_managed || !w.backend.state_on_host();
+        let record_first = w.records_before_commit(iss);
         let record = async {
             match record_first {
                 true => w.backend.save_state_beside(&w.state).await,
@@ -194,10 +194,7 @@ impl Rotator {
         // binding is an orphan that reconcile finds by its labels and tells by its
         // certificate (deleted, or adopted when the target serves it). A self-managed
         // binding shows none, and a new installation id is on no disk yet.
-        let durability = if iss.certificate.signer().is_none()
-            && w.backend.state_on_host()
-            && !first_of_installation
-        {
+        let durability = if !w.records_before_commit(iss) && !first_of_installation {
             crate::fsutil::Durability::Atomic
         } else {
             crate::fsutil::Durability::Durable

@@ -276,7 +276,8 @@ impl Backend {
 
     /// The certificates (fingerprints, read from `cert.pem` alone) of every generation a
     /// directory target keeps, the current one among them: what was served once, and may
-    /// still be held by an application. A Secret keeps its record of every commit in its annotations: none.
+    /// still be held by an application. A Secret keeps its record of every commit in its
+    /// annotations: none.
     pub async fn kept_fingerprints(&self) -> Result<Vec<String>, TargetError> {
         match &self.primary {
             Primary::Directory { target, .. } => {
