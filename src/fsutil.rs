@@ -107,7 +107,19 @@ pub fn read_limited_nofollow(path: &Path, limit: usize) -> std::io::Result<Vec<u
 
 /// Reads at most `limit` bytes from `r`; more is an `InvalidData` error.
 pub fn read_limited(r: &mut impl Read, limit: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
+    read_limited_sized(r, limit, 0)
+}
+
+/// [`read_limited`] into a buffer made for `expected` bytes (a file's size from its
+/// metadata): a large file is read into one allocation of its size, not one that doubled
+/// past it.
+pub fn read_limited_sized(
+    r: &mut impl Read,
+    limit: usize,
+    expected: usize,
+) -> std::io::Result<Vec<u8>> {
+    // One byte more, so that reading to the end needs no second allocation to see it.
+    let mut buf = Vec::with_capacity(expected.min(limit).saturating_add(1));
     r.take(limit as u64 + 1).read_to_end(&mut buf)?;
     if buf.len() > limit {
         return Err(std::io::Error::new(

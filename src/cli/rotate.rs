@@ -94,35 +94,44 @@ pub fn run(
     };
     let config = Arc::new(config);
     let rotator = Arc::new(Rotator::new(config.clone()));
-    let summaries = rt.block_on(rotator.rotate_all(selected, opts, parallel));
-    let metrics_failed = if metrics.wanted() && !opts.dry_run {
-        match rt.block_on(emit_metrics(&config, &summaries, &[], metrics)) {
-            Ok(()) => false,
-            Err(e) => {
-                eprintln!("certrot: metrics: {e}");
-                true
-            }
-        }
-    } else {
-        false
-    };
-    for s in &summaries {
+    // Each summary is printed as soon as it is in (in configuration order) and only folded
+    // into the exit code: the run holds the summaries of the pipelines in flight, not the
+    // fleet's, unless metrics are wanted (those cover every credential anyway).
+    let keep = metrics.wanted() && !opts.dry_run;
+    let mut kept = Vec::new();
+    let mut outcome = RunOutcome::default();
+    rt.block_on(rotator.rotate_each(selected, opts, parallel, |s| {
         if json {
-            println!("{}", serde_json::to_string(s).unwrap_or_default());
+            println!("{}", serde_json::to_string(&s).unwrap_or_default());
         } else {
             println!("{}", s.line());
         }
+        // A failed hook is reported with exit code 1; the committed generation stays.
+        outcome.failed |=
+            s.failed() || s.hooks_failed() || s.state_not_saved() || s.replicas_failed();
+        outcome.locked |= s.locked();
+        if keep {
+            kept.push(s);
+        }
+    }));
+    if keep && let Err(e) = rt.block_on(emit_metrics(&config, &kept, &[], metrics)) {
+        eprintln!("certrot: metrics: {e}");
+        outcome.failed = true;
     }
-    // A failed hook is reported with exit code 1; the committed generation stays.
-    if metrics_failed
-        || summaries
-            .iter()
-            .any(|s| s.failed() || s.hooks_failed() || s.state_not_saved() || s.replicas_failed())
-    {
+    if outcome.failed {
         1
-    } else if summaries.iter().any(|s| s.locked()) {
+    } else if outcome.locked {
         EXIT_LOCKED
     } else {
         0
     }
+}
+
+/// What a run's summaries add up to for its exit code.
+#[derive(Default)]
+struct RunOutcome {
+    /// A credential failed, or its hooks, state write or replicas did (exit code 1).
+    failed: bool,
+    /// A credential was locked by another process (exit code 75 when nothing failed).
+    locked: bool,
 }

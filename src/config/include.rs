@@ -38,28 +38,43 @@ pub(super) struct Fragment {
     pub(super) credential: Vec<Box<RawCredential>>,
 }
 
-/// Where each credential was written: the files' texts (for positions in errors) and, per
-/// credential, its file and its index there.
-pub(super) struct Sources {
-    files: Vec<(PathBuf, String)>,
+/// Where each credential was written: the files' texts (for positions in errors; the main
+/// file's borrowed, not copied) and, per credential, its file and its index there.
+pub(super) struct Sources<'t> {
+    files: Vec<(PathBuf, std::borrow::Cow<'t, str>)>,
     origins: Vec<(usize, usize)>,
 }
 
-impl Sources {
-    pub(super) fn new(main: &Path, text: &str, credentials: usize) -> Sources {
+impl<'t> Sources<'t> {
+    pub(super) fn new(main: &Path, text: &'t str, credentials: usize) -> Sources<'t> {
         let mut s = Sources {
             files: Vec::new(),
             origins: Vec::with_capacity(credentials),
         };
-        s.add(main, text.to_string(), credentials);
+        s.add(main, std::borrow::Cow::Borrowed(text), credentials);
         s
     }
 
-    pub(super) fn add(&mut self, path: &Path, text: String, credentials: usize) {
+    pub(super) fn add(&mut self, path: &Path, text: std::borrow::Cow<'t, str>, credentials: usize) {
         let f = self.files.len();
         self.files.push((path.to_path_buf(), text));
         self.origins
             .extend((0..credentials).map(|local| (f, local)));
+    }
+
+    /// The error of credential `n` (its file and `[[credential]]` line), or of the main
+    /// file's other settings when `n` is `None`.
+    pub(super) fn error(&self, n: Option<usize>, field: String, message: String) -> ConfigError {
+        let (path, position) = match n {
+            Some(i) => self.place_of(i),
+            None => (self.main().0, None),
+        };
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            position,
+            field,
+            message,
+        }
     }
 
     /// The main file and its text.

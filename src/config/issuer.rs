@@ -234,7 +234,8 @@ pub struct SmIssuer {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Issuer {
     ServiceManager(SmIssuer),
-    Csr(CsrIssuer),
+    /// Boxed: twice the size of the other, and rarer in a fleet.
+    Csr(Box<CsrIssuer>),
 }
 
 fn label_safe(s: &str) -> bool {
@@ -289,13 +290,13 @@ impl RawIssuer {
                     "a csr issuer needs a signer (local-ca, vault or command)".into(),
                 );
             };
-            return Ok(Issuer::Csr(CsrIssuer {
+            return Ok(Issuer::Csr(Box::new(CsrIssuer {
                 subject,
                 sans: self.sans.unwrap_or_default(),
                 key_type: self.key_type,
                 rotate_key: self.rotate_key.unwrap_or_default(),
                 signer,
-            }));
+            })));
         }
         for (set, f) in [
             (self.subject.is_some(), "subject"),

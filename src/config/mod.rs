@@ -30,6 +30,7 @@ pub use signer::{AppRole, CommandConfig, LocalCaConfig, SignerConfig, SignerType
 
 use crate::units::{FileMode, Jitter, RenewBefore, Span};
 use serde::{Deserialize, Deserializer, Serialize};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -152,14 +153,17 @@ impl RawCredential {
 pub struct Credential {
     pub name: String,
     pub kind: Kind,
-    pub policy: Policy,
+    /// Shared with the credential before it when the same (a fleet's are mostly the
+    /// defaults): one copy, not one per credential.
+    pub policy: std::sync::Arc<Policy>,
     /// The first target: it holds the state and the lock, and `rollback` acts on it first.
     pub target: Target,
     /// Further targets (`[[credential.target]]` after the first): each committed generation
     /// is copied to them, and a replaced binding is retired only once all of them serve the
     /// new generation.
     pub replicas: Vec<Replica>,
-    pub check: CheckConfig,
+    /// Shared with the credential before it when the same, like `policy`.
+    pub check: std::sync::Arc<CheckConfig>,
     /// How new generations are obtained; `None` for credentials that are only imported.
     pub issuer: Option<Issuer>,
     pub hooks: Vec<Hook>,
@@ -174,15 +178,15 @@ pub struct Credential {
 /// Names of the certificate and key fields of a credential's service key and bindings.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PemFields {
-    pub certificate: String,
-    pub key: String,
+    pub certificate: Cow<'static, str>,
+    pub key: Cow<'static, str>,
 }
 
 impl Default for PemFields {
     fn default() -> Self {
         PemFields {
-            certificate: "certificate".into(),
-            key: "key".into(),
+            certificate: Cow::Borrowed("certificate"),
+            key: Cow::Borrowed("key"),
         }
     }
 }
@@ -318,12 +322,12 @@ fn read_config_file(path: &Path) -> Result<String, ConfigError> {
             size: meta.len(),
         });
     }
-    let bytes = crate::fsutil::read_limited(&mut f, MAX_CONFIG_BYTES as usize).map_err(|_| {
-        ConfigError::TooLarge {
+    let size = meta.len() as usize;
+    let bytes = crate::fsutil::read_limited_sized(&mut f, MAX_CONFIG_BYTES as usize, size)
+        .map_err(|_| ConfigError::TooLarge {
             path: path.to_path_buf(),
             size: MAX_CONFIG_BYTES + 1,
-        }
-    })?;
+        })?;
     String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 {
         path: path.to_path_buf(),
     })
@@ -339,40 +343,50 @@ impl Config {
     /// Parses and validates configuration text; `path` is used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let whole = || from_toml::<RawConfig>(text, path, 0, |f, m| (f, m));
-        // A fleet's file one credential section at a time (`sections`), else as a whole.
-        let mut raw = match sections::split(text) {
+        // A fleet's file one credential section at a time (`sections`), each validated as
+        // soon as it is parsed; else the whole document at once.
+        let (mut raw, sections) = match sections::split(text) {
             Some(split) => {
-                let mut raw = from_toml::<RawConfig>(&split.rest, path, 0, |f, m| (f, m))?;
+                let raw = from_toml::<RawConfig>(&split.rest, path, 0, |f, m| (f, m))?;
                 if raw.credential.is_empty() {
-                    raw.credential.reserve_exact(split.credentials.len());
-                    for (i, s) in split.credentials.iter().enumerate() {
-                        let one = |f: String, m| match f.strip_prefix("credential[0]") {
-                            Some(rest) => (format!("credential[{i}]{rest}"), m),
-                            None => (f, m),
-                        };
-                        let section: include::Fragment =
-                            from_toml(s.text, path, s.first_line, one)?;
-                        raw.credential.extend(section.credential);
-                    }
-                    raw
+                    (raw, split.credentials)
                 } else {
                     // `credential = [...]` outside the sections.
-                    whole()?
+                    (whole()?, Vec::new())
                 }
             }
-            None => whole()?,
+            None => (whole()?, Vec::new()),
         };
+        let written = std::mem::take(&mut raw.credential);
+        let include = std::mem::take(&mut raw.include);
+        let count = written.len() + sections.len();
         // The main file's credentials, then each included file's, in name order.
-        let mut sources = include::Sources::new(path, text, raw.credential.len());
-        for pattern in std::mem::take(&mut raw.include).0 {
+        let mut sources = include::Sources::new(path, text, count);
+        let mut validator = Validator::new(raw, &sources, count)?;
+        for raw in written {
+            validator.add(*raw, &sources)?;
+        }
+        for (i, s) in sections.iter().enumerate() {
+            let one = |f: String, m| match f.strip_prefix("credential[0]") {
+                Some(rest) => (format!("credential[{i}]{rest}"), m),
+                None => (f, m),
+            };
+            let section: include::Fragment = from_toml(s.text, path, s.first_line, one)?;
+            for raw in section.credential {
+                validator.add(*raw, &sources)?;
+            }
+        }
+        for pattern in include.0 {
             for file in include::expand(path, &pattern)? {
                 let text = read_config_file(&file)?;
                 let fragment = include::parse_fragment(&file, &text)?;
-                sources.add(&file, text, fragment.credential.len());
-                raw.credential.extend(fragment.credential);
+                sources.add(&file, text.into(), fragment.credential.len());
+                for raw in fragment.credential {
+                    validator.add(*raw, &sources)?;
+                }
             }
         }
-        raw.validate(&sources)
+        validator.finish(&sources)
     }
 
     /// The credentials named in `names`, or all when `names` is empty. Unknown names are an error.
@@ -506,8 +520,58 @@ path = "/tmp/orders"
         assert_eq!(c.credentials.len(), 1);
         let cred = &c.credentials[0];
         assert_eq!(cred.kind, Kind::Xsuaa);
-        assert_eq!(cred.policy, Policy::default());
+        assert_eq!(*cred.policy, Policy::default());
         assert_eq!(c.daemon.listen, "127.0.0.1:9464");
+    }
+
+    /// A fleet's credentials with the same policy and check settings hold one copy of each;
+    /// one that differs holds its own, and the next ones share again.
+    #[test]
+    fn equal_settings_of_neighbouring_credentials_are_shared() {
+        let c = parse(
+            r#"
+state_dir = "/s"
+[[credential]]
+name = "a"
+target.path = "/t/a"
+check.attempts = 3
+[[credential]]
+name = "b"
+target.path = "/t/b"
+check.attempts = 3
+[[credential]]
+name = "c"
+target.path = "/t/c"
+renew_before = "50%"
+check.attempts = 4
+[[credential]]
+name = "d"
+target.path = "/t/d"
+renew_before = "50%"
+check.attempts = 4
+"#,
+        )
+        .unwrap();
+        let [a, b, cc, d] = &c.credentials[..] else {
+            panic!("four credentials")
+        };
+        let same = |x: &Credential, y: &Credential| {
+            (
+                std::sync::Arc::ptr_eq(&x.policy, &y.policy),
+                std::sync::Arc::ptr_eq(&x.check, &y.check),
+            )
+        };
+        assert_eq!(same(a, b), (true, true));
+        assert_eq!(same(b, cc), (false, false));
+        assert_eq!(same(cc, d), (true, true));
+        assert_eq!((a.check.attempts, cc.check.attempts), (3, 4));
+        assert_eq!(*a.policy, Policy::default());
+        assert_ne!(*cc.policy, Policy::default());
+        // The usual PEM field names are not stored per credential.
+        assert!(matches!(
+            a.pem_fields.certificate,
+            Cow::Borrowed("certificate")
+        ));
     }
 
     #[test]

@@ -144,9 +144,11 @@ pub(super) fn kind_rules(
                 .into(),
         ));
     }
-    let name = |v: Option<String>, default: &str, field: &'static str| match v {
-        None => Ok(default.to_string()),
-        Some(n) if crate::names::is_field_name(&n) => Ok(n),
+    // The usual names are not copied into every credential.
+    let name = |v: Option<String>, default: &'static str, field: &'static str| match v {
+        None => Ok(std::borrow::Cow::Borrowed(default)),
+        Some(n) if n == default => Ok(std::borrow::Cow::Borrowed(default)),
+        Some(n) if crate::names::is_field_name(&n) => Ok(std::borrow::Cow::Owned(n)),
         Some(n) => Err((
             field,
             format!("{n:?} is not a field name (letters, digits, '-', '_', '.')"),

@@ -310,7 +310,7 @@ impl fmt::Display for Replica {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Replica::Directory(d) => Target::Directory(d.clone()).fmt(f),
-            Replica::KubernetesSecret(k) => Target::KubernetesSecret(k.clone()).fmt(f),
+            Replica::KubernetesSecret(k) => Target::KubernetesSecret(Box::new(k.clone())).fmt(f),
             Replica::VaultKv(v) => write!(f, "vault-kv {}/v1/{}/data/{}", v.url, v.mount, v.path),
         }
     }
@@ -494,7 +494,8 @@ pub struct DirectoryTarget {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Target {
     Directory(DirectoryTarget),
-    KubernetesSecret(KubernetesSecretTarget),
+    /// Boxed: larger than a directory target, which most credentials of a host have.
+    KubernetesSecret(Box<KubernetesSecretTarget>),
 }
 
 impl fmt::Display for Target {
@@ -705,8 +706,8 @@ impl<'a> TargetRef<'a> {
         match *self {
             TargetRef::Primary(Target::Directory(d))
             | TargetRef::Replica(Replica::Directory(d)) => Place::Directory(&d.path),
-            TargetRef::Primary(Target::KubernetesSecret(k))
-            | TargetRef::Replica(Replica::KubernetesSecret(k)) => Place::Secret(k),
+            TargetRef::Primary(Target::KubernetesSecret(k)) => Place::Secret(k),
+            TargetRef::Replica(Replica::KubernetesSecret(k)) => Place::Secret(k),
             TargetRef::Replica(Replica::VaultKv(v)) => Place::VaultKv(v),
         }
     }

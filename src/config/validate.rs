@@ -47,60 +47,88 @@ pub(super) fn resolve_id(text: &str, lookup: impl Fn(&str) -> Option<u32>) -> Op
     text.parse::<u32>().ok().or_else(|| lookup(text))
 }
 
-impl RawConfig {
-    pub(super) fn validate(self, sources: &super::include::Sources) -> Result<Config, ConfigError> {
-        let (path, _) = sources.main();
-        let err = |n: Option<usize>, field: String, message: String| {
-            let (file, position) = match n {
-                Some(i) => sources.place_of(i),
-                None => (path, None),
-            };
-            ConfigError::Invalid {
-                path: file.to_path_buf(),
-                position,
-                field,
-                message,
-            }
-        };
-        let defaults = Policy::default().overlay(&self.defaults);
+/// Validates a configuration one credential at a time, as each is parsed: a fleet's raw
+/// sections (about 1.5 KB each before they are resolved) are never all held at once, and
+/// each credential is made in its shared place at once.
+pub(super) struct Validator {
+    defaults: Policy,
+    state_dir: Option<PathBuf>,
+    daemon: Daemon,
+    service_manager: std::collections::BTreeMap<String, issuer::RawServiceManager>,
+    seen: HashMap<String, usize>,
+    credentials: Vec<std::sync::Arc<Credential>>,
+    /// The last credential's policy and check settings, shared by the next when the same.
+    last_policy: Option<std::sync::Arc<Policy>>,
+    last_check: Option<std::sync::Arc<CheckConfig>>,
+}
+
+/// `value`, or the same value held in `last` (then shared, not stored again).
+fn shared<T: PartialEq>(last: &mut Option<std::sync::Arc<T>>, value: T) -> std::sync::Arc<T> {
+    match last {
+        Some(l) if **l == value => l.clone(),
+        _ => last.insert(std::sync::Arc::new(value)).clone(),
+    }
+}
+
+impl Validator {
+    /// Checks the settings outside the credentials (`raw.credential` and `raw.include` are
+    /// left to the caller).
+    pub(super) fn new(
+        raw: RawConfig,
+        sources: &super::include::Sources,
+        credentials: usize,
+    ) -> Result<Validator, ConfigError> {
+        let err = |field: &str, message: String| sources.error(None, field.into(), message);
+        let defaults = Policy::default().overlay(&raw.defaults);
         if let Some(m) = too_long_retirement(defaults.retire_after) {
-            return Err(err(None, "defaults.retire_after".into(), m));
+            return Err(err("defaults.retire_after", m));
         }
-        if let Some(dir) = &self.state_dir
+        if let Some(dir) = &raw.state_dir
             && !dir.is_absolute()
         {
             return Err(err(
-                None,
-                "state_dir".into(),
+                "state_dir",
                 format!("{:?} must be an absolute path", dir.display().to_string()),
             ));
         }
-        if !self.daemon.listen.is_empty()
-            && self.daemon.listen.parse::<std::net::SocketAddr>().is_err()
+        if !raw.daemon.listen.is_empty()
+            && raw.daemon.listen.parse::<std::net::SocketAddr>().is_err()
         {
             return Err(err(
-                None,
-                "daemon.listen".into(),
+                "daemon.listen",
                 format!(
                     "{:?} is not an address:port (e.g. \"127.0.0.1:9464\"; \"\" disables)",
-                    self.daemon.listen
+                    raw.daemon.listen
                 ),
             ));
         }
-        if self.daemon.max_parallel == 0 {
-            return Err(err(
-                None,
-                "daemon.max_parallel".into(),
-                "must be at least 1".into(),
-            ));
+        if raw.daemon.max_parallel == 0 {
+            return Err(err("daemon.max_parallel", "must be at least 1".into()));
         }
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        // Each raw credential is freed as it is validated, and each credential is made in
-        // its shared place at once: no second copy of the fleet exists at any moment.
-        let mut credentials: Vec<std::sync::Arc<Credential>> =
-            Vec::with_capacity(self.credential.len());
-        for (i, raw) in self.credential.into_iter().enumerate() {
-            let raw = *raw;
+        Ok(Validator {
+            defaults,
+            state_dir: raw.state_dir,
+            daemon: raw.daemon,
+            service_manager: raw.service_manager,
+            seen: HashMap::with_capacity(credentials),
+            credentials: Vec::with_capacity(credentials),
+            last_policy: None,
+            last_check: None,
+        })
+    }
+
+    /// Resolves and checks the next credential (number `credentials.len()` in `sources`).
+    pub(super) fn add(
+        &mut self,
+        raw: RawCredential,
+        sources: &super::include::Sources,
+    ) -> Result<(), ConfigError> {
+        let i = self.credentials.len();
+        let err =
+            |n: Option<usize>, field: String, message: String| sources.error(n, field, message);
+        let defaults = &self.defaults;
+        let seen = &mut self.seen;
+        {
             let label = sources.label(i);
             let at = |f: &str| format!("{label}.{f}");
             if !is_valid_name(&raw.name) {
@@ -152,7 +180,7 @@ impl RawConfig {
                 match (n, resolved) {
                     (0, Resolved::Directory(d)) => target = Some(Target::Directory(d)),
                     (0, Resolved::KubernetesSecret(k)) => {
-                        target = Some(Target::KubernetesSecret(k))
+                        target = Some(Target::KubernetesSecret(Box::new(k)))
                     }
                     (0, Resolved::VaultKv(_)) => {
                         return Err(err(
@@ -283,19 +311,28 @@ impl RawConfig {
                     ));
                 }
             }
-            credentials.push(std::sync::Arc::new(Credential {
+            self.credentials.push(std::sync::Arc::new(Credential {
                 name: raw.name,
                 kind: raw.kind,
-                policy,
+                policy: shared(&mut self.last_policy, policy),
                 target,
                 replicas,
-                check: raw.check,
+                check: shared(&mut self.last_check, raw.check),
                 issuer,
                 hooks,
                 fields: raw.fields,
                 pem_fields,
             }));
         }
+        Ok(())
+    }
+
+    /// The cross-credential checks, once every credential is in: no two targets in one
+    /// place, every Service Manager's use; then the whole configuration.
+    pub(super) fn finish(self, sources: &super::include::Sources) -> Result<Config, ConfigError> {
+        let err =
+            |n: Option<usize>, field: String, message: String| sources.error(n, field, message);
+        let credentials = self.credentials;
         // Two targets writing into one directory, Secret or KV secret would overwrite each
         // other (of two credentials, or twice in one). Directories are compared as the kernel
         // resolves them (`x/../t`, a symlink to `t`), Secrets by every name each uses (<name>
@@ -356,12 +393,12 @@ impl RawConfig {
             .map_err(|(f, m)| err(None, f, m))?;
         Ok(Config {
             included: sources.included(),
-            path: path.to_path_buf(),
+            path: sources.main().0.to_path_buf(),
             state_dir: self
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             daemon: self.daemon,
-            defaults,
+            defaults: self.defaults,
             service_managers,
             credentials,
         })

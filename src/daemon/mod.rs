@@ -402,23 +402,20 @@ impl Executor for Live {
                 .cloned()
                 .collect();
             let parallel = config.daemon.max_parallel as usize;
-            let summaries = rotator
-                .rotate_all(creds, Options::default(), parallel)
+            rotator
+                .rotate_each(creds, Options::default(), parallel, |s| {
+                    metrics.observe_rotation(&s, OffsetDateTime::now_utc());
+                    let quiet = matches!(
+                        s.outcome,
+                        crate::rotate::Outcome::NotDue { .. }
+                            | crate::rotate::Outcome::BackingOff { .. }
+                    ) && s.retired.is_empty()
+                        && s.reconciled.is_empty();
+                    if print && !quiet {
+                        println!("{}", s.line());
+                    }
+                })
                 .await;
-            let now = OffsetDateTime::now_utc();
-            for s in &summaries {
-                metrics.observe_rotation(s, now);
-                let quiet = matches!(
-                    s.outcome,
-                    crate::rotate::Outcome::NotDue { .. }
-                        | crate::rotate::Outcome::BackingOff { .. }
-                ) && s.retired.is_empty()
-                    && s.reconciled.is_empty();
-                if print && !quiet {
-                    println!("{}", s.line());
-                }
-            }
-            drop(summaries);
             memory::release_freed();
         })
     }

@@ -42,6 +42,7 @@ use time::OffsetDateTime;
 
 mod commit;
 mod csr;
+mod in_order;
 mod inspect;
 mod outcome;
 mod plan;
@@ -217,40 +218,65 @@ impl Rotator {
         opts: Options,
         parallel: usize,
     ) -> Vec<Summary> {
+        let mut out = Vec::with_capacity(creds.len());
+        self.rotate_each(creds, opts, parallel, |s| out.push(s))
+            .await;
+        out
+    }
+
+    /// [`Rotator::rotate_all`], handing each summary to `each` (in configuration order) as
+    /// soon as it and every earlier one are in: a run over a fleet holds the summaries of
+    /// the pipelines in flight and of those that finished ahead of an earlier one, not the
+    /// fleet's.
+    pub async fn rotate_each(
+        self: &Arc<Self>,
+        creds: Vec<Arc<Credential>>,
+        opts: Options,
+        parallel: usize,
+        each: impl FnMut(Summary),
+    ) {
         let access: Vec<&str> = self
             .config
             .service_managers
             .values()
             .filter_map(|m| m.access_credential())
             .collect();
-        let mut out: Vec<Option<Summary>> = vec![None; creds.len()];
-        for (i, c) in creds.iter().enumerate() {
+        let mut done = in_order::InOrder::new(each);
+        let mut todo = Vec::with_capacity(creds.len());
+        for (i, c) in creds.into_iter().enumerate() {
             if access.contains(&c.name.as_str()) {
-                out[i] = Some(self.rotate(c, opts).await);
+                done.put(i, Some(self.rotate(&c, opts).await));
+            } else {
+                todo.push((i, c));
             }
         }
         // At most `parallel` pipelines exist at once (each one's future holds its whole
         // state): memory follows the parallelism, not the number of credentials.
-        let mut todo = creds
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| out[*i].is_none())
-            .collect::<Vec<_>>()
-            .into_iter();
+        let mut todo = todo.into_iter();
         let mut tasks = tokio::task::JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
         loop {
             while tasks.len() < parallel.max(1) {
                 let Some((i, c)) = todo.next() else { break };
                 let me = self.clone();
-                tasks.spawn(async move { (i, me.rotate(&c, opts).await) });
+                let task = tasks.spawn(async move { me.rotate(&c, opts).await });
+                running.insert(task.id(), i);
             }
-            match tasks.join_next().await {
-                Some(Ok((i, s))) => out[i] = Some(s),
-                Some(Err(e)) => tracing::error!("a rotation ended abnormally: {e}"),
+            match tasks.join_next_with_id().await {
+                Some(Ok((id, s))) => {
+                    if let Some(i) = running.remove(&id) {
+                        done.put(i, Some(s));
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::error!("a rotation ended abnormally: {e}");
+                    if let Some(i) = running.remove(&e.id()) {
+                        done.put(i, None);
+                    }
+                }
                 None => break,
             }
         }
-        out.into_iter().flatten().collect()
     }
 
     /// Steps 2 to 9 for one credential, under its lock: inspect, decide, then the issuer's
