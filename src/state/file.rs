@@ -6,7 +6,7 @@
 //! a `.corrupt-<timestamp>` suffix and reported, and a fresh state starts.
 
 use super::{STATE_VERSION, State};
-use crate::fsutil::{Durability, read_limited, write_atomic};
+use crate::fsutil::{Durability, read_file_limited, write_atomic};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
@@ -32,8 +32,13 @@ pub enum StateError {
 /// one but its owner can write to, owned by certrot's user or root (else another local user
 /// could plant links, FIFOs or forged state files in it).
 fn unsafe_dir_reason(dir: &Path) -> Option<String> {
+    unsafe_reason(std::fs::metadata(dir))
+}
+
+/// [`unsafe_dir_reason`] from the directory's metadata as read.
+fn unsafe_reason(meta: std::io::Result<std::fs::Metadata>) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    let m = match std::fs::metadata(dir) {
+    let m = match meta {
         Ok(m) => m,
         Err(e) => return Some(e.to_string()),
     };
@@ -120,8 +125,17 @@ impl StateStore {
             credential: credential.to_string(),
             ..State::default()
         };
-        if self.dir.exists() {
-            self.check_dir()?;
+        // A missing directory means no state yet; one that exists must be safe (one stat).
+        match std::fs::metadata(&self.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            meta => {
+                if let Some(reason) = unsafe_reason(meta) {
+                    return Err(StateError::Unsafe {
+                        path: self.dir.clone(),
+                        reason,
+                    });
+                }
+            }
         }
         let bytes = match crate::fsutil::open_regular(&path, false) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -131,7 +145,7 @@ impl StateStore {
                 });
             }
             Err(e) => Err(e),
-            Ok(mut f) => read_limited(&mut f, MAX_STATE_BYTES),
+            Ok(mut f) => read_file_limited(&mut f, MAX_STATE_BYTES),
         };
         let problem = match bytes {
             Ok(b) => match serde_json::from_slice::<State>(&b) {
