@@ -1928,3 +1928,33 @@ fn the_binding_behind_an_imported_key_is_adopted_and_retired_by_the_first_rotati
     assert!(err.contains("is not a Service Manager id"), "{err}");
     assert_eq!(w.current_fingerprint("orders"), before);
 }
+
+/// A reader that stops reading (`certrot rotate --now | head -1`) costs the output, never
+/// the rotations still to run: every credential is rotated, and the exit code is 141 (as
+/// SIGPIPE ends other tools). One at a time, so that the reader is gone long before the
+/// last one starts.
+#[test]
+fn a_closed_stdout_does_not_stop_the_rotations_still_to_run() {
+    let w = World::new(SmOptions::default());
+    let names: Vec<String> = (0..4).map(|n| format!("app{n}")).collect();
+    let creds: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let xs = w
+                .stack
+                .sm
+                .add_instance(InstanceKind::Xsuaa, &format!("sb-{n}!t1"));
+            w.credential(n, "xsuaa", &xs, "")
+        })
+        .collect();
+    let cfg = w.config(None, &creds);
+    let mut child = w.start(&cfg, &["rotate", "--now", "--parallel", "1"]);
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    for n in &names {
+        assert!(w.state(n).current.is_some(), "{n} was not rotated: {err}");
+    }
+}

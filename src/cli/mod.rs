@@ -83,7 +83,8 @@ pub enum Command {
         no_validate: bool,
     },
     /// Renew credentials: those due (--if-due), or now (--now). Exit 0 fine, 1 a credential
-    /// failed (its old generation kept), 2 usage/configuration, 75 locked.
+    /// failed (its old generation kept), 2 usage/configuration, 75 locked, 141 output
+    /// closed by its reader (every rotation still ran).
     #[command(group(clap::ArgGroup::new("when").required(true).args(["if_due", "now"])))]
     Rotate {
         /// Credentials to rotate (default: all).

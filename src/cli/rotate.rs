@@ -100,11 +100,17 @@ pub fn run(
     let keep = metrics.wanted() && !opts.dry_run;
     let mut kept = Vec::new();
     let mut outcome = RunOutcome::default();
-    rt.block_on(rotator.rotate_each(selected, opts, parallel, |s| {
-        if json {
-            println!("{}", serde_json::to_string(&s).unwrap_or_default());
-        } else {
-            println!("{}", s.line());
+    let abnormal = rt.block_on(rotator.rotate_each(selected, opts, parallel, |s| {
+        // A reader that stopped reading (`| head -1`) costs the output, never the
+        // rotations still in flight: they finish, and the exit code says what happened.
+        if !outcome.output_lost {
+            use std::io::Write;
+            let line = if json {
+                serde_json::to_string(&s).unwrap_or_default()
+            } else {
+                s.line()
+            };
+            outcome.output_lost = writeln!(std::io::stdout().lock(), "{line}").is_err();
         }
         // A failed hook is reported with exit code 1; the committed generation stays.
         outcome.failed |=
@@ -114,17 +120,13 @@ pub fn run(
             kept.push(s);
         }
     }));
+    // A pipeline that ended abnormally has no summary; the run did not go well.
+    outcome.failed |= abnormal > 0;
     if keep && let Err(e) = rt.block_on(emit_metrics(&config, &kept, &[], metrics)) {
         eprintln!("certrot: metrics: {e}");
         outcome.failed = true;
     }
-    if outcome.failed {
-        1
-    } else if outcome.locked {
-        EXIT_LOCKED
-    } else {
-        0
-    }
+    outcome.exit_code()
 }
 
 /// What a run's summaries add up to for its exit code.
@@ -134,4 +136,21 @@ struct RunOutcome {
     failed: bool,
     /// A credential was locked by another process (exit code 75 when nothing failed).
     locked: bool,
+    /// Standard output was closed by its reader (141, as SIGPIPE ends other tools, when
+    /// nothing failed and nothing was locked).
+    output_lost: bool,
+}
+
+impl RunOutcome {
+    fn exit_code(&self) -> i32 {
+        if self.failed {
+            1
+        } else if self.locked {
+            EXIT_LOCKED
+        } else if self.output_lost {
+            141
+        } else {
+            0
+        }
+    }
 }

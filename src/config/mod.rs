@@ -574,6 +574,18 @@ check.attempts = 4
         ));
     }
 
+    /// A credential stays small: a fleet holds thousands (docs/performance.md, "A fleet's
+    /// rotate holds what is in flight"). A large setting belongs behind a `Box` or an `Arc`.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_credential_is_at_most_456_bytes_before_its_strings() {
+        assert!(
+            std::mem::size_of::<Credential>() <= 456,
+            "{}",
+            std::mem::size_of::<Credential>()
+        );
+    }
+
     #[test]
     fn credential_overrides_defaults() {
         let c = parse(

@@ -412,7 +412,9 @@ impl Executor for Live {
                     ) && s.retired.is_empty()
                         && s.reconciled.is_empty();
                     if print && !quiet {
-                        println!("{}", s.line());
+                        // A closed standard output costs the event line, not the pass.
+                        use std::io::Write;
+                        let _ = writeln!(std::io::stdout().lock(), "{}", s.line());
                     }
                 })
                 .await;

@@ -1,7 +1,8 @@
 //! Hands on results that finish in any order in the order their work was listed: a run over
 //! a fleet reports each credential's summary as soon as every earlier one is reported, and
-//! holds only those that finished ahead of an earlier one (a few, with pipelines started
-//! one as another ends), never the whole fleet's.
+//! holds only those that finished ahead of the slowest earlier one (a few while pipelines
+//! take about as long as each other; more behind one that waits minutes for Service
+//! Manager), not the fleet's as a whole.
 
 use std::collections::BTreeMap;
 

@@ -226,15 +226,16 @@ impl Rotator {
 
     /// [`Rotator::rotate_all`], handing each summary to `each` (in configuration order) as
     /// soon as it and every earlier one are in: a run over a fleet holds the summaries of
-    /// the pipelines in flight and of those that finished ahead of an earlier one, not the
-    /// fleet's.
+    /// the pipelines in flight and of those that finished ahead of the slowest earlier one,
+    /// not the fleet's. Returns how many pipelines ended abnormally (a panic: logged, and
+    /// without a summary).
     pub async fn rotate_each(
         self: &Arc<Self>,
         creds: Vec<Arc<Credential>>,
         opts: Options,
         parallel: usize,
         each: impl FnMut(Summary),
-    ) {
+    ) -> usize {
         let access: Vec<&str> = self
             .config
             .service_managers
@@ -255,6 +256,7 @@ impl Rotator {
         let mut todo = todo.into_iter();
         let mut tasks = tokio::task::JoinSet::new();
         let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
+        let mut abnormal = 0;
         loop {
             while tasks.len() < parallel.max(1) {
                 let Some((i, c)) = todo.next() else { break };
@@ -270,6 +272,7 @@ impl Rotator {
                 }
                 Some(Err(e)) => {
                     tracing::error!("a rotation ended abnormally: {e}");
+                    abnormal += 1;
                     if let Some(i) = running.remove(&e.id()) {
                         done.put(i, None);
                     }
@@ -277,6 +280,7 @@ impl Rotator {
                 None => break,
             }
         }
+        abnormal
     }
 
     /// Steps 2 to 9 for one credential, under its lock: inspect, decide, then the issuer's
