@@ -618,10 +618,19 @@ fn hooks_run_with_the_environment_and_never_roll_back() {
     let env_out = w.root().join("hook-env.txt");
     let fail_out = w.root().join("hook-failure.txt");
     let pid_file = w.root().join("app.pid");
-    let mut app = std::process::Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .unwrap();
+    let mut app = std::process::Command::new("sleep");
+    app.arg("30");
+    // SIGHUP at its default, as a service manager starts an application: a test run under
+    // `nohup` ignores it, and a child inherits that.
+    use std::os::unix::process::CommandExt;
+    // SAFETY: `signal` is async-signal-safe, the only call between fork and exec here.
+    unsafe {
+        app.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut app = app.spawn().unwrap();
     std::fs::write(&pid_file, format!("{}\n", app.id())).unwrap();
     let hooks = format!(
         "[[credential.hook]]\nexec = [\"/bin/sh\", \"-c\", \"env | grep ^CERTROT_ | sort > \\\"$0\\\"\", {:?}]\n\
