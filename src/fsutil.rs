@@ -77,20 +77,25 @@ pub fn write_atomic(
 
 /// Opens a file for reading without blocking on a FIFO or a device, and refuses anything but
 /// a regular file (`/dev/zero`, a FIFO, a directory). `follow`: whether a symlink at the
-/// last component is followed.
-pub fn open_regular(path: &Path, follow: bool) -> std::io::Result<std::fs::File> {
+/// last component is followed. Returns the file with its metadata (read once, from the
+/// open file).
+pub fn open_regular(
+    path: &Path,
+    follow: bool,
+) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
     let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
     if !follow {
         flags |= OFlags::NOFOLLOW;
     }
     let f = std::fs::File::from(rustix::fs::open(path, flags, Mode::empty())?);
-    if !f.metadata()?.is_file() {
+    let meta = f.metadata()?;
+    if !meta.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "not a regular file",
         ));
     }
-    Ok(f)
+    Ok((f, meta))
 }
 
 /// Reads at most `limit` bytes of a regular file, refusing symlinks at the last component.
@@ -110,8 +115,17 @@ pub fn read_limited_nofollow(path: &Path, limit: usize) -> std::io::Result<Vec<u
 /// from nothing takes several (a 2 KB PEM file: seven), and no reallocation that leaves a
 /// copy of a key behind in freed memory. More than `limit` is an `InvalidData` error.
 pub fn read_file_limited(f: &mut std::fs::File, limit: usize) -> std::io::Result<Vec<u8>> {
-    let size = f.metadata()?.len();
-    read_limited_sized(f, limit, usize::try_from(size).unwrap_or(usize::MAX))
+    let meta = f.metadata()?;
+    read_opened(f, &meta, limit)
+}
+
+/// [`read_file_limited`] of a file whose metadata was read already (by [`open_regular`]).
+pub fn read_opened(
+    f: &mut std::fs::File,
+    meta: &std::fs::Metadata,
+    limit: usize,
+) -> std::io::Result<Vec<u8>> {
+    read_limited_sized(f, limit, usize::try_from(meta.len()).unwrap_or(usize::MAX))
 }
 
 /// Reads at most `limit` bytes from `r`; more is an `InvalidData` error.
@@ -141,8 +155,8 @@ pub fn read_limited_sized(
 
 /// Reads a user-supplied file with the 1 MiB limit, naming it in errors.
 pub fn read_input(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let mut f = open_regular(path, true).map_err(|e| format!("{}: {e}", path.display()))?;
-    read_file_limited(&mut f, crate::x509::MAX_PEM_BYTES)
+    let (mut f, meta) = open_regular(path, true).map_err(|e| format!("{}: {e}", path.display()))?;
+    read_opened(&mut f, &meta, crate::x509::MAX_PEM_BYTES)
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 

@@ -163,10 +163,11 @@ fn send_signal(signal: &str, pid_file: &std::path::Path) -> Result<(), String> {
     // belong to the file's owner (a pid file a user can write must not get another user's —
     // or root's — process signalled).
     let show = pid_file.display();
-    let mut f = crate::fsutil::open_regular(pid_file, false).map_err(|e| format!("{show}: {e}"))?;
+    let (mut f, meta) =
+        crate::fsutil::open_regular(pid_file, false).map_err(|e| format!("{show}: {e}"))?;
     let owner = {
         use std::os::unix::fs::MetadataExt;
-        f.metadata().map_err(|e| format!("{show}: {e}"))?.uid()
+        meta.uid()
     };
     let text = crate::fsutil::read_limited(&mut f, 64).map_err(|e| format!("{show}: {e}"))?;
     let pid_text = String::from_utf8_lossy(&text);

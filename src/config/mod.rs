@@ -314,19 +314,19 @@ fn read_config_file(path: &Path) -> Result<String, ConfigError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut f = crate::fsutil::open_regular(path, true).map_err(read_err)?;
-    let meta = f.metadata().map_err(read_err)?;
+    let (mut f, meta) = crate::fsutil::open_regular(path, true).map_err(read_err)?;
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::TooLarge {
             path: path.to_path_buf(),
             size: meta.len(),
         });
     }
-    let size = meta.len() as usize;
-    let bytes = crate::fsutil::read_limited_sized(&mut f, MAX_CONFIG_BYTES as usize, size)
-        .map_err(|_| ConfigError::TooLarge {
-            path: path.to_path_buf(),
-            size: MAX_CONFIG_BYTES + 1,
+    let bytes =
+        crate::fsutil::read_opened(&mut f, &meta, MAX_CONFIG_BYTES as usize).map_err(|_| {
+            ConfigError::TooLarge {
+                path: path.to_path_buf(),
+                size: MAX_CONFIG_BYTES + 1,
+            }
         })?;
     String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 {
         path: path.to_path_buf(),

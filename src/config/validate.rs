@@ -124,206 +124,170 @@ impl Validator {
         sources: &super::include::Sources,
     ) -> Result<(), ConfigError> {
         let i = self.credentials.len();
-        let err =
-            |n: Option<usize>, field: String, message: String| sources.error(n, field, message);
-        let defaults = &self.defaults;
-        let seen = &mut self.seen;
-        {
-            let label = sources.label(i);
-            let at = |f: &str| format!("{label}.{f}");
-            if !is_valid_name(&raw.name) {
-                return Err(err(
-                    Some(i),
-                    at("name"),
-                    format!(
-                        "{:?} is not a valid name (1-63 characters of A-Z a-z 0-9 . _ -, not starting with '.')",
-                        raw.name
-                    ),
-                ));
-            }
-            if let Some(first) = seen.insert(raw.name.clone(), i) {
-                return Err(err(
-                    Some(i),
-                    at("name"),
-                    format!(
-                        "{:?} is already the name of {}",
-                        raw.name,
-                        sources.reference(first, i)
-                    ),
-                ));
-            }
-            let policy = defaults.overlay(&raw.policy());
-            if let Some(m) = too_long_retirement(policy.retire_after) {
-                return Err(err(Some(i), at("retire_after"), m));
-            }
-            let RawTargets { targets, array } = raw.target;
-            let field_of = |n: usize, f: &str| {
-                if array {
-                    at(&format!("target[{n}].{f}"))
-                } else {
-                    at(&format!("target.{f}"))
-                }
-            };
-            if targets.is_empty() {
-                return Err(err(
-                    Some(i),
-                    at("target"),
-                    "needs at least one target".into(),
-                ));
-            }
-            let mut target = None;
-            let mut replicas = Vec::with_capacity(targets.len() - 1);
-            for (n, t) in targets.into_iter().enumerate() {
-                let lease = t.lease.is_some();
-                let resolved = resolve_target(t, raw.kind, &raw.name)
-                    .map_err(|(f, m)| err(Some(i), field_of(n, f), m))?;
-                match (n, resolved) {
-                    (0, Resolved::Directory(d)) => target = Some(Target::Directory(d)),
-                    (0, Resolved::KubernetesSecret(k)) => {
-                        target = Some(Target::KubernetesSecret(Box::new(k)))
-                    }
-                    (0, Resolved::VaultKv(_)) => {
-                        return Err(err(
-                            Some(i),
-                            field_of(n, "type"),
-                            "a vault-kv target can only be a further target: the first target \
-                             holds the credential's state and lock (a directory or a kubernetes-secret)"
-                                .into(),
-                        ));
-                    }
-                    (_, _) if lease => {
-                        return Err(err(
-                            Some(i),
-                            field_of(n, "lease"),
-                            "only the first target locks the credential; remove `lease` here"
-                                .into(),
-                        ));
-                    }
-                    (_, Resolved::Directory(d)) => replicas.push(Replica::Directory(d)),
-                    (_, Resolved::KubernetesSecret(k)) => {
-                        replicas.push(Replica::KubernetesSecret(k))
-                    }
-                    (_, Resolved::VaultKv(v)) => replicas.push(Replica::VaultKv(v)),
-                }
-            }
-            let Some(target) = target else {
-                return Err(err(
-                    Some(i),
-                    at("target"),
-                    "needs at least one target".into(),
-                ));
-            };
-            if let Some(u) = &raw.check.token_url
-                && !u.starts_with("https://")
-            {
-                return Err(err(
-                    Some(i),
-                    at("check.token_url"),
-                    format!("{u:?} must be an https URL"),
-                ));
-            }
-            if let Some(u) = &raw.check.discovery_url
-                && !u.starts_with("https://")
-            {
-                return Err(err(
-                    Some(i),
-                    at("check.discovery_url"),
-                    format!("{u:?} must be an https URL"),
-                ));
-            }
-            if raw.check.timeout.0.is_zero() || raw.check.connect_timeout.0.is_zero() {
-                return Err(err(
-                    Some(i),
-                    at("check.timeout"),
-                    "timeouts must be greater than zero".into(),
-                ));
-            }
-            if raw.check.attempts == 0 {
-                return Err(err(
-                    Some(i),
-                    at("check.attempts"),
-                    "must be at least 1".into(),
-                ));
-            }
-            let issuer = match raw.issuer {
-                None => None,
-                Some(r) => Some(
-                    r.resolve(&raw.name, raw.kind, &self.service_manager)
-                        .map_err(|(f, m)| err(Some(i), at(&f), m))?,
+        let err = |field: String, message: String| sources.error(Some(i), field, message);
+        let label = sources.label(i);
+        let at = |f: &str| format!("{label}.{f}");
+        if !is_valid_name(&raw.name) {
+            return Err(err(
+                at("name"),
+                format!(
+                    "{:?} is not a valid name (1-63 characters of A-Z a-z 0-9 . _ -, not starting with '.')",
+                    raw.name
                 ),
-            };
-            let pem_fields = super::probe::kind_rules(
-                raw.kind,
-                &raw.check,
-                issuer.as_ref(),
-                raw.certificate_field,
-                raw.key_field,
-            )
-            .map_err(|(f, m)| err(Some(i), at(f), m))?;
-            if matches!(issuer, Some(Issuer::Csr(_))) {
-                // Without a binding, nothing supplies the client id or the token URL.
-                if raw.check.client_id.is_none() {
-                    return Err(err(
-                        Some(i),
-                        at("check.client_id"),
-                        "a csr issuer needs check.client_id (the OAuth client registered for the subject)".into(),
-                    ));
-                }
-                if raw.check.token_url.is_none() && raw.check.discovery_url.is_none() {
-                    return Err(err(
-                        Some(i),
-                        at("check.token_url"),
-                        "a csr issuer needs check.token_url or check.discovery_url".into(),
-                    ));
-                }
-            }
-            let mut hooks = Vec::with_capacity(raw.hook.len());
-            for (h, rh) in raw.hook.into_iter().enumerate() {
-                hooks.push(
-                    rh.resolve()
-                        .map_err(|(f, m)| err(Some(i), at(&format!("hook[{h}].{f}")), m))?,
-                );
-            }
-            for (k, v) in &raw.fields {
-                let why = if crate::generation::PEM_FIELDS.contains(&k.as_str()) {
-                    Some("comes from each generation's own certificate and key".to_string())
-                } else if crate::generation::SECRET_FIELDS.contains(&k.as_str()) {
-                    Some("is a secret; it does not belong in the configuration file".into())
-                } else if crate::names::RESERVED.contains(&k.as_str()) {
-                    Some("is a name certrot's own files use".into())
-                } else if crate::generation::INVENTED_FIELDS.contains(&k.as_str()) {
-                    Some(
-                        "is not a service-key field (the token check's URL is check.token_url)"
-                            .into(),
-                    )
-                } else if !crate::names::is_field_name(k) {
-                    Some("is not a field name (letters, digits, '-', '_', '.')".into())
-                } else if v.is_null() || v.is_object() {
-                    Some("must be a string, number, boolean or array".into())
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    return Err(err(
-                        Some(i),
-                        at(&format!("fields.{k}")),
-                        format!("{k:?} {why}"),
-                    ));
-                }
-            }
-            self.credentials.push(std::sync::Arc::new(Credential {
-                name: raw.name,
-                kind: raw.kind,
-                policy: shared(&mut self.last_policy, policy),
-                target,
-                replicas,
-                check: shared(&mut self.last_check, raw.check),
-                issuer,
-                hooks,
-                fields: raw.fields,
-                pem_fields,
-            }));
+            ));
         }
+        if let Some(first) = self.seen.insert(raw.name.clone(), i) {
+            return Err(err(
+                at("name"),
+                format!(
+                    "{:?} is already the name of {}",
+                    raw.name,
+                    sources.reference(first, i)
+                ),
+            ));
+        }
+        let policy = self.defaults.overlay(&raw.policy());
+        if let Some(m) = too_long_retirement(policy.retire_after) {
+            return Err(err(at("retire_after"), m));
+        }
+        let RawTargets { targets, array } = raw.target;
+        let field_of = |n: usize, f: &str| {
+            if array {
+                at(&format!("target[{n}].{f}"))
+            } else {
+                at(&format!("target.{f}"))
+            }
+        };
+        if targets.is_empty() {
+            return Err(err(at("target"), "needs at least one target".into()));
+        }
+        let mut target = None;
+        let mut replicas = Vec::with_capacity(targets.len() - 1);
+        for (n, t) in targets.into_iter().enumerate() {
+            let lease = t.lease.is_some();
+            let resolved =
+                resolve_target(t, raw.kind, &raw.name).map_err(|(f, m)| err(field_of(n, f), m))?;
+            match (n, resolved) {
+                (0, Resolved::Directory(d)) => target = Some(Target::Directory(d)),
+                (0, Resolved::KubernetesSecret(k)) => {
+                    target = Some(Target::KubernetesSecret(Box::new(k)))
+                }
+                (0, Resolved::VaultKv(_)) => {
+                    return Err(err(
+                        field_of(n, "type"),
+                        "a vault-kv target can only be a further target: the first target \
+                         holds the credential's state and lock (a directory or a kubernetes-secret)"
+                            .into(),
+                    ));
+                }
+                (_, _) if lease => {
+                    return Err(err(
+                        field_of(n, "lease"),
+                        "only the first target locks the credential; remove `lease` here".into(),
+                    ));
+                }
+                (_, Resolved::Directory(d)) => replicas.push(Replica::Directory(d)),
+                (_, Resolved::KubernetesSecret(k)) => replicas.push(Replica::KubernetesSecret(k)),
+                (_, Resolved::VaultKv(v)) => replicas.push(Replica::VaultKv(v)),
+            }
+        }
+        let Some(target) = target else {
+            return Err(err(at("target"), "needs at least one target".into()));
+        };
+        if let Some(u) = &raw.check.token_url
+            && !u.starts_with("https://")
+        {
+            return Err(err(
+                at("check.token_url"),
+                format!("{u:?} must be an https URL"),
+            ));
+        }
+        if let Some(u) = &raw.check.discovery_url
+            && !u.starts_with("https://")
+        {
+            return Err(err(
+                at("check.discovery_url"),
+                format!("{u:?} must be an https URL"),
+            ));
+        }
+        if raw.check.timeout.0.is_zero() || raw.check.connect_timeout.0.is_zero() {
+            return Err(err(
+                at("check.timeout"),
+                "timeouts must be greater than zero".into(),
+            ));
+        }
+        if raw.check.attempts == 0 {
+            return Err(err(at("check.attempts"), "must be at least 1".into()));
+        }
+        let issuer = match raw.issuer {
+            None => None,
+            Some(r) => Some(
+                r.resolve(&raw.name, raw.kind, &self.service_manager)
+                    .map_err(|(f, m)| err(at(&f), m))?,
+            ),
+        };
+        let pem_fields = super::probe::kind_rules(
+            raw.kind,
+            &raw.check,
+            issuer.as_ref(),
+            raw.certificate_field,
+            raw.key_field,
+        )
+        .map_err(|(f, m)| err(at(f), m))?;
+        if matches!(issuer, Some(Issuer::Csr(_))) {
+            // Without a binding, nothing supplies the client id or the token URL.
+            if raw.check.client_id.is_none() {
+                return Err(err(
+                    at("check.client_id"),
+                    "a csr issuer needs check.client_id (the OAuth client registered for the subject)".into(),
+                ));
+            }
+            if raw.check.token_url.is_none() && raw.check.discovery_url.is_none() {
+                return Err(err(
+                    at("check.token_url"),
+                    "a csr issuer needs check.token_url or check.discovery_url".into(),
+                ));
+            }
+        }
+        let mut hooks = Vec::with_capacity(raw.hook.len());
+        for (h, rh) in raw.hook.into_iter().enumerate() {
+            hooks.push(
+                rh.resolve()
+                    .map_err(|(f, m)| err(at(&format!("hook[{h}].{f}")), m))?,
+            );
+        }
+        for (k, v) in &raw.fields {
+            let why = if crate::generation::PEM_FIELDS.contains(&k.as_str()) {
+                Some("comes from each generation's own certificate and key".to_string())
+            } else if crate::generation::SECRET_FIELDS.contains(&k.as_str()) {
+                Some("is a secret; it does not belong in the configuration file".into())
+            } else if crate::names::RESERVED.contains(&k.as_str()) {
+                Some("is a name certrot's own files use".into())
+            } else if crate::generation::INVENTED_FIELDS.contains(&k.as_str()) {
+                Some("is not a service-key field (the token check's URL is check.token_url)".into())
+            } else if !crate::names::is_field_name(k) {
+                Some("is not a field name (letters, digits, '-', '_', '.')".into())
+            } else if v.is_null() || v.is_object() {
+                Some("must be a string, number, boolean or array".into())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(err(at(&format!("fields.{k}")), format!("{k:?} {why}")));
+            }
+        }
+        self.credentials.push(std::sync::Arc::new(Credential {
+            name: raw.name,
+            kind: raw.kind,
+            policy: shared(&mut self.last_policy, policy),
+            target,
+            replicas,
+            check: shared(&mut self.last_check, raw.check),
+            issuer,
+            hooks,
+            fields: raw.fields,
+            pem_fields,
+        }));
         Ok(())
     }
 

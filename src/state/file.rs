@@ -6,7 +6,7 @@
 //! a `.corrupt-<timestamp>` suffix and reported, and a fresh state starts.
 
 use super::{STATE_VERSION, State};
-use crate::fsutil::{Durability, read_file_limited, write_atomic};
+use crate::fsutil::{Durability, read_opened, write_atomic};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
@@ -145,7 +145,7 @@ impl StateStore {
                 });
             }
             Err(e) => Err(e),
-            Ok(mut f) => read_file_limited(&mut f, MAX_STATE_BYTES),
+            Ok((mut f, meta)) => read_opened(&mut f, &meta, MAX_STATE_BYTES),
         };
         let problem = match bytes {
             Ok(b) => match serde_json::from_slice::<State>(&b) {
