@@ -100,7 +100,7 @@ impl Rotator {
         let record_first = w.records_before_commit(iss);
         let record = async {
             match record_first {
-                true => w.backend.save_state_beside(&w.state).await,
+                true => w.backend.save_state(&w.state).await,
                 false => Ok(()),
             }
         };

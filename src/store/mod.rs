@@ -222,37 +222,29 @@ impl Backend {
         self.save_state_as(state, Durability::Durable).await
     }
 
-    /// [`Backend::save_state`] with a state directory's file written on the blocking pool,
-    /// so that the caller's other futures (a token check polled beside it) go on during its
-    /// sync calls.
-    pub async fn save_state_beside(&self, state: &State) -> Result<(), StateError> {
-        match &self.primary {
-            Primary::Directory { store, .. } => {
-                let (store, state) = (store.clone(), state.clone());
-                let dir = store.dir().to_path_buf();
-                tokio::task::spawn_blocking(move || store.save_as(&state, Durability::Durable))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(StateError::Io {
-                            path: dir,
-                            action: "write the state",
-                            source: std::io::Error::other(e.to_string()),
-                        })
-                    })
-            }
-            Primary::Kubernetes(_) => self.save_state(state).await,
-        }
-    }
-
     /// Writes the state; a state directory's file as durable as `durability` says (a
-    /// Secret's annotations are durable once the API server answers).
+    /// Secret's annotations are durable once the API server answers). A state directory's
+    /// file is written on the blocking pool: the runtime's workers, and the caller's other
+    /// futures (a token check polled beside it), go on during its sync calls.
     pub async fn save_state_as(
         &self,
         state: &State,
         durability: Durability,
     ) -> Result<(), StateError> {
         match &self.primary {
-            Primary::Directory { store, .. } => store.save_as(state, durability),
+            Primary::Directory { store, .. } => {
+                let (store, state) = (store.clone(), state.clone());
+                let dir = store.dir().to_path_buf();
+                crate::rt::on_blocking_pool(move || store.save_as(&state, durability))
+                    .await
+                    .unwrap_or_else(|source| {
+                        Err(StateError::Io {
+                            path: dir,
+                            action: "write the state",
+                            source,
+                        })
+                    })
+            }
             Primary::Kubernetes(k) => Ok(k.save_state(state).await?),
         }
     }
@@ -297,7 +289,7 @@ impl Backend {
     /// Makes `g` current in one step; returns the new generation's name.
     pub async fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, TargetError> {
         match &self.primary {
-            Primary::Directory { target, .. } => target.commit(g, now),
+            Primary::Directory { target, .. } => target.commit_off_worker(g, now).await,
             Primary::Kubernetes(k) => Ok(k.commit(g, now).await?),
         }
     }

@@ -94,7 +94,7 @@ impl ReplicaSlot {
             reason: reason.clone(),
         })?;
         let name = match store {
-            ReplicaStore::Directory(d) => d.commit(g, now)?,
+            ReplicaStore::Directory(d) => d.commit_off_worker(g, now).await?,
             ReplicaStore::Kubernetes(k) => k.commit(g, now).await?,
             ReplicaStore::VaultKv(v) => v.commit(g).await?,
         };

@@ -17,7 +17,7 @@
 use crate::config;
 use crate::fsutil::{fsync_dir, read_limited_nofollow};
 use crate::generation::Generation;
-use crate::store::binding::render;
+use crate::store::binding::{Rendered, render};
 use crate::store::keystore;
 use crate::x509::{InspectError, MAX_PEM_BYTES};
 use rustix::fs::{Mode, OFlags};
@@ -325,10 +325,29 @@ impl DirectoryTarget {
     /// Writes `g` as a new generation and makes it current in one rename. Returns the name of
     /// the new generation directory. Old generations beyond `keep_generations` are pruned.
     pub fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, TargetError> {
-        self.ensure_safe_dir(true)?;
+        let rendered = self.render(g)?;
+        self.write(rendered, now)
+    }
+
+    /// [`DirectoryTarget::commit`] from an async task: the files are rendered here, and
+    /// written and synced on the blocking pool, so the runtime's workers go on with the other
+    /// pipelines in flight (their network and crypto) while this one waits for the disk.
+    pub async fn commit_off_worker(
+        &self,
+        g: &Generation,
+        now: OffsetDateTime,
+    ) -> Result<String, TargetError> {
+        let rendered = self.render(g)?;
+        let target = self.clone();
+        crate::rt::on_blocking_pool(move || target.write(rendered, now))
+            .await
+            .unwrap_or_else(|e| Err(io(self.path(), "committing")(e)))
+    }
+
+    /// The files of `g` as this target lays them out (the keystore among them when
+    /// configured); nothing is written.
+    fn render(&self, g: &Generation) -> Result<Rendered, TargetError> {
         let root = self.path();
-        // A planted non-symlink `..data` must stop us before anything is written.
-        let previous = self.current_dir_name()?;
         let mut rendered = render(g, self.cfg.layout, &self.cfg.binding).map_err(|e| {
             TargetError::BadCredentials {
                 path: root.to_path_buf(),
@@ -339,6 +358,16 @@ impl DirectoryTarget {
             let p12 = keystore::seal(g, k, &root.display().to_string())?;
             rendered.add_shown(keystore::KEYSTORE_FILE, p12);
         }
+        Ok(rendered)
+    }
+
+    /// Writes `rendered` as a new generation and makes it current (see
+    /// [`DirectoryTarget::commit`]).
+    fn write(&self, rendered: Rendered, now: OffsetDateTime) -> Result<String, TargetError> {
+        self.ensure_safe_dir(true)?;
+        let root = self.path();
+        // A planted non-symlink `..data` must stop us before anything is written.
+        let previous = self.current_dir_name()?;
         let files = rendered.files;
         let mut names: Vec<&str> = rendered.visible.iter().map(String::as_str).collect();
         // Links of certrot's own files that an earlier version showed in a servicebinding
