@@ -17,6 +17,10 @@
 #
 #   benches/scale.sh [R=5] [SIZES="100 1000"] [FLEETS="100"] [W=10]   # CI size, < 2 minutes
 #   benches/scale.sh 5 "100 1000 10000" "100 1000" 30                 # docs/performance.md
+#
+# Everything it writes (fixtures, sandbox, targets, state) goes under `mktemp -d`: give it a
+# TMPDIR on another filesystem to measure there (docs/performance.md, "Disk work off the
+# runtime's workers").
 set -euo pipefail
 R=${1:-5}
 SIZES=${2:-"100 1000"}
@@ -114,6 +118,10 @@ for m in $FLEETS; do
   fi
   # CPU time of the stand-ins (their process's user + system ticks) beside certrot's own.
   ticks() { awk '{print $14 + $15}' "/proc/${PIDS[-1]}/stat"; }
+  # What earlier commands left unwritten (an earlier run's removed directory, pruned
+  # generations) is written back first: ext4 without a journal scans the inodes freed in
+  # the last seconds on every allocation, and the figure is of this run alone.
+  sync
   t0=$(ticks)
   /usr/bin/time -f "%e %M %U %S" -o "$WORK/time" "$BIN" --config "$cfg" -q rotate --now --parallel 8 >/dev/null 2>&1 || true
   t1=$(ticks)
