@@ -23,10 +23,12 @@ pub enum LockError {
     Io { place: String, message: String },
 }
 
-/// A held lock; released when dropped.
-#[derive(Debug)]
+/// A held lock; released when the last of its clones is dropped. A clone is what disk work
+/// on the blocking pool carries, so that a run dropped while it waits (the daemon's stop
+/// grace abandons rotations) gives the lock back only once that write is done.
+#[derive(Clone, Debug)]
 pub struct CredentialLock {
-    _file: File,
+    _file: std::sync::Arc<File>,
 }
 
 impl CredentialLock {
@@ -76,6 +78,8 @@ impl CredentialLock {
         file.set_len(0).map_err(ioerr)?;
         file.rewind().map_err(ioerr)?;
         write!(file, "{}", std::process::id()).map_err(ioerr)?;
-        Ok(CredentialLock { _file: file })
+        Ok(CredentialLock {
+            _file: std::sync::Arc::new(file),
+        })
     }
 }

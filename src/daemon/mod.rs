@@ -330,7 +330,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         while !tasks.is_empty() {
             tokio::select! {
                 _ = &mut grace => {
-                    tracing::warn!(abandoned = tasks.len(), "in-flight rotations abandoned (never inside a commit); the next start reconciles them");
+                    tracing::warn!(abandoned = tasks.len(), "in-flight rotations abandoned (a write already under way is finished first, under the credential's lock); the next start reconciles them");
                     tasks.abort_all();
                     break;
                 }

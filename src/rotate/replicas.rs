@@ -41,7 +41,7 @@ impl Rotator {
                 });
                 continue;
             }
-            match slot.sync(g, now).await {
+            match slot.sync(g, now, w.backend.held_lock()).await {
                 Ok(done) => {
                     let (result, detail) = match done {
                         Synced::Already => ("in-sync", None),

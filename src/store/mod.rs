@@ -48,6 +48,8 @@ pub enum Primary {
 pub struct Backend {
     primary: Primary,
     replicas: Vec<ReplicaSlot>,
+    /// The credential's file lock while this backend holds it: disk work carries a clone.
+    held: std::sync::Mutex<Option<CredentialLock>>,
 }
 
 /// A held lock; give it back with [`Backend::release`] (a file lock also goes when dropped,
@@ -75,7 +77,32 @@ impl Backend {
         Ok(Backend {
             primary,
             replicas: ReplicaSlot::open_all(cred).await,
+            held: std::sync::Mutex::new(None),
         })
+    }
+
+    /// A clone of the credential's file lock while this backend holds it (`None` otherwise).
+    pub(crate) fn held_lock(&self) -> Option<CredentialLock> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Runs `work` (a directory target's or a state file's writes and their sync calls) on
+    /// the blocking pool, so the runtime's workers go on with the other pipelines meanwhile.
+    /// The work holds the credential's lock too: a run dropped while it waits gives the
+    /// lock back only once the write is done, so no other run ever writes beside it.
+    async fn on_disk<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, std::io::Error> {
+        let lock = self.held_lock();
+        crate::rt::on_blocking_pool(move || {
+            let _held = lock;
+            work()
+        })
+        .await
     }
 
     /// Makes every replica serve `g` (after `import` or `rollback`): per replica, its place
@@ -89,7 +116,9 @@ impl Backend {
         for r in &self.replicas {
             out.push((
                 r.place.clone(),
-                r.sync(g, now).await.map_err(|e| e.to_string()),
+                r.sync(g, now, self.held_lock())
+                    .await
+                    .map_err(|e| e.to_string()),
             ));
         }
         out
@@ -140,13 +169,18 @@ impl Backend {
                     message: e.to_string(),
                 })?;
                 let (dir, name) = (store.dir().to_path_buf(), credential.to_string());
-                tokio::task::spawn_blocking(move || CredentialLock::acquire(&dir, &name, wait))
-                    .await
-                    .map_err(|e| LockError::Io {
-                        place: credential.to_string(),
-                        message: e.to_string(),
-                    })?
-                    .map(Guard::File)
+                let lock =
+                    tokio::task::spawn_blocking(move || CredentialLock::acquire(&dir, &name, wait))
+                        .await
+                        .map_err(|e| LockError::Io {
+                            place: credential.to_string(),
+                            message: e.to_string(),
+                        })??;
+                *self
+                    .held
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(lock.clone());
+                Ok(Guard::File(lock))
             }
             Primary::Kubernetes(k) if k.lease_enabled() => match k.acquire_lease(wait).await {
                 Ok(Ok(g)) => Ok(Guard::Lease(g)),
@@ -190,6 +224,12 @@ impl Backend {
 
     /// Gives a lock back.
     pub async fn release(&self, guard: Guard) {
+        if let Guard::File(_) = &guard {
+            self.held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+        }
         if let (Primary::Kubernetes(k), Guard::Lease(g)) = (&self.primary, guard) {
             k.release(g).await;
         }
@@ -224,8 +264,9 @@ impl Backend {
 
     /// Writes the state; a state directory's file as durable as `durability` says (a
     /// Secret's annotations are durable once the API server answers). A state directory's
-    /// file is written on the blocking pool: the runtime's workers, and the caller's other
-    /// futures (a token check polled beside it), go on during its sync calls.
+    /// file is written on the blocking pool ([`Backend::on_disk`]): the runtime's workers,
+    /// and the caller's other futures (a token check polled beside it), go on during its
+    /// sync calls.
     pub async fn save_state_as(
         &self,
         state: &State,
@@ -235,7 +276,7 @@ impl Backend {
             Primary::Directory { store, .. } => {
                 let (store, state) = (store.clone(), state.clone());
                 let dir = store.dir().to_path_buf();
-                crate::rt::on_blocking_pool(move || store.save_as(&state, durability))
+                self.on_disk(move || store.save_as(&state, durability))
                     .await
                     .unwrap_or_else(|source| {
                         Err(StateError::Io {
@@ -289,7 +330,19 @@ impl Backend {
     /// Makes `g` current in one step; returns the new generation's name.
     pub async fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, TargetError> {
         match &self.primary {
-            Primary::Directory { target, .. } => target.commit_off_worker(g, now).await,
+            Primary::Directory { target, .. } => {
+                let rendered = target.render(g)?;
+                let t = target.clone();
+                self.on_disk(move || t.write(rendered, now))
+                    .await
+                    .unwrap_or_else(|source| {
+                        Err(TargetError::Io {
+                            path: target.path().to_path_buf(),
+                            action: "committing",
+                            source,
+                        })
+                    })
+            }
             Primary::Kubernetes(k) => Ok(k.commit(g, now).await?),
         }
     }
@@ -375,4 +428,58 @@ pub fn is_lease_lost(e: &StateError) -> bool {
 /// True when a state write failed because another run changed the state meanwhile.
 pub fn is_conflict(e: &StateError) -> bool {
     matches!(e, StateError::Kube(KubeError::Conflict { .. }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::time::Duration;
+
+    /// A run dropped while its disk work waits (the daemon's stop grace aborts rotations)
+    /// must not give the credential's lock back before that write is done: another run
+    /// would write the same target or state file beside it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_dropped_during_its_disk_work_keeps_the_lock_until_the_write_is_done() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "[service_manager.main]\nservice_key = \"/k.json\"\n[[credential]]\nname = \"orders\"\n\
+             target.path = \"{}\"\nissuer.instance_id = \"i\"\n",
+            dir.path().join("orders").display()
+        );
+        let cred = Config::parse(&text, Path::new("t.toml"))
+            .expect("config")
+            .credentials
+            .remove(0);
+        let state_dir = dir.path().join("state");
+        let backend = Backend::open(&cred, &state_dir).await.expect("backend");
+        let guard = backend.lock("orders", false).await.expect("lock");
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let mut work =
+            Box::pin(backend.on_disk(move || wait.recv_timeout(Duration::from_secs(10)).is_ok()));
+        // The work is under way on the blocking pool; then the run is dropped, lock and all.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut work)
+                .await
+                .is_err()
+        );
+        drop(work);
+        drop(guard);
+        drop(backend);
+        let taken = CredentialLock::acquire(&state_dir, "orders", false);
+        assert!(
+            matches!(taken, Err(LockError::Locked { .. })),
+            "the lock was given back while the write went on: {taken:?}"
+        );
+        go.send(()).expect("the work is waiting");
+        let mut free = false;
+        for _ in 0..200 {
+            if CredentialLock::acquire(&state_dir, "orders", false).is_ok() {
+                free = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(free, "the lock stayed held after the write was done");
+    }
 }

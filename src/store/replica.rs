@@ -80,8 +80,15 @@ impl ReplicaSlot {
         }
     }
 
-    /// Makes the replica serve `g`, unless it already does (same certificate and key).
-    pub async fn sync(&self, g: &Generation, now: OffsetDateTime) -> Result<Synced, TargetError> {
+    /// Makes the replica serve `g`, unless it already does (same certificate and key). A
+    /// directory replica is written on the blocking pool, holding `lock` (the credential's,
+    /// when held) until done.
+    pub async fn sync(
+        &self,
+        g: &Generation,
+        now: OffsetDateTime,
+        lock: Option<crate::lock::CredentialLock>,
+    ) -> Result<Synced, TargetError> {
         let served = self.served().await;
         if let Ok(Some(s)) = &served
             && s.leaf().fingerprint_sha256 == g.leaf().fingerprint_sha256
@@ -94,7 +101,7 @@ impl ReplicaSlot {
             reason: reason.clone(),
         })?;
         let name = match store {
-            ReplicaStore::Directory(d) => d.commit_off_worker(g, now).await?,
+            ReplicaStore::Directory(d) => d.commit_off_worker(g, now, lock).await?,
             ReplicaStore::Kubernetes(k) => k.commit(g, now).await?,
             ReplicaStore::VaultKv(v) => v.commit(g).await?,
         };

@@ -330,23 +330,28 @@ impl DirectoryTarget {
     }
 
     /// [`DirectoryTarget::commit`] from an async task: the files are rendered here, and
-    /// written and synced on the blocking pool, so the runtime's workers go on with the other
-    /// pipelines in flight (their network and crypto) while this one waits for the disk.
+    /// written and synced on the blocking pool (holding `lock` until done, when given), so
+    /// the runtime's workers go on with the other pipelines in flight (their network and
+    /// crypto) while this one waits for the disk.
     pub async fn commit_off_worker(
         &self,
         g: &Generation,
         now: OffsetDateTime,
+        lock: Option<crate::lock::CredentialLock>,
     ) -> Result<String, TargetError> {
         let rendered = self.render(g)?;
         let target = self.clone();
-        crate::rt::on_blocking_pool(move || target.write(rendered, now))
-            .await
-            .unwrap_or_else(|e| Err(io(self.path(), "committing")(e)))
+        crate::rt::on_blocking_pool(move || {
+            let _held = lock;
+            target.write(rendered, now)
+        })
+        .await
+        .unwrap_or_else(|e| Err(io(self.path(), "committing")(e)))
     }
 
     /// The files of `g` as this target lays them out (the keystore among them when
     /// configured); nothing is written.
-    fn render(&self, g: &Generation) -> Result<Rendered, TargetError> {
+    pub(crate) fn render(&self, g: &Generation) -> Result<Rendered, TargetError> {
         let root = self.path();
         let mut rendered = render(g, self.cfg.layout, &self.cfg.binding).map_err(|e| {
             TargetError::BadCredentials {
@@ -363,7 +368,11 @@ impl DirectoryTarget {
 
     /// Writes `rendered` as a new generation and makes it current (see
     /// [`DirectoryTarget::commit`]).
-    fn write(&self, rendered: Rendered, now: OffsetDateTime) -> Result<String, TargetError> {
+    pub(crate) fn write(
+        &self,
+        rendered: Rendered,
+        now: OffsetDateTime,
+    ) -> Result<String, TargetError> {
         self.ensure_safe_dir(true)?;
         let root = self.path();
         // A planted non-symlink `..data` must stop us before anything is written.
