@@ -658,3 +658,86 @@ async fn an_idle_loop_wakes_only_for_its_events_unless_a_watchdog_asks() {
         }
     }
 }
+
+/// A rotation whose commit is under way when the stop grace ends: the daemon waits for the
+/// state write that records the commit before it abandons the rotation, and lets no other
+/// commit begin meanwhile.
+struct Committing {
+    gate: certrot::rotate::CommitGate,
+    events: Arc<Mutex<Vec<(&'static str, Duration)>>>,
+    start: tokio::time::Instant,
+}
+
+impl Executor for Committing {
+    fn inspect_all(&self, _now: OffsetDateTime) -> Inspection {
+        Box::pin(std::future::ready(vec![CredTimes {
+            name: "orders".into(),
+            rotate_at: Some(T0 + time::Duration::seconds(1)),
+            retire_at: None,
+            sync_at: None,
+        }]))
+    }
+    fn rotate(&self, _names: Vec<String>) -> Task {
+        let (gate, events, start) = (self.gate.clone(), self.events.clone(), self.start);
+        Box::pin(async move {
+            let note = |what| events.lock().unwrap().push((what, start.elapsed()));
+            // The commit and the state write that records it take 10 s (a slow disk).
+            let section = gate.clone().read_owned().await;
+            note("commit begun");
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            note("commit recorded");
+            drop(section);
+            // Another commit (a second credential of the batch) would begin now.
+            let _next = gate.read_owned().await;
+            note("next commit begun");
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        })
+    }
+    fn probe(&self) -> Task {
+        Box::pin(std::future::ready(()))
+    }
+    fn schedules(&self) -> (cron::Schedule, cron::Schedule) {
+        (
+            "0 0 0 * * *".parse().unwrap(),
+            "0 0 0 * * *".parse().unwrap(),
+        )
+    }
+    fn reload(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn status_line(&self, _: &[CredTimes], _: OffsetDateTime) -> String {
+        "committing".into()
+    }
+    fn commit_gate(&self) -> Option<certrot::rotate::CommitGate> {
+        Some(self.gate.clone())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_abandons_no_rotation_between_its_commit_and_the_state_write_that_records_it() {
+    let clock = Arc::new(TokioClock::starting_at(T0));
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let exec = Arc::new(Committing {
+        gate: certrot::rotate::CommitGate::default(),
+        events: events.clone(),
+        start: tokio::time::Instant::now(),
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let sched = Scheduler {
+        exec,
+        clock: clock.clone(),
+        settings: LoopSettings::default(),
+        liveness: Arc::new(certrot::daemon::liveness::Liveness::starting(T0)),
+    };
+    let run = tokio::spawn(sched.run(rx));
+    // The rotation starts at 1 s; the stop comes at 3 s, its grace (3 s) ends at 6 s, while
+    // the commit is still being written (until about 11 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tx.send(Control::Stop).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("stops once the commit is recorded")
+        .unwrap();
+    let seen: Vec<&str> = events.lock().unwrap().iter().map(|(w, _)| *w).collect();
+    assert_eq!(seen, ["commit begun", "commit recorded"], "{events:?}");
+}

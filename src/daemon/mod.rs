@@ -6,8 +6,9 @@
 //!
 //! Signals: SIGHUP reloads the configuration (a bad one is reported, the old stays);
 //! SIGTERM/SIGINT stop: nothing new starts, in-flight rotations get a grace period and are
-//! then abandoned at an await point — before their commit or after it, never inside it (the
-//! commit and the state write that follows it are synchronous). systemd: `READY=1` after the
+//! then abandoned at an await point — before their commit or after it, never inside it (a
+//! commit holds the rotators' commit gate until the state write that records it, and the
+//! stop takes the gate before it abandons anything). systemd: `READY=1` after the
 //! first inspection, `STATUS=`, `RELOADING=1`/`READY=1` around reloads, `STOPPING=1`, and
 //! `WATCHDOG=1` from the loop itself, so a stuck loop lets the watchdog fire.
 //!
@@ -61,6 +62,11 @@ pub trait Executor: Send + Sync + 'static {
     fn status_line(&self, times: &[CredTimes], now: OffsetDateTime) -> String;
     /// The credential `name` must wait for (its Service Manager access), if any.
     fn waits_for(&self, _name: &str) -> Option<String> {
+        None
+    }
+    /// The gate a commit holds until the state write that records it
+    /// ([`crate::rotate::CommitGate`]); a stop takes it before abandoning rotations.
+    fn commit_gate(&self) -> Option<crate::rotate::CommitGate> {
         None
     }
 }
@@ -330,6 +336,12 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         while !tasks.is_empty() {
             tokio::select! {
                 _ = &mut grace => {
+                    // A commit under way finishes with the state write that records it, and
+                    // no other begins: then the rest are abandoned.
+                    let _closed = match exec.commit_gate() {
+                        Some(g) => Some(g.write_owned().await),
+                        None => None,
+                    };
                     tracing::warn!(abandoned = tasks.len(), "in-flight rotations abandoned (a write already under way is finished first, under the credential's lock); the next start reconciles them");
                     tasks.abort_all();
                     break;
@@ -347,6 +359,8 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
 pub struct Live {
     config_path: PathBuf,
     inner: RwLock<(Arc<Config>, Arc<Rotator>)>,
+    /// Every rotator's commit gate, the same across reloads.
+    commits: crate::rotate::CommitGate,
     pub metrics: Arc<Metrics>,
     /// Rotation summaries are printed to stdout, one line each (the daemon's event log).
     pub print_events: bool,
@@ -357,9 +371,14 @@ impl Live {
         let names: Vec<&str> = config.credentials.iter().map(|c| c.name.as_str()).collect();
         let metrics = Arc::new(Metrics::new(&names));
         let config = Arc::new(config);
+        let commits = crate::rotate::CommitGate::default();
         Live {
             config_path: config_path.to_path_buf(),
-            inner: RwLock::new((config.clone(), Arc::new(Rotator::new(config)))),
+            inner: RwLock::new((
+                config.clone(),
+                Arc::new(Rotator::new(config).with_commit_gate(commits.clone())),
+            )),
+            commits,
             metrics,
             print_events: true,
         }
@@ -467,8 +486,15 @@ impl Executor for Live {
             .inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *g = (new.clone(), Arc::new(Rotator::new(new)));
+        *g = (
+            new.clone(),
+            Arc::new(Rotator::new(new).with_commit_gate(self.commits.clone())),
+        );
         Ok(())
+    }
+
+    fn commit_gate(&self) -> Option<crate::rotate::CommitGate> {
+        Some(self.commits.clone())
     }
 
     fn waits_for(&self, name: &str) -> Option<String> {

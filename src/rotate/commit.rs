@@ -53,6 +53,7 @@ impl Rotator {
         new_binding: Option<(String, String)>,
         opts: Options,
         now: OffsetDateTime,
+        section: tokio::sync::OwnedRwLockReadGuard<()>,
     ) -> Outcome {
         let cred = w.cred;
         let old = w.state.current.clone();
@@ -98,6 +99,8 @@ impl Rotator {
                 Some(crate::text::printable(&e.to_string(), 300))
             }
         };
+        // The commit is recorded (or its record failed): a stop may abandon the run from here.
+        drop(section);
         // Every replica gets the new generation (after the state names it: a crash between
         // leaves replicas behind, which the next run repairs).
         self.sync_replicas(w, g, true, now).await;

@@ -86,12 +86,17 @@ impl Rotator {
         // 7. commit
         let now = self.now();
         let fp = g.leaf().fingerprint_sha256.clone();
+        let section = self.commit_section().await;
         let dir = match self.commit_outcome(w, &g, &fp, now).await {
             Ok(d) => d,
-            Err((f, _)) => return self.record_failure(w, f, None, critical_at).await,
+            Err((f, _)) => {
+                drop(section);
+                return self.record_failure(w, f, None, critical_at).await;
+            }
         };
         tracing::info!(credential = %cred.name, generation = %dir, not_after = %short_time(g.leaf().not_after), event = "committed", "committed");
-        self.after_commit(w, reason, &g, dir, None, opts, now).await
+        self.after_commit(w, reason, &g, dir, None, opts, now, section)
+            .await
     }
 }
 

@@ -110,7 +110,13 @@ pub struct Rotator {
     pub retry_base: std::time::Duration,
     /// Where every step reads the time.
     clock: Arc<dyn crate::clock::Clock>,
+    /// Held (read) from a commit until the state write that records it: a stopping daemon
+    /// takes it (write) before it abandons rotations, so none is abandoned in between.
+    commits: CommitGate,
 }
+
+/// See [`Rotator::commit_section`]: shared by every rotator of one daemon (across reloads).
+pub type CommitGate = Arc<tokio::sync::RwLock<()>>;
 
 /// Whether a failed commit may have landed after all.
 enum CommitUnknown {
@@ -201,7 +207,22 @@ impl Rotator {
             clients: tokio::sync::Mutex::new(HashMap::new()),
             retry_base: std::time::Duration::from_millis(500),
             clock,
+            commits: CommitGate::default(),
         }
+    }
+
+    /// This rotator with `gate` as its commit gate (a daemon shares one across reloads).
+    pub fn with_commit_gate(mut self, gate: CommitGate) -> Rotator {
+        self.commits = gate;
+        self
+    }
+
+    /// Held from a commit until the state write that records it. The commit and that write
+    /// run on the blocking pool, so a run could otherwise be dropped between the two (the
+    /// daemon's stop grace): the daemon takes the gate first, which waits for every section
+    /// under way and holds back the commits not yet begun.
+    async fn commit_section(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.commits.clone().read_owned().await
     }
 
     /// The time, as the injected clock tells it.

@@ -123,9 +123,11 @@ impl Rotator {
         }
         // Then the target, then the state.
         let now = self.now();
+        let section = self.commit_section().await;
         let dir = match self.commit_outcome(w, &g, &new_fp, now).await {
             Ok(d) => d,
             Err((f, CommitUnknown::No)) => {
+                drop(section);
                 return self
                     .record_failure(w, f, Some((binding.id.clone(), Some(new_fp))), critical_at)
                     .await;
@@ -134,12 +136,13 @@ impl Rotator {
                 // Maybe live: the binding stays, and the intent (binding id + fingerprint)
                 // stays for the next run to adopt or reconcile.
                 w.keep_pending = true;
+                drop(section);
                 return self.record_failure(w, f, None, critical_at).await;
             }
         };
         tracing::info!(credential = %cred.name, generation = %dir, not_after = %short_time(g.leaf().not_after), event = "committed", "committed");
         let new_binding = Some((binding.id.clone(), iss.service_manager.clone()));
-        self.after_commit(w, reason, &g, dir, new_binding, opts, now)
+        self.after_commit(w, reason, &g, dir, new_binding, opts, now, section)
             .await
     }
 
