@@ -91,8 +91,9 @@ impl Backend {
 
     /// Runs `work` (a directory target's or a state file's writes and their sync calls) on
     /// the blocking pool, so the runtime's workers go on with the other pipelines meanwhile.
-    /// The work holds the credential's lock too: a run dropped while it waits gives the
-    /// lock back only once the write is done, so no other run ever writes beside it.
+    /// The work holds the credential's file lock too, when this backend holds it: a run
+    /// dropped while it waits gives the lock back only once the write is done, so no other
+    /// run writes beside it. (A Secret's Lease is not carried: it expires on its own.)
     async fn on_disk<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
@@ -275,13 +276,13 @@ impl Backend {
         match &self.primary {
             Primary::Directory { store, .. } => {
                 let (store, state) = (store.clone(), state.clone());
-                let dir = store.dir().to_path_buf();
+                let path = store.path_of(&state.credential);
                 self.on_disk(move || store.save_as(&state, durability))
                     .await
                     .unwrap_or_else(|source| {
                         Err(StateError::Io {
-                            path: dir,
-                            action: "write the state",
+                            path,
+                            action: "writing state",
                             source,
                         })
                     })

@@ -352,6 +352,10 @@ impl DirectoryTarget {
     /// The files of `g` as this target lays them out (the keystore among them when
     /// configured); nothing is written.
     pub(crate) fn render(&self, g: &Generation) -> Result<Rendered, TargetError> {
+        // An unsafe directory or a planted `..data` stops us before anything is read for
+        // the files (a keystore's password) or written; `write` checks again.
+        self.ensure_safe_dir(true)?;
+        self.current_dir_name()?;
         let root = self.path();
         let mut rendered = render(g, self.cfg.layout, &self.cfg.binding).map_err(|e| {
             TargetError::BadCredentials {
