@@ -91,6 +91,32 @@ impl Executor for Fake {
     }
 }
 
+/// The loop over `exec` with the default settings, and the channel that steers it.
+fn start<E: Executor>(
+    exec: Arc<E>,
+    clock: &Arc<TokioClock>,
+) -> (
+    tokio::sync::mpsc::Sender<Control>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let sched = Scheduler {
+        exec,
+        clock: clock.clone(),
+        settings: LoopSettings::default(),
+        liveness: Arc::new(certrot::daemon::liveness::Liveness::starting(T0)),
+    };
+    (tx, tokio::spawn(sched.run(rx)))
+}
+
+/// Check and probe schedules that tick once a day, at midnight (out of the way of a test).
+fn midnight_only() -> (cron::Schedule, cron::Schedule) {
+    (
+        "0 0 0 * * *".parse().unwrap(),
+        "0 0 0 * * *".parse().unwrap(),
+    )
+}
+
 fn secs(t: OffsetDateTime) -> f64 {
     (t - T0).as_seconds_f64()
 }
@@ -131,14 +157,7 @@ async fn renewals_backoff_retirements_and_ticks_fire_on_time() {
         clock: clock.clone(),
         model: model.clone(),
     });
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let sched = Scheduler {
-        exec,
-        clock: clock.clone(),
-        settings: LoopSettings::default(),
-        liveness: Arc::new(certrot::daemon::liveness::Liveness::starting(T0)),
-    };
-    let run = tokio::spawn(sched.run(rx));
+    let (tx, run) = start(exec, &clock);
     // Eight virtual hours.
     tokio::time::sleep(Duration::from_secs(8 * 3600)).await;
     tx.send(Control::Reload).await.unwrap(); // refused: the old one stays
@@ -227,10 +246,7 @@ impl Executor for Dependent {
         Box::pin(async {})
     }
     fn schedules(&self) -> (cron::Schedule, cron::Schedule) {
-        (
-            "0 0 0 * * *".parse().unwrap(),
-            "0 0 0 * * *".parse().unwrap(),
-        )
+        midnight_only()
     }
     fn reload(&self) -> Result<(), String> {
         Ok(())
@@ -347,10 +363,7 @@ impl Executor for Stubborn {
         Box::pin(async {})
     }
     fn schedules(&self) -> (cron::Schedule, cron::Schedule) {
-        (
-            "0 0 0 * * *".parse().unwrap(),
-            "0 0 0 * * *".parse().unwrap(),
-        )
+        midnight_only()
     }
     fn reload(&self) -> Result<(), String> {
         Ok(())
@@ -697,10 +710,7 @@ impl Executor for Committing {
         Box::pin(std::future::ready(()))
     }
     fn schedules(&self) -> (cron::Schedule, cron::Schedule) {
-        (
-            "0 0 0 * * *".parse().unwrap(),
-            "0 0 0 * * *".parse().unwrap(),
-        )
+        midnight_only()
     }
     fn reload(&self) -> Result<(), String> {
         Ok(())
@@ -722,14 +732,7 @@ async fn a_stop_abandons_no_rotation_between_its_commit_and_the_state_write_that
         events: events.clone(),
         start: tokio::time::Instant::now(),
     });
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let sched = Scheduler {
-        exec,
-        clock: clock.clone(),
-        settings: LoopSettings::default(),
-        liveness: Arc::new(certrot::daemon::liveness::Liveness::starting(T0)),
-    };
-    let run = tokio::spawn(sched.run(rx));
+    let (tx, run) = start(exec, &clock);
     // The rotation starts at 1 s; the stop comes at 3 s, its grace (3 s) ends at 6 s, while
     // the commit is still being written (until about 11 s).
     tokio::time::sleep(Duration::from_secs(3)).await;
