@@ -33,6 +33,22 @@ use time::OffsetDateTime;
 /// Without a Lease, an intent younger than this is taken for another run still at work.
 pub const IN_FLIGHT: time::Duration = time::Duration::minutes(15);
 
+/// Runs `work` (a directory target's or a state file's writes and their sync calls) on the
+/// blocking pool, so the runtime's workers go on with the other pipelines meanwhile. The
+/// work holds `lock` (the credential's file lock, when held) until it is done: a run dropped
+/// while it waits gives the lock back only once the write is done, so no other run writes
+/// beside it. (A Secret's Lease is not carried: it expires on its own.)
+pub(crate) async fn on_disk<T: Send + 'static>(
+    lock: Option<CredentialLock>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, std::io::Error> {
+    crate::rt::on_blocking_pool(move || {
+        let _held = lock;
+        work()
+    })
+    .await
+}
+
 /// The primary target of a credential, with its state and lock.
 #[derive(Debug)]
 pub enum Primary {
@@ -87,23 +103,6 @@ impl Backend {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
-    }
-
-    /// Runs `work` (a directory target's or a state file's writes and their sync calls) on
-    /// the blocking pool, so the runtime's workers go on with the other pipelines meanwhile.
-    /// The work holds the credential's file lock too, when this backend holds it: a run
-    /// dropped while it waits gives the lock back only once the write is done, so no other
-    /// run writes beside it. (A Secret's Lease is not carried: it expires on its own.)
-    async fn on_disk<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, std::io::Error> {
-        let lock = self.held_lock();
-        crate::rt::on_blocking_pool(move || {
-            let _held = lock;
-            work()
-        })
-        .await
     }
 
     /// Makes every replica serve `g` (after `import` or `rollback`): per replica, its place
@@ -265,7 +264,7 @@ impl Backend {
 
     /// Writes the state; a state directory's file as durable as `durability` says (a
     /// Secret's annotations are durable once the API server answers). A state directory's
-    /// file is written on the blocking pool ([`Backend::on_disk`]): the runtime's workers,
+    /// file is written on the blocking pool ([`on_disk`]): the runtime's workers,
     /// and the caller's other futures (a token check polled beside it), go on during its
     /// sync calls.
     pub async fn save_state_as(
@@ -277,7 +276,7 @@ impl Backend {
             Primary::Directory { store, .. } => {
                 let (store, state) = (store.clone(), state.clone());
                 let path = store.path_of(&state.credential);
-                self.on_disk(move || store.save_as(&state, durability))
+                on_disk(self.held_lock(), move || store.save_as(&state, durability))
                     .await
                     .unwrap_or_else(|source| {
                         Err(StateError::Io {
@@ -332,17 +331,7 @@ impl Backend {
     pub async fn commit(&self, g: &Generation, now: OffsetDateTime) -> Result<String, TargetError> {
         match &self.primary {
             Primary::Directory { target, .. } => {
-                let rendered = target.render(g)?;
-                let t = target.clone();
-                self.on_disk(move || t.write(rendered, now))
-                    .await
-                    .unwrap_or_else(|source| {
-                        Err(TargetError::Io {
-                            path: target.path().to_path_buf(),
-                            action: "committing",
-                            source,
-                        })
-                    })
+                target.commit_off_worker(g, now, self.held_lock()).await
             }
             Primary::Kubernetes(k) => Ok(k.commit(g, now).await?),
         }
@@ -456,8 +445,9 @@ mod tests {
         let backend = Backend::open(&cred, &state_dir).await.expect("backend");
         let guard = backend.lock("orders", false).await.expect("lock");
         let (go, wait) = std::sync::mpsc::channel::<()>();
-        let mut work =
-            Box::pin(backend.on_disk(move || wait.recv_timeout(Duration::from_secs(10)).is_ok()));
+        let mut work = Box::pin(on_disk(backend.held_lock(), move || {
+            wait.recv_timeout(Duration::from_secs(10)).is_ok()
+        }));
         // The work is under way on the blocking pool; then the run is dropped, lock and all.
         assert!(
             tokio::time::timeout(Duration::from_millis(100), &mut work)

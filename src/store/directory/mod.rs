@@ -341,17 +341,14 @@ impl DirectoryTarget {
     ) -> Result<String, TargetError> {
         let rendered = self.render(g)?;
         let target = self.clone();
-        crate::rt::on_blocking_pool(move || {
-            let _held = lock;
-            target.write(rendered, now)
-        })
-        .await
-        .unwrap_or_else(|e| Err(io(self.path(), "committing")(e)))
+        super::on_disk(lock, move || target.write(rendered, now))
+            .await
+            .unwrap_or_else(|e| Err(io(self.path(), "committing")(e)))
     }
 
     /// The files of `g` as this target lays them out (the keystore among them when
     /// configured); nothing is written.
-    pub(crate) fn render(&self, g: &Generation) -> Result<Rendered, TargetError> {
+    fn render(&self, g: &Generation) -> Result<Rendered, TargetError> {
         // An unsafe directory or a planted `..data` stops us before anything is read for
         // the files (a keystore's password) or written; `write` checks again.
         self.ensure_safe_dir(true)?;
@@ -372,11 +369,7 @@ impl DirectoryTarget {
 
     /// Writes `rendered` as a new generation and makes it current (see
     /// [`DirectoryTarget::commit`]).
-    pub(crate) fn write(
-        &self,
-        rendered: Rendered,
-        now: OffsetDateTime,
-    ) -> Result<String, TargetError> {
+    fn write(&self, rendered: Rendered, now: OffsetDateTime) -> Result<String, TargetError> {
         self.ensure_safe_dir(true)?;
         let root = self.path();
         // A planted non-symlink `..data` must stop us before anything is written.
